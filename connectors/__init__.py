@@ -1,0 +1,1 @@
+"""Sources: DBN file replay (and, later, Databento live) feeding the IFD dataflow."""

@@ -1,0 +1,109 @@
+"""bytewax source replaying DBN files: one resumable partition per file.
+
+The partition emits one :class:`SourceBatch` (a columnar
+:class:`~connectors.dbn.DecodedChunk`) per ``next_batch`` call. Its snapshot
+is the position just after the last emitted record, so with bytewax recovery
+enabled a restarted run continues exactly where the snapshot was taken; with
+the downstream sink keyed by (source, seq) this supports exactly-once final
+numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from typing_extensions import override
+
+from connectors.dbn import DBNReader, SourceBatch
+from connectors.inputs import DataInput
+
+
+@dataclass(frozen=True)
+class FilePosition:
+    """Partition snapshot: where the next batch starts."""
+
+    offset: int
+    record: int
+    seq: int
+
+
+class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
+    def __init__(
+        self, data: DataInput, batch_records: int, resume: FilePosition | None
+    ) -> None:
+        self._data = data
+        self._seq = 0 if resume is None else resume.seq
+        self._reader = DBNReader(
+            data.path,
+            batch_records=batch_records,
+            resume_offset=None if resume is None else resume.offset,
+            resume_record=0 if resume is None else resume.record,
+        )
+        self._position = resume or FilePosition(self._reader.header.records_offset, 0, 0)
+
+    @override
+    def next_batch(self) -> list[SourceBatch]:
+        chunk = self._reader.next_chunk()
+        if chunk is None:
+            raise StopIteration
+        batch = SourceBatch(
+            source=self._data.path,
+            seq=self._seq,
+            trade_rtype=self._data.trade_rtype,
+            chunk=chunk,
+            bytes_read=self._reader.compressed_position,
+            total_bytes=self._reader.total_bytes,
+            eof=self._reader.exhausted,
+        )
+        self._seq += 1
+        self._position = FilePosition(chunk.end_offset, chunk.start_record + chunk.n_records,
+                                      self._seq)
+        return [batch]
+
+    @override
+    def next_awake(self) -> datetime | None:
+        return None
+
+    @override
+    def snapshot(self) -> FilePosition:
+        return self._position
+
+    @override
+    def close(self) -> None:
+        self._reader.close()
+
+
+class DBNFileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
+    """Replay DBN files (``.dbn``/``.dbn.zst``, versions 1-3, any schema).
+
+    Parameters
+    ----------
+    inputs : list[DataInput]
+        From :func:`connectors.inputs.plan_inputs`; one partition each,
+        keyed by path.
+    batch_records : int
+        Records per emitted batch.
+
+    Notes
+    -----
+    Supports exactly-once processing with bytewax recovery: the snapshot is
+    the byte offset after the last emitted record. Decode errors raise
+    :class:`~models.errors.DBNDecodeError` naming the file and offset.
+    """
+
+    def __init__(self, inputs: list[DataInput], *, batch_records: int = 65_536) -> None:
+        self._inputs = {d.path: d for d in inputs}
+        self._batch_records = batch_records
+
+    @override
+    def list_parts(self) -> list[str]:
+        return list(self._inputs)
+
+    @override
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: Any
+    ) -> _DBNFilePartition:
+        return _DBNFilePartition(self._inputs[for_part], self._batch_records, resume_state)

@@ -1,0 +1,1 @@
+"""The IFD dataflow (``flows.ifd``) and its bytewax-free domain steps."""

@@ -1,0 +1,164 @@
+"""The IFD dataflow: DBN → normalise → aggressor side → 5-min windows → ClickHouse.
+
+Run it::
+
+    python -m bytewax.run flows.ifd                 # bundled NQ.OPT sample → embedded chdb
+    IFD_SOURCE='../shared/data/real/*.mbo.dbn.zst' python -m bytewax.run flows.ifd
+
+Steps (step ids)::
+
+    read_dbn ─ normalise_trades ─ key_by_source ─ classify_and_aggregate ─ explode
+      ├─ windowed items ─ key_by_contract ─ pressure_window (tumbling, event time)
+      │     ├─ down ─ finish_window ─┐
+      │     └─ late ─ late_parts ────┤
+      └─ stats / dead letters ───────┴─ outputs ─ clickhouse
+
+This module only wires operators; the logic lives in bytewax-free modules
+(:mod:`flows.stream`, :mod:`flows.pressure`, :mod:`flows.aggressor`,
+:mod:`flows.normalise`, :mod:`connectors.dbn`).
+
+``flow`` is built lazily on first access (settings are read then, not at
+import); :func:`build_flow` builds one from explicit settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bytewax.operators as op
+import bytewax.operators.windowing as win
+from bytewax.dataflow import Dataflow
+
+from connectors.files import DBNFileSource
+from connectors.inputs import plan_inputs
+from flows.instruments import InstrumentCatalog
+from flows.pressure import merge_parts
+from flows.stream import StreamProcessor, normalise_batch
+from models.records import Heartbeat, WindowPart, WindowResult, ns_to_datetime
+from models.settings import Settings, load_settings
+from sinks.bytewax_sink import ClickHouseDynamicSink, ClickHouseSink
+
+log = logging.getLogger("ifd")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""Window alignment: UTC midnight."""
+
+
+def _item_time(item: WindowPart | Heartbeat) -> datetime:
+    return ns_to_datetime(item.last_ts_ns if isinstance(item, WindowPart) else item.ts_ns)
+
+
+def _replay_now() -> datetime:
+    """Frozen 'system time' for replay: watermarks advance by event time only."""
+    return EPOCH
+
+
+def _fold(acc: list[WindowPart], item: WindowPart | Heartbeat) -> list[WindowPart]:
+    if isinstance(item, WindowPart):
+        acc.append(item)
+    return acc
+
+
+def _finish(key_window: tuple[str, tuple[int, list[WindowPart]]]) -> WindowResult | None:
+    key, (_window_id, parts) = key_window
+    if not parts:  # a window opened only by a heartbeat
+        return None
+    return WindowResult(key, tuple(parts), merge_parts(parts))
+
+
+def _late(key_item: tuple[str, tuple[int, WindowPart | Heartbeat]]) -> WindowResult | None:
+    key, (_window_id, item) = key_item
+    if not isinstance(item, WindowPart):
+        return None  # a heartbeat behind another input's watermark carries nothing
+    part = replace(item, late=True)
+    return WindowResult(key, (part,), merge_parts([part]), correction=True)
+
+
+def _sample_patterns(settings: Settings) -> list[str]:
+    from connectors.sample import ensure_sample
+
+    files = ensure_sample(settings.data_dir)
+    return [str(files.definition_path), str(files.tbbo_path)]
+
+
+def build_flow(settings: Settings | None = None) -> Dataflow:
+    """Build the IFD dataflow.
+
+    Parameters
+    ----------
+    settings : Settings | None
+        None reads ``IFD_*`` from the environment / ``.env``.
+
+    Raises
+    ------
+    ConfigError, SourceError, DBNDecodeError
+        Bad settings, missing inputs, or a header that is not DBN.
+    """
+    settings = settings or load_settings()
+    _configure_logging()
+    log.info("effective settings: %s", settings.masked())
+    patterns = settings.source_patterns() or _sample_patterns(settings)
+    plan = plan_inputs(patterns, settings.trade_schema)
+    log.info(
+        "inputs: %d data file(s), %d definition file(s) with %d definitions",
+        len(plan.data), len(plan.definition_files), len(plan.definitions),
+    )
+    window_ns = settings.window_length_s * 1_000_000_000
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+    processor = StreamProcessor(
+        InstrumentCatalog(plan.definitions, plan.symbols),
+        window_ns=window_ns,
+        lateness_ns=int(lateness.total_seconds() * 1e9),
+    )
+
+    flow = Dataflow("ifd")
+    batches = op.input(
+        "read_dbn", flow, DBNFileSource(plan.data, batch_records=settings.batch_records)
+    )
+    normalised = op.map("normalise_trades", batches, normalise_batch)
+    by_source = op.key_on("key_by_source", normalised, lambda item: item[0].source)
+    processed = op.stateful_map("classify_and_aggregate", by_source, processor.process)
+    items = op.flat_map("explode", processed, lambda key_items: key_items[1])
+    split = op.branch(
+        "split_window_items", items, lambda x: isinstance(x, WindowPart | Heartbeat)
+    )
+    by_contract = op.key_on("key_by_contract", split.trues, lambda x: x.key)
+    clock = win.EventClock(
+        _item_time,
+        wait_for_system_duration=lateness,
+        now_getter=_replay_now,
+        to_system_utc=lambda _ts: None,
+    )
+    windower = win.TumblingWindower(length=timedelta(seconds=settings.window_length_s),
+                                    align_to=EPOCH)
+    windows = win.fold_window(
+        "pressure_window", by_contract, clock, windower, list, _fold, lambda a, b: a + b
+    )
+    closed = op.filter_map("finish_window", windows.down, _finish)
+    late = op.filter_map("late_parts", windows.late, _late)
+    outputs = op.merge("outputs", closed, late, split.falses)
+    total_bytes = plan.total_bytes
+    if settings.embedded:
+        keyed = op.key_on("route_to_chdb", outputs, lambda _x: "clickhouse")
+        op.output("clickhouse", keyed, ClickHouseSink(settings, total_bytes))
+    else:
+        op.output("clickhouse", outputs, ClickHouseDynamicSink(settings, total_bytes))
+    return flow
+
+
+def _configure_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+
+def __getattr__(name: str) -> Any:
+    """Build ``flow`` on first access (``python -m bytewax.run flows.ifd``)."""
+    if name == "flow":
+        built = build_flow()
+        globals()["flow"] = built
+        return built
+    raise AttributeError(name)

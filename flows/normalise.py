@@ -1,0 +1,176 @@
+"""Normalisation: decoded DBN records → columnar trades + dead letters.
+
+Rules (Databento schema docs; CME MDP 3.0):
+
+| input                                 | rule                                                      |
+|---------------------------------------|-----------------------------------------------------------|
+| trades (0x00), tbbo/mbp-1 (0x01),     | a trade is a record with ``action == 'T'``                |
+| mbp-10 (0x0A)                         |                                                           |
+| mbo (0xA0)                            | only ``T`` counts; ``F`` fills are the passive side of the |
+|                                       | same match and would double count                         |
+| ``flags & F_SNAPSHOT``                | book snapshot record, never a trade                       |
+| price == ``UNDEF_PRICE``              | dead letter ``undef_price``                               |
+| size == 0                             | dead letter ``zero_size``                                 |
+| trade rtype not selected              | counted as ``duplicate_schema_trades`` (same trades       |
+|                                       | repeated in another schema), never aggregated             |
+| ``side`` ``B`` / ``A`` / ``N``         | flag side +1 (buy, lifts the ask) / -1 (sell, hits the    |
+|                                       | bid) / 0 (none: classify with Lee-Ready)                  |
+
+The output keeps prices as int64 fixed-point 1e-9 and time as int64 ns UTC.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from connectors.dbn import RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10, DecodedChunk, rtype_name
+from models.records import F_SNAPSHOT, UNDEF_PRICE, DeadLetters
+
+_T = np.bytes_(b"T")
+_B = np.bytes_(b"B")
+_A = np.bytes_(b"A")
+
+
+@dataclass(frozen=True, slots=True)
+class TradeBatch:
+    """Valid trades of one source batch, columnar, in file order.
+
+    Attributes
+    ----------
+    ts_event : int64[n]
+        Match time, ns since epoch UTC.
+    instrument_id : uint32[n]
+    price : int64[n]
+        Fixed-point 1e-9 USD index points.
+    size : int64[n]
+        Contracts (> 0).
+    flag_side : int8[n]
+        Exchange aggressor: +1 buy, -1 sell, 0 none.
+    bid_px, ask_px : int64[n]
+        BBO carried by the record (fixed-point), ``UNDEF_PRICE`` when absent.
+    position : int64[n]
+        File-wide record index.
+    """
+
+    ts_event: np.ndarray
+    instrument_id: np.ndarray
+    price: np.ndarray
+    size: np.ndarray
+    flag_side: np.ndarray
+    bid_px: np.ndarray
+    ask_px: np.ndarray
+    position: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts_event)
+
+
+@dataclass(frozen=True, slots=True)
+class NormalisedBatch:
+    """Result of :func:`normalise_chunk`: trades, dead letters and skip counts."""
+
+    trades: TradeBatch
+    dead_letters: DeadLetters
+    skipped: Counter[str]
+
+
+def _empty_trades() -> TradeBatch:
+    i8 = np.empty(0, dtype=np.int64)
+    return TradeBatch(
+        i8, np.empty(0, np.uint32), i8, i8, np.empty(0, np.int8), i8, i8, i8
+    )
+
+
+def _bbo(records: np.ndarray, rtype: int) -> tuple[np.ndarray, np.ndarray]:
+    if rtype in (RTYPE_MBP1, RTYPE_MBP10):
+        bid, ask = records["bid_px_00"], records["ask_px_00"]
+        return bid.astype(np.int64), ask.astype(np.int64)
+    undef = np.full(len(records), UNDEF_PRICE, dtype=np.int64)
+    return undef, undef
+
+
+def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -> NormalisedBatch:
+    """Extract the valid trades of ``chunk`` from the selected trade rtype.
+
+    Parameters
+    ----------
+    chunk : DecodedChunk
+        One decoded micro-batch.
+    trade_rtype : int | None
+        The rtype whose trades count for this input (see
+        :func:`flows.schema_select.resolve_trade_rtypes`); None = no trades.
+    source : str
+        Input name, stamped on dead letters.
+
+    Returns
+    -------
+    NormalisedBatch
+        Trades in file order, dead letters, and skip counters (book events of
+        the selected rtype, snapshot records, duplicate-schema trades, and the
+        reader's unused rtypes).
+    """
+    skipped: Counter[str] = Counter(chunk.skipped)
+    trades = _empty_trades()
+    dead = _no_dead_letters(source)
+    for rtype, records in chunk.trades.items():
+        is_trade = records["action"] == _T
+        snapshot = (records["flags"] & F_SNAPSHOT) != 0
+        if rtype != trade_rtype:
+            dup = int(np.count_nonzero(is_trade & ~snapshot))
+            if dup:
+                skipped["duplicate_schema_trades"] += dup
+            if len(records) - dup:
+                skipped[f"{rtype_name(rtype)}_other"] += len(records) - dup
+            continue
+        n_snap = int(np.count_nonzero(snapshot))
+        if n_snap:
+            skipped["snapshot_records"] += n_snap
+        trade_mask = is_trade & ~snapshot
+        n_book = len(records) - n_snap - int(np.count_nonzero(trade_mask))
+        if n_book:
+            skipped["book_events" if rtype in (RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10) else
+                    f"{rtype_name(rtype)}_non_trade"] += n_book
+        rows = records[trade_mask]
+        positions = chunk.positions[rtype][trade_mask]
+        price = rows["price"].astype(np.int64)
+        size = rows["size"].astype(np.int64)
+        undef = price == UNDEF_PRICE
+        zero = (size == 0) & ~undef
+        bad = undef | zero
+        if bad.any():
+            reason = np.where(undef[bad], "undef_price", "zero_size").astype(object)
+            dead = DeadLetters(
+                source=source,
+                position=positions[bad],
+                reason=reason,
+                rtype=np.full(int(bad.sum()), rtype, dtype=np.uint8),
+                instrument_id=rows["instrument_id"][bad].astype(np.uint32),
+                ts_event=rows["ts_event"][bad].astype(np.int64),
+                price=price[bad],
+                size=size[bad],
+            )
+            good = ~bad
+            rows, positions, price, size = rows[good], positions[good], price[good], size[good]
+        side = rows["side"]
+        flag_side = np.where(side == _B, 1, np.where(side == _A, -1, 0)).astype(np.int8)
+        bid, ask = _bbo(rows, rtype)
+        trades = TradeBatch(
+            ts_event=rows["ts_event"].astype(np.int64),
+            instrument_id=rows["instrument_id"].astype(np.uint32),
+            price=price,
+            size=size,
+            flag_side=flag_side,
+            bid_px=bid,
+            ask_px=ask,
+            position=positions,
+        )
+    return NormalisedBatch(trades=trades, dead_letters=dead, skipped=skipped)
+
+
+def _no_dead_letters(source: str) -> DeadLetters:
+    e = np.empty(0, dtype=np.int64)
+    return DeadLetters(source, e, np.empty(0, dtype=object), np.empty(0, np.uint8),
+                       np.empty(0, np.uint32), e, e, e)

@@ -1,0 +1,1 @@
+"""Typed records, enums, settings and errors shared by connectors, flows and sinks."""

@@ -1,0 +1,57 @@
+"""Error hierarchy: one root, subclasses by cause.
+
+Bad *records* never raise: they become counted dead letters (see
+:mod:`flows.normalise`). These exceptions are for inputs or infrastructure
+that cannot be processed at all, and every message names the file, record
+or setting involved.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root of every error raised by the IFD pipeline."""
+
+
+class ConfigError(PipelineError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class DBNDecodeError(PipelineError):
+    """A DBN input is not DBN, is truncated, or holds a malformed record.
+
+    Parameters
+    ----------
+    path : str
+        The file (or stream name) being decoded.
+    offset : int
+        Byte offset into the *decompressed* DBN stream where the problem starts.
+    reason : str
+        What is wrong, in words.
+    """
+
+    def __init__(self, path: str, offset: int, reason: str) -> None:
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"{path}: {reason} (at decompressed byte offset {offset})")
+
+
+class SourceError(PipelineError):
+    """An input cannot be opened or listed (missing file, empty glob)."""
+
+
+class SinkError(PipelineError):
+    """Root of output failures."""
+
+
+class SinkRetryableError(SinkError):
+    """A transient output failure; retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class SinkFatalError(SinkError):
+    """An output failure that retrying cannot fix (bad schema, auth, SQL)."""

@@ -1,0 +1,111 @@
+"""Run configuration, read from ``IFD_*`` environment variables and ``.env``.
+
+| variable                  | default              | meaning                                                     |
+|---------------------------|----------------------|-------------------------------------------------------------|
+| ``IFD_SOURCE``            | bundled sample       | comma-separated DBN paths or globs (data + definitions)     |
+| ``IFD_DATA_DIR``          | ``./data``           | sample cache, embedded database, recovery snapshots         |
+| ``IFD_CLICKHOUSE_URL``    | unset → embedded chdb| ``http(s)://user:pass@host:8123/ifd`` for a server          |
+| ``IFD_CHDB_PATH``         | ``<data_dir>/chdb``  | embedded chdb data directory (one process per directory)    |
+| ``IFD_TRADE_SCHEMA``      | ``auto``             | auto, mbo, mbp-10, mbp-1, tbbo, trades                      |
+| ``IFD_WINDOW_LENGTH_S``   | ``300``              | tumbling window length; must divide one day                 |
+| ``IFD_ALLOWED_LATENESS_S``| ``10``               | event time a window waits after its end before closing      |
+| ``IFD_BATCH_RECORDS``     | ``65536``            | DBN records per source micro-batch                          |
+| ``IFD_SINK_BATCH_ROWS``   | ``20000``            | rows buffered per ClickHouse insert                         |
+| ``IFD_PROGRESS_INTERVAL_S``| ``2``               | seconds between progress lines (0 disables)                 |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.errors import ConfigError
+
+TradeSchema = Literal["auto", "mbo", "mbp-10", "mbp-1", "tbbo", "trades"]
+SECONDS_PER_DAY = 86_400
+
+
+class Settings(BaseSettings):
+    """Frozen pipeline settings; build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IFD_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    source: str | None = Field(
+        default=None, description="Comma-separated DBN file paths or globs; unset = sample."
+    )
+    data_dir: Path = Path("data")
+    clickhouse_url: SecretStr | None = None
+    chdb_path: Path | None = None
+    trade_schema: TradeSchema = "auto"
+    window_length_s: int = Field(default=300, gt=0)
+    allowed_lateness_s: float = Field(default=10.0, ge=0)
+    batch_records: int = Field(default=65_536, ge=1, le=16_777_216)
+    sink_batch_rows: int = Field(default=20_000, ge=1)
+    progress_interval_s: float = Field(default=2.0, ge=0)
+
+    @field_validator("window_length_s")
+    @classmethod
+    def _window_divides_day(cls, value: int) -> int:
+        if SECONDS_PER_DAY % value:
+            msg = f"must divide 86400 so windows align to UTC midnight, got {value}"
+            raise ValueError(msg)
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no ``IFD_CLICKHOUSE_URL`` is set (embedded chdb)."""
+        return self.clickhouse_url is None
+
+    @property
+    def effective_chdb_path(self) -> Path:
+        """The chdb data directory: ``IFD_CHDB_PATH`` or ``<data_dir>/chdb``."""
+        return self.chdb_path if self.chdb_path is not None else self.data_dir / "chdb"
+
+    def source_patterns(self) -> list[str]:
+        """``IFD_SOURCE`` split on commas, blanks removed (empty when unset)."""
+        if not self.source:
+            return []
+        return [part.strip() for part in self.source.split(",") if part.strip()]
+
+    def masked(self) -> dict[str, object]:
+        """Effective settings for logging, with secrets masked."""
+        shown = self.model_dump()
+        if self.clickhouse_url is not None:
+            shown["clickhouse_url"] = _mask_url(self.clickhouse_url.get_secret_value())
+        return shown
+
+
+def _mask_url(url: str) -> str:
+    """Replace the password in ``scheme://user:pass@host`` with ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment (and ``.env``), applying overrides.
+
+    Raises
+    ------
+    ConfigError
+        When a variable is invalid; the message names ``IFD_<NAME>``, the
+        value given and the accepted values.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "IFD_" + str(err["loc"][0]).upper() if err["loc"] else "IFD_?"
+            given = err.get("input")
+            problems.append(f"{name}={given!r}: {err['msg']}")
+        msg = "invalid configuration: " + "; ".join(problems)
+        raise ConfigError(msg) from None

@@ -1,0 +1,148 @@
+"""bytewax sink writing the dataflow's outputs to ClickHouse.
+
+Embedded chdb allows one process per data directory, so with
+``IFD_CLICKHOUSE_URL`` unset every row is routed to the single partition of
+:class:`ClickHouseSink` (one worker opens chdb). With a server each worker
+writes its own rows (:class:`ClickHouseDynamicSink`).
+
+Rows are buffered and flushed when a buffer is full, at least every
+``flush_interval_s``, at every bytewax snapshot, and at close, so a
+snapshot never covers rows that are not yet stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
+from typing_extensions import override
+
+from flows.report import RunReport
+from models.records import BatchStats, DeadLetters, WindowResult
+from models.settings import Settings
+from sinks.clickhouse import IFDWriter, apply_schema, open_store
+
+log = logging.getLogger(__name__)
+
+SinkItem = WindowResult | BatchStats | DeadLetters
+
+
+class _Writer:
+    """Shared body of both partition kinds."""
+
+    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float) -> None:
+        self.store = open_store(settings)
+        apply_schema(self.store)
+        self.writer = IFDWriter(self.store, batch_rows=settings.sink_batch_rows)
+        self.report = RunReport(total_bytes, settings.progress_interval_s)
+        self.flush_interval_s = flush_interval_s
+        self._last_flush = time.monotonic()
+
+    def write(self, items: list[Any]) -> None:
+        for item in items:
+            if isinstance(item, WindowResult):
+                self.writer.add_parts(list(item.parts))
+                self.report.on_window(item.correction)
+            elif isinstance(item, BatchStats):
+                self.writer.add_stats(item)
+                self.report.on_stats(item)
+            elif isinstance(item, DeadLetters):
+                self.writer.add_dead_letters(item)
+            else:
+                msg = f"unexpected item for the ClickHouse sink: {type(item).__name__}"
+                raise TypeError(msg)
+        now = time.monotonic()
+        if self.writer.pending and now - self._last_flush >= self.flush_interval_s:
+            self.flush()
+        self.report.maybe_progress()
+
+    def flush(self) -> None:
+        self.writer.flush()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            print(self.report.summary(), flush=True)  # noqa: T201 - the run's final output
+        finally:
+            self.store.close()
+
+
+class _FixedPartition(StatefulSinkPartition[SinkItem, None]):
+    def __init__(self, body: _Writer) -> None:
+        self._body = body
+
+    @override
+    def write_batch(self, values: list[SinkItem]) -> None:
+        self._body.write(values)
+
+    @override
+    def snapshot(self) -> None:
+        self._body.flush()
+
+    @override
+    def close(self) -> None:
+        self._body.close()
+
+
+class ClickHouseSink(FixedPartitionedSink[SinkItem, None]):
+    """Single-partition sink (embedded chdb): every row goes to one worker.
+
+    Parameters
+    ----------
+    settings : Settings
+    total_bytes : int
+        Input size for the progress percentage.
+    flush_interval_s : float
+        Longest time rows stay buffered.
+    """
+
+    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float = 1.0) -> None:
+        self._settings = settings
+        self._total_bytes = total_bytes
+        self._flush_interval_s = flush_interval_s
+
+    @override
+    def list_parts(self) -> list[str]:
+        return ["clickhouse"]
+
+    @override
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _FixedPartition:
+        return _FixedPartition(_Writer(self._settings, self._total_bytes, self._flush_interval_s))
+
+
+class _DynamicPartition(StatelessSinkPartition[SinkItem]):
+    def __init__(self, body: _Writer) -> None:
+        self._body = body
+
+    @override
+    def write_batch(self, items: list[SinkItem]) -> None:
+        self._body.write(items)
+
+    @override
+    def close(self) -> None:
+        self._body.close()
+
+
+class ClickHouseDynamicSink(DynamicSink[SinkItem]):
+    """One writer per worker (ClickHouse server): scales with ``-i/-a`` processes."""
+
+    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float = 1.0) -> None:
+        self._settings = settings
+        self._total_bytes = total_bytes
+        self._flush_interval_s = flush_interval_s
+
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DynamicPartition:
+        return _DynamicPartition(_Writer(self._settings, self._total_bytes, self._flush_interval_s))

@@ -1,0 +1,397 @@
+"""ClickHouse storage: embedded chdb or a server, same DDL and SQL.
+
+- :func:`open_store` picks :class:`ChdbStore` (``IFD_CLICKHOUSE_URL`` unset;
+  data in ``IFD_CHDB_PATH``; one process per directory) or
+  :class:`ServerStore` (clickhouse-connect over HTTP).
+- :func:`apply_schema` runs ``sinks/schema.sql`` (idempotent).
+- :class:`IFDWriter` buffers window parts, batch stats and dead letters and
+  writes them as columnar Arrow inserts with explicit column names, an
+  ``insert_deduplication_token`` per block and retries with exponential
+  backoff on retryable errors (decided by ClickHouse error code).
+
+Idempotency: every row has an identity in its table's ``ORDER BY``
+(ReplacingMergeTree), so retries, replays of the same files and bytewax's
+partial re-emissions never change the numbers read through
+``ifd.pressure_metrics``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import numpy as np
+import pyarrow as pa
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from flows.pressure import sql_confidence, sql_dominant_side
+from models.errors import SinkError, SinkFatalError, SinkRetryableError
+from models.records import FIXED_PRICE_SCALE, BatchStats, DeadLetters, WindowPart
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_CODES = frozenset({159, 164, 202, 209, 210, 241, 252, 285, 319, 425, 999})
+"""TIMEOUT_EXCEEDED, READONLY, TOO_MANY_SIMULTANEOUS_QUERIES, SOCKET_TIMEOUT,
+NETWORK_ERROR, MEMORY_LIMIT_EXCEEDED, TOO_MANY_PARTS, TOO_FEW_LIVE_REPLICAS,
+UNKNOWN_STATUS_OF_INSERT, SYSTEM_ERROR, KEEPER_EXCEPTION."""
+_CODE_RE = re.compile(r"Code:\s*(\d+)")
+
+
+def _classify(exc: Exception, what: str) -> SinkError:
+    """Map a driver exception to a retryable or fatal sink error (by error code)."""
+    code = getattr(exc, "code", None)
+    if code is None:
+        match = _CODE_RE.search(str(exc))
+        code = int(match.group(1)) if match else None
+    name = type(exc).__name__
+    if code in RETRYABLE_CODES or name in {"OperationalError", "ConnectionError", "TimeoutError"}:
+        return SinkRetryableError(f"{what} failed (code {code}): {exc}", retry_after_s=1.0)
+    return SinkFatalError(f"{what} failed (code {code}): {exc}")
+
+
+class ClickHouseStore(Protocol):
+    """The three operations the pipeline needs from ClickHouse."""
+
+    def command(self, sql: str) -> None:
+        """Run a statement that returns nothing."""
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        """Run a query and return its result as an Arrow table."""
+
+    def insert_arrow(self, table: str, data: pa.Table, *, dedup_token: str) -> None:
+        """Insert ``data`` (column names = Arrow field names) into ``table``."""
+
+    def close(self) -> None:
+        """Release the connection/session."""
+
+
+class ChdbStore:
+    """Embedded ClickHouse (chdb) with data in ``path``.
+
+    Raises
+    ------
+    SinkFatalError
+        The directory is in use by another process or cannot be opened.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from chdb import session  # imported lazily: it loads a large engine
+
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._session = session.Session(str(path))
+        except Exception as exc:  # chdb raises plain RuntimeError
+            msg = f"cannot open embedded ClickHouse at {path} (one process per directory): {exc}"
+            raise SinkFatalError(msg) from exc
+        self.path = path
+
+    def command(self, sql: str) -> None:
+        """Run one statement."""
+        try:
+            self._session.query(sql)
+        except Exception as exc:
+            raise _classify(exc, "chdb statement") from exc
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        """Run a query; result as Arrow."""
+        try:
+            result = self._session.query(sql, "ArrowStream")
+        except Exception as exc:
+            raise _classify(exc, "chdb query") from exc
+        data = result.bytes()
+        if not data:
+            return pa.table({})
+        return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+
+    def insert_arrow(self, table: str, data: pa.Table, *, dedup_token: str) -> None:
+        """Insert an Arrow table through chdb's ``Python()`` table function."""
+        cols = ", ".join(data.column_names)
+        sql = (
+            f"INSERT INTO {table} ({cols}) "  # noqa: S608 - identifiers are ours
+            f"SETTINGS insert_deduplication_token = '{dedup_token}' "
+            f"SELECT {cols} FROM Python(data)"  # chdb resolves `data` in this frame
+        )
+        try:
+            self._session.query(sql)
+        except Exception as exc:
+            raise _classify(exc, f"insert into {table}") from exc
+
+    def close(self) -> None:
+        """Close the session (releases the directory lock)."""
+        self._session.close()
+
+
+class ServerStore:
+    """A ClickHouse server over HTTP(S) via clickhouse-connect.
+
+    Parameters
+    ----------
+    url : str
+        ``http(s)://user:password@host:port/database``; never logged.
+    """
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        parts = urlsplit(url)
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=parts.hostname or "localhost",
+                port=parts.port or (8443 if parts.scheme == "https" else 8123),
+                username=parts.username or "default",
+                password=parts.password or "",
+                secure=parts.scheme == "https",
+                database="default",
+            )
+        except Exception as exc:
+            where = f"{parts.scheme}://{parts.hostname}:{parts.port}"
+            msg = f"cannot connect to ClickHouse at {where}: {type(exc).__name__}"
+            raise SinkRetryableError(msg, retry_after_s=5.0) from None
+
+    def command(self, sql: str) -> None:
+        """Run one statement."""
+        try:
+            self._client.command(sql)
+        except Exception as exc:
+            raise _classify(exc, "ClickHouse statement") from exc
+
+    def query_arrow(self, sql: str) -> pa.Table:
+        """Run a query; result as Arrow."""
+        try:
+            return self._client.query_arrow(sql)
+        except Exception as exc:
+            raise _classify(exc, "ClickHouse query") from exc
+
+    def insert_arrow(self, table: str, data: pa.Table, *, dedup_token: str) -> None:
+        """Columnar insert with a deduplication token."""
+        try:
+            self._client.insert_arrow(
+                table, data, settings={"insert_deduplication_token": dedup_token}
+            )
+        except Exception as exc:
+            raise _classify(exc, f"insert into {table}") from exc
+
+    def close(self) -> None:
+        """Close the HTTP pool."""
+        self._client.close()
+
+
+def open_store(settings: Settings) -> ClickHouseStore:
+    """Open the configured store (server when ``IFD_CLICKHOUSE_URL`` is set)."""
+    if settings.clickhouse_url is not None:
+        return ServerStore(settings.clickhouse_url.get_secret_value())
+    return ChdbStore(settings.effective_chdb_path)
+
+
+def schema_statements() -> list[str]:
+    """The DDL of ``sinks/schema.sql`` with the shared formulas rendered in."""
+    text = resources.files("sinks").joinpath("schema.sql").read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    text = text.replace("{{DOMINANT_SIDE}}", sql_dominant_side("bid_volume", "ask_volume"))
+    text = text.replace(
+        "{{CONFIDENCE}}",
+        sql_confidence("bid_volume", "ask_volume", "total_volume", "total_trades"),
+    )
+    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+def apply_schema(store: ClickHouseStore) -> None:
+    """Create database, tables and views if missing (views are replaced)."""
+    for statement in schema_statements():
+        store.command(statement)
+
+
+def _ts(values: list[int] | np.ndarray, unit: str = "ns") -> pa.Array:
+    arr = np.asarray(values, dtype=np.int64)
+    if unit == "ms":
+        arr = arr // 1_000_000
+    return pa.array(arr, type=pa.timestamp(unit, tz="UTC"))
+
+
+def parts_table(parts: list[WindowPart]) -> pa.Table:
+    """Arrow block for ``ifd.pressure_parts`` (column names = table columns)."""
+    def col(name: str) -> list:
+        return [getattr(p, name) for p in parts]
+
+    expiration = [None if p.expiration_ns is None else p.expiration_ns // 1_000_000 for p in parts]
+    strike = [None if p.strike_price is None else p.strike_price / FIXED_PRICE_SCALE for p in parts]
+    return pa.table(
+        {
+            "window_start": _ts(col("window_start_ns"), "ms"),
+            "window_end": _ts(col("window_end_ns"), "ms"),
+            "contract_key": pa.array(col("key"), pa.string()),
+            "source": pa.array(col("source"), pa.string()),
+            "batch_seq": pa.array(col("seq"), pa.uint64()),
+            "instrument_id": pa.array(col("instrument_id"), pa.uint32()),
+            "symbol": pa.array(col("symbol"), pa.string()),
+            "underlying": pa.array(col("underlying"), pa.string()),
+            "expiration": pa.array(expiration, pa.timestamp("ms", tz="UTC")),
+            "strike": pa.array(strike, pa.float64()),
+            "option_type": pa.array(col("option_type"), pa.string()),
+            "defined": pa.array([int(p.defined) for p in parts], pa.uint8()),
+            "bid_volume": pa.array(col("bid_volume"), pa.uint64()),
+            "ask_volume": pa.array(col("ask_volume"), pa.uint64()),
+            "unknown_volume": pa.array(col("unknown_volume"), pa.uint64()),
+            "buy_trades": pa.array(col("buy_trades"), pa.uint64()),
+            "sell_trades": pa.array(col("sell_trades"), pa.uint64()),
+            "unknown_trades": pa.array(col("unknown_trades"), pa.uint64()),
+            "notional": pa.array(col("notional"), pa.float64()),
+            "max_trade_size": pa.array(col("max_trade_size"), pa.uint64()),
+            "first_trade_ts": _ts(col("first_ts_ns")),
+            "last_trade_ts": _ts(col("last_ts_ns")),
+            "flag_volume": pa.array(col("flag_volume"), pa.uint64()),
+            "quote_volume": pa.array(col("quote_volume"), pa.uint64()),
+            "tick_volume": pa.array(col("tick_volume"), pa.uint64()),
+            "late": pa.array([int(p.late) for p in parts], pa.uint8()),
+        }
+    )
+
+
+def _map(dicts: list[dict[str, int]]) -> pa.Array:
+    return pa.array([list(d.items()) for d in dicts], type=pa.map_(pa.string(), pa.uint64()))
+
+
+def stats_table(stats: list[BatchStats]) -> pa.Table:
+    """Arrow block for ``ifd.ingest_batches``."""
+    return pa.table(
+        {
+            "source": pa.array([s.source for s in stats], pa.string()),
+            "batch_seq": pa.array([s.seq for s in stats], pa.uint64()),
+            "records": pa.array([s.records for s in stats], pa.uint64()),
+            "trades": pa.array([s.trades for s in stats], pa.uint64()),
+            "undefined_instrument_trades": pa.array(
+                [s.undefined_instrument_trades for s in stats], pa.uint64()
+            ),
+            "dead_letters": pa.array([sum(s.dead_letters.values()) for s in stats], pa.uint64()),
+            "dead_letter_reasons": _map([s.dead_letters for s in stats]),
+            "skipped": _map([s.skipped for s in stats]),
+            "bytes_read": pa.array([s.bytes_read for s in stats], pa.uint64()),
+            "total_bytes": pa.array([s.total_bytes for s in stats], pa.uint64()),
+            "max_ts_event": _ts([s.max_ts_event for s in stats]),
+        }
+    )
+
+
+def dead_letters_table(blocks: list[DeadLetters]) -> pa.Table:
+    """Arrow block for ``ifd.dead_letters``."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in blocks])
+
+    sources = [b.source for b in blocks for _ in range(len(b))]
+    return pa.table(
+        {
+            "source": pa.array(sources, pa.string()),
+            "record_index": pa.array(cat("position"), pa.uint64()),
+            "reason": pa.array(cat("reason").astype(str), pa.string()),
+            "rtype": pa.array(cat("rtype"), pa.uint8()),
+            "instrument_id": pa.array(cat("instrument_id"), pa.uint32()),
+            "ts_event": _ts(cat("ts_event")),
+            "price_raw": pa.array(cat("price"), pa.int64()),
+            "size": pa.array(cat("size"), pa.int64()),
+        }
+    )
+
+
+def _token(table: str, ids: list[tuple]) -> str:
+    digest = hashlib.blake2b(repr((table, ids)).encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+class IFDWriter:
+    """Buffered, idempotent, retrying writer of the dataflow's outputs.
+
+    Parameters
+    ----------
+    store : ClickHouseStore
+    batch_rows : int
+        Flush a table's buffer once it holds this many rows.
+    max_attempts : int
+        Attempts per insert before giving up (exponential backoff with jitter,
+        0.2 s doubling to 10 s).
+
+    Raises
+    ------
+    SinkFatalError
+        From ``flush`` when an insert fails with a non-retryable error, or a
+        retryable one persists past ``max_attempts``.
+    """
+
+    def __init__(self, store: ClickHouseStore, *, batch_rows: int = 20_000,
+                 max_attempts: int = 6) -> None:
+        self.store = store
+        self.batch_rows = batch_rows
+        self._parts: list[WindowPart] = []
+        self._stats: list[BatchStats] = []
+        self._dead: list[DeadLetters] = []
+        self._dead_rows = 0
+        self.rows_written: dict[str, int] = {}
+        self._insert = retry(
+            retry=retry_if_exception_type(SinkRetryableError),
+            wait=wait_exponential_jitter(initial=0.2, max=10.0),
+            stop=stop_after_attempt(max_attempts),
+            reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "retrying insert (attempt %d): %s", rs.attempt_number, rs.outcome.exception()
+            ),
+        )(self._insert_once)
+
+    def _insert_once(self, table: str, data: pa.Table, token: str) -> None:
+        self.store.insert_arrow(table, data, dedup_token=token)
+
+    def add_parts(self, parts: list[WindowPart]) -> None:
+        """Buffer parts; flushes when the buffer is full."""
+        self._parts.extend(parts)
+        if len(self._parts) >= self.batch_rows:
+            self.flush()
+
+    def add_stats(self, stats: BatchStats) -> None:
+        """Buffer one batch's counters."""
+        self._stats.append(stats)
+        if len(self._stats) >= self.batch_rows:
+            self.flush()
+
+    def add_dead_letters(self, dead: DeadLetters) -> None:
+        """Buffer dead-letter records."""
+        self._dead.append(dead)
+        self._dead_rows += len(dead)
+        if self._dead_rows >= self.batch_rows:
+            self.flush()
+
+    @property
+    def pending(self) -> int:
+        """Rows buffered and not yet written."""
+        return len(self._parts) + len(self._stats) + self._dead_rows
+
+    def flush(self) -> None:
+        """Write every buffer (parts first, then stats, then dead letters)."""
+        if self._parts:
+            ids = [(p.window_start_ns, p.key, p.source, p.seq) for p in self._parts]
+            self._write("ifd.pressure_parts", parts_table(self._parts), ids)
+            self._parts = []
+        if self._stats:
+            ids = [(s.source, s.seq) for s in self._stats]
+            self._write("ifd.ingest_batches", stats_table(self._stats), ids)
+            self._stats = []
+        if self._dead:
+            ids = [(b.source, int(b.position[0]), len(b)) for b in self._dead]
+            self._write("ifd.dead_letters", dead_letters_table(self._dead), ids)
+            self._dead, self._dead_rows = [], 0
+
+    def _write(self, table: str, data: pa.Table, ids: list[tuple]) -> None:
+        try:
+            self._insert(table, data, _token(table, ids))
+        except SinkRetryableError as exc:
+            msg = f"giving up on insert into {table} after retries: {exc}"
+            raise SinkFatalError(msg) from exc
+        self.rows_written[table] = self.rows_written.get(table, 0) + data.num_rows

@@ -1,0 +1,184 @@
+-- IFD schema. Applied idempotently at start (sinks.clickhouse.apply_schema);
+-- the same statements run on embedded chdb and on a ClickHouse server.
+-- {{DOMINANT_SIDE}} / {{CONFIDENCE}} are rendered from flows.pressure so the
+-- view and the Python code share one formula.
+
+CREATE DATABASE IF NOT EXISTS ifd;
+
+-- One row per (contract, window, source batch): additive parts. A part's
+-- identity is (window_start, contract_key, source, batch_seq); replays,
+-- retries and bytewax re-emissions rewrite identical rows, which
+-- ReplacingMergeTree collapses, so sums over distinct parts are final.
+CREATE TABLE IF NOT EXISTS ifd.pressure_parts
+(
+    window_start     DateTime64(3, 'UTC'),
+    window_end       DateTime64(3, 'UTC'),
+    contract_key     String,
+    source           String,
+    batch_seq        UInt64,
+    instrument_id    UInt32,
+    symbol           String,
+    underlying       LowCardinality(String),
+    expiration       Nullable(DateTime64(3, 'UTC')),
+    strike           Nullable(Float64),
+    option_type      LowCardinality(String),
+    defined          UInt8,
+    bid_volume       UInt64,
+    ask_volume       UInt64,
+    unknown_volume   UInt64,
+    buy_trades       UInt64,
+    sell_trades      UInt64,
+    unknown_trades   UInt64,
+    notional         Float64,
+    max_trade_size   UInt64,
+    first_trade_ts   DateTime64(9, 'UTC'),
+    last_trade_ts    DateTime64(9, 'UTC'),
+    flag_volume      UInt64,
+    quote_volume     UInt64,
+    tick_volume      UInt64,
+    late             UInt8,
+    inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (window_start, contract_key, source, batch_seq)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Final numbers: one row per (contract, window).
+CREATE OR REPLACE VIEW ifd.pressure_metrics AS
+SELECT
+    window_start,
+    window_end,
+    contract_key,
+    instrument_id,
+    symbol,
+    underlying,
+    expiration,
+    strike,
+    option_type,
+    bid_volume,
+    ask_volume,
+    unknown_volume,
+    bid_volume + ask_volume + unknown_volume AS total_volume,
+    if(bid_volume = 0, NULL, ask_volume / bid_volume) AS pressure_ratio,
+    buy_trades,
+    sell_trades,
+    buy_trades + sell_trades + unknown_trades AS total_trades,
+    if(total_trades = 0, 0., total_volume / total_trades) AS avg_trade_size,
+    max_trade_size,
+    if(total_volume = 0, NULL, notional / total_volume) AS vwap,
+    {{DOMINANT_SIDE}} AS dominant_side,
+    least(1., {{CONFIDENCE}}) AS confidence,
+    first_trade_ts,
+    last_trade_ts,
+    flag_volume,
+    quote_volume,
+    tick_volume,
+    unknown_volume AS unknown_method_volume,
+    parts
+FROM
+(
+    SELECT
+        window_start,
+        any(window_end) AS window_end,
+        contract_key,
+        any(instrument_id) AS instrument_id,
+        any(symbol) AS symbol,
+        any(underlying) AS underlying,
+        any(expiration) AS expiration,
+        any(strike) AS strike,
+        any(option_type) AS option_type,
+        sum(bid_volume) AS bid_volume,
+        sum(ask_volume) AS ask_volume,
+        sum(unknown_volume) AS unknown_volume,
+        sum(buy_trades) AS buy_trades,
+        sum(sell_trades) AS sell_trades,
+        sum(unknown_trades) AS unknown_trades,
+        sum(notional) AS notional,
+        max(max_trade_size) AS max_trade_size,
+        min(first_trade_ts) AS first_trade_ts,
+        max(last_trade_ts) AS last_trade_ts,
+        sum(flag_volume) AS flag_volume,
+        sum(quote_volume) AS quote_volume,
+        sum(tick_volume) AS tick_volume,
+        count() AS parts
+    FROM ifd.pressure_parts FINAL
+    GROUP BY window_start, contract_key
+);
+
+-- Strike + option type across expiries (options only).
+CREATE OR REPLACE VIEW ifd.pressure_by_strike AS
+SELECT
+    window_start,
+    window_end,
+    underlying,
+    strike,
+    option_type,
+    expirations,
+    bid_volume,
+    ask_volume,
+    unknown_volume,
+    total_volume,
+    if(bid_volume = 0, NULL, ask_volume / bid_volume) AS pressure_ratio,
+    buy_trades,
+    sell_trades,
+    total_trades,
+    {{DOMINANT_SIDE}} AS dominant_side,
+    least(1., {{CONFIDENCE}}) AS confidence
+FROM
+(
+    SELECT
+        window_start,
+        any(window_end) AS window_end,
+        underlying,
+        strike,
+        option_type,
+        uniqExact(expiration) AS expirations,
+        sum(bid_volume) AS bid_volume,
+        sum(ask_volume) AS ask_volume,
+        sum(unknown_volume) AS unknown_volume,
+        sum(total_volume) AS total_volume,
+        sum(buy_trades) AS buy_trades,
+        sum(sell_trades) AS sell_trades,
+        sum(total_trades) AS total_trades
+    FROM ifd.pressure_metrics
+    WHERE option_type IN ('C', 'P')
+    GROUP BY window_start, underlying, strike, option_type
+);
+
+-- One row per source batch: what was read, what counted, what was skipped.
+CREATE TABLE IF NOT EXISTS ifd.ingest_batches
+(
+    source                      String,
+    batch_seq                   UInt64,
+    records                     UInt64,
+    trades                      UInt64,
+    undefined_instrument_trades UInt64,
+    dead_letters                UInt64,
+    dead_letter_reasons         Map(String, UInt64),
+    skipped                     Map(String, UInt64),
+    bytes_read                  UInt64,
+    total_bytes                 UInt64,
+    max_ts_event                DateTime64(9, 'UTC'),
+    inserted_at                 DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (source, batch_seq)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Bad trade records, one row each (nothing is dropped silently).
+CREATE TABLE IF NOT EXISTS ifd.dead_letters
+(
+    source        String,
+    record_index  UInt64,
+    reason        LowCardinality(String),
+    rtype         UInt8,
+    instrument_id UInt32,
+    ts_event      DateTime64(9, 'UTC'),
+    price_raw     Int64,
+    size          Int64,
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (source, record_index, reason)
+SETTINGS non_replicated_deduplication_window = 1000;
