@@ -161,7 +161,7 @@ class SourceBatch:
     Attributes
     ----------
     source : str
-        Input path (the partition key).
+        Input id (the file name; the partition key).
     seq : int
         0-based batch number within the input; with ``IFD_BATCH_RECORDS``
         fixed, (source, seq) always denotes the same records.
@@ -376,7 +376,10 @@ class DBNReader:
         """
         if self._eof and not self._carry:
             return None
-        want = max(self.batch_records * (self._uniform_size or 64), 1 << 16)
+        if self._uniform_size:
+            want = self.batch_records * self._uniform_size
+        else:  # unknown sizes: read ahead, the walk stops at batch_records records
+            want = max(self.batch_records * 64, 1 << 16)
         buf = self._fill(want)
         if not buf:
             return None
@@ -422,11 +425,7 @@ class DBNReader:
             records = np.ascontiguousarray(head[:, : dtype.itemsize]).view(dtype).reshape(n)
         else:
             records = np.frombuffer(buf, dtype=dtype, count=n)
-        rest = buf[n * size :]
-        if rest and self._eof:
-            self._carry = rest
-            raise self._truncated(len(rest), size)
-        self._carry = rest
+        self._carry = buf[n * size :]  # a partial tail raises on the next call
         chunk = DecodedChunk(
             start_record=self._record,
             n_records=n,
@@ -460,10 +459,7 @@ class DBNReader:
             pos += length
         if not offsets:  # fewer bytes than one record left
             raise self._truncated(total - pos, view[pos] * 4)
-        self._carry = buf[pos:]
-        if self._carry and self._eof and len(offsets) < limit:
-            need = view[pos] * 4
-            raise self._truncated(total - pos, need)
+        self._carry = buf[pos:]  # a partial tail raises on the next call
         off = np.asarray(offsets, dtype=np.int64)
         raw = np.frombuffer(buf, dtype=np.uint8)
         rtypes = raw[off + 1]

@@ -50,7 +50,7 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
         if chunk is None:
             raise StopIteration
         batch = SourceBatch(
-            source=self._data.path,
+            source=self._data.source_id,
             seq=self._seq,
             trade_rtype=self._data.trade_rtype,
             chunk=chunk,
@@ -83,7 +83,7 @@ class DBNFileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
     ----------
     inputs : list[DataInput]
         From :func:`connectors.inputs.plan_inputs`; one partition each,
-        keyed by path.
+        keyed by file name (``source_id``).
     batch_records : int
         Records per emitted batch.
 
@@ -95,7 +95,7 @@ class DBNFileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
     """
 
     def __init__(self, inputs: list[DataInput], *, batch_records: int = 65_536) -> None:
-        self._inputs = {d.path: d for d in inputs}
+        self._inputs = {d.source_id: d for d in inputs}
         self._batch_records = batch_records
 
     @override

@@ -49,9 +49,15 @@ RTYPE_RANK = {RTYPE_MBO: 4, RTYPE_MBP10: 3, RTYPE_MBP1: 2, RTYPE_TRADES: 1}
 
 @dataclass(frozen=True)
 class DataInput:
-    """One data file and the rtype whose trades count for it (None: no trades)."""
+    """One data file and the rtype whose trades count for it (None: no trades).
+
+    ``source_id`` is the file name: it names the partition and is part of every
+    stored row's identity, so replaying the same file from another directory
+    or through another relative path rewrites the same rows.
+    """
 
     path: str
+    source_id: str
     header: DBNHeader
     trade_rtypes_present: frozenset[int]
     trade_rtype: int | None
@@ -191,5 +197,14 @@ def plan_inputs(patterns: list[str], trade_schema: str = "auto") -> InputPlan:
                 trade_schema,
                 rtype_name(target) if target is not None else "no",
             )
-        plan.data.append(DataInput(header.path, header, present[i], chosen))
+        plan.data.append(DataInput(header.path, Path(header.path).name, header, present[i], chosen))
+    seen: dict[str, str] = {}
+    for data in plan.data:
+        other = seen.setdefault(data.source_id, data.path)
+        if other != data.path:
+            msg = (
+                f"two inputs share the file name {data.source_id!r} ({other}, {data.path}); "
+                "file names identify stored rows, rename one"
+            )
+            raise SourceError(msg)
     return plan

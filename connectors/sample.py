@@ -1,0 +1,674 @@
+"""Deterministic synthetic CME NQ options session written as real DBN v3 files.
+
+Everything is generated with a seeded :func:`numpy.random.default_rng` and
+vectorised numpy: records are numpy structured arrays using the exact dtypes
+of ``databento_dbn`` (``MBP1Msg``, ``TradeMsg``, ``MBOMsg``) written with
+``tobytes()`` after a ``databento_dbn.Metadata`` header, then zstd-compressed
+(level 3).  Same seed and arguments give byte-identical files, readable by
+``databento.DBNStore.from_file`` and ``databento_dbn.DBNDecoder``.
+
+Conventions: prices inside records are int64 fixed-point with scale 1e-9
+(``21500.0`` points -> ``21_500_000_000_000``), sizes are contracts,
+timestamps are ns since the UNIX epoch (UTC).
+
+Session files use ``<stem>`` = ``nq-opt-glbx-mdp3-YYYYMMDD`` (the session date); benchmark
+files use the stem of the path given and get the definition file written next to them.
+
+================================  ==========  ==================================================
+File                              Schema      Content
+================================  ==========  ==================================================
+``<stem>.definition.dbn.zst``     definition  future NQZ6 (class F) + option chain: 4 weekly
+                                              ``QN<w><m><y>``, EOM ``QNE<m><y>``, quarterly
+                                              ``NQZ6``; 55 strikes (10/50/100-pt) x C/P each
+``<stem>.tbbo.dbn.zst``           tbbo        ``n_trades`` trades (action T, F_LAST) + BBO
+                                              before the trade; 00:00-20:00 UTC, U-shaped RTH
+                                              13:30-20:00 (~92 %); near-money and front-expiry
+                                              heavy; aggressor side B/A/N ~47/47/6 %
+``<stem>.mbo.dbn.zst``            mbo         :func:`generate_mbo`: actions A/C/M/F/T
+                                              ~40/35/15/6/4 % over near-money options
+``<stem>.trades.dbn.zst``         trades      :func:`generate_trades`: tbbo model, no BBO
+================================  ==========  ==================================================
+
+Run ``python -m connectors.sample --help`` for the command line interface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import databento_dbn as dbn
+import numpy as np
+import zstandard
+
+logger = logging.getLogger("connectors.sample")
+
+DATASET = "GLBX.MDP3"
+PARENT_SYMBOL = "NQ.OPT"
+PUBLISHER_ID = 1  # GLBX.MDP3.GLBX
+PRICE_SCALE = 1_000_000_000  # fixed-point 1e-9
+TICK_PTS = 0.05  # option premium tick, index points
+TICK = 50_000_000  # TICK_PTS in fixed-point
+MULTIPLIER = 20  # USD per index point
+FIRST_INSTRUMENT_ID = 42_000_000
+DEFAULT_DATE = dt.date(2026, 11, 20)
+F_LAST = dbn.F_LAST  # 128
+NS = 1_000_000_000
+NS_PER_YEAR = 365 * 86_400 * NS
+RTH_OPEN_S, CLOSE_S = 13 * 3600 + 1800, 20 * 3600  # seconds after 00:00 UTC
+ZSTD_LEVEL = 3
+_BLOCK = 1 << 20  # records generated per vectorised block
+_MONTHS = "FGHJKMNQUVXZ"
+_TRADE_DTYPE = np.dtype(dbn.TradeMsg._dtypes)
+_MBP1_DTYPE = np.dtype(dbn.MBP1Msg._dtypes)
+_MBO_DTYPE = np.dtype(dbn.MBOMsg._dtypes)
+_DEF_DTYPE = np.dtype(dbn.InstrumentDefMsg._dtypes)
+
+
+@dataclass(frozen=True)
+class SampleFiles:
+    """Paths of the default sample session (definition + tbbo DBN files)."""
+
+    definition_path: Path
+    tbbo_path: Path
+
+
+@dataclass(frozen=True)
+class Chain:
+    """NQ option chain; prices in index points, timestamps in ns since epoch (UTC).
+
+    ``roots``/``products``/``expirations`` are per expiry (``QN3X6``/``QN3``/uint64 ns);
+    ``strikes`` (float64 points) is shared by all expiries; ``ids`` (uint32) and
+    ``symbols`` (``NQZ6 C21500``) are per option at index ``(e * len(strikes) + k) * 2 + is_put``.
+    """
+
+    session_start: int
+    future_id: int
+    future_symbol: str
+    future_expiration: int
+    roots: tuple[str, ...]
+    products: tuple[str, ...]
+    expirations: np.ndarray
+    strikes: np.ndarray
+    ids: np.ndarray
+    symbols: tuple[str, ...]
+    underlying_price: float
+
+
+def _ns(day: dt.date, hour: int = 0, minute: int = 0) -> int:
+    return int(dt.datetime.combine(day, dt.time(hour, minute), dt.UTC).timestamp()) * NS
+
+
+def _third_friday(year: int, month: int) -> dt.date:
+    first = dt.date(year, month, 1)
+    return first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
+
+
+def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 21500.0) -> Chain:
+    """Build the deterministic NQ option chain listed on ``session_date``.
+
+    Expiries: the next four weekly Fridays (``QN<week><month><y>``, including
+    ``session_date`` itself when it is a Friday, i.e. 0DTE), the end-of-month
+    option ``QNE<month><y>`` and the quarterly ``NQ<month><y>`` options on the
+    front quarterly future.  Weekly/EOM expire 20:00 UTC, quarterly 13:30 UTC.
+    Strikes (index points) are centred on ``underlying_price``: 10-pt within
+    150 pts, 50-pt to 500 pts, 100-pt to 1000 pts (55 strikes).
+    """
+    y, m = session_date.year, session_date.month
+    while True:  # front quarterly future with expiry strictly after the session
+        if m % 3 == 0 and _third_friday(y, m) > session_date:
+            break
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    fut_symbol = f"NQ{_MONTHS[m - 1]}{y % 10}"
+    quarterly = _third_friday(y, m)
+    exps: list[tuple[int, str, str]] = [(_ns(quarterly, 13, 30), fut_symbol, "NQ")]
+    day = session_date + dt.timedelta(days=(4 - session_date.weekday()) % 7)
+    while len(exps) < 5:
+        if day != quarterly:
+            code = f"QN{(day.day - 1) // 7 + 1}"
+            exps.append((_ns(day, 20), f"{code}{_MONTHS[day.month - 1]}{day.year % 10}", code))
+        day += dt.timedelta(days=7)
+    eom, ey, em = session_date, session_date.year, session_date.month
+    while True:  # last business day of the month, on/after the session date
+        eom = dt.date(ey + em // 12, em % 12 + 1, 1) - dt.timedelta(days=1)
+        eom -= dt.timedelta(days=max(0, eom.weekday() - 4))
+        if eom >= session_date:
+            break
+        ey, em = (ey + 1, 1) if em == 12 else (ey, em + 1)
+    exps.append((_ns(eom, 20), f"QNE{_MONTHS[eom.month - 1]}{eom.year % 10}", "QNE"))
+    exps.sort()
+    atm = round(underlying_price / 10.0) * 10.0
+    grid = [atm + d for d in range(-1000, 1001, 10)]
+    keep = [
+        k
+        for k in grid
+        if abs(k - atm) <= 150 or (abs(k - atm) <= 500 and k % 50 == 0) or k % 100 == 0
+    ]
+    strikes = np.array(keep, dtype=np.float64)
+    symbols = tuple(f"{root} {cp}{int(k)}" for _, root, _ in exps for k in strikes for cp in "CP")
+    ids = np.arange(len(symbols), dtype=np.uint32) + np.uint32(FIRST_INSTRUMENT_ID + 1)
+    return Chain(
+        session_start=_ns(session_date),
+        future_id=FIRST_INSTRUMENT_ID,
+        future_symbol=fut_symbol,
+        future_expiration=_ns(quarterly, 13, 30),
+        roots=tuple(e[1] for e in exps),
+        products=tuple(e[2] for e in exps),
+        expirations=np.array([e[0] for e in exps], dtype=np.uint64),
+        strikes=strikes,
+        ids=ids,
+        symbols=symbols,
+        underlying_price=float(underlying_price),
+    )
+
+
+def _definition_bytes(chain: Chain) -> bytes:
+    """Encode the future and every option as ``InstrumentDefMsg`` records."""
+    n_k = len(chain.strikes)
+    rows = [
+        dict(
+            instrument_id=chain.future_id,
+            raw_symbol=chain.future_symbol,
+            asset="NQ",
+            security_type="FUT",
+            cfi="FFIXSX",
+            instrument_class=dbn.InstrumentClass.FUTURE,
+            underlying="NQ",
+            expiration=chain.future_expiration,
+            min_price_increment=TICK * 5,
+        )
+    ]
+    for i, (iid, sym) in enumerate(zip(chain.ids.tolist(), chain.symbols, strict=True)):
+        e, put = i // (2 * n_k), i % 2 == 1
+        rows.append(
+            dict(
+                instrument_id=iid,
+                raw_symbol=sym,
+                asset=chain.products[e],
+                security_type="OOF",
+                cfi="OPAFPS" if put else "OCAFPS",
+                underlying=chain.future_symbol,
+                instrument_class=dbn.InstrumentClass.PUT if put else dbn.InstrumentClass.CALL,
+                underlying_id=chain.future_id,
+                strike_price_currency="USD",
+                strike_price=round(chain.strikes[(i // 2) % n_k]) * PRICE_SCALE,
+                expiration=int(chain.expirations[e]),
+                min_price_increment=TICK,
+            )
+        )
+    out = []
+    for row in rows:
+        exp = dt.datetime.fromtimestamp(row["expiration"] // NS, dt.UTC)
+        msg = dbn.InstrumentDefMsg(
+            publisher_id=PUBLISHER_ID,
+            ts_event=chain.session_start,
+            ts_recv=chain.session_start,
+            raw_instrument_id=row["instrument_id"],
+            group=row["asset"],
+            currency="USD",
+            exchange="XCME",
+            security_update_action=dbn.SecurityUpdateAction.ADD,
+            display_factor=PRICE_SCALE,
+            unit_of_measure="IPNT",
+            unit_of_measure_qty=MULTIPLIER * PRICE_SCALE,
+            min_price_increment_amount=row["min_price_increment"] * MULTIPLIER,
+            match_algorithm=dbn.MatchAlgorithm.FIFO,
+            maturity_year=exp.year,
+            maturity_month=exp.month,
+            maturity_day=exp.day,
+            **row,
+        )
+        out.append(bytes(msg))
+    return b"".join(out)
+
+
+def _metadata(
+    chain: Chain, schema: dbn.Schema, symbols: list[str], ids: np.ndarray | None = None
+) -> bytes:
+    """Encode a DBN v3 metadata header with parent -> instrument_id mappings."""
+    ids = chain.ids if ids is None else ids
+    day = dt.datetime.fromtimestamp(chain.session_start // NS, dt.UTC).date()
+    index = dict(zip(chain.ids.tolist(), chain.symbols, strict=True))
+    index[chain.future_id] = chain.future_symbol
+    mappings = [
+        SimpleNamespace(
+            raw_symbol=index[int(i)],
+            intervals=[
+                SimpleNamespace(
+                    start_date=day, end_date=day + dt.timedelta(days=1), symbol=str(int(i))
+                )
+            ],
+        )
+        for i in ids
+    ]
+    return dbn.Metadata(
+        dataset=DATASET,
+        start=chain.session_start,
+        end=chain.session_start + CLOSE_S * NS,
+        stype_in=dbn.SType.PARENT,
+        stype_out=dbn.SType.INSTRUMENT_ID,
+        schema=schema,
+        symbols=symbols,
+        mappings=mappings,
+        version=3,
+    ).encode()
+
+
+def _write_dbn(path: Path, header: bytes, blocks: Iterable[np.ndarray]) -> Path:
+    """Write ``header`` + record blocks zstd-compressed (level 3) via an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with (
+        tmp.open("wb") as fh,
+        zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(fh, closefd=False) as w,
+    ):
+        w.write(header)
+        for block in blocks:
+            w.write(block.tobytes())
+            count += len(block)
+    os.replace(tmp, path)
+    logger.info("wrote %s (%d records)", path, count)
+    return path
+
+
+def sample_name(session_date: dt.date, schema: str) -> str:
+    """File name ``nq-opt-glbx-mdp3-YYYYMMDD.<schema>.dbn.zst``."""
+    return f"nq-opt-glbx-mdp3-{session_date:%Y%m%d}.{schema}.dbn.zst"
+
+
+def write_definitions(
+    path: Path, *, session_date: dt.date = DEFAULT_DATE, underlying_price: float = 21500.0
+) -> Path:
+    """Write the chain of :func:`build_chain` as a DBN v3 ``definition`` file; returns ``path``."""
+    chain = build_chain(session_date, underlying_price)
+    header = _metadata(
+        chain,
+        dbn.Schema.DEFINITION,
+        ["NQ.FUT", PARENT_SYMBOL],
+        np.concatenate([[chain.future_id], chain.ids]),
+    )
+    return _write_dbn(path, header, [np.frombuffer(_definition_bytes(chain), dtype=_DEF_DTYPE)])
+
+
+# --------------------------------------------------------------------------- price model
+def _ncdf(x: np.ndarray) -> np.ndarray:
+    """Return the standard normal CDF (Abramowitz-Stegun 7.1.26, abs error < 1.5e-7)."""
+    z = np.abs(x) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * z)
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
+    erf = 1.0 - poly * np.exp(-z * z)
+    return 0.5 * (1.0 + np.sign(x) * erf)
+
+
+def _option_theo(
+    spot: np.ndarray, strike: np.ndarray, years: np.ndarray, is_put: np.ndarray
+) -> np.ndarray:
+    """Black-Scholes (r = 0) premium in index points with a skewed smile."""
+    years = np.maximum(years, 2e-6)  # ~1 minute
+    atm = 0.18 + 0.04 * np.exp(-years * 365.0 / 7.0)
+    sq_atm = atm * np.sqrt(years)
+    z = np.clip(np.log(strike / spot) / sq_atm, -6.0, 6.0)
+    sq = np.clip(atm * (1.0 - 0.10 * z + 0.02 * z * z), 0.08, 1.5) * np.sqrt(years)
+    d1 = (np.log(spot / strike) + 0.5 * sq * sq) / sq
+    call = spot * _ncdf(d1) - strike * _ncdf(d1 - sq)
+    price = np.where(is_put, call - spot + strike, call)  # put-call parity
+    return np.maximum(price, np.maximum(np.where(is_put, strike - spot, spot - strike), 0.0))
+
+
+def _underlying_path(rng: np.random.Generator, price: float) -> np.ndarray:
+    """Per-second underlying (index points) 00:00-20:00 UTC: 20 % vol in RTH, 7 % overnight."""
+    sec = np.arange(CLOSE_S)
+    sigma = np.where(sec >= RTH_OPEN_S, 1.0, 0.35) * 0.20 / np.sqrt(252 * 23_400)
+    steps = rng.standard_normal(CLOSE_S) * sigma
+    steps[0] = 0.0
+    return price * np.exp(np.cumsum(steps))
+
+
+def _intensity_cdf() -> tuple[np.ndarray, np.ndarray]:
+    """Per-minute activity CDF: flat overnight (8 %) then U-shaped RTH."""
+    minutes = np.arange(CLOSE_S // 60)
+    u = (minutes - RTH_OPEN_S // 60 + 0.5) / ((CLOSE_S - RTH_OPEN_S) / 60)
+    rth = 0.55 + 2.0 * (2 * u - 1) ** 4 + 2.5 * np.exp(-u / 0.015) + 1.5 * np.exp(-(1 - u) / 0.02)
+    on = u < 0
+    w = np.where(on, 0.08 / 0.92 * rth[~on].sum() / on.sum(), rth)
+    cdf = np.concatenate([[0.0], np.cumsum(w)]) / w.sum()
+    return cdf, np.linspace(0.0, CLOSE_S * NS - 1_000_000, len(cdf))  # stay 1 ms before the close
+
+
+def _event_times(
+    rng: np.random.Generator, lo: int, m: int, n: int, start: int, cdf: tuple
+) -> np.ndarray:
+    """Stratified, non-decreasing ns timestamps for records ``lo .. lo+m`` of ``n``."""
+    q = (np.arange(lo, lo + m) + rng.random(m)) / n
+    return start + np.interp(q, cdf[0], cdf[1]).astype(np.int64)
+
+
+def _stamp(rng: np.random.Generator, rec: np.ndarray, ts: np.ndarray, state: dict) -> None:
+    """Fill header, timestamps, sequence and flags; ``state`` carries over between blocks."""
+    m = len(ts)
+    rec["length"] = rec.dtype.itemsize // 4
+    rec["publisher_id"] = PUBLISHER_ID
+    rec["ts_event"] = ts
+    recv = np.maximum(ts + rng.integers(2_000, 12_000, m), state["recv"])
+    rec["ts_recv"] = np.maximum.accumulate(recv)
+    rec["ts_in_delta"] = rng.integers(400, 1_800, m)
+    rec["sequence"] = state["seq"] + np.cumsum(rng.integers(1, 4, m))
+    rec["flags"] = F_LAST
+    state["recv"], state["seq"] = int(rec["ts_recv"][-1]), int(rec["sequence"][-1])
+
+
+def _trade_blocks(
+    rng: np.random.Generator, chain: Chain, n: int, dtype: np.dtype
+) -> Iterator[np.ndarray]:
+    """Yield blocks of trades (``MBP1Msg`` or ``TradeMsg`` dtype) from the price model."""
+    path, cdf = _underlying_path(rng, chain.underlying_price), _intensity_cdf()
+    n_e, n_k = len(chain.expirations), len(chain.strikes)
+    w_exp = 0.62 ** np.arange(n_e)
+    w_exp[chain.roots.index(chain.future_symbol)] *= 2.5
+    w_exp /= w_exp.sum()
+    state = {"recv": 0, "seq": 1_000_000}
+    for lo in range(0, n, _BLOCK):
+        m = min(_BLOCK, n - lo)
+        ts = _event_times(rng, lo, m, n, chain.session_start, cdf)
+        spot = path[(ts - chain.session_start) // NS]
+        e = rng.choice(n_e, size=m, p=w_exp)
+        years = (chain.expirations[e].astype(np.int64) - ts) / NS_PER_YEAR
+        width = np.maximum(spot * 0.08 * np.sqrt(np.maximum(years, 0.0)), 30.0)
+        target = spot + rng.standard_normal(m) * width
+        k = np.clip(np.searchsorted(chain.strikes, target), 1, n_k - 1)
+        k -= (target - chain.strikes[k - 1]) < (chain.strikes[k] - target)
+        is_put = np.where(target < spot, rng.random(m) < 0.72, rng.random(m) < 0.28)
+        theo = _option_theo(spot, chain.strikes[k], years, is_put) / TICK_PTS  # in ticks
+        side = rng.choice(np.array([b"B", b"A", b"N"]), size=m, p=[0.47, 0.47, 0.06])
+        spread = 1 + rng.binomial(3, np.clip(theo / 4000.0, 0.05, 0.85))
+        bid = np.maximum(1, np.round(theo - spread / 2.0)).astype(np.int64)
+        ask = bid + spread
+        inside = bid + np.floor(rng.random(m) * (spread + 1)).astype(np.int64)
+        at_mid = (spread % 2 == 0) & (rng.random(m) < 0.6)
+        n_px = np.where(at_mid, bid + spread // 2, inside)  # price of N (no aggressor) prints
+        size = np.minimum(1 + np.floor(rng.lognormal(0.0, 1.0, m)), 49).astype(np.int64)
+        size = np.where(rng.random(m) < 0.0025, rng.integers(10, 101, m) * 5, size)
+        rec = np.zeros(m, dtype=dtype)
+        rec["rtype"] = dbn.RType.MBP_1.value if dtype == _MBP1_DTYPE else dbn.RType.MBP_0.value
+        rec["instrument_id"] = chain.ids[(e * n_k + k) * 2 + is_put]
+        rec["price"] = np.where(side == b"B", ask, np.where(side == b"A", bid, n_px)) * TICK
+        rec["size"], rec["action"], rec["side"] = size, b"T", side
+        _stamp(rng, rec, ts, state)
+        if dtype == _MBP1_DTYPE:
+            rec["bid_px_00"], rec["ask_px_00"] = bid * TICK, ask * TICK
+            bid_sz, ask_sz = rng.geometric(0.06, m), rng.geometric(0.06, m)
+            rec["bid_sz_00"] = np.where(side == b"A", np.maximum(bid_sz, size), bid_sz)
+            rec["ask_sz_00"] = np.where(side == b"B", np.maximum(ask_sz, size), ask_sz)
+            rec["bid_ct_00"] = np.minimum(rec["bid_sz_00"], rng.geometric(0.3, m))
+            rec["ask_ct_00"] = np.minimum(rec["ask_sz_00"], rng.geometric(0.3, m))
+        yield rec
+
+
+def _mbo_blocks(rng: np.random.Generator, chain: Chain, n: int, count: int) -> Iterator[np.ndarray]:
+    """Yield blocks of MBO records over the ``count`` options nearest the money and expiry."""
+    path, cdf = _underlying_path(rng, chain.underlying_price), _intensity_cdf()
+    n_k = len(chain.strikes)
+    opt = np.arange(len(chain.ids))
+    strike, exp_idx = chain.strikes[(opt // 2) % n_k], opt // (2 * n_k)
+    score = np.abs(strike - chain.underlying_price) + 150.0 * exp_idx  # points
+    chosen = np.argsort(score, kind="stable")[:count]
+    w = 1.0 / (1.0 + 0.1 * np.arange(count))
+    state, next_oid = {"recv": 0, "seq": 5_000_000}, 6_410_000_000_000
+    for lo in range(0, n, _BLOCK):
+        m = min(_BLOCK, n - lo)
+        ts = _event_times(rng, lo, m, n, chain.session_start, cdf)
+        inst = rng.choice(count, size=m, p=w / w.sum())
+        o = chosen[inst]
+        years = (chain.expirations[exp_idx[o]].astype(np.int64) - ts) / NS_PER_YEAR
+        theo = _option_theo(path[(ts - chain.session_start) // NS], strike[o], years, o % 2 == 1)
+        mid = np.maximum(np.round(theo / TICK_PTS), 3).astype(np.int64)
+        act = rng.choice(5, size=m, p=[0.40, 0.35, 0.15, 0.06, 0.04])  # A C M F T
+        # resolve C/M/F against an earlier add of the same instrument in this block
+        order = np.argsort(inst, kind="stable")
+        group_start = np.searchsorted(inst[order], inst[order], side="left")
+        for _ in range(2):  # second pass after turning orphan C/M/F (no prior add) into adds
+            is_add = (act[order] == 0).astype(np.int64)
+            before = np.cumsum(is_add) - is_add  # adds strictly before, in sorted order
+            prior = before - before[group_start]
+            act[order[(prior == 0) & (act[order] != 0) & (act[order] != 4)]] = 0
+        add_pos = order[is_add.astype(bool)] if is_add.any() else np.zeros(1, dtype=np.int64)
+        back = np.minimum(prior - 1, rng.geometric(0.02, m) - 1)
+        ref = np.empty(m, dtype=np.int64)
+        ref[order] = add_pos[np.clip(before - 1 - back, 0, len(add_pos) - 1)]
+        is_ref = (act >= 1) & (act <= 3)
+        side = np.where(rng.random(m) < 0.5, b"B", b"A")
+        side = np.where(
+            act == 4, rng.choice(np.array([b"B", b"A", b"N"]), m, p=[0.47, 0.47, 0.06]), side
+        )
+        side = np.where(is_ref, side[ref], side)
+        off = rng.geometric(0.25, m)
+        price = np.where(side == b"B", np.maximum(mid - off, 1), mid + off)
+        price = np.where(act == 4, mid + (side == b"B") - (side == b"A"), price)
+        size = rng.geometric(0.15, m).astype(np.int64)
+        size = np.where(act == 4, np.minimum(1 + np.floor(rng.lognormal(0.0, 0.9, m)), 60), size)
+        oid = next_oid + np.cumsum(act == 0)
+        next_oid = int(oid[-1])
+        oid = np.where(is_ref, oid[ref], np.where(act == 4, 0, oid))
+        price = np.where((act == 1) | (act == 3), price[ref], price)
+        size = np.where(act == 1, size[ref], np.where(act == 3, np.minimum(size, size[ref]), size))
+        rec = np.zeros(m, dtype=_MBO_DTYPE)
+        rec["rtype"] = dbn.RType.MBO.value
+        rec["instrument_id"], rec["order_id"] = chain.ids[o], oid
+        rec["price"], rec["size"], rec["side"] = price * TICK, size, side
+        rec["action"] = np.frombuffer(b"ACMFT", dtype="S1")[act]
+        _stamp(rng, rec, ts, state)
+        yield rec
+
+
+def _definition_path_for(path: Path) -> Path:
+    base = path.name.removesuffix(".dbn.zst")
+    out = path.with_name(base.rsplit(".", 1)[0] + ".definition.dbn.zst")
+    if out == path:
+        msg = f"benchmark file name clashes with its definition file: {path}"
+        raise ValueError(msg)
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+def generate_session(
+    out_dir: Path,
+    *,
+    session_date: dt.date = DEFAULT_DATE,
+    seed: int = 7,
+    underlying_price: float = 21500.0,
+    n_trades: int = 60_000,
+) -> SampleFiles:
+    """Write the sample NQ options session (definition + tbbo) into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Destination directory (created if missing).
+    session_date : datetime.date
+        Trading date; trades span 00:00-20:00 UTC of that date (RTH 13:30-20:00).
+    seed : int
+        Seed of the trade simulation; same seed and arguments -> identical bytes.
+    underlying_price : float
+        NQZ6 price in index points at 00:00 UTC; strikes are centred on it.
+    n_trades : int
+        Number of ``tbbo`` records (trades, rtype MBP_1) written.
+
+    Returns
+    -------
+    SampleFiles
+        ``definition_path`` and ``tbbo_path``.
+    """
+    out_dir = Path(out_dir)
+    chain = build_chain(session_date, underlying_price)
+    defs = write_definitions(
+        out_dir / sample_name(session_date, "definition"),
+        session_date=session_date,
+        underlying_price=underlying_price,
+    )
+    rng = np.random.default_rng(seed)
+    tbbo = _write_dbn(
+        out_dir / sample_name(session_date, "tbbo"),
+        _metadata(chain, dbn.Schema.TBBO, [PARENT_SYMBOL]),
+        _trade_blocks(rng, chain, n_trades, _MBP1_DTYPE),
+    )
+    return SampleFiles(definition_path=defs, tbbo_path=tbbo)
+
+
+def generate_trades(
+    path: Path,
+    *,
+    n_records: int,
+    seed: int = 13,
+    schema: str = "trades",
+    session_date: dt.date = DEFAULT_DATE,
+    underlying_price: float = 21500.0,
+) -> Path:
+    """Write a benchmark trades file (same model as :func:`generate_session`).
+
+    Parameters
+    ----------
+    path : Path
+        Output ``.dbn.zst`` path; the chain's definition file is written next to it
+        as ``<stem>.definition.dbn.zst`` (``<stem>`` = name without ``.<schema>.dbn.zst``).
+    n_records : int
+        Number of trades (prices fixed-point 1e-9, sizes in contracts).
+    seed : int
+        Simulation seed (deterministic output).
+    schema : {"trades", "tbbo"}
+        ``trades`` writes ``TradeMsg`` (rtype 0); ``tbbo`` writes ``MBP1Msg`` with the BBO.
+    session_date, underlying_price
+        As in :func:`generate_session`.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    dtype = {"trades": _TRADE_DTYPE, "tbbo": _MBP1_DTYPE}[schema]
+    path = Path(path)
+    chain = build_chain(session_date, underlying_price)
+    write_definitions(
+        _definition_path_for(path), session_date=session_date, underlying_price=underlying_price
+    )
+    header = _metadata(chain, dbn.Schema.from_str(schema), [PARENT_SYMBOL])
+    return _write_dbn(
+        path, header, _trade_blocks(np.random.default_rng(seed), chain, n_records, dtype)
+    )
+
+
+def generate_mbo(
+    path: Path,
+    *,
+    n_records: int,
+    seed: int = 11,
+    instrument_count: int = 40,
+    session_date: dt.date = DEFAULT_DATE,
+    underlying_price: float = 21500.0,
+) -> Path:
+    """Write a benchmark DBN v3 ``mbo`` file of one session day.
+
+    Actions A/C/M/F/T ~40/35/15/6/4 %: adds get fresh order ids; C/M/F refer to an
+    earlier add of the same instrument (C/F keep its price and side); T records
+    have order_id 0 and aggressor side B/A (~6 % N).  Prices (fixed 1e-9) sit on the
+    0.05 tick grid around a Black-Scholes mid following the underlying random walk;
+    sizes are contracts; ts_event is non-decreasing (ns since epoch UTC).
+
+    Parameters
+    ----------
+    path : Path
+        Output ``.dbn.zst`` path; the chain's definition file is written next to it
+        as ``<stem>.definition.dbn.zst``.
+    n_records : int
+        Number of MBO records.
+    seed : int
+        Simulation seed (deterministic output).
+    instrument_count : int
+        Number of options used, the nearest to the money in the nearest expiries.
+    session_date, underlying_price
+        As in :func:`generate_session`.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    chain = build_chain(session_date, underlying_price)
+    count = min(instrument_count, len(chain.ids))
+    write_definitions(
+        _definition_path_for(path), session_date=session_date, underlying_price=underlying_price
+    )
+    blocks = _mbo_blocks(np.random.default_rng(seed), chain, n_records, count)
+    return _write_dbn(path, _metadata(chain, dbn.Schema.MBO, [PARENT_SYMBOL]), blocks)
+
+
+def ensure_sample(data_dir: Path) -> SampleFiles:
+    """Return the default session in ``data_dir/sample``, generating it if a file is missing."""
+    out = Path(data_dir) / "sample"
+    files = SampleFiles(
+        out / sample_name(DEFAULT_DATE, "definition"), out / sample_name(DEFAULT_DATE, "tbbo")
+    )
+    if files.definition_path.exists() and files.tbbo_path.exists():
+        logger.debug("sample session cached in %s", out)
+        return files
+    files = generate_session(out)
+    logger.info(
+        "generated sample session: %s (definitions), %s (tbbo)",
+        files.definition_path,
+        files.tbbo_path,
+    )
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI: write the session (+ optional benchmark files), print paths and counts."""
+    p = argparse.ArgumentParser(
+        prog="python -m connectors.sample", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--out", type=Path, default=Path("data/sample"), help="output directory")
+    p.add_argument(
+        "--date", type=dt.date.fromisoformat, default=DEFAULT_DATE, help="session date YYYY-MM-DD"
+    )
+    p.add_argument("--seed", type=int, default=7, help="seed of the tbbo session")
+    p.add_argument("--trades", type=int, default=60_000, help="tbbo trades in the session")
+    p.add_argument(
+        "--mbo", type=int, default=0, help="also write an MBO benchmark file with N records"
+    )
+    p.add_argument(
+        "--trades-file",
+        type=int,
+        default=0,
+        help="also write a trades benchmark file with N records",
+    )
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    files = generate_session(args.out, session_date=args.date, seed=args.seed, n_trades=args.trades)
+    n_defs = len(build_chain(args.date).ids) + 1
+    print(f"{files.definition_path}\t{n_defs} definition records")
+    print(f"{files.tbbo_path}\t{args.trades} tbbo records")
+    if args.mbo:
+        path = generate_mbo(
+            args.out / sample_name(args.date, "mbo"), n_records=args.mbo, session_date=args.date
+        )
+        print(f"{path}\t{args.mbo} mbo records")
+    if args.trades_file:
+        path = generate_trades(
+            args.out / sample_name(args.date, "trades"),
+            n_records=args.trades_file,
+            session_date=args.date,
+        )
+        print(f"{path}\t{args.trades_file} trades records")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""Tests for connectors.sample: DBN v3 synthetic NQ options files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import databento
+import databento_dbn as dbn
+import numpy as np
+import pytest
+import zstandard
+
+from connectors import sample
+
+TICK = 50_000_000
+N_TRADES = 60_000
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> sample.SampleFiles:
+    return sample.generate_session(tmp_path_factory.mktemp("session"), n_trades=N_TRADES)
+
+
+@pytest.fixture(scope="module")
+def trades(session: sample.SampleFiles) -> np.ndarray:
+    return databento.DBNStore.from_file(session.tbbo_path).to_ndarray()
+
+
+@pytest.fixture(scope="module")
+def defs(session: sample.SampleFiles) -> np.ndarray:
+    return databento.DBNStore.from_file(session.definition_path).to_ndarray()
+
+
+def test_file_names_and_metadata(session: sample.SampleFiles) -> None:
+    assert session.definition_path.name == "nq-opt-glbx-mdp3-20261120.definition.dbn.zst"
+    assert session.tbbo_path.name == "nq-opt-glbx-mdp3-20261120.tbbo.dbn.zst"
+    store = databento.DBNStore.from_file(session.tbbo_path)
+    meta = store.metadata
+    assert meta.version == 3
+    assert meta.dataset == "GLBX.MDP3"
+    assert store.schema == databento.Schema.TBBO
+    assert meta.stype_in == dbn.SType.PARENT and meta.stype_out == dbn.SType.INSTRUMENT_ID
+    assert meta.symbols == ["NQ.OPT"]
+    assert meta.mappings["NQZ6 C21500"][0]["symbol"].isdigit()
+    assert meta.start < meta.end
+    def_store = databento.DBNStore.from_file(session.definition_path)
+    assert def_store.schema == databento.Schema.DEFINITION and def_store.metadata.version == 3
+
+
+def test_tbbo_decodes_with_requested_count(session: sample.SampleFiles, trades: np.ndarray) -> None:
+    assert len(trades) == N_TRADES
+    assert np.all(trades["rtype"] == dbn.RType.MBP_1.value)
+    df = databento.DBNStore.from_file(session.tbbo_path).to_df()
+    assert len(df) == N_TRADES
+    assert df["symbol"].str.match(r"^(NQZ6|QN[1-5][XZ]6|QNEX6) [CP]\d+$").all()
+
+
+def test_raw_dbn_decoder_reads_file(session: sample.SampleFiles) -> None:
+    raw = zstandard.ZstdDecompressor().stream_reader(session.tbbo_path.open("rb")).read()
+    decoder = dbn.DBNDecoder()
+    decoder.write(raw)
+    records = decoder.decode()
+    assert isinstance(records[0], dbn.Metadata) and records[0].version == 3
+    assert sum(isinstance(r, dbn.MBP1Msg) for r in records) == N_TRADES
+
+
+def test_definitions(defs: np.ndarray, trades: np.ndarray) -> None:
+    assert 300 <= len(defs) <= 1000
+    assert len(np.unique(defs["instrument_id"])) == len(defs)
+    assert set(np.unique(trades["instrument_id"])) <= set(defs["instrument_id"].tolist())
+    fut = defs[defs["instrument_class"] == b"F"]
+    assert len(fut) == 1 and fut["raw_symbol"][0] == b"NQZ6" and fut["underlying"][0] == b"NQ"
+    assert fut["expiration"][0] == np.datetime64("2026-12-18T13:30", "ns").astype(np.int64)
+    opts = defs[np.isin(defs["instrument_class"], [b"C", b"P"])]
+    assert len(opts) == len(defs) - 1
+    assert {b"C", b"P"} <= set(opts["instrument_class"].tolist())
+    assert np.all(opts["strike_price"] % (10 * 1_000_000_000) == 0)
+    assert np.all(opts["underlying"] == b"NQZ6")
+    assert len(np.unique(opts["expiration"])) >= 4
+    per_expiry = np.unique(opts["expiration"], return_counts=True)[1] // 2
+    assert np.all((per_expiry >= 30) & (per_expiry <= 60))
+    assert np.all(opts["min_price_increment"] == TICK)
+    assert np.all(opts["unit_of_measure_qty"] == 20 * 1_000_000_000)
+    assert np.all(opts["security_type"] == b"OOF") and np.all(opts["exchange"] == b"XCME")
+    assert np.all(opts["currency"] == b"USD") and np.all(opts["strike_price_currency"] == b"USD")
+    pattern = re.compile(rb"^(NQZ6|QN[1-5][XZ]6|QNEX6) ([CP])(\d+)$")
+    for row in opts[::37]:
+        match = pattern.match(row["raw_symbol"])
+        assert match is not None, row["raw_symbol"]
+        assert match.group(2) == row["instrument_class"]
+        assert int(match.group(3)) * 1_000_000_000 == row["strike_price"]
+
+
+def test_trade_prices_against_bbo(trades: np.ndarray) -> None:
+    side, price = trades["side"], trades["price"]
+    bid, ask = trades["bid_px_00"], trades["ask_px_00"]
+    assert np.all(bid < ask) and np.all(bid >= TICK)
+    assert np.all(price % TICK == 0) and np.all(price >= TICK)
+    assert np.array_equal(price[side == b"B"], ask[side == b"B"])
+    assert np.array_equal(price[side == b"A"], bid[side == b"A"])
+    n = side == b"N"
+    assert np.all((price[n] >= bid[n]) & (price[n] <= ask[n]))
+    assert np.any(2 * price[n] == bid[n] + ask[n])  # some N prints exactly at mid
+    for col in ("bid_sz_00", "ask_sz_00", "bid_ct_00", "ask_ct_00"):
+        assert np.all(trades[col] > 0)
+    assert np.all(trades["bid_ct_00"] <= trades["bid_sz_00"])
+
+
+def test_trade_flow_shape(trades: np.ndarray) -> None:
+    side = trades["side"]
+    assert abs(np.mean(side == b"N") - 0.06) < 0.01
+    assert abs(np.mean(side == b"B") - 0.47) < 0.015 and abs(np.mean(side == b"A") - 0.47) < 0.015
+    assert np.all(trades["action"] == b"T") and np.all(trades["flags"] == dbn.F_LAST)
+    assert np.all(trades["depth"] == 0)
+    ts = trades["ts_event"].astype(np.int64)
+    assert np.all(np.diff(ts) >= 0)
+    assert np.all(np.diff(trades["ts_recv"].astype(np.int64)) >= 0)
+    assert np.all(trades["ts_recv"] > trades["ts_event"]) and np.all(trades["ts_in_delta"] > 0)
+    assert np.all(np.diff(trades["sequence"].astype(np.int64)) > 0)
+    size = trades["size"]
+    assert size.min() >= 1 and np.mean(size <= 10) > 0.9 and size.max() >= 50
+    day = np.datetime64("2026-11-20", "ns").astype(np.int64)
+    minute = (ts - day) // (60 * 1_000_000_000)
+    assert minute.min() >= 0 and minute.max() < 20 * 60
+    rth = minute >= 13 * 60 + 30
+    assert 0.85 < rth.mean() < 0.97
+    per_min = np.bincount(minute[rth] - (13 * 60 + 30), minlength=390)
+    assert per_min[:30].mean() > 1.5 * per_min[150:240].mean()  # U-shape: busy open
+    assert per_min[-30:].mean() > 1.5 * per_min[150:240].mean()  # and busy close
+    # quiet strikes: most (instrument, RTH minute) cells are empty
+    cells = len(np.unique(trades["instrument_id"][rth].astype(np.int64) * 10_000 + minute[rth]))
+    assert cells < 0.5 * len(np.unique(trades["instrument_id"])) * 390
+
+
+def test_concentration_near_money_and_front_expiry(trades: np.ndarray, defs: np.ndarray) -> None:
+    order = np.argsort(defs["instrument_id"])
+    idx = order[np.searchsorted(defs["instrument_id"][order], trades["instrument_id"])]
+    exp, strike = defs["expiration"][idx], defs["strike_price"][idx] / 1e9
+    assert np.mean(exp == exp.min()) > 0.25
+    assert np.mean(np.abs(strike - 21500.0) <= 300) > 0.6
+
+
+def test_determinism(tmp_path: Path) -> None:
+    a = sample.generate_session(tmp_path / "a", seed=3, n_trades=5_000)
+    b = sample.generate_session(tmp_path / "b", seed=3, n_trades=5_000)
+    c = sample.generate_session(tmp_path / "c", seed=4, n_trades=5_000)
+    assert a.tbbo_path.read_bytes() == b.tbbo_path.read_bytes()
+    assert a.definition_path.read_bytes() == b.definition_path.read_bytes()
+    assert a.tbbo_path.read_bytes() != c.tbbo_path.read_bytes()
+
+
+def test_generate_mbo_action_mix(tmp_path: Path) -> None:
+    n = 20_000
+    path = sample.generate_mbo(tmp_path / "bench.mbo.dbn.zst", n_records=n, instrument_count=12)
+    store = databento.DBNStore.from_file(path)
+    assert store.schema == databento.Schema.MBO and store.metadata.version == 3
+    rec = store.to_ndarray()
+    assert len(rec) == n
+    assert np.all(rec["rtype"] == dbn.RType.MBO.value) and np.all(rec["flags"] == dbn.F_LAST)
+    action = rec["action"]
+    for code, share in ((b"A", 0.40), (b"C", 0.35), (b"M", 0.15), (b"F", 0.06), (b"T", 0.04)):
+        assert abs(np.mean(action == code) - share) < 0.02, code
+    assert set(np.unique(rec["side"][action != b"T"]).tolist()) == {b"A", b"B"}
+    assert np.all(np.diff(rec["ts_event"].astype(np.int64)) >= 0)
+    assert np.all(np.diff(rec["sequence"].astype(np.int64)) > 0)
+    assert np.all(rec["price"] % TICK == 0) and np.all(rec["price"] > 0) and np.all(rec["size"] > 0)
+    assert len(np.unique(rec["instrument_id"])) == 12
+    adds = rec[action == b"A"]
+    assert len(np.unique(adds["order_id"])) == len(adds)
+    add_at = dict(zip(adds["order_id"].tolist(), np.flatnonzero(action == b"A"), strict=True))
+    # cancels refer to an earlier add of the same order: same instrument, price and side
+    for i in np.flatnonzero(action == b"C")[:200]:
+        j = add_at[int(rec["order_id"][i])]
+        assert j < i
+        for col in ("instrument_id", "price", "side"):
+            assert rec[col][j] == rec[col][i]
+    defs = databento.DBNStore.from_file(tmp_path / "bench.definition.dbn.zst").to_ndarray()
+    assert set(np.unique(rec["instrument_id"]).tolist()) <= set(defs["instrument_id"].tolist())
+
+
+def test_generate_trades(tmp_path: Path) -> None:
+    path = sample.generate_trades(tmp_path / "bench.trades.dbn.zst", n_records=7_000)
+    store = databento.DBNStore.from_file(path)
+    assert store.schema == databento.Schema.TRADES and store.metadata.version == 3
+    rec = store.to_ndarray()
+    assert len(rec) == 7_000 and rec.dtype == np.dtype(dbn.TradeMsg._dtypes)
+    assert np.all(rec["rtype"] == 0) and np.all(rec["action"] == b"T")
+    assert np.all(np.diff(rec["ts_event"].astype(np.int64)) >= 0)
+
+
+def test_ensure_sample_caches(tmp_path: Path) -> None:
+    first = sample.ensure_sample(tmp_path)
+    assert first.tbbo_path.parent == tmp_path / "sample" and first.tbbo_path.exists()
+    mtime = first.tbbo_path.stat().st_mtime_ns
+    second = sample.ensure_sample(tmp_path)
+    assert second == first and second.tbbo_path.stat().st_mtime_ns == mtime
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--date",
+        "2026-11-19",
+        "--seed",
+        "5",
+        "--trades",
+        "1000",
+        "--mbo",
+        "3000",
+        "--trades-file",
+        "2000",
+    ]
+    assert sample.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "nq-opt-glbx-mdp3-20261119.tbbo.dbn.zst" in out and "1000" in out
+    counts = {"tbbo": 1000, "mbo": 3000, "trades": 2000}
+    for schema, count in counts.items():
+        store = databento.DBNStore.from_file(
+            tmp_path / f"nq-opt-glbx-mdp3-20261119.{schema}.dbn.zst"
+        )
+        assert len(store.to_ndarray()) == count

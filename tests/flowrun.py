@@ -1,0 +1,48 @@
+"""Run the dataflow in-process and tally its outputs (test helper)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bytewax.testing import TestingSink, run_main
+
+from flows.ifd import build_flow
+from models.records import BatchStats, WindowResult
+from models.settings import Settings
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+def run_flow(tmp_path: Path, sources: list[Path | str], **overrides: object) -> list[object]:
+    """Run the real dataflow in-process; return every output item in emission order."""
+    settings = Settings(
+        source=",".join(str(s) for s in sources),
+        data_dir=tmp_path,
+        progress_interval_s=0,
+        **overrides,
+    )
+    out: list[object] = []
+    run_main(build_flow(settings, sink=TestingSink(out)))
+    return out
+
+
+def windows(items: list[object]) -> list[WindowResult]:
+    return [i for i in items if isinstance(i, WindowResult)]
+
+
+def stats(items: list[object]) -> list[BatchStats]:
+    return [i for i in items if isinstance(i, BatchStats)]
+
+
+def per_window(items: list[object]) -> dict[tuple[str, int], dict[str, int]]:
+    """Final numbers per (contract, window) by summing every result's parts (incl. corrections)."""
+    out: dict[tuple[str, int], dict[str, int]] = {}
+    for result in windows(items):
+        for p in result.parts:
+            row = out.setdefault((p.key, p.window_start_ns // 10**9),
+                                 dict(bid=0, ask=0, unknown=0, trades=0))
+            row["bid"] += p.bid_volume
+            row["ask"] += p.ask_volume
+            row["unknown"] += p.unknown_volume
+            row["trades"] += p.total_trades
+    return out
