@@ -31,6 +31,7 @@ from typing import Any
 import bytewax.operators as op
 import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import Sink
 
 from connectors.files import DBNFileSource
 from connectors.inputs import plan_inputs
@@ -84,13 +85,16 @@ def _sample_patterns(settings: Settings) -> list[str]:
     return [str(files.definition_path), str(files.tbbo_path)]
 
 
-def build_flow(settings: Settings | None = None) -> Dataflow:
+def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = None) -> Dataflow:
     """Build the IFD dataflow.
 
     Parameters
     ----------
     settings : Settings | None
         None reads ``IFD_*`` from the environment / ``.env``.
+    sink : bytewax Sink | None
+        Replace the ClickHouse sink (tests use ``bytewax.testing.TestingSink``
+        to see every output item in emission order).
 
     Raises
     ------
@@ -141,7 +145,9 @@ def build_flow(settings: Settings | None = None) -> Dataflow:
     late = op.filter_map("late_parts", windows.late, _late)
     outputs = op.merge("outputs", closed, late, split.falses)
     total_bytes = plan.total_bytes
-    if settings.embedded:
+    if sink is not None:
+        op.output("clickhouse", outputs, sink)
+    elif settings.embedded:
         keyed = op.key_on("route_to_chdb", outputs, lambda _x: "clickhouse")
         op.output("clickhouse", keyed, ClickHouseSink(settings, total_bytes))
     else:
