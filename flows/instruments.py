@@ -23,11 +23,12 @@ OPTION_CLASSES = frozenset({"C", "P"})
 
 
 def format_strike(strike_price: int) -> str:
-    """Render a fixed-point strike as plain USD points (``5230``, ``21512.5``)."""
-    whole, frac = divmod(strike_price, FIXED_PRICE_SCALE)
+    """Render a fixed-point strike as plain USD points (``5230``, ``21512.5``, ``-2.5``)."""
+    sign = "-" if strike_price < 0 else ""
+    whole, frac = divmod(abs(strike_price), FIXED_PRICE_SCALE)
     if not frac:
-        return str(whole)
-    return f"{whole}.{frac:09d}".rstrip("0")
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:09d}".rstrip("0")
 
 
 def contract_for(definition: InstrumentDefinition) -> Contract:

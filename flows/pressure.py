@@ -129,7 +129,7 @@ def aggregate_parts(
     if len(ts_event) == 0:
         return []
     window = ts_event // window_ns
-    combo = (instrument_id.astype(np.int64) << 32) | window
+    combo = (instrument_id.astype(np.uint64) << np.uint64(32)) | window.astype(np.uint64)
     keys, inverse = np.unique(combo, return_inverse=True)
     g = len(keys)
 

@@ -80,7 +80,9 @@ def test_flag_side_overrides_contradicting_bbo(flag: int, price: int, expected: 
         (99, 100, 104, SELL),  # through the bid
     ],
 )
-def test_quote_rule_side_n_with_two_sided_bbo(price: int, bid: int, ask: int, expected: int) -> None:
+def test_quote_rule_side_n_with_two_sided_bbo(
+    price: int, bid: int, ask: int, expected: int
+) -> None:
     side, method = classify([price], bids=[bid], asks=[ask])
     assert side == [expected]
     assert method == [M_QUOTE]
