@@ -8,7 +8,7 @@ Run it::
 Steps (step ids)::
 
     read_dbn ─ normalise_trades ─ key_by_source ─ classify_and_aggregate ─ explode
-      ├─ windowed items ─ key_by_contract ─ pressure_window (tumbling, event time)
+      ├─ part blocks + heartbeats ─ key_by_shard ─ pressure_window (tumbling, event time)
       │     ├─ down ─ finish_window ─┐
       │     └─ late ─ late_parts ────┤
       └─ stats / dead letters ───────┴─ outputs ─ clickhouse
@@ -24,7 +24,6 @@ import); :func:`build_flow` builds one from explicit settings.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,9 +35,8 @@ from bytewax.outputs import Sink
 from connectors.files import DBNFileSource
 from connectors.inputs import plan_inputs
 from flows.instruments import InstrumentCatalog
-from flows.pressure import merge_parts
 from flows.stream import StreamProcessor, normalise_batch
-from models.records import Heartbeat, WindowPart, WindowResult, ns_to_datetime
+from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import Settings, load_settings
 from sinks.bytewax_sink import ClickHouseDynamicSink, ClickHouseSink
 
@@ -48,8 +46,8 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """Window alignment: UTC midnight."""
 
 
-def _item_time(item: WindowPart | Heartbeat) -> datetime:
-    return ns_to_datetime(item.last_ts_ns if isinstance(item, WindowPart) else item.ts_ns)
+def _item_time(item: PartBlock | Heartbeat) -> datetime:
+    return ns_to_datetime(item.last_ts_ns if isinstance(item, PartBlock) else item.ts_ns)
 
 
 def _replay_now() -> datetime:
@@ -57,25 +55,27 @@ def _replay_now() -> datetime:
     return EPOCH
 
 
-def _fold(acc: list[WindowPart], item: WindowPart | Heartbeat) -> list[WindowPart]:
-    if isinstance(item, WindowPart):
+def _fold(acc: list[PartBlock], item: PartBlock | Heartbeat) -> list[PartBlock]:
+    if isinstance(item, PartBlock):
         acc.append(item)
     return acc
 
 
-def _finish(key_window: tuple[str, tuple[int, list[WindowPart]]]) -> WindowResult | None:
-    key, (_window_id, parts) = key_window
-    if not parts:  # a window opened only by a heartbeat
+def _finish(key_window: tuple[str, tuple[int, list[PartBlock]]]) -> WindowResult | None:
+    key, (_window_id, blocks) = key_window
+    if not blocks:  # a window opened only by a heartbeat
         return None
-    return WindowResult(key, tuple(parts), merge_parts(parts))
+    parts = PartBlock.concat(blocks)
+    assert parts.window_start_ns is not None
+    return WindowResult(key, parts.window_start_ns, parts)
 
 
-def _late(key_item: tuple[str, tuple[int, WindowPart | Heartbeat]]) -> WindowResult | None:
+def _late(key_item: tuple[str, tuple[int, PartBlock | Heartbeat]]) -> WindowResult | None:
     key, (_window_id, item) = key_item
-    if not isinstance(item, WindowPart):
+    if not isinstance(item, PartBlock):
         return None  # a heartbeat behind another input's watermark carries nothing
-    part = replace(item, late=True)
-    return WindowResult(key, (part,), merge_parts([part]), correction=True)
+    assert item.window_start_ns is not None
+    return WindowResult(key, item.window_start_ns, item.with_late(), correction=True)
 
 
 def _sample_patterns(settings: Settings) -> list[str]:
@@ -116,6 +116,7 @@ def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = Non
         InstrumentCatalog(plan.definitions, plan.symbols),
         window_ns=window_ns,
         lateness_ns=int(lateness.total_seconds() * 1e9),
+        shards=settings.window_shards,
     )
 
     flow = Dataflow("ifd")
@@ -127,9 +128,9 @@ def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = Non
     processed = op.stateful_map("classify_and_aggregate", by_source, processor.process)
     items = op.flat_map("explode", processed, lambda key_items: key_items[1])
     split = op.branch(
-        "split_window_items", items, lambda x: isinstance(x, WindowPart | Heartbeat)
+        "split_window_items", items, lambda x: isinstance(x, PartBlock | Heartbeat)
     )
-    by_contract = op.key_on("key_by_contract", split.trues, lambda x: x.key)
+    by_shard = op.key_on("key_by_shard", split.trues, lambda x: x.key)
     clock = win.EventClock(
         _item_time,
         wait_for_system_duration=lateness,
@@ -139,7 +140,7 @@ def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = Non
     windower = win.TumblingWindower(length=timedelta(seconds=settings.window_length_s),
                                     align_to=EPOCH)
     windows = win.fold_window(
-        "pressure_window", by_contract, clock, windower, list, _fold, lambda a, b: a + b
+        "pressure_window", by_shard, clock, windower, list, _fold, lambda a, b: a + b
     )
     closed = op.filter_map("finish_window", windows.down, _finish)
     late = op.filter_map("late_parts", windows.late, _late)

@@ -29,9 +29,12 @@ import numpy as np
 from connectors.dbn import RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10, DecodedChunk, rtype_name
 from models.records import F_SNAPSHOT, UNDEF_PRICE, DeadLetters
 
-_T = np.bytes_(b"T")
-_B = np.bytes_(b"B")
-_A = np.bytes_(b"A")
+_T, _B, _A = ord("T"), ord("B"), ord("A")
+
+
+def _char_codes(column: np.ndarray) -> np.ndarray:
+    """A ``S1`` field as uint8 codes (byte compares on ``S1`` are ~10× slower)."""
+    return column.view(np.uint8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
     trades = _empty_trades()
     dead = _no_dead_letters(source)
     for rtype, records in chunk.trades.items():
-        is_trade = records["action"] == _T
+        is_trade = _char_codes(records["action"]) == _T
         snapshot = (records["flags"] & F_SNAPSHOT) != 0
         if rtype != trade_rtype:
             dup = int(np.count_nonzero(is_trade & ~snapshot))
@@ -133,8 +136,11 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
         if n_book:
             skipped["book_events" if rtype in (RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10) else
                     f"{rtype_name(rtype)}_non_trade"] += n_book
-        rows = records[trade_mask]
-        positions = chunk.positions[rtype][trade_mask]
+        if n_book or n_snap:
+            rows = records[trade_mask]
+            positions = chunk.positions[rtype][trade_mask]
+        else:  # every record is a trade (trades/tbbo schemas): no copy
+            rows, positions = records, chunk.positions[rtype]
         price = rows["price"].astype(np.int64)
         size = rows["size"].astype(np.int64)
         undef = price == UNDEF_PRICE
@@ -154,7 +160,7 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
             )
             good = ~bad
             rows, positions, price, size = rows[good], positions[good], price[good], size[good]
-        side = rows["side"]
+        side = _char_codes(rows["side"])
         flag_side = np.where(side == _B, 1, np.where(side == _A, -1, 0)).astype(np.int8)
         bid, ask = _bbo(rows, rtype)
         trades = TradeBatch(

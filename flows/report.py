@@ -48,12 +48,12 @@ class RunReport:
         self.bytes_read[stats.source] = stats.bytes_read
         self.event_time_ns = max(self.event_time_ns, stats.max_ts_event)
 
-    def on_window(self, correction: bool) -> None:
-        """Count one window result written."""
+    def on_window(self, correction: bool, contracts: int = 1) -> None:
+        """Count (contract, window) results written: ``contracts`` of one window block."""
         if correction:
-            self.corrections += 1
+            self.corrections += contracts
         else:
-            self.windows += 1
+            self.windows += contracts
 
     def maybe_progress(self) -> None:
         """Log a progress line if ``interval_s`` has passed since the last one."""

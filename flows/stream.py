@@ -17,17 +17,17 @@ from connectors.dbn import SourceBatch
 from flows.aggressor import TickState, classify_aggressor
 from flows.instruments import InstrumentCatalog, contract_for
 from flows.normalise import NormalisedBatch, normalise_chunk
-from flows.pressure import WindowTracker, aggregate_parts
+from flows.pressure import WindowTracker, aggregate_parts, split_by_shard_and_window
 from models.records import (
     BatchStats,
     Contract,
     DeadLetters,
     Heartbeat,
     InstrumentDefinition,
-    WindowPart,
+    PartBlock,
 )
 
-StreamItem = WindowPart | Heartbeat | BatchStats | DeadLetters
+StreamItem = PartBlock | Heartbeat | BatchStats | DeadLetters
 
 
 def normalise_batch(batch: SourceBatch) -> tuple[SourceBatch, NormalisedBatch]:
@@ -56,12 +56,16 @@ class StreamProcessor:
         Tumbling window length, ns.
     lateness_ns : int
         Allowed lateness, ns (heartbeats close windows this long after their end).
+    shards : int
+        Number of window keys contracts are hashed onto.
     """
 
-    def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int) -> None:
+    def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int,
+                 shards: int = 16) -> None:
         self.catalog = catalog
         self.window_ns = window_ns
         self.lateness_ns = lateness_ns
+        self.shards = shards
 
     def new_state(self) -> StreamState:
         """Empty state for an input seen for the first time."""
@@ -83,7 +87,7 @@ class StreamProcessor:
     def process(
         self, state: StreamState | None, item: tuple[SourceBatch, NormalisedBatch]
     ) -> tuple[StreamState, list[StreamItem]]:
-        """One batch in, parts + heartbeats + stats (+ dead letters) out.
+        """One batch in, part blocks per (shard, window) + heartbeats + stats (+ dead letters) out.
 
         Returns
         -------
@@ -109,11 +113,14 @@ class StreamProcessor:
             window_ns=self.window_ns, resolve=self._resolver(state),
             source=batch.source, seq=batch.seq,
         )
-        state.tracker.observe(parts)
+        blocks = split_by_shard_and_window(parts, self.shards)
+        state.tracker.observe(blocks)
         state.watermark_ns = max(state.watermark_ns, batch.chunk.max_ts_event)
-        out: list[StreamItem] = list(parts)
+        out: list[StreamItem] = list(blocks)
         out.extend(state.tracker.heartbeats(state.watermark_ns))
-        undefined = sum(p.total_trades for p in parts if not p.defined)
+        c = parts.cols
+        undefined_rows = ~c["defined"]
+        undefined = int((c["buy_trades"] + c["sell_trades"] + c["unknown_trades"])[undefined_rows].sum())
         dead = norm.dead_letters
         if len(dead):
             out.append(dead)

@@ -267,17 +267,163 @@ class PressureMetrics(BaseModel):
     parts: int
 
 
-@dataclass(frozen=True, slots=True)
-class WindowResult:
-    """A closed window (or a late correction) of one contract.
 
-    ``parts`` are what the sink stores (additive, idempotent); ``metrics`` is
-    the merge of *these* parts. ``correction`` marks a late part or a window
-    bytewax re-opened after closing: its numbers add to the window already
-    written, and ``ifd.pressure_metrics`` shows the combined result.
+
+PART_COLUMNS: dict[str, str] = {
+    "window_start_ns": "int64",
+    "contract_key": "object",
+    "source": "object",
+    "seq": "int64",
+    "instrument_id": "uint32",
+    "symbol": "object",
+    "underlying": "object",
+    "expiration_ns": "int64",
+    "strike_price": "int64",
+    "option_type": "object",
+    "defined": "bool",
+    "bid_volume": "int64",
+    "ask_volume": "int64",
+    "unknown_volume": "int64",
+    "buy_trades": "int64",
+    "sell_trades": "int64",
+    "unknown_trades": "int64",
+    "notional": "float64",
+    "max_trade_size": "int64",
+    "first_ts_ns": "int64",
+    "last_ts_ns": "int64",
+    "flag_volume": "int64",
+    "quote_volume": "int64",
+    "tick_volume": "int64",
+    "late": "bool",
+}
+"""Columns of a :class:`PartBlock` and their numpy dtypes. ``expiration_ns`` is
+-1 and ``strike_price`` is ``UNDEF_PRICE`` where undefined."""
+
+
+@dataclass(frozen=True, slots=True)
+class PartBlock:
+    """Columnar :class:`WindowPart` rows: the unit that flows through the windows.
+
+    Each row is one (contract, window, source batch) part; ``cols`` maps every
+    name of :data:`PART_COLUMNS` to an array of equal length. ``key`` is the
+    bytewax window key (a shard of contracts) and ``window_start_ns`` the
+    single window all rows belong to (None before splitting by window).
     """
 
     key: str
-    parts: tuple[WindowPart, ...]
-    metrics: PressureMetrics
+    window_start_ns: int | None
+    window_ns: int
+    cols: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.cols["window_start_ns"])
+
+    @property
+    def window_end_ns(self) -> int:
+        """End of the block's window (ns); requires ``window_start_ns``."""
+        assert self.window_start_ns is not None
+        return self.window_start_ns + self.window_ns
+
+    @property
+    def last_ts_ns(self) -> int:
+        """Latest trade time in the block (its event time for the window clock)."""
+        return int(self.cols["last_ts_ns"].max())
+
+    def take(self, index: np.ndarray, *, key: str | None = None,
+             window_start_ns: int | None = None) -> PartBlock:
+        """Rows ``index`` (bool mask or positions) as a new block."""
+        return PartBlock(
+            key=self.key if key is None else key,
+            window_start_ns=self.window_start_ns if window_start_ns is None else window_start_ns,
+            window_ns=self.window_ns,
+            cols={name: col[index] for name, col in self.cols.items()},
+        )
+
+    def with_late(self) -> PartBlock:
+        """The same rows flagged as late corrections."""
+        cols = dict(self.cols)
+        cols["late"] = np.ones(len(self), dtype=bool)
+        return PartBlock(self.key, self.window_start_ns, self.window_ns, cols)
+
+    @staticmethod
+    def concat(blocks: list[PartBlock]) -> PartBlock:
+        """Stack blocks of the same key/window (the first block's key and window win)."""
+        head = blocks[0]
+        if len(blocks) == 1:
+            return head
+        cols = {name: np.concatenate([b.cols[name] for b in blocks]) for name in PART_COLUMNS}
+        return PartBlock(head.key, head.window_start_ns, head.window_ns, cols)
+
+    @staticmethod
+    def from_parts(parts: list[WindowPart], window_ns: int, key: str = "") -> PartBlock:
+        """Columnar block of row objects (inverse of :meth:`to_parts`)."""
+        values: dict[str, list] = {name: [] for name in PART_COLUMNS}
+        for p in parts:
+            for name in PART_COLUMNS:
+                if name == "contract_key":
+                    values[name].append(p.key)
+                elif name == "expiration_ns":
+                    values[name].append(-1 if p.expiration_ns is None else p.expiration_ns)
+                elif name == "strike_price":
+                    values[name].append(UNDEF_PRICE if p.strike_price is None else p.strike_price)
+                else:
+                    values[name].append(getattr(p, name))
+        cols = {name: np.asarray(v, dtype=PART_COLUMNS[name]) for name, v in values.items()}
+        starts = {p.window_start_ns for p in parts}
+        return PartBlock(key, starts.pop() if len(starts) == 1 else None, window_ns, cols)
+
+    def to_parts(self) -> list[WindowPart]:
+        """Row objects (for tests, debugging and per-contract consumers)."""
+        c = self.cols
+        rows = []
+        for i in range(len(self)):
+            expiration = int(c["expiration_ns"][i])
+            strike = int(c["strike_price"][i])
+            start = int(c["window_start_ns"][i])
+            rows.append(
+                WindowPart(
+                    key=str(c["contract_key"][i]),
+                    window_start_ns=start,
+                    window_end_ns=start + self.window_ns,
+                    source=str(c["source"][i]),
+                    seq=int(c["seq"][i]),
+                    instrument_id=int(c["instrument_id"][i]),
+                    symbol=str(c["symbol"][i]),
+                    underlying=str(c["underlying"][i]),
+                    expiration_ns=None if expiration < 0 else expiration,
+                    strike_price=None if strike == UNDEF_PRICE else strike,
+                    option_type=str(c["option_type"][i]),
+                    defined=bool(c["defined"][i]),
+                    bid_volume=int(c["bid_volume"][i]),
+                    ask_volume=int(c["ask_volume"][i]),
+                    unknown_volume=int(c["unknown_volume"][i]),
+                    buy_trades=int(c["buy_trades"][i]),
+                    sell_trades=int(c["sell_trades"][i]),
+                    unknown_trades=int(c["unknown_trades"][i]),
+                    notional=float(c["notional"][i]),
+                    max_trade_size=int(c["max_trade_size"][i]),
+                    first_ts_ns=int(c["first_ts_ns"][i]),
+                    last_ts_ns=int(c["last_ts_ns"][i]),
+                    flag_volume=int(c["flag_volume"][i]),
+                    quote_volume=int(c["quote_volume"][i]),
+                    tick_volume=int(c["tick_volume"][i]),
+                    late=bool(c["late"][i]),
+                )
+            )
+        return rows
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    """A closed window (or a late correction) of one shard of contracts.
+
+    ``parts`` are what the sink stores (additive, idempotent). ``correction``
+    marks late parts, or a window bytewax re-opened after closing: their
+    numbers add to those already written, and ``ifd.pressure_metrics`` shows
+    the combined result. Per-contract metrics: :func:`flows.pressure.window_metrics`.
+    """
+
+    key: str
+    window_start_ns: int
+    parts: PartBlock
     correction: bool = False

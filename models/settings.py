@@ -9,7 +9,8 @@
 | ``IFD_TRADE_SCHEMA``      | ``auto``             | auto, mbo, mbp-10, mbp-1, tbbo, trades                      |
 | ``IFD_WINDOW_LENGTH_S``   | ``300``              | tumbling window length; must divide one day                 |
 | ``IFD_ALLOWED_LATENESS_S``| ``10``               | event time a window waits after its end before closing      |
-| ``IFD_BATCH_RECORDS``     | ``65536``            | DBN records per source micro-batch                          |
+| ``IFD_BATCH_RECORDS``     | ``262144``           | DBN records per source micro-batch                          |
+| ``IFD_WINDOW_SHARDS``     | ``16``               | window keys contracts are hashed onto (≥ worker count)      |
 | ``IFD_SINK_BATCH_ROWS``   | ``20000``            | rows buffered per ClickHouse insert                         |
 | ``IFD_PROGRESS_INTERVAL_S``| ``2``               | seconds between progress lines (0 disables)                 |
 """
@@ -44,7 +45,8 @@ class Settings(BaseSettings):
     trade_schema: TradeSchema = "auto"
     window_length_s: int = Field(default=300, gt=0)
     allowed_lateness_s: float = Field(default=10.0, ge=0)
-    batch_records: int = Field(default=65_536, ge=1, le=16_777_216)
+    batch_records: int = Field(default=262_144, ge=1, le=16_777_216)
+    window_shards: int = Field(default=16, ge=1, le=4096)
     sink_batch_rows: int = Field(default=20_000, ge=1)
     progress_interval_s: float = Field(default=2.0, ge=0)
 

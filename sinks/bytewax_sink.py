@@ -48,8 +48,9 @@ class _Writer:
     def write(self, items: list[Any]) -> None:
         for item in items:
             if isinstance(item, WindowResult):
-                self.writer.add_parts(list(item.parts))
-                self.report.on_window(item.correction)
+                self.writer.add_parts(item.parts)
+                contracts = len(set(item.parts.cols["contract_key"].tolist()))
+                self.report.on_window(item.correction, contracts)
             elif isinstance(item, BatchStats):
                 self.writer.add_stats(item)
                 self.report.on_stats(item)

@@ -38,7 +38,7 @@ def per_window(items: list[object]) -> dict[tuple[str, int], dict[str, int]]:
     """Final numbers per (contract, window) by summing every result's parts (incl. corrections)."""
     out: dict[tuple[str, int], dict[str, int]] = {}
     for result in windows(items):
-        for p in result.parts:
+        for p in result.parts.to_parts():
             row = out.setdefault((p.key, p.window_start_ns // 10**9),
                                  dict(bid=0, ask=0, unknown=0, trades=0))
             row["bid"] += p.bid_volume
@@ -46,3 +46,13 @@ def per_window(items: list[object]) -> dict[tuple[str, int], dict[str, int]]:
             row["unknown"] += p.unknown_volume
             row["trades"] += p.total_trades
     return out
+
+
+def contract_rows(items: list[object], *, corrections: bool | None = None) -> list:
+    """Every WindowPart row of every window result (optionally only/no corrections)."""
+    return [
+        p
+        for r in windows(items)
+        if corrections is None or r.correction == corrections
+        for p in r.parts.to_parts()
+    ]

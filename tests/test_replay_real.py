@@ -7,21 +7,20 @@ from datetime import UTC, datetime
 
 from connectors.inputs import plan_inputs
 from flows.instruments import InstrumentCatalog
-from tests.flowrun import per_window, run_flow, stats, windows
+from tests.flowrun import contract_rows, per_window, run_flow, stats
 from tests.reference import lee_ready_windows, trades_frame
 
 
 def _by_instrument(items):
     """(instrument_id, window_start_s) → numbers, from the flow's output."""
     out = {}
-    for result in windows(items):
-        for p in result.parts:
-            row = out.setdefault((p.instrument_id, p.window_start_ns // 10**9),
-                                 dict(bid=0, ask=0, unknown=0, trades=0))
-            row["bid"] += p.bid_volume
-            row["ask"] += p.ask_volume
-            row["unknown"] += p.unknown_volume
-            row["trades"] += p.total_trades
+    for p in contract_rows(items):
+        row = out.setdefault((p.instrument_id, p.window_start_ns // 10**9),
+                             dict(bid=0, ask=0, unknown=0, trades=0))
+        row["bid"] += p.bid_volume
+        row["ask"] += p.ask_volume
+        row["unknown"] += p.unknown_volume
+        row["trades"] += p.total_trades
     return out
 
 
@@ -39,9 +38,9 @@ def test_esh4_mbo_windows_equal_polars_lee_ready(tmp_path, real_dir):
 def test_esh4_mbo_n_side_trade_is_classified_by_tick_test(tmp_path, real_dir):
     items = run_flow(tmp_path, [real_dir / "esh4-glbx-mdp3-20231225.mbo.dbn.zst"])
     total = Counter()
-    for r in windows(items):
-        total.update(flag=r.metrics.flag_volume, tick=r.metrics.tick_volume,
-                     unknown=r.metrics.unknown_volume, quote=r.metrics.quote_volume)
+    for p in contract_rows(items):
+        total.update(flag=p.flag_volume, tick=p.tick_volume,
+                     unknown=p.unknown_volume, quote=p.quote_volume)
     assert total["tick"] + total["unknown"] > 0  # the one N trade
     assert total["quote"] == 0  # MBO carries no BBO
 
@@ -50,9 +49,9 @@ def test_esu4_trades_windows_equal_polars_and_map_to_future(tmp_path, real_dir):
     path = real_dir / "esu4-glbx-mdp3-20240701.trades.dbn.zst"
     items = run_flow(tmp_path, [path, real_dir / "esu4-glbx-mdp3.definition.dbn.zst"])
     assert _by_instrument(items) == lee_ready_windows(trades_frame(path))
-    keys = {r.key for r in windows(items)}
-    assert keys == {"F|ESU4"}
-    assert all(r.metrics.option_type == "F" and r.metrics.strike is None for r in windows(items))
+    rows = contract_rows(items)
+    assert {p.key for p in rows} == {"F|ESU4"}
+    assert all(p.option_type == "F" and p.strike_price is None for p in rows)
     assert sum(s.undefined_instrument_trades for s in stats(items)) == 0
 
 
@@ -97,7 +96,7 @@ def test_option_definitions_map_to_strike_type_expiry_underlying(real_dir):
 def test_option_quotes_without_trades_write_no_window_and_count_book_events(tmp_path, real_dir):
     items = run_flow(tmp_path, [real_dir / "esm4-opt-glbx-mdp3-20240509.definition.dbn.zst",
                                 real_dir / "esm4-opt-glbx-mdp3-20240509.mbp-1.dbn.zst"])
-    assert windows(items) == []
+    assert contract_rows(items) == []
     s = stats(items)
     assert sum(x.records for x in s) == 560
     assert sum(sum(x.skipped.values()) for x in s) == 560

@@ -8,7 +8,7 @@ import numpy as np
 
 from connectors.dbn import RTYPE_MBP1, RTYPE_TRADES
 from tests.dbnfiles import NS, PX, T0, records, trades_file, write_dbn
-from tests.flowrun import per_window, run_flow, stats, windows
+from tests.flowrun import contract_rows, per_window, run_flow, stats, windows
 
 
 def test_quiet_key_window_closes_when_stream_time_passes_not_at_eof(tmp_path):
@@ -19,7 +19,8 @@ def test_quiet_key_window_closes_when_stream_time_passes_not_at_eof(tmp_path):
     path = trades_file(tmp_path / "q.trades.dbn.zst", ts, iid, np.full(len(ts), PX),
                        np.ones(len(ts), int), "B")
     items = run_flow(tmp_path, [path], batch_records=5, allowed_lateness_s=10)
-    quiet = [i for i, x in enumerate(items) if x in windows(items) and x.key == "ID|1"]
+    quiet = [i for i, x in enumerate(items) if x in windows(items)
+             and "ID|1" in set(x.parts.cols["contract_key"])]
     assert len(quiet) == 1
     # it closed as soon as some batch's event time passed window end + lateness (T0+310s) ...
     closing_batch = next(
@@ -39,10 +40,10 @@ def test_late_trade_corrects_its_window_additively(tmp_path):
     size = [1] * 40 + [7]
     path = trades_file(tmp_path / "late.trades.dbn.zst", ts, [5] * 41, [PX] * 41, size, side)
     items = run_flow(tmp_path, [path], batch_records=8, allowed_lateness_s=10)
-    corrections = [w for w in windows(items) if w.correction]
+    corrections = contract_rows(items, corrections=True)
     assert len(corrections) == 1
-    assert corrections[0].metrics.bid_volume == 7
-    assert corrections[0].parts[0].late
+    assert corrections[0].bid_volume == 7
+    assert corrections[0].late
     final = per_window(items)
     # independent tally of the input
     w0 = [i for i, t in enumerate(ts) if t < T0 + 300 * NS]
@@ -76,7 +77,7 @@ def test_mixed_schema_file_counts_each_trade_once_from_richest_schema(tmp_path):
         skipped.update(s.skipped)
     assert skipped["duplicate_schema_trades"] == 30
     # mbp-1 won: its BBO decided the N trades by the quote rule
-    quote = sum(w.metrics.quote_volume for w in windows(items))
+    quote = sum(p.quote_volume for p in contract_rows(items))
     expected_quote = int(b["size"][(b["side"] == b"N") & (b["price"] != PX)].sum())
     assert quote == expected_quote > 0
 
@@ -87,14 +88,14 @@ def test_explicit_trade_schema_takes_only_that_schema(tmp_path):
     path = write_dbn(tmp_path / "mixed.dbn.zst", [interleaved], schema=None)
     items = run_flow(tmp_path, [path], trade_schema="trades")
     assert sum(v["trades"] for v in per_window(items).values()) == 30
-    assert sum(w.metrics.quote_volume for w in windows(items)) == 0  # trades carry no BBO
+    assert sum(p.quote_volume for p in contract_rows(items)) == 0  # trades carry no BBO
 
 
 def test_undefined_instrument_is_aggregated_and_counted(tmp_path):
     path = trades_file(tmp_path / "u.trades.dbn.zst", [T0 + NS, T0 + 2 * NS], [77, 78],
                        [PX, PX], [2, 3], "B", symbols={78: "XYZ4"})
     items = run_flow(tmp_path, [path])
-    keys = {w.key: w.metrics.total_volume for w in windows(items)}
+    keys = {p.key: p.total_volume for p in contract_rows(items)}
     assert keys == {"ID|77": 2, "SYM|XYZ4": 3}
     assert sum(s.undefined_instrument_trades for s in stats(items)) == 2
 

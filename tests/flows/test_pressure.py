@@ -226,7 +226,7 @@ def test_aggregate_parts_matches_python_group_by() -> None:
         resolve=catalog.resolve,
         source="batch.dbn",
         seq=12,
-    )
+    ).to_parts()
 
     assert len(expected) == 12  # 4 instruments x 3 windows
     got = {(p.instrument_id, p.window_start_ns): p for p in parts}
@@ -269,7 +269,7 @@ def test_aggregate_parts_small_batch_by_hand() -> None:
         resolve=InstrumentCatalog([PUT]).resolve,
         source="s",
         seq=0,
-    )
+    ).to_parts()
     parts.sort(key=lambda p: p.window_start_ns)
     assert [p.window_start_ns for p in parts] == [T0, T0 + WINDOW_NS]
     first, second = parts
@@ -285,7 +285,7 @@ def test_aggregate_parts_empty_batch_gives_no_parts() -> None:
     e = np.empty(0, dtype=np.int64)
     assert aggregate_parts(e, e.astype(np.uint32), e, e, e.astype(np.int8), e.astype(np.int8),
                            window_ns=WINDOW_NS, resolve=InstrumentCatalog().resolve,
-                           source="s", seq=0) == []
+                           source="s", seq=0).to_parts() == []
 
 
 def test_aggregate_parts_instrument_id_above_int32_range() -> None:
@@ -301,7 +301,7 @@ def test_aggregate_parts_instrument_id_above_int32_range() -> None:
         resolve=InstrumentCatalog().resolve,
         source="s",
         seq=0,
-    )
+    ).to_parts()
     assert [(p.key, p.instrument_id, p.window_start_ns) for p in parts] == [
         (f"ID|{iid}", iid, T0)]
 

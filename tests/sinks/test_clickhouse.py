@@ -9,7 +9,7 @@ import pytest
 
 from flows.pressure import merge_parts
 from models.errors import SinkFatalError, SinkRetryableError
-from models.records import WindowPart
+from models.records import PartBlock, WindowPart
 from sinks.clickhouse import ChdbStore, IFDWriter, apply_schema
 
 W0 = 1_715_248_800 * 10**9
@@ -53,7 +53,8 @@ def test_view_recomputes_the_python_merge_from_parts(store):
     rng = random.Random(5)
     parts = [_part(rng, f"K{k}", w, seq) for k in range(4) for w in range(3) for seq in range(3)]
     writer = IFDWriter(store, batch_rows=7)
-    writer.add_parts(parts)
+    for i in range(0, len(parts), 5):
+        writer.add_parts(PartBlock.from_parts(parts[i:i + 5], W_NS))
     writer.flush()
     got = _metrics(store)
     assert len(got) == 12
@@ -78,16 +79,16 @@ def test_replayed_and_reemitted_parts_do_not_change_final_numbers(store):
     rng = random.Random(9)
     parts = [_part(rng, "K", w, seq) for w in range(2) for seq in range(4)]
     writer = IFDWriter(store)
-    writer.add_parts(parts)
+    writer.add_parts(PartBlock.from_parts(parts, W_NS))
     writer.flush()
     before = _metrics(store)
-    writer.add_parts(parts[2:5])  # bytewax re-emission after a restart
+    writer.add_parts(PartBlock.from_parts(parts[2:5], W_NS))  # re-emission after a restart
     writer.flush()
-    writer.add_parts(parts)  # full replay of the same files
+    writer.add_parts(PartBlock.from_parts(parts, W_NS))  # full replay of the same files
     writer.flush()
     assert _metrics(store) == before
     late = _part(rng, "K", 0, 99)  # a genuinely new (late) part adds
-    writer.add_parts([late])
+    writer.add_parts(PartBlock.from_parts([late], W_NS))
     writer.flush()
     after = _metrics(store)[("K", W0 // 10**6)]
     assert after["bid_volume"] == before[("K", W0 // 10**6)]["bid_volume"] + late.bid_volume
@@ -107,7 +108,7 @@ class FlakyStore:
 def test_retryable_insert_errors_are_retried_then_written_once(store):
     flaky = FlakyStore(store, 2, SinkRetryableError("Code: 252. TOO_MANY_PARTS", retry_after_s=0))
     writer = IFDWriter(flaky, max_attempts=4, backoff_initial_s=0)
-    writer.add_parts([_part(random.Random(1), "K", 0, 0)])
+    writer.add_parts(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
     writer.flush()
     assert flaky.calls == 3
     assert store.query_arrow("SELECT count() AS n FROM ifd.pressure_parts").to_pylist() == [{"n": 1}]
@@ -116,7 +117,7 @@ def test_retryable_insert_errors_are_retried_then_written_once(store):
 def test_fatal_insert_error_is_not_retried(store):
     flaky = FlakyStore(store, 10, SinkFatalError("Code: 60. UNKNOWN_TABLE"))
     writer = IFDWriter(flaky, max_attempts=4)
-    writer.add_parts([_part(random.Random(1), "K", 0, 0)])
+    writer.add_parts(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
     with pytest.raises(SinkFatalError, match="UNKNOWN_TABLE"):
         writer.flush()
     assert flaky.calls == 1
@@ -125,7 +126,7 @@ def test_fatal_insert_error_is_not_retried(store):
 def test_persistent_retryable_error_gives_up_with_fatal_error(store):
     flaky = FlakyStore(store, 10, SinkRetryableError("Code: 209. SOCKET_TIMEOUT"))
     writer = IFDWriter(flaky, max_attempts=3, backoff_initial_s=0)
-    writer.add_parts([_part(random.Random(1), "K", 0, 0)])
+    writer.add_parts(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
     with pytest.raises(SinkFatalError, match="giving up on insert into ifd.pressure_parts"):
         writer.flush()
     assert flaky.calls == 3
