@@ -51,7 +51,8 @@ def end_to_end(sources: list[Path], batch_records: int) -> tuple[float, int, str
         )
         elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"flow failed:\n{proc.stderr[-3000:]}")
+        message = f"flow failed:\n{proc.stderr[-3000:]}"
+        raise SystemExit(message)
     rss = next(int(line.split()[1]) for line in proc.stdout.splitlines()
                if line.startswith("PEAK_RSS_KB"))
     summary = "\n".join(line for line in proc.stdout.splitlines() if line.startswith("  "))

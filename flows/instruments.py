@@ -103,7 +103,7 @@ class InstrumentCatalog:
                 self._cache.pop(instrument_id, None)
 
     def resolve(self, instrument_id: int) -> Contract:
-        """The contract of ``instrument_id`` (``defined=False`` when no definition)."""
+        """Return the contract of ``instrument_id`` (``defined=False`` when no definition)."""
         contract = self._cache.get(instrument_id)
         if contract is not None:
             return contract

@@ -33,7 +33,7 @@ _T, _B, _A = ord("T"), ord("B"), ord("A")
 
 
 def _char_codes(column: np.ndarray) -> np.ndarray:
-    """A ``S1`` field as uint8 codes (byte compares on ``S1`` are ~10× slower)."""
+    """View a ``S1`` field as uint8 codes (byte compares on ``S1`` are ~10× slower)."""
     return column.view(np.uint8)
 
 

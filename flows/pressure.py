@@ -78,7 +78,7 @@ def confidence(bid_volume: int, ask_volume: int, total_volume: int, total_trades
 
 
 def sql_dominant_side(bid: str, ask: str) -> str:
-    """The :func:`dominant_side` rule as a ClickHouse expression over two columns."""
+    """Render the :func:`dominant_side` rule as a ClickHouse expression over two columns."""
     t = DOMINANCE_THRESHOLD
     return (
         f"multiIf(({bid} + {ask}) = 0, 'NEUTRAL', "
@@ -88,7 +88,7 @@ def sql_dominant_side(bid: str, ask: str) -> str:
 
 
 def sql_confidence(bid: str, ask: str, total_volume: str, total_trades: str) -> str:
-    """The :func:`confidence` formula as a ClickHouse expression."""
+    """Render the :func:`confidence` formula as a ClickHouse expression."""
     h = CONFIDENCE_HALF_TRADES
     return (
         f"if({total_volume} = 0 OR {total_trades} = 0, 0., "

@@ -64,7 +64,7 @@ class RunReport:
         log.info(self.progress_line(now))
 
     def progress_line(self, now: float | None = None) -> str:
-        """``records 1,234,567 (812,000 rec/s) | event time … | 42.0% | windows 120``."""
+        """Format one line: ``records 1,234,567 (812,000 rec/s) | event time … | 42.0% | …``."""
         elapsed = max((now or time.monotonic()) - self.started, 1e-9)
         pct = (
             f"{100 * sum(self.bytes_read.values()) / self.total_bytes:5.1f}%"

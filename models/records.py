@@ -168,7 +168,7 @@ class WindowPart:
 
     @property
     def total_volume(self) -> int:
-        """bid + ask + unknown volume, contracts."""
+        """Sum of bid, ask and unknown volume, contracts."""
         return self.bid_volume + self.ask_volume + self.unknown_volume
 
     @property
@@ -340,7 +340,7 @@ class PartBlock:
         )
 
     def with_late(self) -> PartBlock:
-        """The same rows flagged as late corrections."""
+        """Return the same rows flagged as late corrections."""
         cols = dict(self.cols)
         cols["late"] = np.ones(len(self), dtype=bool)
         return PartBlock(self.key, self.window_start_ns, self.window_ns, cols)

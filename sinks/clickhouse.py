@@ -196,7 +196,7 @@ def open_store(settings: Settings) -> ClickHouseStore:
 
 
 def schema_statements() -> list[str]:
-    """The DDL of ``sinks/schema.sql`` with the shared formulas rendered in."""
+    """Return the DDL of ``sinks/schema.sql`` with the shared formulas rendered in."""
     text = resources.files("sinks").joinpath("schema.sql").read_text()
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     text = text.replace("{{DOMINANT_SIDE}}", sql_dominant_side("bid_volume", "ask_volume"))

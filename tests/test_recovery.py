@@ -24,7 +24,8 @@ class _CrashingPartition(StatelessSinkPartition):
 
     def write_batch(self, items: list) -> None:
         if len(self.out) >= self.after:
-            raise Crash("simulated crash")
+            message = "simulated crash"
+            raise Crash(message)
         self.out.extend(items)
 
 
