@@ -10,6 +10,7 @@ numbers.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,9 @@ from typing_extensions import override
 
 from connectors.dbn import DBNReader, SourceBatch
 from connectors.inputs import DataInput
+from models.errors import DBNDecodeError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,11 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
 
     @override
     def next_batch(self) -> list[SourceBatch]:
-        chunk = self._reader.next_chunk()
+        try:
+            chunk = self._reader.next_chunk()
+        except DBNDecodeError as exc:
+            log.error("cannot read input: %s", exc)  # one clear line above bytewax's traceback
+            raise
         if chunk is None:
             raise StopIteration
         batch = SourceBatch(

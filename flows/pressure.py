@@ -296,7 +296,7 @@ def window_metrics(block: PartBlock) -> list[PressureMetrics]:
 
 
 class WindowTracker:
-    """Which window keys of one input still have open windows; emits heartbeats.
+    """Which window keys (contract shards) of one input still have open windows; emits heartbeats.
 
     bytewax keeps one event clock per key, so in replay a quiet key's window
     would close only when that key sees a later item. After each batch the

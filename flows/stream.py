@@ -9,6 +9,7 @@ open windows. Everything is numpy over the batch; Python runs once per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,7 +72,7 @@ class StreamProcessor:
         """Empty state for an input seen for the first time."""
         return StreamState(tracker=WindowTracker(self.lateness_ns))
 
-    def _resolver(self, state: StreamState):  # noqa: ANN202
+    def _resolver(self, state: StreamState) -> Callable[[int], Contract]:
         inline = state.definitions
         if not inline:
             return self.catalog.resolve
