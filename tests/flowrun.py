@@ -34,12 +34,15 @@ def stats(items: list[object]) -> list[BatchStats]:
     return [i for i in items if isinstance(i, BatchStats)]
 
 
-def per_window(items: list[object]) -> dict[tuple[str, int], dict[str, int]]:
-    """Final numbers per (contract, window) by summing every result's parts (incl. corrections)."""
-    out: dict[tuple[str, int], dict[str, int]] = {}
+def per_window(items: list[object], by: str = "key") -> dict[tuple[object, int], dict[str, int]]:
+    """Final numbers per (contract ``key`` or ``instrument_id``, window start in s).
+
+    Sums every result's parts, corrections included.
+    """
+    out: dict[tuple[object, int], dict[str, int]] = {}
     for result in windows(items):
         for p in result.parts.to_parts():
-            row = out.setdefault((p.key, p.window_start_ns // 10**9),
+            row = out.setdefault((getattr(p, by), p.window_start_ns // 10**9),
                                  dict(bid=0, ask=0, unknown=0, trades=0))
             row["bid"] += p.bid_volume
             row["ask"] += p.ask_volume

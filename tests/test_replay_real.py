@@ -13,15 +13,7 @@ from tests.reference import lee_ready_windows, trades_frame
 
 def _by_instrument(items):
     """(instrument_id, window_start_s) → numbers, from the flow's output."""
-    out = {}
-    for p in contract_rows(items):
-        row = out.setdefault((p.instrument_id, p.window_start_ns // 10**9),
-                             dict(bid=0, ask=0, unknown=0, trades=0))
-        row["bid"] += p.bid_volume
-        row["ask"] += p.ask_volume
-        row["unknown"] += p.unknown_volume
-        row["trades"] += p.total_trades
-    return out
+    return per_window(items, by="instrument_id")
 
 
 def test_esh4_mbo_windows_equal_polars_lee_ready(tmp_path, real_dir):
