@@ -63,8 +63,9 @@ def write_dbn(
     start: int = T0,
     end: int = T0 + 86_400 * NS,
     compress: bool = True,
+    version: int = 3,
 ) -> Path:
-    """Write a DBN v3 file of ``blocks`` (written in order; mixed rtypes allowed)."""
+    """Write a DBN file (``version`` 1-3) of ``blocks`` (in order; mixed rtypes allowed)."""
     day = dt.datetime.fromtimestamp(start // NS, dt.UTC).date()
     symbols = symbols or {}
     mappings = [
@@ -84,7 +85,7 @@ def write_dbn(
         schema=schema,
         symbols=list(symbols.values()) or ["TEST"],
         mappings=mappings,
-        version=3,
+        version=version,
     ).encode()
     body = header + b"".join(b if isinstance(b, bytes) else b.tobytes() for b in blocks)
     if compress:

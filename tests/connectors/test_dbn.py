@@ -122,3 +122,15 @@ def test_zero_length_record_is_an_error_not_a_hang(tmp_path):
     path = write_dbn(tmp_path / "zero.dbn", [bytes(blob)], schema=None, compress=False)
     with pytest.raises(DBNDecodeError, match="invalid length 0"), DBNReader(path) as reader:
         list(reader)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_trade_records_read_identically_in_dbn_versions_1_to_3(tmp_path, version):
+    t = records(RTYPE_TRADES, T0 + np.arange(5) * NS, [1, 2, 1, 2, 1], PX, [1, 2, 3, 4, 5], "B")
+    path = write_dbn(tmp_path / f"v{version}.trades.dbn.zst", [t], version=version)
+    assert read_header(path).version == version
+    expected = db.DBNStore.from_file(path).to_ndarray()
+    with DBNReader(path) as reader:
+        (chunk,) = list(reader)
+    assert np.array_equal(chunk.trades[RTYPE_TRADES]["size"], expected["size"])
+    assert np.array_equal(chunk.trades[RTYPE_TRADES]["ts_event"], expected["ts_event"])
