@@ -11,6 +11,7 @@ Steps (step ids)::
       ├─ part blocks + heartbeats ─ key_by_shard ─ pressure_window (tumbling, event time)
       │     ├─ down ─ finish_window ─┐
       │     └─ late ─ late_parts ────┤
+      │     └─ down ─ key_for_scoring ─ score_ifd ─ signals ─┤
       └─ stats / dead letters ───────┴─ outputs ─ clickhouse
 
 This module only wires operators; the logic lives in bytewax-free modules
@@ -24,6 +25,7 @@ import); :func:`build_flow` builds one from explicit settings.
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,12 +35,15 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 
 from connectors.files import DBNFileSource
-from connectors.inputs import plan_inputs
+from connectors.inputs import InputPlan, plan_inputs
+from flows.baselines import BaselineBook
 from flows.instruments import InstrumentCatalog
+from flows.scoring import Scorer, ScorerState, ScoringParams
 from flows.stream import StreamProcessor, normalise_batch
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import Settings, load_settings
 from sinks.bytewax_sink import ClickHouseDynamicSink, ClickHouseSink
+from sinks.clickhouse import apply_schema, load_history, open_store
 
 log = logging.getLogger("ifd")
 
@@ -144,7 +149,20 @@ def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = Non
     )
     closed = op.filter_map("finish_window", windows.down, _finish)
     late = op.filter_map("late_parts", windows.late, _late)
-    outputs = op.merge("outputs", closed, late, split.falses)
+    streams = [closed, late, split.falses]
+    if settings.scoring_enabled:
+        scorer = Scorer(_scoring_params(settings), lambda: _new_book(settings),
+                        history=_load_history(settings, plan))
+
+        def score(state: ScorerState | None, result: WindowResult) -> tuple[ScorerState, list]:
+            state = state or scorer.new_state()
+            return state, scorer.score(state, result.parts)
+
+        # one scoring state: bucket baselines and parity forwards span every shard
+        to_score = op.key_on("key_for_scoring", closed, lambda _r: "ifd")
+        scored = op.stateful_map("score_ifd", to_score, score)
+        streams.append(op.flat_map("signals", scored, lambda key_signals: key_signals[1]))
+    outputs = op.merge("outputs", *streams)
     total_bytes = plan.total_bytes
     if sink is not None:
         op.output("clickhouse", outputs, sink)
@@ -154,6 +172,48 @@ def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = Non
     else:
         op.output("clickhouse", outputs, ClickHouseDynamicSink(settings, total_bytes))
     return flow
+
+
+def _scoring_params(settings: Settings) -> ScoringParams:
+    prefix = "scoring_"
+    values = {f.name: getattr(settings, prefix + f.name) for f in fields(ScoringParams)}
+    return ScoringParams(**values)
+
+
+def _new_book(settings: Settings) -> BaselineBook:
+    return BaselineBook(
+        lookback_days=settings.scoring_lookback_days,
+        min_days=settings.scoring_min_days,
+        tod_bucket_s=settings.scoring_tod_bucket_s,
+        window_s=settings.window_length_s,
+    )
+
+
+def _load_history(settings: Settings, plan: InputPlan) -> BaselineBook | None:
+    """Contract baselines from ``ifd.pressure_metrics`` for days before the inputs' first day."""
+    if settings.embedded and not settings.effective_chdb_path.exists():
+        return None
+    first_day = min(d.header.start_ns for d in plan.data) // 1_000_000_000 // 86_400
+    until_s = first_day * 86_400
+    since_s = until_s - (settings.scoring_lookback_days * 2 + 7) * 86_400
+    store = open_store(settings)
+    try:
+        apply_schema(store)
+        table = load_history(store, since_s, until_s)
+    finally:
+        store.close()
+    if table.num_rows == 0:
+        return None
+    book = _new_book(settings)
+    cols = table.to_pydict()
+    for key, start, volume, trades, imbalance in zip(
+        cols["contract_key"], cols["window_start_s"], cols["total_volume"],
+        cols["total_trades"], cols["abs_imbalance"], strict=True,
+    ):
+        book.add(key, int(start), int(volume), int(trades), int(imbalance))
+    log.info("baselines: %d windows of history over %d trading days loaded from ClickHouse",
+             table.num_rows, len(book.trading_days))
+    return book
 
 
 def _configure_logging() -> None:

@@ -108,6 +108,7 @@ def aggregate_parts(
     resolve: Callable[[int], Contract],
     source: str,
     seq: int,
+    spread: np.ndarray | None = None,
 ) -> PartBlock:
     """Group one classified batch into additive parts per (instrument, window).
 
@@ -128,6 +129,8 @@ def aggregate_parts(
         instrument_id → Contract (called once per instrument in the batch).
     source, seq : str, int
         Identity of the source batch, stamped on each part.
+    spread : bool[n] | None
+        Trades that are spread legs (:func:`flows.spreads.spread_legs`).
 
     Returns
     -------
@@ -197,6 +200,8 @@ def aggregate_parts(
         "quote_volume": total(method_s == SideMethod.QUOTE, size_s),
         "tick_volume": total(method_s == SideMethod.TICK, size_s),
         "late": np.zeros(g, dtype=bool),
+        "spread_volume": (total(spread[order], size_s) if spread is not None
+                          else np.zeros(g, dtype=np.int64)),
     }
     return PartBlock("", None, window_ns, cols)
 
@@ -279,6 +284,7 @@ def merge_parts(parts: list[WindowPart]) -> PressureMetrics:
         quote_volume=sum(p.quote_volume for p in parts),
         tick_volume=sum(p.tick_volume for p in parts),
         parts=len(parts),
+        spread_volume=sum(p.spread_volume for p in parts),
     )
 
 

@@ -36,7 +36,7 @@ class RunReport:
         self.event_time_ns = 0
         self.windows = 0
         self.corrections = 0
-        self.sources_done: set[str] = set()
+        self.signals: Counter[str] = Counter()
 
     def on_stats(self, stats: BatchStats) -> None:
         """Count one source batch."""
@@ -54,6 +54,10 @@ class RunReport:
             self.corrections += contracts
         else:
             self.windows += contracts
+
+    def on_signal(self, signal: object) -> None:
+        """Count one IFD signal by class."""
+        self.signals[str(getattr(signal, "signal_class", "?"))] += 1
 
     def maybe_progress(self) -> None:
         """Log a progress line if ``interval_s`` has passed since the last one."""
@@ -93,6 +97,8 @@ class RunReport:
             f"  windows written       {self.windows:,} (+{self.corrections:,} late corrections)",
             f"  dead letters          {dead:,} {dict(self.dead_letters) if dead else ''}".rstrip(),
             f"  undefined instruments {self.undefined_instrument_trades:,} trades",
+            f"  IFD signals           {sum(self.signals.values()):,} "
+            f"{dict(self.signals) if self.signals else ''}".rstrip(),
             f"  skipped records       {sum(self.skipped.values()):,} {dict(self.skipped)}",
         ]
         return "\n".join(lines)

@@ -19,6 +19,7 @@ from flows.aggressor import TickState, classify_aggressor
 from flows.instruments import InstrumentCatalog, contract_for
 from flows.normalise import NormalisedBatch, normalise_chunk
 from flows.pressure import WindowTracker, aggregate_parts, split_by_shard_and_window
+from flows.spreads import spread_legs
 from models.records import (
     BatchStats,
     Contract,
@@ -113,6 +114,7 @@ class StreamProcessor:
             trades.ts_event, trades.instrument_id, trades.price, trades.size, side, method,
             window_ns=self.window_ns, resolve=self._resolver(state),
             source=batch.source, seq=batch.seq,
+            spread=spread_legs(trades.ts_event, trades.instrument_id, side),
         )
         blocks = split_by_shard_and_window(parts, self.shards)
         state.tracker.observe(blocks)

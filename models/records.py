@@ -165,6 +165,8 @@ class WindowPart:
     quote_volume: int
     tick_volume: int
     late: bool = False
+    spread_volume: int = 0
+    """Contracts traded as legs of multi-leg matches (:mod:`flows.spreads`)."""
 
     @property
     def total_volume(self) -> int:
@@ -265,6 +267,7 @@ class PressureMetrics(BaseModel):
     quote_volume: int
     tick_volume: int
     parts: int
+    spread_volume: int = 0
 
 
 
@@ -295,6 +298,7 @@ PART_COLUMNS: dict[str, str] = {
     "quote_volume": "int64",
     "tick_volume": "int64",
     "late": "bool",
+    "spread_volume": "int64",
 }
 """Columns of a :class:`PartBlock` and their numpy dtypes. ``expiration_ns`` is
 -1 and ``strike_price`` is ``UNDEF_PRICE`` where undefined."""
@@ -408,6 +412,7 @@ class PartBlock:
                     quote_volume=int(c["quote_volume"][i]),
                     tick_volume=int(c["tick_volume"][i]),
                     late=bool(c["late"][i]),
+                    spread_volume=int(c["spread_volume"][i]),
                 )
             )
         return rows

@@ -13,6 +13,9 @@
 | ``IFD_WINDOW_SHARDS``     | ``16``               | window keys contracts are hashed onto (≥ worker count)      |
 | ``IFD_SINK_BATCH_ROWS``   | ``20000``            | rows buffered per ClickHouse insert                         |
 | ``IFD_PROGRESS_INTERVAL_S``| ``2``               | seconds between progress lines (0 disables)                 |
+| ``IFD_SCORING_ENABLED``   | ``true``             | score closed windows into ``ifd.ifd_signals``               |
+| ``IFD_SCORING_*``         | see fields           | baseline lookback/min days/tod bucket, factor weights,      |
+|                           |                      | thresholds (:mod:`flows.scoring`)                           |
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.errors import ConfigError
@@ -49,6 +52,22 @@ class Settings(BaseSettings):
     window_shards: int = Field(default=16, ge=1, le=4096)
     sink_batch_rows: int = Field(default=20_000, ge=1)
     progress_interval_s: float = Field(default=2.0, ge=0)
+    scoring_enabled: bool = True
+    scoring_lookback_days: int = Field(default=20, ge=1)
+    scoring_min_days: int = Field(default=5, ge=1)
+    scoring_tod_bucket_s: int = Field(default=1800, gt=0)
+    scoring_w_volume: float = Field(default=0.45, ge=0)
+    scoring_w_dominance: float = Field(default=0.35, ge=0)
+    scoring_w_size: float = Field(default=0.20, ge=0)
+    scoring_mm_penalty: float = Field(default=1.0, ge=0, le=1)
+    scoring_z_low: float = 2.0
+    scoring_z_high: float = 6.0
+    scoring_size_full: float = Field(default=8.0, gt=1)
+    scoring_sample_volume: float = Field(default=50.0, gt=0)
+    scoring_strong: float = Field(default=0.75, ge=0, le=1)
+    scoring_moderate: float = Field(default=0.55, ge=0, le=1)
+    scoring_monitor: float = Field(default=0.35, ge=0, le=1)
+    scoring_moneyness_step_pct: float = Field(default=0.5, gt=0)
 
     @field_validator("window_length_s")
     @classmethod
@@ -57,6 +76,22 @@ class Settings(BaseSettings):
             msg = f"must divide 86400 so windows align to UTC midnight, got {value}"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _scoring_consistent(self) -> Settings:
+        if not self.scoring_monitor <= self.scoring_moderate <= self.scoring_strong:
+            msg = "IFD_SCORING_MONITOR <= IFD_SCORING_MODERATE <= IFD_SCORING_STRONG must hold"
+            raise ValueError(msg)
+        if self.scoring_z_high <= self.scoring_z_low:
+            msg = "IFD_SCORING_Z_HIGH must exceed IFD_SCORING_Z_LOW"
+            raise ValueError(msg)
+        if SECONDS_PER_DAY % self.scoring_tod_bucket_s or self.scoring_tod_bucket_s % self.window_length_s:
+            msg = "IFD_SCORING_TOD_BUCKET_S must divide 86400 and be a multiple of IFD_WINDOW_LENGTH_S"
+            raise ValueError(msg)
+        if self.scoring_w_volume + self.scoring_w_dominance + self.scoring_w_size <= 0:
+            msg = "IFD_SCORING_W_* weights must not all be 0"
+            raise ValueError(msg)
+        return self
 
     @property
     def embedded(self) -> bool:
@@ -106,7 +141,7 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "IFD_" + str(err["loc"][0]).upper() if err["loc"] else "IFD_?"
+            name = "IFD_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
             given = err.get("input")
             problems.append(f"{name}={given!r}: {err['msg']}")
         msg = "invalid configuration: " + "; ".join(problems)

@@ -27,11 +27,12 @@ from typing_extensions import override
 from flows.report import RunReport
 from models.records import BatchStats, DeadLetters, WindowResult
 from models.settings import Settings
+from models.signals import Signal
 from sinks.clickhouse import IFDWriter, apply_schema, open_store
 
 log = logging.getLogger(__name__)
 
-SinkItem = WindowResult | BatchStats | DeadLetters
+SinkItem = WindowResult | BatchStats | DeadLetters | Signal
 
 
 class _Writer:
@@ -56,6 +57,9 @@ class _Writer:
                 self.report.on_stats(item)
             elif isinstance(item, DeadLetters):
                 self.writer.add_dead_letters(item)
+            elif isinstance(item, Signal):
+                self.writer.add_signals([item])
+                self.report.on_signal(item)
             else:
                 msg = f"unexpected item for the ClickHouse sink: {type(item).__name__}"
                 raise TypeError(msg)

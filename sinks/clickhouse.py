@@ -39,6 +39,7 @@ from flows.pressure import sql_confidence, sql_dominant_side
 from models.errors import SinkError, SinkFatalError, SinkRetryableError
 from models.records import FIXED_PRICE_SCALE, UNDEF_PRICE, BatchStats, DeadLetters, PartBlock
 from models.settings import Settings
+from models.signals import Signal
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ def parts_table(block: PartBlock) -> pa.Table:
 
 _VOLUME_COLUMNS = (
     "bid_volume", "ask_volume", "unknown_volume", "buy_trades", "sell_trades",
-    "unknown_trades", "flag_volume", "quote_volume", "tick_volume",
+    "unknown_trades", "flag_volume", "quote_volume", "tick_volume", "spread_volume",
 )
 
 
@@ -307,6 +308,38 @@ def dead_letters_table(blocks: list[DeadLetters]) -> pa.Table:
     )
 
 
+def signals_table(signals: list[Signal]) -> pa.Table:
+    """Arrow block for ``ifd.ifd_signals`` (field names = table columns)."""
+    rows = [sig.model_dump(mode="python") for sig in signals]
+    columns = {name: [r[name] for r in rows] for name in Signal.model_fields}
+    for name in ("window_start", "window_end", "expiration"):
+        columns[name] = pa.array(columns[name], pa.timestamp("ms", tz="UTC"))
+    for name in ("direction", "signal_class"):
+        columns[name] = [str(v) for v in columns[name]]
+    return pa.table(columns)
+
+
+HISTORY_SQL = """
+SELECT contract_key, toUnixTimestamp(window_start) AS window_start_s, total_volume,
+       total_trades, abs(toInt64(ask_volume) - toInt64(bid_volume)) AS abs_imbalance
+FROM ifd.pressure_metrics
+WHERE window_start >= fromUnixTimestamp({since_s:Int64}) AND window_start < fromUnixTimestamp({until_s:Int64})
+"""
+
+
+def load_history(store: ClickHouseStore, since_s: int, until_s: int) -> pa.Table:
+    """Read closed windows in ``[since_s, until_s)`` (s since epoch UTC) for baselines.
+
+    Returns
+    -------
+    pyarrow.Table
+        contract_key, window_start_s, total_volume, total_trades, abs_imbalance.
+    """
+    sql = HISTORY_SQL.replace("{since_s:Int64}", str(int(since_s))).replace(
+        "{until_s:Int64}", str(int(until_s)))
+    return store.query_arrow(sql)
+
+
 def _token(table: str, *identity: object) -> str:
     """Deduplication token from the identities of a block's rows (arrays or lists)."""
     digest = hashlib.blake2b(table.encode(), digest_size=16)
@@ -348,6 +381,7 @@ class IFDWriter:
         self._stats: list[BatchStats] = []
         self._dead: list[DeadLetters] = []
         self._dead_rows = 0
+        self._signals: list[Signal] = []
         self.rows_written: dict[str, int] = {}
         self._insert = retry(
             retry=retry_if_exception_type(SinkRetryableError),
@@ -383,10 +417,16 @@ class IFDWriter:
         if self._dead_rows >= self.batch_rows:
             self.flush()
 
+    def add_signals(self, signals: list[Signal]) -> None:
+        """Buffer IFD signals."""
+        self._signals.extend(signals)
+        if len(self._signals) >= self.batch_rows:
+            self.flush()
+
     @property
     def pending(self) -> int:
         """Rows buffered and not yet written."""
-        return self._part_rows + len(self._stats) + self._dead_rows
+        return self._part_rows + len(self._stats) + self._dead_rows + len(self._signals)
 
     def flush(self) -> None:
         """Write every buffer (parts first, then stats, then dead letters)."""
@@ -406,6 +446,10 @@ class IFDWriter:
                            [(b.source, int(b.position[0]), len(b)) for b in self._dead])
             self._write("ifd.dead_letters", dead_letters_table(self._dead), token)
             self._dead, self._dead_rows = [], 0
+        if self._signals:
+            token = _token("ifd.ifd_signals", [s.alert_key for s in self._signals])
+            self._write("ifd.ifd_signals", signals_table(self._signals), token)
+            self._signals = []
 
     def _write(self, table: str, data: pa.Table, token: str) -> None:
         try:

@@ -37,12 +37,16 @@ CREATE TABLE IF NOT EXISTS ifd.pressure_parts
     quote_volume     UInt64,
     tick_volume      UInt64,
     late             UInt8,
+    spread_volume    UInt64 DEFAULT 0,
     inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (window_start, contract_key, source, batch_seq)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- databases created before spread detection
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS spread_volume UInt64 DEFAULT 0 AFTER late;
 
 -- Final numbers: one row per (contract, window).
 CREATE OR REPLACE VIEW ifd.pressure_metrics AS
@@ -75,6 +79,7 @@ SELECT
     quote_volume,
     tick_volume,
     unknown_volume AS unknown_method_volume,
+    spread_volume,
     parts
 FROM
 (
@@ -101,6 +106,7 @@ FROM
         sum(flag_volume) AS flag_volume,
         sum(quote_volume) AS quote_volume,
         sum(tick_volume) AS tick_volume,
+        sum(spread_volume) AS spread_volume,
         count() AS parts
     FROM ifd.pressure_parts FINAL
     GROUP BY window_start, contract_key
@@ -182,3 +188,58 @@ CREATE TABLE IF NOT EXISTS ifd.dead_letters
 ENGINE = ReplacingMergeTree
 ORDER BY (source, record_index, reason)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- IFD signals: one row per (window, contract); replays rewrite the same row.
+CREATE TABLE IF NOT EXISTS ifd.ifd_signals
+(
+    window_start      DateTime64(3, 'UTC'),
+    window_end        DateTime64(3, 'UTC'),
+    contract_key      String,
+    instrument_id     UInt32,
+    symbol            String,
+    underlying        LowCardinality(String),
+    expiration        Nullable(DateTime64(3, 'UTC')),
+    strike            Nullable(Float64),
+    option_type       LowCardinality(String),
+    direction         LowCardinality(String),
+    signal_class      LowCardinality(String),
+    confidence        Float64,
+    bid_volume        UInt64,
+    ask_volume        UInt64,
+    total_volume      UInt64,
+    total_trades      UInt64,
+    avg_trade_size    Float64,
+    volume_z          Float64,
+    dominance         Float64,
+    size_ratio        Float64,
+    sample_factor     Float64,
+    mm_score          Float64,
+    baseline_scope    LowCardinality(String),
+    baseline_windows  UInt32,
+    baseline_volume   Float64,
+    baseline_avg_size Float64,
+    reason            String,
+    inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (window_start, contract_key)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- Baselines computed by the baseline job (python -m flows.baseline_job), for inspection and boards.
+CREATE TABLE IF NOT EXISTS ifd.baselines
+(
+    as_of            Date,
+    baseline_key     String,
+    scope            LowCardinality(String),
+    tod_bucket       String,
+    days             UInt32,
+    volume_median    Float64,
+    volume_scale     Float64,
+    avg_trade_size   Float64,
+    trades_median    Float64,
+    abs_imbalance    Float64,
+    inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY (as_of, baseline_key, tod_bucket);

@@ -1,0 +1,309 @@
+"""IFD v3 scoring: one closed (contract, window) → confidence, class and reason.
+
+Factors, each in [0, 1] (weights in :class:`ScoringParams`, i.e. ``IFD_SCORING_*``):
+
+| factor     | formula                                                        | meaning                                   |
+|------------|----------------------------------------------------------------|-------------------------------------------|
+| volume     | clip((z − z_low) / (z_high − z_low)), z = robust z vs baseline | abnormal size for this contract and time  |
+| dominance  | |ask − bid| / total volume                                     | one-sided flow                            |
+| size       | clip(log2(avg size / baseline avg size) / log2(size_full))     | block prints vs usual lot size            |
+| sample     | min(1, total volume / sample_volume)                           | enough contracts to mean anything         |
+| mm         | max(balanced-churn score, spread-leg share)                    | market-maker / spread flow (penalty)      |
+
+``confidence = (w_v·volume + w_d·dominance + w_s·size) / (w_v + w_d + w_s)
+× sample × (1 − mm_penalty · mm)``.
+
+Classes: ``STRONG`` ≥ ``strong``, ``MODERATE`` ≥ ``moderate``, ``MONITOR`` ≥
+``monitor``; below that no signal. Direction: BUY when ask volume (offers
+lifted) exceeds bid volume, SELL otherwise.
+
+**Market-maker filter.** Liquidity providers trade both sides in small lots
+and end flat; their windows are two-sided, balanced and made of many small
+trades. The churn score is ``balance × small × many`` with ``balance = 1 −
+|ask − bid| / (ask + bid)``, ``small = clip(1 − log2(size ratio) / 3)`` and
+``many = trades / (trades + 20)``. Spread legs (prints on several strikes at
+the same matching-engine timestamp with both sides present: a multi-leg
+order fills all legs in one match event, CME MDP 3.0 "Trade Summary") look
+one-sided per strike, so their share of the window's volume counts as MM
+flow too. This is a heuristic of this project, in the spirit of the
+informed-vs-liquidity flow split of Easley, O'Hara & Srinivas (1998,
+"Option Volume and Stock Prices", J. Finance 53(2)); it is evaluated on
+labelled data by ``benchmarks/bench_ifd_eval.py``.
+
+**Moneyness.** Strike distance uses a forward estimated by put-call parity
+for futures options, ``F ≈ K + C − P`` (discounting ignored intraday), from
+the window's call and put VWAPs at the same strike and expiry; the median
+over strikes is kept per (underlying, expiration).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from flows.baselines import Baseline, BaselineBook
+from flows.pressure import merge_parts
+from models.records import FIXED_PRICE_SCALE, UNDEF_PRICE, PartBlock, PressureMetrics
+from models.signals import Direction, Signal, SignalClass
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """Weights and thresholds of the IFD score (see module docstring)."""
+
+    w_volume: float = 0.45
+    w_dominance: float = 0.35
+    w_size: float = 0.20
+    mm_penalty: float = 1.0
+    z_low: float = 2.0
+    z_high: float = 6.0
+    size_full: float = 8.0
+    sample_volume: float = 50.0
+    strong: float = 0.75
+    moderate: float = 0.55
+    monitor: float = 0.35
+    moneyness_step_pct: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Factors:
+    """Factor values of one window (all in [0, 1] except ``volume_z`` and ``size_ratio``)."""
+
+    volume_z: float
+    volume: float
+    dominance: float
+    size_ratio: float
+    size: float
+    sample: float
+    mm: float
+    confidence: float
+
+
+def _clip(x: float) -> float:
+    return 0.0 if x < 0 else 1.0 if x > 1 else x
+
+
+def mm_score(m: PressureMetrics, size_ratio: float) -> float:
+    """Market-maker likelihood of a window in [0, 1] (module docstring)."""
+    classified = m.bid_volume + m.ask_volume
+    balance = 1.0 - abs(m.ask_volume - m.bid_volume) / classified if classified else 0.0
+    small = _clip(1.0 - math.log2(size_ratio) / 3.0) if size_ratio > 0 else 1.0
+    many = m.total_trades / (m.total_trades + 20.0)
+    spread_share = m.spread_volume / m.total_volume if m.total_volume else 0.0
+    return max(balance * small * many, _clip(spread_share))
+
+
+def factors(m: PressureMetrics, baseline: Baseline | None, p: ScoringParams) -> Factors:
+    """Compute every factor and the confidence of one window."""
+    if baseline is not None:
+        z = baseline.volume_z(m.total_volume)
+        size_ratio = m.avg_trade_size / baseline.avg_trade_size if baseline.avg_trade_size else 1.0
+    else:
+        z, size_ratio = 0.0, 1.0
+    volume = _clip((z - p.z_low) / (p.z_high - p.z_low))
+    dominance = abs(m.ask_volume - m.bid_volume) / m.total_volume if m.total_volume else 0.0
+    size = _clip(math.log2(size_ratio) / math.log2(p.size_full)) if size_ratio > 0 else 0.0
+    sample = min(1.0, m.total_volume / p.sample_volume)
+    mm = mm_score(m, size_ratio)
+    weights = p.w_volume + p.w_dominance + p.w_size
+    base = (p.w_volume * volume + p.w_dominance * dominance + p.w_size * size) / weights
+    conf = _clip(base * sample * (1.0 - p.mm_penalty * mm))
+    return Factors(z, volume, dominance, size_ratio, size, sample, mm, conf)
+
+
+def signal_class(confidence: float, p: ScoringParams) -> SignalClass | None:
+    """Class for a confidence, None below the MONITOR threshold."""
+    if confidence >= p.strong:
+        return SignalClass.STRONG
+    if confidence >= p.moderate:
+        return SignalClass.MODERATE
+    if confidence >= p.monitor:
+        return SignalClass.MONITOR
+    return None
+
+
+def naive_pressure_signal(bid_volume: int, ask_volume: int, ratio: float = 2.0) -> Direction | None:
+    """Apply the seeds' v1 rule, for comparison: ask/bid > ratio → BUY, bid/ask > ratio → SELL.
+
+    A window with volume on one side only counts as an infinite ratio.
+    """
+    if ask_volume > ratio * bid_volume:
+        return Direction.BUY
+    if bid_volume > ratio * ask_volume:
+        return Direction.SELL
+    return None
+
+
+def reason(m: PressureMetrics, f: Factors, baseline: Baseline | None,
+           direction: Direction) -> str:
+    """One line a trader can read, e.g. ``ask volume 1,240 = 6.1σ above 20-day 13:30 median …``."""
+    side = "ask" if direction is Direction.BUY else "bid"
+    vol = m.ask_volume if direction is Direction.BUY else m.bid_volume
+    tod = f"{m.window_start:%H}:{m.window_start.minute // 30 * 30:02d}"
+    if baseline is None:
+        ref = "no baseline yet"
+        size = f"avg size {m.avg_trade_size:,.1f}"
+    else:
+        ref = (f"{f.volume_z:.1f}σ vs {baseline.days}-day {tod} {baseline.scope} median "
+               f"{baseline.volume_median:,.0f}")
+        size = f"avg size {m.avg_trade_size:,.1f} vs {baseline.avg_trade_size:,.1f}"
+    return (f"{side} volume {vol:,} of {m.total_volume:,} ({f.dominance:.0%} one-sided), "
+            f"{ref}; {size}; MM score {f.mm:.2f}")
+
+
+def forward_estimates(
+    underlying: list[str], expiration: list[int], strike: list[float], option_type: list[str],
+    vwap: list[float],
+) -> dict[tuple[str, int], float]:
+    """Put-call parity forward per (underlying, expiration) from one window's VWAPs.
+
+    Parameters are per contract (equal-length lists; strike and VWAP in USD
+    index points, expiration ns with -1 = none, VWAP NaN when no volume).
+
+    Returns
+    -------
+    dict
+        (underlying, expiration ns) → median over strikes of K + C − P, only
+        where a call and a put of the same strike traded.
+    """
+    legs: dict[tuple[str, int, float], dict[str, float]] = {}
+    for u, e, k, t, v in zip(underlying, expiration, strike, option_type, vwap, strict=True):
+        if t in ("C", "P") and e >= 0 and not math.isnan(k) and not math.isnan(v):
+            legs.setdefault((u, e, k), {})[t] = v
+    by_chain: dict[tuple[str, int], list[float]] = {}
+    for (u, e, k), px in legs.items():
+        if "C" in px and "P" in px:
+            by_chain.setdefault((u, e), []).append(k + px["C"] - px["P"])
+    return {key: float(np.median(v)) for key, v in by_chain.items()}
+
+
+def bucket_key(underlying: str, option_type: str, strike: float, forward: float | None,
+               step_pct: float) -> str | None:
+    """Strike-distance bucket key ``underlying|type|±n`` (n steps of ``step_pct`` % of F)."""
+    if forward is None or forward <= 0 or option_type not in ("C", "P") or math.isnan(strike):
+        return None
+    steps = round((strike - forward) / forward * 100.0 / step_pct)
+    return f"{underlying}|{option_type}|{steps:+d}"
+
+
+@dataclass
+class ScorerState:
+    """Recoverable scoring state of one window shard."""
+
+    book: BaselineBook
+    forwards: dict[tuple[str, int], float]
+
+
+class Scorer:
+    """Score closed windows against online baselines; emit :class:`Signal` s.
+
+    Parameters
+    ----------
+    params : ScoringParams
+    new_book : callable
+        Builds an empty :class:`BaselineBook` (lookback, min days, buckets).
+    history : BaselineBook | None
+        Baselines preloaded from ClickHouse history; copied into each new
+        shard state.
+    """
+
+    def __init__(self, params: ScoringParams, new_book: Callable[[], BaselineBook],
+                 history: BaselineBook | None = None) -> None:
+        self.params = params
+        self.new_book = new_book
+        self.history = history
+
+    def new_state(self) -> ScorerState:
+        """Fresh shard state (a deep copy of the preloaded history, if any)."""
+        book = copy.deepcopy(self.history) if self.history is not None else self.new_book()
+        return ScorerState(book=book, forwards={})
+
+    def score(self, state: ScorerState, block: PartBlock) -> list[Signal]:
+        """Score one closed window's contracts, then add them to the baselines.
+
+        Parameters
+        ----------
+        state : ScorerState
+            The shard's baselines and forwards; updated in place.
+        block : PartBlock
+            Every part of one closed window of one shard (``window_start_ns`` set).
+
+        Returns
+        -------
+        list[Signal]
+            Windows at or above the MONITOR threshold.
+
+        Notes
+        -----
+        Totals are computed columnar; a contract only becomes a
+        :class:`PressureMetrics` when its volume can reach MONITOR
+        (confidence ≤ sample factor = volume / ``sample_volume``).
+        """
+        p = self.params
+        c = block.cols
+        keys, first, inverse = np.unique(c["contract_key"], return_index=True,
+                                         return_inverse=True)
+        k = len(keys)
+
+        def total(name: str) -> np.ndarray:
+            return np.bincount(inverse, weights=c[name], minlength=k)
+
+        bid, ask = total("bid_volume"), total("ask_volume")
+        volume = bid + ask + total("unknown_volume")
+        trades = total("buy_trades") + total("sell_trades") + total("unknown_trades")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vwap = total("notional") / volume
+        underlying = c["underlying"][first].tolist()
+        expiration = c["expiration_ns"][first].tolist()
+        strike_raw = c["strike_price"][first]
+        strike = np.where(strike_raw == UNDEF_PRICE, np.nan,
+                          strike_raw / FIXED_PRICE_SCALE).tolist()
+        option_type = c["option_type"][first].tolist()
+        state.forwards.update(
+            forward_estimates(underlying, expiration, strike, option_type, vwap.tolist()))
+
+        start_s = block.window_start_ns // 1_000_000_000 if block.window_start_ns else 0
+        min_volume = p.monitor * p.sample_volume
+        signals = []
+        for i, key in enumerate(keys.tolist()):
+            forward = state.forwards.get((underlying[i], expiration[i]))
+            bkey = bucket_key(underlying[i], option_type[i], strike[i], forward,
+                              p.moneyness_step_pct)
+            if volume[i] >= min_volume:
+                baseline = state.book.baseline(key, "contract", start_s)
+                if baseline is None and bkey is not None:
+                    baseline = state.book.baseline(bkey, "bucket", start_s)
+                m = merge_parts(block.take(inverse == i).to_parts())
+                f = factors(m, baseline, p)
+                cls = signal_class(f.confidence, p)
+                if cls is not None and m.ask_volume != m.bid_volume:
+                    direction = Direction.BUY if m.ask_volume > m.bid_volume else Direction.SELL
+                    signals.append(self._signal(m, f, baseline, cls, direction))
+            imbalance = int(abs(ask[i] - bid[i]))
+            state.book.add(key, start_s, int(volume[i]), int(trades[i]), imbalance)
+            if bkey is not None:
+                state.book.add(bkey, start_s, int(volume[i]), int(trades[i]), imbalance)
+        return signals
+
+    @staticmethod
+    def _signal(m: PressureMetrics, f: Factors, baseline: Baseline | None,
+                cls: SignalClass, direction: Direction) -> Signal:
+        return Signal(
+            window_start=m.window_start, window_end=m.window_end, contract_key=m.contract_key,
+            instrument_id=m.instrument_id, symbol=m.symbol, underlying=m.underlying,
+            expiration=m.expiration, strike=m.strike, option_type=m.option_type,
+            direction=direction, signal_class=cls, confidence=round(f.confidence, 6),
+            bid_volume=m.bid_volume, ask_volume=m.ask_volume, total_volume=m.total_volume,
+            total_trades=m.total_trades, avg_trade_size=m.avg_trade_size,
+            volume_z=f.volume_z, dominance=f.dominance, size_ratio=f.size_ratio,
+            sample_factor=f.sample, mm_score=f.mm,
+            baseline_scope=baseline.scope if baseline else "none",
+            baseline_windows=baseline.days if baseline else 0,
+            baseline_volume=baseline.volume_median if baseline else 0.0,
+            baseline_avg_size=baseline.avg_trade_size if baseline else 0.0,
+            reason=reason(m, f, baseline, direction),
+        )

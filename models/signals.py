@@ -1,0 +1,72 @@
+"""IFD signals: one scored (contract, window) that looks institutional.
+
+A :class:`Signal` is what ``ifd.ifd_signals`` stores and what alerts carry.
+Its identity is ``(window_start, contract_key)``: replays and restarts
+rewrite the same row and alerts are de-duplicated on it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SignalClass(enum.StrEnum):
+    """Strength class of a signal, from confidence thresholds (``IFD_SCORING_*``)."""
+
+    STRONG = "STRONG"
+    MODERATE = "MODERATE"
+    MONITOR = "MONITOR"
+
+
+class Direction(enum.StrEnum):
+    """Side the institutional flow took: ``BUY`` lifted offers, ``SELL`` hit bids."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class Signal(BaseModel):
+    """A scored window of one contract.
+
+    Volumes in contracts; strike in USD index points; times aware UTC.
+    Factor values are documented in :mod:`flows.scoring`.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    window_start: datetime
+    window_end: datetime
+    contract_key: str
+    instrument_id: int
+    symbol: str
+    underlying: str
+    expiration: datetime | None
+    strike: float | None
+    option_type: str
+    direction: Direction
+    signal_class: SignalClass
+    confidence: float = Field(ge=0.0, le=1.0)
+    bid_volume: int
+    ask_volume: int
+    total_volume: int
+    total_trades: int
+    avg_trade_size: float
+    volume_z: float
+    dominance: float
+    size_ratio: float
+    sample_factor: float
+    mm_score: float
+    baseline_scope: str
+    """``contract``, ``bucket`` (strike-distance × type) or ``none``."""
+    baseline_windows: int
+    baseline_volume: float
+    baseline_avg_size: float
+    reason: str
+
+    @property
+    def alert_key(self) -> str:
+        """De-duplication key for alerts: contract and window."""
+        return f"{self.contract_key}@{self.window_start.isoformat()}"

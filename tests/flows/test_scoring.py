@@ -1,0 +1,181 @@
+"""IFD scoring: baselines, factors, MM filter, spreads, parity — hand-computed expectations."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from flows.baselines import BaselineBook
+from flows.scoring import (
+    Scorer,
+    ScoringParams,
+    bucket_key,
+    factors,
+    forward_estimates,
+    naive_pressure_signal,
+    signal_class,
+)
+from flows.spreads import spread_legs
+from models.records import PartBlock, PressureMetrics, WindowPart
+from models.signals import Direction, SignalClass
+
+DAY = 86_400
+D0 = 20_400 * DAY  # a UTC midnight (2025-11-08)
+T1330 = 13 * 3600 + 1800
+KEY = "NQZ6|2026-12-18T13:30:00Z|C|21500"
+
+
+def metrics(bid: int, ask: int, trades: int, unknown: int = 0, spread: int = 0) -> PressureMetrics:
+    volume = bid + ask + unknown
+    ts = datetime.fromtimestamp(D0 + 30 * DAY + T1330, UTC)
+    return PressureMetrics(
+        window_start=ts, window_end=ts, contract_key=KEY, instrument_id=1, symbol="NQZ6 C21500",
+        underlying="NQZ6", expiration=None, strike=21500.0, option_type="C", bid_volume=bid,
+        ask_volume=ask, unknown_volume=unknown, total_volume=volume, pressure_ratio=None,
+        buy_trades=trades, sell_trades=0, total_trades=trades, avg_trade_size=volume / trades,
+        max_trade_size=1, vwap=10.0, dominant_side="NEUTRAL", confidence=0.0,
+        first_trade_ts=ts, last_trade_ts=ts, flag_volume=volume, quote_volume=0, tick_volume=0,
+        parts=1, spread_volume=spread,
+    )
+
+
+# --- baselines --------------------------------------------------------------------
+
+
+def test_baseline_uses_daily_bucket_totals_with_zero_days_and_excludes_the_scored_day():
+    book = BaselineBook(lookback_days=20, min_days=5, tod_bucket_s=1800, window_s=300)
+    # 6 trading days; K trades in the 13:30 bucket on days 0,1,2,4 (days 3 and 5 trade elsewhere)
+    daily = {0: 60, 1: 120, 2: 30, 4: 600}
+    for d in range(6):
+        book.add("OTHER", D0 + d * DAY + 3600, 1, 1, 0)
+        if d in daily:
+            book.add(KEY, D0 + d * DAY + T1330 + 300, daily[d], daily[d] // 10, daily[d] // 2)
+    book.add(KEY, D0 + 6 * DAY + T1330, 9999, 1, 0)  # the scored day itself: must not count
+    b = book.baseline(KEY, "contract", D0 + 6 * DAY + T1330 + 600)
+    # per-window values = daily / 6 windows: [10, 20, 5, 0, 100, 0] → sorted [0,0,5,10,20,100]
+    assert b.days == 6
+    assert b.volume_median == pytest.approx(7.5)
+    # |x - 7.5| = [2.5, 12.5, 2.5, 7.5, 92.5, 7.5] → median 7.5 → σ = 1.4826 * 7.5
+    assert b.volume_scale == pytest.approx(max(1.4826 * 7.5, math.sqrt(135 / 6 + 1)))
+    assert b.avg_trade_size == pytest.approx(810 / 81)
+    assert b.abs_imbalance == pytest.approx(0.5)
+
+
+def test_baseline_needs_min_days_and_forgets_days_past_the_lookback():
+    book = BaselineBook(lookback_days=3, min_days=2, tod_bucket_s=1800, window_s=300)
+    for d, v in enumerate([600, 6, 6, 6]):
+        book.add(KEY, D0 + d * DAY + T1330, v, 1, 0)
+    assert book.baseline(KEY, "contract", D0 + 1 * DAY + T1330) is None  # one prior day only
+    b = book.baseline(KEY, "contract", D0 + 4 * DAY + T1330)
+    assert b.days == 3 and b.volume_median == pytest.approx(1.0)  # day 0 (600) is outside
+
+
+# --- factors, classes, MM filter ----------------------------------------------------
+
+
+def _baseline(median=10.0, scale=5.0, avg=4.0):
+    book = BaselineBook(lookback_days=20, min_days=1)
+    b = book._stats("contract", [0], {})
+    return type(b)("contract", 20, median, scale, avg, 3.0, 0.2)
+
+
+def test_one_sided_block_far_above_baseline_is_strong_buy():
+    p = ScoringParams()
+    m = metrics(bid=0, ask=40, trades=1)  # z = (40-10)/5 = 6, size 40 vs 4 = 10x
+    f = factors(m, _baseline(), p)
+    assert f.volume_z == pytest.approx(6.0)
+    assert (f.volume, f.dominance, f.size, f.sample) == (1.0, 1.0, 1.0, pytest.approx(0.8))
+    assert f.mm == 0.0
+    assert f.confidence == pytest.approx(0.8)  # (0.45+0.35+0.2)/1.0 * 0.8
+    assert signal_class(f.confidence, p) is SignalClass.STRONG
+
+
+def test_balanced_small_lot_churn_is_suppressed_by_the_mm_filter():
+    p = ScoringParams()
+    m = metrics(bid=100, ask=100, trades=80)  # z = 38, avg size 2.5 < 4
+    f = factors(m, _baseline(), p)
+    # balance 1, small 1 (ratio 0.625 < 1), many 80/100 = 0.8 → mm 0.8
+    assert f.mm == pytest.approx(0.8)
+    assert f.confidence == pytest.approx(0.45 * 1.0 * 0.2)
+    assert signal_class(f.confidence, p) is None
+
+
+def test_spread_legs_count_as_mm_flow():
+    f = factors(metrics(bid=0, ask=50, trades=2, spread=50), _baseline(), ScoringParams())
+    assert f.mm == 1.0 and f.confidence == 0.0
+
+
+def test_no_baseline_caps_confidence_below_moderate():
+    p = ScoringParams()
+    f = factors(metrics(bid=0, ask=500, trades=5), None, p)
+    assert f.volume == 0.0 and f.size == 0.0
+    assert f.confidence == pytest.approx(0.35)
+    assert signal_class(f.confidence, p) is SignalClass.MONITOR
+
+
+@pytest.mark.parametrize(("bid", "ask", "expected"), [
+    (10, 21, Direction.BUY), (10, 20, None), (21, 10, Direction.SELL), (0, 5, Direction.BUY),
+    (0, 0, None),
+])
+def test_naive_pressure_rule(bid, ask, expected):
+    assert naive_pressure_signal(bid, ask) == expected
+
+
+# --- spreads, parity, buckets ---------------------------------------------------------
+
+
+def test_spread_legs_need_two_instruments_and_both_sides_at_one_timestamp():
+    ts = np.array([5, 5, 7, 7, 9, 9, 9, 11], dtype=np.int64)
+    iid = np.array([1, 2, 1, 2, 3, 3, 4, 1], dtype=np.uint32)
+    side = np.array([1, -1, 1, 1, 1, -1, 1, -1], dtype=np.int8)
+    # t=5 vertical spread (legs); t=7 same-side sweep (not legs); t=9 mixed (legs); t=11 single
+    assert spread_legs(ts, iid, side).tolist() == [True, True, False, False, True, True, True, False]
+
+
+def test_forward_from_put_call_parity_is_the_median_over_strikes():
+    fwd = forward_estimates(
+        ["NQZ6"] * 5, [7] * 5, [100.0, 100.0, 110.0, 110.0, 120.0], ["C", "P", "C", "P", "C"],
+        [7.0, 2.0, 3.0, 7.5, 1.0])
+    # K + C - P: 105 and 105.5 (120 has no put) → median 105.25
+    assert fwd == {("NQZ6", 7): pytest.approx(105.25)}
+
+
+def test_bucket_key_rounds_strike_distance_to_steps_of_the_forward():
+    assert bucket_key("NQZ6", "C", 21500.0, 21400.0, 0.5) == "NQZ6|C|+1"  # 0.47 % → 1 step
+    assert bucket_key("NQZ6", "P", 21000.0, 21400.0, 0.5) == "NQZ6|P|-4"  # -1.87 % → -4
+    assert bucket_key("NQZ6", "F", 21000.0, 21400.0, 0.5) is None
+    assert bucket_key("NQZ6", "C", 21000.0, None, 0.5) is None
+
+
+# --- the scorer ------------------------------------------------------------------------
+
+
+def _block(day: int, bid: int, ask: int, trades: int) -> PartBlock:
+    start = (D0 + day * DAY + T1330) * 10**9
+    part = WindowPart(
+        key=KEY, window_start_ns=start, window_end_ns=start + 300 * 10**9, source="f", seq=day,
+        instrument_id=1, symbol="NQZ6 C21500", underlying="NQZ6", expiration_ns=1_797_600_000 * 10**9,
+        strike_price=21_500 * 10**9, option_type="C", defined=True, bid_volume=bid,
+        ask_volume=ask, unknown_volume=0, buy_trades=trades if ask else 0,
+        sell_trades=trades if bid else 0, unknown_trades=0, notional=10.0 * (bid + ask),
+        max_trade_size=50, first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask,
+        quote_volume=0, tick_volume=0,
+    )
+    return PartBlock.from_parts([part], 300 * 10**9, key="s000")
+
+
+def test_scorer_learns_baselines_online_then_flags_the_abnormal_window():
+    scorer = Scorer(ScoringParams(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    state = scorer.new_state()
+    for day in range(6):  # quiet days: 6 contracts per window, both sides, 2-lot trades
+        assert scorer.score(state, _block(day, 3, 3, 3)) == []
+    (signal,) = scorer.score(state, _block(6, 0, 400, 4))
+    assert signal.direction is Direction.BUY
+    assert signal.signal_class is SignalClass.STRONG
+    assert signal.baseline_scope == "contract" and signal.baseline_windows == 6
+    assert signal.baseline_volume == pytest.approx(1.0)  # 6 per bucket-day / 6 windows
+    assert signal.reason.startswith("ask volume 400 of 400 (100% one-sided)")
+    assert "6-day 13:30 contract median" in signal.reason
