@@ -42,7 +42,8 @@ from flows.scoring import Scorer, ScorerState, ScoringParams
 from flows.stream import StreamProcessor, normalise_batch
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import Settings, load_settings
-from sinks.bytewax_sink import ClickHouseDynamicSink, ClickHouseSink
+from sinks.alerts import AlertSettings, load_alert_settings
+from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink
 from sinks.clickhouse import apply_schema, load_history, open_store
 
 log = logging.getLogger("ifd")
@@ -90,7 +91,12 @@ def _sample_patterns(settings: Settings) -> list[str]:
     return [str(files.definition_path), str(files.tbbo_path)]
 
 
-def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = None) -> Dataflow:
+def build_flow(
+    settings: Settings | None = None,
+    *,
+    sink: Sink[Any] | None = None,
+    alerts: AlertSettings | None | bool = True,
+) -> Dataflow:
     """Build the IFD dataflow.
 
     Parameters
@@ -100,6 +106,9 @@ def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = Non
     sink : bytewax Sink | None
         Replace the ClickHouse sink (tests use ``bytewax.testing.TestingSink``
         to see every output item in emission order).
+    alerts : AlertSettings | None | bool
+        Alert delivery for signals: True reads ``IFD_ALERT_*``; None/False
+        turns alerts off.
 
     Raises
     ------
@@ -107,8 +116,13 @@ def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = Non
         Bad settings, missing inputs, or a header that is not DBN.
     """
     settings = settings or load_settings()
+    alerts = load_alert_settings() if alerts is True else alerts or None
+    if alerts is not None and "jsonl_path" not in alerts.model_fields_set:
+        alerts = alerts.model_copy(update={"jsonl_path": settings.data_dir / "alerts.jsonl"})
     _configure_logging()
     log.info("effective settings: %s", settings.masked())
+    if alerts is not None:
+        log.info("alert settings: %s", alerts.masked())
     patterns = settings.source_patterns() or _sample_patterns(settings)
     plan = plan_inputs(patterns, settings.trade_schema)
     log.info(
@@ -161,7 +175,10 @@ def build_flow(settings: Settings | None = None, *, sink: Sink[Any] | None = Non
         # one scoring state: bucket baselines and parity forwards span every shard
         to_score = op.key_on("key_for_scoring", closed, lambda _r: "ifd")
         scored = op.stateful_map("score_ifd", to_score, score)
-        streams.append(op.flat_map("signals", scored, lambda key_signals: key_signals[1]))
+        signals = op.flat_map("signals", scored, lambda key_signals: key_signals[1])
+        streams.append(signals)
+        if alerts is not None:
+            op.output("alerts", signals, AlertSink(alerts))
     outputs = op.merge("outputs", *streams)
     total_bytes = plan.total_bytes
     if sink is not None:

@@ -28,6 +28,7 @@ from flows.report import RunReport
 from models.records import BatchStats, DeadLetters, WindowResult
 from models.settings import Settings
 from models.signals import Signal
+from sinks.alerts import AlertDispatcher, AlertSettings
 from sinks.clickhouse import IFDWriter, apply_schema, open_store
 
 log = logging.getLogger(__name__)
@@ -151,3 +152,32 @@ class ClickHouseDynamicSink(DynamicSink[SinkItem]):
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DynamicPartition:
         return _DynamicPartition(_Writer(self._settings, self._total_bytes, self._flush_interval_s))
+
+
+class _AlertPartition(StatelessSinkPartition[Signal]):
+    def __init__(self, dispatcher: AlertDispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    @override
+    def write_batch(self, items: list[Signal]) -> None:
+        for signal in items:
+            self._dispatcher.submit(signal)  # never blocks; failures are counted
+
+    @override
+    def close(self) -> None:
+        self._dispatcher.close()  # flushes, then logs its counters
+
+
+class AlertSink(DynamicSink[Signal]):
+    """Hand signals to the asynchronous :class:`~sinks.alerts.AlertDispatcher`.
+
+    Delivery (Apprise channels + JSONL) happens on the dispatcher's thread,
+    so a slow or failing channel never slows or stops the dataflow.
+    """
+
+    def __init__(self, settings: AlertSettings) -> None:
+        self._settings = settings
+
+    @override
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
+        return _AlertPartition(AlertDispatcher(self._settings))

@@ -1,0 +1,331 @@
+"""Alert dispatcher against a real local HTTP server through Apprise's json:// plugin (no mocks)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from models.errors import ConfigError, SinkRetryableError
+from models.signals import Direction, Signal, SignalClass
+from sinks.alerts import (
+    AlertDispatcher,
+    AlertSettings,
+    alert_body,
+    alert_title,
+    load_alert_settings,
+)
+
+SECRET = "S3cretTok"
+W0 = datetime(2026, 11, 20, 13, 35, tzinfo=UTC)
+
+
+def make_signal(minute: int = 0, **overrides: object) -> Signal:
+    """A STRONG BUY on NQZ6 C21500; ``minute`` shifts the window (a distinct alert_key)."""
+    start = W0 + timedelta(minutes=5 * minute)
+    fields: dict[str, object] = dict(
+        window_start=start, window_end=start + timedelta(minutes=5),
+        contract_key="NQZ6|2026-12-18T21:30:00Z|C|21500", instrument_id=42_001,
+        symbol="NQZ6 C21500", underlying="NQZ6", expiration=datetime(2026, 12, 18, 21, 30, tzinfo=UTC),
+        strike=21_500.0, option_type="C", direction=Direction.BUY, signal_class=SignalClass.STRONG,
+        confidence=0.91, bid_volume=40, ask_volume=1_160, total_volume=1_200, total_trades=12,
+        avg_trade_size=100.0, volume_z=6.5, dominance=0.97, size_ratio=25.0, sample_factor=1.0,
+        mm_score=0.05, baseline_scope="contract", baseline_windows=48, baseline_volume=80.0,
+        baseline_avg_size=4.0, reason="ask-side sweep: 1,200 lots in 12 prints, 25x usual size",
+    )
+    fields.update(overrides)
+    return Signal(**fields)  # type: ignore[arg-type]
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """/ok → 200, /fail → 500, /slow → 200 after 1 s; every POST is recorded."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = self.rfile.read(length)
+        server = self.server
+        with server.lock:  # type: ignore[attr-defined]
+            server.requests.append((self.path, dict(self.headers), body))  # type: ignore[attr-defined]
+        if self.path.startswith("/slow"):
+            time.sleep(1.0)
+        status = 500 if self.path.startswith("/fail") else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Server:
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        self.httpd = httpd
+        self.port = httpd.server_address[1]
+
+    def url(self, path: str, auth: str = "") -> str:
+        return f"json://{auth}127.0.0.1:{self.port}/{path}"
+
+    def posts(self, path: str) -> list[dict]:
+        with self.httpd.lock:  # type: ignore[attr-defined]
+            return [json.loads(b) for p, _, b in self.httpd.requests if p == f"/{path}"]  # type: ignore[attr-defined]
+
+    def headers(self, path: str) -> list[dict]:
+        with self.httpd.lock:  # type: ignore[attr-defined]
+            return [h for p, h, _ in self.httpd.requests if p == f"/{path}"]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    httpd.daemon_threads = True
+    httpd.lock = threading.Lock()  # type: ignore[attr-defined]
+    httpd.requests = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield Server(httpd)
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def dispatcher(tmp_path):
+    """Factory: ``dispatcher(urls=..., **settings)``; every dispatcher is closed at teardown."""
+    made: list[AlertDispatcher] = []
+
+    def make(**kwargs: object) -> AlertDispatcher:
+        kwargs.setdefault("jsonl_path", tmp_path / "alerts.jsonl")
+        kwargs.setdefault("backoff_initial_s", 0.01)
+        kwargs.setdefault("timeout_s", 5.0)
+        d = AlertDispatcher(AlertSettings(**kwargs))  # type: ignore[arg-type]
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close(timeout_s=5.0)
+
+
+def _jsonl(tmp_path) -> list[dict]:
+    path = tmp_path / "alerts.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_strong_signal_posts_symbol_and_reason_and_writes_one_jsonl_line(server, dispatcher, tmp_path):
+    d = dispatcher(urls=server.url("ok"))
+    signal = make_signal()
+    assert d.submit(signal) is True
+    d.flush(5.0)
+
+    posts = server.posts("ok")
+    assert len(posts) == 1
+    assert posts[0]["title"] == "IFD STRONG BUY NQZ6 C21500 2026-11-20 13:35Z"
+    assert "NQZ6 C21500" in posts[0]["message"]
+    assert signal.reason in posts[0]["message"]
+    assert posts[0]["type"] == "warning"  # STRONG → Apprise WARNING
+    lines = _jsonl(tmp_path)
+    assert len(lines) == 1
+    assert lines[0]["contract_key"] == signal.contract_key
+    assert lines[0]["status"] == "delivered" and lines[0]["delivered"] is True
+    assert lines[0]["channels"] == {"json://***": True}
+    assert datetime.fromisoformat(lines[0]["alerted_at"]).tzinfo is not None
+    stats = d.stats
+    assert stats["submitted"] == 1 and stats["delivered"] == 1
+    assert stats["failed"] == {"json://***": 0} and stats["retried"] == 0
+
+
+def test_duplicate_alert_key_is_delivered_once(server, dispatcher, tmp_path):
+    d = dispatcher(urls=server.url("ok"))
+    assert d.submit(make_signal()) is True
+    assert d.submit(make_signal()) is False  # equal signal, same alert_key
+    assert d.submit(make_signal(confidence=0.99)) is False  # rescored replay of the same window
+    d.flush(5.0)
+    assert len(server.posts("ok")) == 1
+    assert len(_jsonl(tmp_path)) == 1
+    assert d.stats["duplicates"] == 2 and d.stats["submitted"] == 1
+
+
+@pytest.mark.parametrize(
+    ("min_class", "sent", "ignored"),
+    [
+        ("STRONG", [SignalClass.STRONG], [SignalClass.MODERATE, SignalClass.MONITOR]),
+        ("MODERATE", [SignalClass.STRONG, SignalClass.MODERATE], [SignalClass.MONITOR]),
+    ],
+)
+def test_signals_below_min_class_are_neither_sent_nor_logged(
+    server, dispatcher, tmp_path, min_class, sent, ignored
+):
+    d = dispatcher(urls=server.url("ok"), min_class=min_class)
+    for i, cls in enumerate(ignored):
+        assert d.submit(make_signal(minute=i, signal_class=cls)) is False
+    for i, cls in enumerate(sent, start=10):
+        assert d.submit(make_signal(minute=i, signal_class=cls)) is True
+    d.flush(5.0)
+    assert sorted(p["title"].split()[1] for p in server.posts("ok")) == sorted(c.value for c in sent)
+    assert sorted(line["signal_class"] for line in _jsonl(tmp_path)) == sorted(c.value for c in sent)
+    assert d.stats["below_min_class"] == len(ignored)
+
+
+def test_failing_channel_is_retried_max_attempts_then_counted_and_ok_channel_still_gets_alert(
+    server, dispatcher, tmp_path
+):
+    d = dispatcher(urls=f"{server.url('ok')},{server.url('fail')}", max_attempts=3)
+    assert d.channel_labels == ["json://***", "json://***#2"]
+    assert d.submit(make_signal()) is True
+    d.flush(5.0)
+
+    assert len(server.posts("fail")) == 3  # every attempt reached the server
+    assert len(server.posts("ok")) == 1
+    stats = d.stats
+    assert stats["failed"] == {"json://***": 0, "json://***#2": 1}
+    assert stats["retried"] == 2
+    assert stats["delivered"] == 1 and stats["undelivered"] == 0
+    (line,) = _jsonl(tmp_path)
+    assert line["status"] == "delivered"
+    assert line["channels"] == {"json://***": True, "json://***#2": False}
+
+
+def test_only_failing_channel_marks_the_alert_failed_and_never_raises(server, dispatcher, tmp_path):
+    d = dispatcher(urls=server.url("fail"), max_attempts=2)
+    assert d.submit(make_signal()) is True
+    d.flush(5.0)
+    assert len(server.posts("fail")) == 2
+    assert d.stats["undelivered"] == 1 and d.stats["failed"] == {"json://***": 1}
+    assert _jsonl(tmp_path)[0]["status"] == "failed"
+
+
+def test_rate_limit_two_per_minute_sends_two_of_five_and_counts_three(server, dispatcher, tmp_path):
+    d = dispatcher(urls=server.url("ok"), max_per_minute=2)
+    assert all(d.submit(make_signal(minute=i)) for i in range(5))
+    d.flush(5.0)
+    assert len(server.posts("ok")) == 2
+    stats = d.stats
+    assert stats["delivered"] == 2 and stats["rate_limited"] == 3
+    statuses = [line["status"] for line in _jsonl(tmp_path)]
+    assert statuses == ["delivered"] * 2 + ["rate_limited"] * 3  # not lost: audited
+    assert all(line["delivered"] is False for line in _jsonl(tmp_path)[2:])
+
+
+def test_secret_in_url_never_reaches_logs_repr_stats_or_jsonl(server, dispatcher, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    urls = f"{server.url('ok')},{server.url('fail', auth=f'user:{SECRET}@')}"
+    settings = AlertSettings(urls=urls, jsonl_path=tmp_path / "alerts.jsonl", backoff_initial_s=0.01,
+                             max_attempts=2)
+    d = AlertDispatcher(settings)
+    try:
+        assert d.submit(make_signal()) is True
+        d.flush(5.0)
+    finally:
+        d.close(timeout_s=5.0)
+
+    # the secret was really used (HTTP basic auth), so the check below is meaningful
+    sent_auth = server.headers("fail")[0]["Authorization"]
+    assert base64.b64decode(sent_auth.split()[1]).decode() == f"user:{SECRET}"
+    assert any(r.name == "apprise" for r in caplog.records), "apprise DEBUG logs were not captured"
+    assert any(r.name.startswith("urllib3") for r in caplog.records)
+    assert SECRET not in caplog.text
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+    assert SECRET not in json.dumps(settings.masked(), default=str)
+    assert SECRET not in repr(d.stats)
+    assert SECRET not in (tmp_path / "alerts.jsonl").read_text()
+    assert d.stats["failed"] == {"json://***": 0, "json://***#2": 1}
+
+
+def test_secret_in_slack_style_path_is_scrubbed_from_apprise_debug_logs(server, dispatcher, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = "T0ken1234567890abcdef"
+    d = dispatcher(urls=server.url(f"hooks/{token}"))
+    d.submit(make_signal())
+    d.flush(5.0)
+    assert len(server.headers(f"hooks/{token}")) == 1
+    assert token not in caplog.text
+    assert "JSON POST URL" in caplog.text  # apprise did log the URL, with the token masked
+
+
+def test_invalid_url_raises_config_error_without_the_secret(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        AlertDispatcher(AlertSettings(urls=f"nosuchscheme://user:{SECRET}@host/x", jsonl_path=None))
+    assert "IFD_ALERT_URLS entry #1 (nosuchscheme://***)" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def test_submit_never_blocks_on_a_slow_endpoint(server, dispatcher):
+    # one delivery goes out (1 s server delay), the other 19 are rate-limited after it
+    d = dispatcher(urls=server.url("slow"), max_per_minute=1)
+    started = time.perf_counter()
+    accepted = [d.submit(make_signal(minute=i)) for i in range(20)]
+    elapsed = time.perf_counter() - started
+    assert all(accepted)
+    assert elapsed < 0.5, f"20 submits took {elapsed:.3f} s"
+    d.flush(10.0)
+    assert d.stats["delivered"] == 1 and d.stats["rate_limited"] == 19
+
+
+def test_full_queue_drops_are_counted_and_never_block(server, dispatcher):
+    d = dispatcher(urls=server.url("slow"), queue_size=2, max_per_minute=1, jsonl_path=None)
+    started = time.perf_counter()
+    results = [d.submit(make_signal(minute=i)) for i in range(20)]
+    assert time.perf_counter() - started < 0.5
+    stats = d.stats
+    # the worker may or may not have taken the first signal off the queue yet
+    assert 2 <= stats["submitted"] <= 3
+    assert stats["submitted"] + stats["dropped_queue_full"] == 20
+    assert results.count(True) == stats["submitted"]
+
+
+def test_flush_timeout_raises_retryable_and_close_is_idempotent(server, dispatcher):
+    d = dispatcher(urls=server.url("slow"))
+    d.submit(make_signal())
+    with pytest.raises(SinkRetryableError, match="1 signal"):
+        d.flush(0.05)
+    d.close(timeout_s=5.0)
+    d.close(timeout_s=5.0)
+    assert d.stats["delivered"] == 1
+    assert d.submit(make_signal(minute=1)) is False and d.stats["dropped_closed"] == 1
+
+
+def test_without_urls_alerts_only_go_to_jsonl(dispatcher, tmp_path):
+    d = dispatcher()
+    assert d.submit(make_signal()) is True
+    d.flush(5.0)
+    (line,) = _jsonl(tmp_path)
+    assert line["status"] == "jsonl_only" and line["delivered"] is False
+
+
+def test_settings_from_environment_split_urls_and_name_bad_variables(monkeypatch):
+    monkeypatch.setenv(
+        "IFD_ALERT_URLS",
+        f" json://h:1/a , mailto://u:{SECRET}@gmail.com?to=a@x.com,b@x.com,slack://A/B/C ",
+    )
+    monkeypatch.setenv("IFD_ALERT_MAX_PER_MINUTE", "5")
+    s = load_alert_settings()
+    assert s.url_list() == [
+        "json://h:1/a", f"mailto://u:{SECRET}@gmail.com?to=a@x.com,b@x.com", "slack://A/B/C",
+    ]
+    assert s.channel_labels() == ["json://***", "mailto://***", "slack://***"]
+    assert s.max_per_minute == 5 and s.min_class == "STRONG"
+
+    monkeypatch.setenv("IFD_ALERT_MIN_CLASS", "HUGE")
+    with pytest.raises(ConfigError, match="IFD_ALERT_MIN_CLASS='HUGE'"):
+        load_alert_settings()
+
+
+def test_title_and_body_carry_the_key_numbers():
+    s = make_signal()
+    assert alert_title(s) == "IFD STRONG BUY NQZ6 C21500 2026-11-20 13:35Z"
+    body = alert_body(s)
+    assert body.startswith(s.reason)
+    for text in ("NQZ6|2026-12-18T21:30:00Z|C|21500", "confidence 0.91", "volume 1,200",
+                 "ask 1,160", "expires 2026-12-18", "2026-11-20 13:35-13:40Z"):
+        assert text in body
