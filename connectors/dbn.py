@@ -161,7 +161,7 @@ class SourceBatch:
     Attributes
     ----------
     source : str
-        Input id (the file name; the partition key).
+        Input id (the file name; part of every stored row's identity).
     seq : int
         0-based batch number within the input; with ``IFD_BATCH_RECORDS``
         fixed, (source, seq) always denotes the same records.
@@ -172,6 +172,9 @@ class SourceBatch:
         Compressed bytes consumed so far / file size (progress).
     eof : bool
         True on the input's last batch.
+    partition : str
+        Key of the source partition (a series of files read in order); the
+        per-stream state (tick test, watermark) is kept per partition.
     """
 
     source: str
@@ -181,6 +184,7 @@ class SourceBatch:
     bytes_read: int
     total_bytes: int
     eof: bool
+    partition: str = ""
 
 
 def _open_stream(path: Path) -> tuple[BinaryIO, BinaryIO]:

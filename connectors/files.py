@@ -1,4 +1,4 @@
-"""bytewax source replaying DBN files: one resumable partition per file.
+"""bytewax source replaying DBN files: one resumable partition per file series.
 
 The partition emits one :class:`SourceBatch` (a columnar
 :class:`~connectors.dbn.DecodedChunk`) per ``next_batch`` call. Its snapshot
@@ -27,48 +27,66 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FilePosition:
-    """Partition snapshot: where the next batch starts."""
+    """Partition snapshot: which file of the series, and where its next batch starts."""
 
     offset: int
     record: int
     seq: int
+    file_index: int = 0
 
 
 class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
+    """Reads a series of files one after another (see ``partition_inputs``)."""
+
     def __init__(
-        self, data: DataInput, batch_records: int, resume: FilePosition | None
+        self, key: str, files: list[DataInput], batch_records: int, resume: FilePosition | None
     ) -> None:
-        self._data = data
+        self._key = key
+        self._files = files
+        self._batch_records = batch_records
+        self._index = 0 if resume is None else resume.file_index
+        self._open(resume)
+
+    def _open(self, resume: FilePosition | None) -> None:
+        data = self._files[self._index]
         self._seq = 0 if resume is None else resume.seq
         self._reader = DBNReader(
             data.path,
-            batch_records=batch_records,
+            batch_records=self._batch_records,
             resume_offset=None if resume is None else resume.offset,
             resume_record=0 if resume is None else resume.record,
         )
-        self._position = resume or FilePosition(self._reader.header.records_offset, 0, 0)
+        self._position = resume or FilePosition(
+            self._reader.header.records_offset, 0, 0, self._index)
 
     @override
     def next_batch(self) -> list[SourceBatch]:
         try:
             chunk = self._reader.next_chunk()
+            while chunk is None and self._index + 1 < len(self._files):
+                self._reader.close()
+                self._index += 1
+                self._open(None)
+                chunk = self._reader.next_chunk()
         except DBNDecodeError as exc:
             log.error("cannot read input: %s", exc)  # one clear line above bytewax's traceback
             raise
         if chunk is None:
             raise StopIteration
+        data = self._files[self._index]
         batch = SourceBatch(
-            source=self._data.source_id,
+            source=data.source_id,
             seq=self._seq,
-            trade_rtype=self._data.trade_rtype,
+            trade_rtype=data.trade_rtype,
             chunk=chunk,
             bytes_read=self._reader.compressed_position,
             total_bytes=self._reader.total_bytes,
             eof=self._reader.exhausted,
+            partition=self._key,
         )
         self._seq += 1
         self._position = FilePosition(chunk.end_offset, chunk.start_record + chunk.n_records,
-                                      self._seq)
+                                      self._seq, self._index)
         return [batch]
 
     @override
@@ -89,29 +107,32 @@ class DBNFileSource(FixedPartitionedSource[SourceBatch, FilePosition]):
 
     Parameters
     ----------
-    inputs : list[DataInput]
-        From :func:`connectors.inputs.plan_inputs`; one partition each,
-        keyed by file name (``source_id``).
+    partitions : list[list[DataInput]]
+        From :func:`connectors.inputs.partition_inputs`: each inner list is a
+        series of files read in order by one partition, keyed by its first
+        file's name.
     batch_records : int
         Records per emitted batch.
 
     Notes
     -----
     Supports exactly-once processing with bytewax recovery: the snapshot is
-    the byte offset after the last emitted record. Decode errors raise
-    :class:`~models.errors.DBNDecodeError` naming the file and offset.
+    the file index and byte offset after the last emitted record. Decode
+    errors raise :class:`~models.errors.DBNDecodeError` naming the file and
+    offset.
     """
 
-    def __init__(self, inputs: list[DataInput], *, batch_records: int = 65_536) -> None:
-        self._inputs = {d.source_id: d for d in inputs}
+    def __init__(self, partitions: list[list[DataInput]], *, batch_records: int = 262_144) -> None:
+        self._partitions = {files[0].source_id: files for files in partitions}
         self._batch_records = batch_records
 
     @override
     def list_parts(self) -> list[str]:
-        return list(self._inputs)
+        return list(self._partitions)
 
     @override
     def build_part(
         self, step_id: str, for_part: str, resume_state: Any
     ) -> _DBNFilePartition:
-        return _DBNFilePartition(self._inputs[for_part], self._batch_records, resume_state)
+        return _DBNFilePartition(for_part, self._partitions[for_part], self._batch_records,
+                                 resume_state)

@@ -51,9 +51,9 @@ RTYPE_RANK = {RTYPE_MBO: 4, RTYPE_MBP10: 3, RTYPE_MBP1: 2, RTYPE_TRADES: 1}
 class DataInput:
     """One data file and the rtype whose trades count for it (None: no trades).
 
-    ``source_id`` is the file name: it names the partition and is part of every
-    stored row's identity, so replaying the same file from another directory
-    or through another relative path rewrites the same rows.
+    ``source_id`` is the file name: it is part of every stored row's identity,
+    so replaying the same file from another directory or through another
+    relative path rewrites the same rows.
     """
 
     path: str
@@ -208,3 +208,32 @@ def plan_inputs(patterns: list[str], trade_schema: str = "auto") -> InputPlan:
             )
             raise SourceError(msg)
     return plan
+
+
+def partition_inputs(data: list[DataInput]) -> list[list[DataInput]]:
+    """Group data inputs into partitions read sequentially, in time order.
+
+    Files of one series — same dataset, schema and requested symbols, with
+    time ranges that do not overlap (e.g. one file per trading day) — form
+    one partition, so day *d* is processed before day *d + 1* (baselines and
+    tick tests need that order). Overlapping files get separate partitions.
+
+    Returns
+    -------
+    list[list[DataInput]]
+        Partitions, each sorted by start time; a partition's key is its first
+        file's ``source_id``.
+    """
+    groups: list[list[DataInput]] = []
+    for item in sorted(data, key=lambda d: (d.header.start_ns, d.source_id)):
+        h = item.header
+        signature = (h.dataset, h.schema, h.symbols)
+        for group in groups:
+            last = group[-1].header
+            if (last.dataset, last.schema, last.symbols) == signature and last.end_ns and \
+                    last.end_ns <= h.start_ns:
+                group.append(item)
+                break
+        else:
+            groups.append([item])
+    return groups

@@ -35,7 +35,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 
 from connectors.files import DBNFileSource
-from connectors.inputs import InputPlan, plan_inputs
+from connectors.inputs import InputPlan, partition_inputs, plan_inputs
 from flows.baselines import BaselineBook
 from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState, ScoringParams
@@ -140,10 +140,11 @@ def build_flow(
 
     flow = Dataflow("ifd")
     batches = op.input(
-        "read_dbn", flow, DBNFileSource(plan.data, batch_records=settings.batch_records)
+        "read_dbn", flow,
+        DBNFileSource(partition_inputs(plan.data), batch_records=settings.batch_records),
     )
     normalised = op.map("normalise_trades", batches, normalise_batch)
-    by_source = op.key_on("key_by_source", normalised, lambda item: item[0].source)
+    by_source = op.key_on("key_by_source", normalised, lambda item: item[0].partition)
     processed = op.stateful_map("classify_and_aggregate", by_source, processor.process)
     items = op.flat_map("explode", processed, lambda key_items: key_items[1])
     split = op.branch(

@@ -47,3 +47,23 @@ def test_same_file_name_twice_is_refused(tmp_path, real_dir):
     copy.write_bytes(src.read_bytes())
     with pytest.raises(SourceError, match="share the file name"):
         plan_inputs([str(src), str(copy)])
+
+
+def test_consecutive_day_files_form_one_ordered_partition_overlapping_files_do_not(tmp_path, real_dir):
+    from datetime import date
+
+    from connectors.inputs import partition_inputs
+    from connectors.sample import generate_session
+
+    for day in (date(2026, 11, 19), date(2026, 11, 17), date(2026, 11, 18)):
+        generate_session(tmp_path, session_date=day, n_trades=100)
+    plan = plan_inputs([str(tmp_path / "*.tbbo.dbn.zst"), str(tmp_path / "*.definition.dbn.zst"),
+                        str(real_dir / "esu4-glbx-mdp3-20240701.trades.dbn.zst"),
+                        str(real_dir / "esu4-glbx-mdp3-20240701.mbp-1.dbn.zst")])
+    groups = [[d.source_id for d in g] for g in partition_inputs(plan.data)]
+    assert sorted(groups) == sorted([
+        ["nq-opt-glbx-mdp3-20261117.tbbo.dbn.zst", "nq-opt-glbx-mdp3-20261118.tbbo.dbn.zst",
+         "nq-opt-glbx-mdp3-20261119.tbbo.dbn.zst"],
+        ["esu4-glbx-mdp3-20240701.trades.dbn.zst"],
+        ["esu4-glbx-mdp3-20240701.mbp-1.dbn.zst"],
+    ])
