@@ -18,7 +18,8 @@ bucket, so a new weekly contract still has a reference"):
 
 Statistics over the last ``lookback_days`` trading days *before* the scored
 day, per 5-minute window (bucket totals ÷ windows per bucket): median and
-MAD of volume (robust z, Rousseeuw & Croux 1993: σ ≈ 1.4826·MAD), pooled
+MAD of volume (robust z, Rousseeuw & Croux 1993: σ ≈ 1.4826·MAD; floored at
+the compound-Poisson σ of volume), pooled
 average trade size (volume ÷ trades), median trade count and mean |imbalance|.
 """
 
@@ -44,8 +45,10 @@ class Baseline:
     days : int
         Trading days the statistics cover.
     volume_median, volume_scale : float
-        Median window volume (contracts) and its robust σ, floored at
-        ``sqrt(mean + 1)`` so a constant history does not give infinite z.
+        Median window volume (contracts) and its robust σ, floored at the
+        compound-Poisson σ ``sqrt(2 · mean · avg_trade_size + 1)`` (volume =
+        trades × lot size; Var ≈ λ·E[s²] ≈ 2·mean·avg size for geometric-like
+        lot sizes) so a quiet history does not give infinite z.
     avg_trade_size : float
         Pooled contracts per trade (0 when no trades in the history).
     trades_median : float
@@ -163,15 +166,16 @@ class BaselineBook:
         trades = np.array([c.trades for c in rows], dtype=float) / per_bucket
         median = float(np.median(volume))
         mad = float(np.median(np.abs(volume - median)))
-        scale = max(MAD_TO_SIGMA * mad, math.sqrt(float(volume.mean()) + 1.0))
         total_volume = sum(c.volume for c in rows)
         total_trades = sum(c.trades for c in rows)
+        avg_size = total_volume / total_trades if total_trades else 1.0
+        scale = max(MAD_TO_SIGMA * mad, math.sqrt(2.0 * float(volume.mean()) * avg_size + 1.0))
         return Baseline(
             scope=scope,
             days=len(prior),
             volume_median=median,
             volume_scale=scale,
-            avg_trade_size=total_volume / total_trades if total_trades else 0.0,
+            avg_trade_size=avg_size if total_trades else 0.0,
             trades_median=float(np.median(trades)),
             abs_imbalance=(sum(c.abs_imbalance_volume for c in rows) / total_volume
                            if total_volume else 0.0),

@@ -206,19 +206,32 @@ def aggregate_parts(
     return PartBlock("", None, window_ns, cols)
 
 
+def shard_index(contract_key: str, shards: int) -> int:
+    """Window shard of a contract: crc32 of its *chain* (underlying|expiration) mod ``shards``.
+
+    All strikes and both option types of one expiry share a shard, so a
+    window block holds a whole chain slice (sweeps across strikes, put-call
+    parity). crc32, not ``hash()``: the same contract must land on the same
+    key in every process.
+    """
+    parts = contract_key.split("|")
+    group = "|".join(parts[:2]) if len(parts) == 4 else contract_key
+    return zlib.crc32(group.encode()) % shards
+
+
 def split_by_shard_and_window(block: PartBlock, shards: int) -> list[PartBlock]:
     """Split a batch's parts into one block per (shard, window) — the window step's items.
 
     bytewax pays a fixed cost per item and per key; one item per contract and
     window caps option-chain replay at ~0.2 M trades/s, so windows are keyed
-    by a stable shard of contracts and carry columnar blocks. Per-contract
-    semantics are unchanged: every row stays one contract's part.
+    by a stable shard of contracts (:func:`shard_index`) and carry columnar
+    blocks. Per-contract semantics are unchanged: every row stays one
+    contract's part.
     """
     if len(block) == 0:
         return []
     unique_keys, which = np.unique(block.cols["contract_key"], return_inverse=True)
-    # crc32, not hash(): the same contract must land on the same key in every process
-    shard_ids = np.array([zlib.crc32(k.encode()) % shards for k in unique_keys.tolist()])[which]
+    shard_ids = np.array([shard_index(k, shards) for k in unique_keys.tolist()])[which]
     window = block.cols["window_start_ns"]
     combo = shard_ids.astype(np.int64) * (1 << 40) + window // block.window_ns
     order = np.argsort(combo, kind="stable")

@@ -6,12 +6,22 @@ Factors, each in [0, 1] (weights in :class:`ScoringParams`, i.e. ``IFD_SCORING_*
 |------------|----------------------------------------------------------------|-------------------------------------------|
 | volume     | clip((z − z_low) / (z_high − z_low)), z = robust z vs baseline | abnormal size for this contract and time  |
 | dominance  | |ask − bid| / total volume                                     | one-sided flow                            |
-| size       | clip(log2(avg size / baseline avg size) / log2(size_full))     | block prints vs usual lot size            |
-| sample     | min(1, total volume / sample_volume)                           | enough contracts to mean anything         |
+| size       | max(clip(log2(avg size / baseline avg size) / log2(size_full)), sweep) | block prints, or part of a sweep  |
+| sweep      | 1 when ≥ ``sweep_min_strikes`` strikes of one expiry and type  | a sweep across strikes                    |
+|            | trade one-sided the same way in the window, else 0             |                                           |
+| sample     | min(1, max(volume, sweep volume) / sample_volume)              | enough contracts to mean anything         |
 | mm         | max(balanced-churn score, spread-leg share)                    | market-maker / spread flow (penalty)      |
 
 ``confidence = (w_v·volume + w_d·dominance + w_s·size) / (w_v + w_d + w_s)
 × sample × (1 − mm_penalty · mm)``.
+
+**Sweeps.** An institution that needs size fast lifts offers (or hits bids)
+on several strikes of one expiry at once. Per strike such a print can be
+small; together it is large. In each window, contracts of one (underlying,
+expiration, type) with dominance ≥ ``sweep_dominance`` and volume ≥
+``sweep_min_volume`` on the same side form a cluster; with at least
+``sweep_min_strikes`` strikes, each member gets ``sweep = 1`` and its sample
+factor is judged on the cluster's total volume.
 
 Classes: ``STRONG`` ≥ ``strong``, ``MODERATE`` ≥ ``moderate``, ``MONITOR`` ≥
 ``monitor``; below that no signal. Direction: BUY when ask volume (offers
@@ -62,7 +72,10 @@ class ScoringParams:
     z_low: float = 2.0
     z_high: float = 6.0
     size_full: float = 8.0
-    sample_volume: float = 50.0
+    sample_volume: float = 100.0
+    sweep_min_strikes: int = 3
+    sweep_dominance: float = 0.8
+    sweep_min_volume: float = 20.0
     strong: float = 0.75
     moderate: float = 0.55
     monitor: float = 0.35
@@ -81,6 +94,7 @@ class Factors:
     sample: float
     mm: float
     confidence: float
+    sweep_strikes: int = 0
 
 
 def _clip(x: float) -> float:
@@ -97,8 +111,13 @@ def mm_score(m: PressureMetrics, size_ratio: float) -> float:
     return max(balance * small * many, _clip(spread_share))
 
 
-def factors(m: PressureMetrics, baseline: Baseline | None, p: ScoringParams) -> Factors:
-    """Compute every factor and the confidence of one window."""
+def factors(m: PressureMetrics, baseline: Baseline | None, p: ScoringParams,
+            sweep_strikes: int = 0, sweep_volume: float = 0.0) -> Factors:
+    """Compute every factor and the confidence of one window.
+
+    ``sweep_strikes`` / ``sweep_volume``: size of the same-side cluster this
+    contract belongs to in the window (0 when none; see module docstring).
+    """
     if baseline is not None:
         z = baseline.volume_z(m.total_volume)
         size_ratio = m.avg_trade_size / baseline.avg_trade_size if baseline.avg_trade_size else 1.0
@@ -107,12 +126,16 @@ def factors(m: PressureMetrics, baseline: Baseline | None, p: ScoringParams) -> 
     volume = _clip((z - p.z_low) / (p.z_high - p.z_low))
     dominance = abs(m.ask_volume - m.bid_volume) / m.total_volume if m.total_volume else 0.0
     size = _clip(math.log2(size_ratio) / math.log2(p.size_full)) if size_ratio > 0 else 0.0
-    sample = min(1.0, m.total_volume / p.sample_volume)
+    swept = sweep_strikes >= p.sweep_min_strikes
+    if swept:
+        size = 1.0
+    sample = min(1.0, max(m.total_volume, sweep_volume if swept else 0.0) / p.sample_volume)
     mm = mm_score(m, size_ratio)
     weights = p.w_volume + p.w_dominance + p.w_size
     base = (p.w_volume * volume + p.w_dominance * dominance + p.w_size * size) / weights
     conf = _clip(base * sample * (1.0 - p.mm_penalty * mm))
-    return Factors(z, volume, dominance, size_ratio, size, sample, mm, conf)
+    return Factors(z, volume, dominance, size_ratio, size, sample, mm, conf,
+                   sweep_strikes if swept else 0)
 
 
 def signal_class(confidence: float, p: ScoringParams) -> SignalClass | None:
@@ -151,8 +174,9 @@ def reason(m: PressureMetrics, f: Factors, baseline: Baseline | None,
         ref = (f"{f.volume_z:.1f}σ vs {baseline.days}-day {tod} {baseline.scope} median "
                f"{baseline.volume_median:,.0f}")
         size = f"avg size {m.avg_trade_size:,.1f} vs {baseline.avg_trade_size:,.1f}"
+    sweep = f"; sweep across {f.sweep_strikes} strikes" if f.sweep_strikes else ""
     return (f"{side} volume {vol:,} of {m.total_volume:,} ({f.dominance:.0%} one-sided), "
-            f"{ref}; {size}; MM score {f.mm:.2f}")
+            f"{ref}; {size}{sweep}; MM score {f.mm:.2f}")
 
 
 def forward_estimates(
@@ -267,18 +291,20 @@ class Scorer:
             forward_estimates(underlying, expiration, strike, option_type, vwap.tolist()))
 
         start_s = block.window_start_ns // 1_000_000_000 if block.window_start_ns else 0
+        clusters = self._sweep_clusters(bid, ask, volume, underlying, expiration, option_type)
         min_volume = p.monitor * p.sample_volume
         signals = []
         for i, key in enumerate(keys.tolist()):
+            strikes, cluster_volume = clusters.get(i, (0, 0.0))
             forward = state.forwards.get((underlying[i], expiration[i]))
             bkey = bucket_key(underlying[i], option_type[i], strike[i], forward,
                               p.moneyness_step_pct)
-            if volume[i] >= min_volume:
+            if max(volume[i], cluster_volume) >= min_volume:
                 baseline = state.book.baseline(key, "contract", start_s)
                 if baseline is None and bkey is not None:
                     baseline = state.book.baseline(bkey, "bucket", start_s)
                 m = merge_parts(block.take(inverse == i).to_parts())
-                f = factors(m, baseline, p)
+                f = factors(m, baseline, p, strikes, cluster_volume)
                 cls = signal_class(f.confidence, p)
                 if cls is not None and m.ask_volume != m.bid_volume:
                     direction = Direction.BUY if m.ask_volume > m.bid_volume else Direction.SELL
@@ -288,6 +314,28 @@ class Scorer:
             if bkey is not None:
                 state.book.add(bkey, start_s, int(volume[i]), int(trades[i]), imbalance)
         return signals
+
+    def _sweep_clusters(
+        self, bid: np.ndarray, ask: np.ndarray, volume: np.ndarray, underlying: list[str],
+        expiration: list[int], option_type: list[str],
+    ) -> dict[int, tuple[int, float]]:
+        """Contract index → (strikes, volume) of its same-side cluster, for clusters big enough."""
+        p = self.params
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dominance = np.abs(ask - bid) / volume
+        members: dict[tuple, list[int]] = {}
+        for i in np.flatnonzero((dominance >= p.sweep_dominance)
+                                & (volume >= p.sweep_min_volume)).tolist():
+            if option_type[i] in ("C", "P"):
+                side = 1 if ask[i] > bid[i] else -1
+                members.setdefault((underlying[i], expiration[i], option_type[i], side), []).append(i)
+        out = {}
+        for group in members.values():
+            if len(group) >= p.sweep_min_strikes:
+                total_volume = float(volume[group].sum())
+                for i in group:
+                    out[i] = (len(group), total_volume)
+        return out
 
     @staticmethod
     def _signal(m: PressureMetrics, f: Factors, baseline: Baseline | None,
@@ -305,5 +353,6 @@ class Scorer:
             baseline_windows=baseline.days if baseline else 0,
             baseline_volume=baseline.volume_median if baseline else 0.0,
             baseline_avg_size=baseline.avg_trade_size if baseline else 0.0,
+            sweep_strikes=f.sweep_strikes,
             reason=reason(m, f, baseline, direction),
         )

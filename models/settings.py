@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     scoring_z_low: float = 2.0
     scoring_z_high: float = 6.0
     scoring_size_full: float = Field(default=8.0, gt=1)
-    scoring_sample_volume: float = Field(default=50.0, gt=0)
+    scoring_sample_volume: float = Field(default=100.0, gt=0)
+    scoring_sweep_min_strikes: int = Field(default=3, ge=2)
+    scoring_sweep_dominance: float = Field(default=0.8, ge=0, le=1)
+    scoring_sweep_min_volume: float = Field(default=20.0, ge=0)
     scoring_strong: float = Field(default=0.75, ge=0, le=1)
     scoring_moderate: float = Field(default=0.55, ge=0, le=1)
     scoring_monitor: float = Field(default=0.35, ge=0, le=1)

@@ -64,7 +64,9 @@ class Signal(BaseModel):
     baseline_windows: int
     baseline_volume: float
     baseline_avg_size: float
-    reason: str
+    sweep_strikes: int = 0
+    """Strikes in the same-side sweep cluster this window belongs to (0: none)."""
+    reason: str = ""
 
     @property
     def alert_key(self) -> str:

@@ -218,6 +218,7 @@ CREATE TABLE IF NOT EXISTS ifd.ifd_signals
     baseline_windows  UInt32,
     baseline_volume   Float64,
     baseline_avg_size Float64,
+    sweep_strikes     UInt16,
     reason            String,
     inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )

@@ -502,8 +502,9 @@ def test_split_by_shard_and_window_partitions_rows_without_loss() -> None:
         assert {r.window_start_ns for r in rows} == {piece.window_start_ns}
         assert piece.key.startswith("s") and 0 <= int(piece.key[1:]) < 5
         for r in rows:
-            # a contract always lands on the same shard: crc32 of its key, computed here
-            assert piece.key == f"s{zlib.crc32(r.key.encode()) % 5:03d}"
+            # a contract lands on the shard of its chain: crc32 of underlying|expiration
+            chain = "|".join(r.key.split("|")[:2])
+            assert piece.key == f"s{zlib.crc32(chain.encode()) % 5:03d}"
             seen.add((r.key, r.window_start_ns))
     assert seen == {(r.key, r.window_start_ns) for r in block.to_parts()}
     assert len({(p.key, p.window_start_ns) for p in pieces}) == len(pieces)

@@ -58,8 +58,9 @@ def test_baseline_uses_daily_bucket_totals_with_zero_days_and_excludes_the_score
     # per-window values = daily / 6 windows: [10, 20, 5, 0, 100, 0] → sorted [0,0,5,10,20,100]
     assert b.days == 6
     assert b.volume_median == pytest.approx(7.5)
-    # |x - 7.5| = [2.5, 12.5, 2.5, 7.5, 92.5, 7.5] → median 7.5 → σ = 1.4826 * 7.5
-    assert b.volume_scale == pytest.approx(max(1.4826 * 7.5, math.sqrt(135 / 6 + 1)))
+    # |x - 7.5| = [2.5, 12.5, 2.5, 7.5, 92.5, 7.5] → MAD 7.5 → 1.4826 * 7.5 = 11.1;
+    # compound-Poisson floor: mean 135/6 = 22.5, avg size 810/81 = 10 → sqrt(2*22.5*10 + 1)
+    assert b.volume_scale == pytest.approx(math.sqrt(451))
     assert b.avg_trade_size == pytest.approx(810 / 81)
     assert b.abs_imbalance == pytest.approx(0.5)
 
@@ -84,13 +85,33 @@ def _baseline(median=10.0, scale=5.0, avg=4.0):
 
 def test_one_sided_block_far_above_baseline_is_strong_buy():
     p = ScoringParams()
-    m = metrics(bid=0, ask=40, trades=1)  # z = (40-10)/5 = 6, size 40 vs 4 = 10x
+    m = metrics(bid=0, ask=80, trades=1)  # z = (80-10)/5 = 14, size 80 vs 4 = 20x
     f = factors(m, _baseline(), p)
-    assert f.volume_z == pytest.approx(6.0)
+    assert f.volume_z == pytest.approx(14.0)
     assert (f.volume, f.dominance, f.size, f.sample) == (1.0, 1.0, 1.0, pytest.approx(0.8))
     assert f.mm == 0.0
-    assert f.confidence == pytest.approx(0.8)  # (0.45+0.35+0.2)/1.0 * 0.8
+    assert f.confidence == pytest.approx(0.8)  # (0.45+0.35+0.2)/1.0 * 80/100
     assert signal_class(f.confidence, p) is SignalClass.STRONG
+
+
+def test_small_one_sided_window_is_at_most_monitor_however_abnormal():
+    p = ScoringParams()
+    f = factors(metrics(bid=0, ask=40, trades=1), _baseline(), p)  # 40 contracts: sample 0.4
+    assert f.confidence == pytest.approx(0.4)
+    assert signal_class(f.confidence, p) is SignalClass.MONITOR
+
+
+def test_sweep_member_is_judged_on_the_cluster_volume_and_gets_the_size_factor():
+    p = ScoringParams()
+    m = metrics(bid=0, ask=30, trades=6)  # avg size 5 ≈ baseline 4: no block
+    alone = factors(m, _baseline(), p)
+    swept = factors(m, _baseline(), p, sweep_strikes=4, sweep_volume=150)
+    assert alone.size == pytest.approx(math.log2(5 / 4) / 3)
+    assert alone.sample == pytest.approx(0.3)
+    assert (swept.size, swept.sample, swept.sweep_strikes) == (1.0, 1.0, 4)
+    # z = (30-10)/5 = 4 → volume (4-2)/4 = 0.5; base = 0.45*0.5 + 0.35 + 0.2 = 0.775
+    assert swept.confidence == pytest.approx(0.775)
+    assert factors(m, _baseline(), p, sweep_strikes=2, sweep_volume=150).sweep_strikes == 0
 
 
 def test_balanced_small_lot_churn_is_suppressed_by_the_mm_filter():
@@ -104,7 +125,7 @@ def test_balanced_small_lot_churn_is_suppressed_by_the_mm_filter():
 
 
 def test_spread_legs_count_as_mm_flow():
-    f = factors(metrics(bid=0, ask=50, trades=2, spread=50), _baseline(), ScoringParams())
+    f = factors(metrics(bid=0, ask=100, trades=2, spread=100), _baseline(), ScoringParams())
     assert f.mm == 1.0 and f.confidence == 0.0
 
 
@@ -179,3 +200,39 @@ def test_scorer_learns_baselines_online_then_flags_the_abnormal_window():
     assert signal.baseline_volume == pytest.approx(1.0)  # 6 per bucket-day / 6 windows
     assert signal.reason.startswith("ask volume 400 of 400 (100% one-sided)")
     assert "6-day 13:30 contract median" in signal.reason
+
+
+def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int) -> PartBlock:
+    start = (D0 + day * DAY + T1330) * 10**9
+    parts = [
+        WindowPart(
+            key=f"NQZ6|2026-12-18T13:30:00Z|C|{k}", window_start_ns=start,
+            window_end_ns=start + 300 * 10**9, source="f", seq=day, instrument_id=k,
+            symbol=f"NQZ6 C{k}", underlying="NQZ6", expiration_ns=1_797_600_000 * 10**9,
+            strike_price=k * 10**9, option_type="C", defined=True, bid_volume=bid,
+            ask_volume=ask, unknown_volume=0, buy_trades=trades if ask else 0,
+            sell_trades=trades if bid else 0, unknown_trades=0, notional=10.0 * (bid + ask),
+            max_trade_size=10, first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask,
+            quote_volume=0, tick_volume=0,
+        )
+        for k in strikes
+    ]
+    return PartBlock.from_parts(parts, 300 * 10**9, key="s000")
+
+
+@pytest.mark.parametrize(("swept_strikes", "expected_signals"), [(4, 4), (2, 0)])
+def test_scorer_flags_a_same_side_sweep_across_strikes_not_two_strikes(swept_strikes,
+                                                                       expected_signals):
+    scorer = Scorer(ScoringParams(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    state = scorer.new_state()
+    chain = [21400, 21450, 21500, 21550, 21600, 21650]
+    for day in range(6):
+        scorer.score(state, _chain_block(day, chain, 3, 3, 3))
+    swept = chain[:swept_strikes]
+    block = PartBlock.concat([_chain_block(6, swept, 0, 30, 6),
+                              _chain_block(6, chain[swept_strikes:], 3, 3, 3)])
+    signals = scorer.score(state, block)
+    assert len(signals) == expected_signals
+    for s in signals:
+        assert s.sweep_strikes == 4 and s.direction is Direction.BUY
+        assert "sweep across 4 strikes" in s.reason

@@ -1,0 +1,140 @@
+"""Labelled evaluation of IFD signals vs the naive "pressure ratio > 2" rule.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_ifd_eval.py                 # 25 days, seed 21
+    .venv/bin/python benchmarks/bench_ifd_eval.py --days 30 --seed 5
+
+Generates N trading days with ground truth (:mod:`connectors.labelled`: days
+1-20 build baselines; institutional blocks/sweeps/accumulations and
+market-maker churn/spreads are injected), replays them through the real
+dataflow (``flows.ifd.build_flow``) and compares, on the scored days:
+
+- **IFD**: signals of class ≥ the given class (MODERATE by default; every class
+  is printed), matched on (instrument, window) and direction;
+- **naive**: every window whose ask/bid (or bid/ask) volume ratio exceeds 2.
+
+Precision = matched signals / signals; recall = labelled institutional
+(contract, window) cells detected with the right direction / all of them;
+FP rate (all) = signalled unlabelled windows / unlabelled traded windows;
+FP rate (MM) = signalled market-maker windows / market-maker windows.
+Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bytewax.testing import TestingSink, run_main  # noqa: E402
+
+from connectors.labelled import generate_labelled_days  # noqa: E402
+from flows.ifd import build_flow  # noqa: E402
+from flows.scoring import naive_pressure_signal  # noqa: E402
+from models.records import WindowResult  # noqa: E402
+from models.settings import Settings  # noqa: E402
+from models.signals import Signal, SignalClass  # noqa: E402
+
+RANK = {SignalClass.MONITOR: 1, SignalClass.MODERATE: 2, SignalClass.STRONG: 3}
+
+
+def _cell(iid: int, window_start: datetime) -> tuple[int, int]:
+    return iid, int(window_start.timestamp())
+
+
+def evaluate(predicted: dict, institutional: dict, mm: set, traded: set) -> dict[str, float]:
+    """Precision / recall / FP rates of ``predicted`` ({cell: direction}) against labels."""
+    hits = {c for c, d in predicted.items() if institutional.get(c) == d}
+    negatives = traded - institutional.keys()
+    false = {c for c in predicted if c not in institutional}
+    return {
+        "signals": len(predicted),
+        "precision": len(hits) / len(predicted) if predicted else 0.0,
+        "recall": len(hits) / len(institutional) if institutional else 0.0,
+        "fp_rate_all": len(false & negatives) / len(negatives) if negatives else 0.0,
+        "fp_rate_mm": len(set(predicted) & mm) / len(mm) if mm else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--days", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument("--trades-per-day", type=int, default=40_000)
+    parser.add_argument("--min-class", default="MODERATE", choices=[c.value for c in SignalClass])
+    parser.add_argument("--out", type=Path, default=ROOT / "data" / "eval")
+    args = parser.parse_args()
+
+    out = args.out / f"d{args.days}-s{args.seed}-t{args.trades_per_day}"
+    started = time.perf_counter()
+    days = generate_labelled_days(out, n_days=args.days, seed=args.seed,
+                                  trades_per_day=args.trades_per_day)
+    scored_from = days.days[days.first_scored_day]
+    gen_s = time.perf_counter() - started
+
+    items: list = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(source=",".join(str(p) for p in days.definition_paths + days.tbbo_paths),
+                            data_dir=Path(tmp), progress_interval_s=0)
+        started = time.perf_counter()
+        run_main(build_flow(settings, sink=TestingSink(items), alerts=None))
+        flow_s = time.perf_counter() - started
+
+    def scored(ts: datetime) -> bool:
+        return ts.date() >= scored_from
+
+    institutional: dict = {}
+    mm: set = set()
+    for line in days.labels_path.read_text().splitlines():
+        label = json.loads(line)
+        start = datetime.fromisoformat(label["window_start"].replace("Z", "+00:00"))
+        if not scored(start):
+            continue
+        cell = _cell(label["instrument_id"], start)
+        if label["label"] == "institutional":
+            institutional[cell] = label["direction"]
+        else:
+            mm.add(cell)
+
+    sides: dict = defaultdict(lambda: [0, 0])
+    for item in items:
+        if isinstance(item, WindowResult):
+            for p in item.parts.to_parts():
+                start = datetime.fromtimestamp(p.window_start_ns / 1e9, UTC)
+                if scored(start):
+                    sides[_cell(p.instrument_id, start)][0] += p.bid_volume
+                    sides[_cell(p.instrument_id, start)][1] += p.ask_volume
+    traded = set(sides)
+    naive = {c: d.value for c, (bid, ask) in sides.items()
+             if (d := naive_pressure_signal(bid, ask)) is not None}
+    signals = [s for s in items if isinstance(s, Signal) and scored(s.window_start)]
+
+    print(f"{args.days} days (scored from {scored_from}), {len(traded):,} traded contract-windows "
+          f"scored, {len(institutional)} institutional cells, {len(mm)} MM cells; "
+          f"generate {gen_s:.1f} s, replay+score {flow_s:.1f} s")
+    header = f"{'rule':22} {'signals':>8} {'precision':>10} {'recall':>8} {'FP rate':>8} {'FP MM':>7}"
+    print(header)
+    rows = [(f"IFD >= {c.value}", {_cell(s.instrument_id, s.window_start): s.direction.value
+                                    for s in signals if RANK[s.signal_class] >= RANK[c]})
+            for c in (SignalClass.MONITOR, SignalClass.MODERATE, SignalClass.STRONG)]
+    rows.append(("naive ratio > 2", naive))
+    for name, predicted in rows:
+        r = evaluate(predicted, institutional, mm, traded)
+        marker = " <" if name == f"IFD >= {args.min_class}" else ""
+        print(f"{name:22} {r['signals']:>8,} {r['precision']:>10.3f} {r['recall']:>8.3f} "
+              f"{r['fp_rate_all']:>8.2%} {r['fp_rate_mm']:>7.1%}{marker}")
+    print(f"targets (IFD >= {args.min_class}): precision >= 0.8, recall >= 0.8, FP rate < 30 %; "
+          f"FP rate = signalled share of unlabelled traded windows / of MM windows")
+
+
+if __name__ == "__main__":
+    main()
