@@ -84,11 +84,22 @@ def _late(key_item: tuple[str, tuple[int, PartBlock | Heartbeat]]) -> WindowResu
     return WindowResult(key, item.window_start_ns, item.with_late(), correction=True)
 
 
-def _sample_patterns(settings: Settings) -> list[str]:
-    from connectors.sample import ensure_sample
+SAMPLE_DAYS = 6
+"""Bundled sample: 5 days to build baselines + 1 scored day with injected flow."""
 
-    files = ensure_sample(settings.data_dir)
-    return [str(files.definition_path), str(files.tbbo_path)]
+
+def _sample_patterns(settings: Settings) -> list[str]:
+    """Generate (once) and return the bundled NQ.OPT sample: six labelled trading days."""
+    from connectors.labelled import generate_labelled_days
+
+    out = settings.data_dir / "sample"
+    labels = out / "labels.jsonl"
+    files = sorted(out.glob("nq-opt-glbx-mdp3-*.dbn.zst"))
+    if not labels.is_file() or len(files) != 2 * SAMPLE_DAYS:
+        log.info("generating the NQ.OPT sample (%d trading days) in %s", SAMPLE_DAYS, out)
+        generate_labelled_days(out, n_days=SAMPLE_DAYS, first_scored_day=SAMPLE_DAYS - 1)
+        files = sorted(out.glob("nq-opt-glbx-mdp3-*.dbn.zst"))
+    return [str(f) for f in files]
 
 
 def build_flow(

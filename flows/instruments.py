@@ -35,8 +35,11 @@ def contract_for(definition: InstrumentDefinition) -> Contract:
     """Build the window key and attributes of a defined instrument.
 
     Options (class ``C``/``P`` with strike and expiration) are keyed by
-    ``underlying|expiration (ISO UTC)|C or P|strike``; every other defined
-    instrument by ``F|raw_symbol``.
+    ``underlying|expiration (ISO UTC)|C or P|strike|product``, where product is
+    the raw symbol's root (``QN5V6`` of ``QN5V6 C20500``): a Friday weekly and
+    an end-of-month option can share underlying, expiration, type and strike
+    and are still different listed contracts. Every other defined instrument
+    is keyed by ``F|raw_symbol``.
     """
     is_option = (
         definition.instrument_class in OPTION_CLASSES
@@ -46,9 +49,10 @@ def contract_for(definition: InstrumentDefinition) -> Contract:
     if is_option:
         assert definition.expiration_ns is not None and definition.strike_price is not None
         expiry = datetime.fromtimestamp(definition.expiration_ns / 1e9, tz=UTC)
+        product = definition.raw_symbol.split(" ", 1)[0]
         key = (
             f"{definition.underlying}|{expiry:%Y-%m-%dT%H:%M:%SZ}|"
-            f"{definition.instrument_class}|{format_strike(definition.strike_price)}"
+            f"{definition.instrument_class}|{format_strike(definition.strike_price)}|{product}"
         )
     else:
         key = f"F|{definition.raw_symbol}"

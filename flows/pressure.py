@@ -215,7 +215,7 @@ def shard_index(contract_key: str, shards: int) -> int:
     key in every process.
     """
     parts = contract_key.split("|")
-    group = "|".join(parts[:2]) if len(parts) == 4 else contract_key
+    group = "|".join(parts[:2]) if len(parts) == 5 else contract_key
     return zlib.crc32(group.encode()) % shards
 
 

@@ -111,8 +111,8 @@ class InstrumentDefinition:
 class Contract:
     """What a trade aggregates under: one option (or future) contract.
 
-    ``key`` is the window key: ``underlying|expiration|type|strike`` for
-    options, ``F|symbol`` for futures and other defined instruments,
+    ``key`` is the window key: ``underlying|expiration|type|strike|product``
+    for options, ``F|symbol`` for futures and other defined instruments,
     ``SYM|symbol`` for instruments known only by metadata symbology, and
     ``ID|instrument_id`` for instruments with neither.
     """

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from sinks.clickhouse import ChdbStore
@@ -15,9 +19,10 @@ from tests.reference import lee_ready_windows, trades_frame
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _run(data_dir: Path, source: str | None = None) -> str:
+def _run(data_dir: Path, source: str | None = None, **extra: str) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IFD_")}
     env["IFD_DATA_DIR"] = str(data_dir)
+    env.update(extra)
     if source:
         env["IFD_SOURCE"] = source
     proc = subprocess.run(
@@ -41,25 +46,71 @@ def _windows(data_dir: Path) -> dict[tuple[int, int], dict[str, int]]:
     return {(r.pop("instrument_id"), r.pop("w")): r for r in rows}
 
 
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("sample")
-    return data_dir, _run(data_dir)
+    """The README command, with alerts pointed at a local Apprise JSON webhook."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        data_dir = tmp_path_factory.mktemp("sample")
+        url = f"json://127.0.0.1:{server.server_address[1]}/ifd"
+        output = _run(data_dir, IFD_ALERT_URLS=url)
+    finally:
+        server.shutdown()
+    return data_dir, output
 
 
 def test_default_run_generates_sample_and_prints_summary(sample_run):
     data_dir, output = sample_run
-    assert (data_dir / "sample" / "nq-opt-glbx-mdp3-20261120.tbbo.dbn.zst").is_file()
+    assert len(list((data_dir / "sample").glob("*.tbbo.dbn.zst"))) == 6
+    assert (data_dir / "sample" / "labels.jsonl").is_file()
     assert "IFD run summary" in output
     assert "dead letters          0" in output
+    assert "STRONG" in output.split("IFD signals")[1].splitlines()[0]
 
 
 def test_default_run_windows_equal_independent_lee_ready(sample_run):
     data_dir, _ = sample_run
-    tbbo = data_dir / "sample" / "nq-opt-glbx-mdp3-20261120.tbbo.dbn.zst"
-    expected = lee_ready_windows(trades_frame(tbbo))
+    days = sorted((data_dir / "sample").glob("*.tbbo.dbn.zst"))
+    # one partition reads the days in order, so the tick test carries across days
+    expected = lee_ready_windows(pl.concat([trades_frame(p) for p in days]))
     assert _windows(data_dir) == expected
-    assert sum(v["trades"] for v in expected.values()) == 60_000
+    assert sum(v["trades"] for v in expected.values()) > 200_000
+
+
+def test_default_run_writes_signals_with_reasons_and_alerts_the_channel(sample_run):
+    data_dir, _ = sample_run
+    store = ChdbStore(data_dir / "chdb")
+    try:
+        signals = store.query_arrow(
+            "SELECT signal_class, direction, confidence, reason, symbol, toDate(window_start) AS d"
+            " FROM ifd.ifd_signals FINAL").to_pylist()
+    finally:
+        store.close()
+    strong = [s for s in signals if s["signal_class"] == "STRONG"]
+    assert strong and all(s["confidence"] >= 0.75 for s in strong)
+    assert all(" volume " in s["reason"] and "MM score" in s["reason"] for s in signals)
+    # the five baseline days build history: only the sixth (scored) day carries STRONG signals
+    assert len({s["d"] for s in strong}) == 1
+    titles = [m["title"] for m in _Hook.received]
+    assert len(titles) == len(strong)
+    assert all(t.startswith("IFD STRONG ") for t in titles)
+    alerted = [json.loads(line) for line in (data_dir / "alerts.jsonl").read_text().splitlines()]
+    assert {a["symbol"] for a in alerted} == {s["symbol"] for s in strong}
 
 
 def test_default_run_rows_are_option_contracts_and_strike_view_adds_up(sample_run):

@@ -82,7 +82,7 @@ def test_option_definitions_map_to_strike_type_expiry_underlying(real_dir):
         assert c.option_type == "P"
         assert c.underlying == "ESM4"
         assert datetime.fromtimestamp(c.expiration_ns / 1e9, UTC).date().isoformat() == "2024-06-21"
-        assert c.key.startswith("ESM4|2024-06-21") and c.key.endswith(f"|P|{strike}")
+        assert c.key == f"ESM4|2024-06-21T13:30:00Z|P|{strike}|ESM4"
 
 
 def test_option_quotes_without_trades_write_no_window_and_count_book_events(tmp_path, real_dir):

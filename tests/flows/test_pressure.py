@@ -28,7 +28,7 @@ SEC = 1_000_000_000
 WINDOW_NS = 300 * SEC
 EXPIRY_NS = 1_718_976_600 * SEC  # 2024-06-21T13:30:00Z
 T0 = EXPIRY_NS - 3 * WINDOW_NS  # 2024-06-21T13:15:00Z, a multiple of 300 s
-PUT_KEY = "ESM4|2024-06-21T13:30:00Z|P|5230"
+PUT_KEY = "ESM4|2024-06-21T13:30:00Z|P|5230|ESM4"
 
 PUT = InstrumentDefinition(
     instrument_id=101,
@@ -105,7 +105,7 @@ def test_format_strike_negative_fractional_strike() -> None:
 
 def test_contract_for_put_option_key_and_attributes() -> None:
     c = contract_for(PUT)
-    assert c.key == "ESM4|2024-06-21T13:30:00Z|P|5230"
+    assert c.key == "ESM4|2024-06-21T13:30:00Z|P|5230|ESM4"
     assert c.instrument_id == 101
     assert c.symbol == "ESM4 P5230"
     assert c.underlying == "ESM4"
@@ -115,13 +115,22 @@ def test_contract_for_put_option_key_and_attributes() -> None:
     assert c.defined is True
 
 
+def test_weekly_and_end_of_month_options_with_equal_terms_stay_distinct_contracts() -> None:
+    weekly = dataclasses.replace(PUT, instrument_id=1, raw_symbol="QN5V6 C20500",
+                                 instrument_class="C", underlying="NQZ6",
+                                 expiration_ns=1_793_390_400 * SEC, strike_price=20_500 * PX)
+    eom = dataclasses.replace(weekly, instrument_id=2, raw_symbol="QNEV6 C20500")
+    assert contract_for(weekly).key == "NQZ6|2026-10-30T20:00:00Z|C|20500|QN5V6"
+    assert contract_for(eom).key == "NQZ6|2026-10-30T20:00:00Z|C|20500|QNEV6"
+
+
 def test_contract_for_call_with_fractional_strike() -> None:
     call = dataclasses.replace(
         PUT, instrument_id=7, raw_symbol="NQZ6 C21512.5", instrument_class="C", underlying="NQZ6",
         expiration_ns=1_797_605_400 * SEC, strike_price=21_512 * PX + PX // 2,
     )
     # 1_797_605_400 s = 2026-12-18T14:50:00Z
-    assert contract_for(call).key == "NQZ6|2026-12-18T14:50:00Z|C|21512.5"
+    assert contract_for(call).key == "NQZ6|2026-12-18T14:50:00Z|C|21512.5|NQZ6"
 
 
 def test_contract_for_future_is_keyed_by_raw_symbol() -> None:
@@ -170,7 +179,7 @@ def test_catalog_later_ts_recv_definition_replaces_earlier() -> None:
     catalog = InstrumentCatalog([PUT])
     assert catalog.resolve(101).key == PUT_KEY  # cached before the update
     catalog.update([later])
-    assert catalog.resolve(101).key == "ESM4|2024-06-21T13:30:00Z|P|5235"
+    assert catalog.resolve(101).key == "ESM4|2024-06-21T13:30:00Z|P|5235|ESM4"
     assert catalog.resolve(101).symbol == "ESM4 P5235"
     assert len(catalog) == 1
 

@@ -25,7 +25,7 @@ from models.signals import Direction, SignalClass
 DAY = 86_400
 D0 = 20_400 * DAY  # a UTC midnight (2025-11-08)
 T1330 = 13 * 3600 + 1800
-KEY = "NQZ6|2026-12-18T13:30:00Z|C|21500"
+KEY = "NQZ6|2026-12-18T13:30:00Z|C|21500|NQZ6"
 
 
 def metrics(bid: int, ask: int, trades: int, unknown: int = 0, spread: int = 0) -> PressureMetrics:
@@ -206,7 +206,7 @@ def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int) 
     start = (D0 + day * DAY + T1330) * 10**9
     parts = [
         WindowPart(
-            key=f"NQZ6|2026-12-18T13:30:00Z|C|{k}", window_start_ns=start,
+            key=f"NQZ6|2026-12-18T13:30:00Z|C|{k}|NQZ6", window_start_ns=start,
             window_end_ns=start + 300 * 10**9, source="f", seq=day, instrument_id=k,
             symbol=f"NQZ6 C{k}", underlying="NQZ6", expiration_ns=1_797_600_000 * 10**9,
             strike_price=k * 10**9, option_type="C", defined=True, bid_volume=bid,
