@@ -26,6 +26,7 @@ average trade size (volume ÷ trades), median trade count and mean |imbalance|.
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,13 +71,9 @@ class Baseline:
         return (volume - self.volume_median) / self.volume_scale
 
 
-@dataclass
-class _Cell:
-    """Sums of one key × tod bucket on one day."""
-
-    volume: int = 0
-    trades: int = 0
-    abs_imbalance_volume: int = 0
+_VOLUME, _TRADES, _IMBALANCE = 0, 1, 2
+"""Positions in a cell: ``[volume, trades, |ask − bid| volume]`` of one key × bucket × day."""
+_EMPTY = (0, 0, 0)
 
 
 @dataclass
@@ -99,8 +96,8 @@ class BaselineBook:
     min_days: int = 5
     tod_bucket_s: int = 1800
     window_s: int = 300
-    cells: dict[tuple[str, int], dict[int, _Cell]] = field(default_factory=dict)
-    """(key, tod bucket start s) → day number (days since epoch) → sums."""
+    cells: dict[tuple[str, int], dict[int, list[int]]] = field(default_factory=dict)
+    """(key, tod bucket start s) → day number (days since epoch) → [volume, trades, |imbalance|]."""
     trading_days: list[int] = field(default_factory=list)
     """Sorted day numbers that had any window."""
     _cache: dict[tuple[str, int, int], Baseline | None] = field(default_factory=dict, repr=False)
@@ -119,11 +116,27 @@ class BaselineBook:
         elif day not in self.trading_days:
             self.trading_days.append(day)
             self.trading_days.sort()
-        cell = self.cells.setdefault((key, self.tod_bucket(window_start_s)), {}).setdefault(
-            day, _Cell())
-        cell.volume += volume
-        cell.trades += trades
-        cell.abs_imbalance_volume += abs_imbalance_volume
+        days = self.cells.get((key, self.tod_bucket(window_start_s)))
+        if days is None:
+            days = self.cells[(key, self.tod_bucket(window_start_s))] = {}
+        cell = days.get(day)
+        if cell is None:
+            days[day] = [volume, trades, abs_imbalance_volume]
+        else:
+            cell[_VOLUME] += volume
+            cell[_TRADES] += trades
+            cell[_IMBALANCE] += abs_imbalance_volume
+
+    def __deepcopy__(self, memo: dict) -> BaselineBook:
+        """Copy via pickle (C speed; bytewax deep-copies state at every snapshot)."""
+        clone = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301
+        memo[id(self)] = clone
+        return clone
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = {}  # derived; rebuilt on demand
+        return state
 
     def _evict(self) -> None:
         """Forget days older than the lookback (+ the current day) and stale cache."""
@@ -158,16 +171,15 @@ class BaselineBook:
         self._cache[cache_key] = result
         return result
 
-    def _stats(self, scope: str, prior: list[int], cells: dict[int, _Cell]) -> Baseline:
+    def _stats(self, scope: str, prior: list[int], cells: dict[int, list[int]]) -> Baseline:
         per_bucket = max(1, self.tod_bucket_s // self.window_s)
-        empty = _Cell()
-        rows = [cells.get(d, empty) for d in prior]
-        volume = np.array([c.volume for c in rows], dtype=float) / per_bucket
-        trades = np.array([c.trades for c in rows], dtype=float) / per_bucket
+        rows = np.array([cells.get(d, _EMPTY) for d in prior], dtype=float)
+        volume = rows[:, _VOLUME] / per_bucket
+        trades = rows[:, _TRADES] / per_bucket
         median = float(np.median(volume))
         mad = float(np.median(np.abs(volume - median)))
-        total_volume = sum(c.volume for c in rows)
-        total_trades = sum(c.trades for c in rows)
+        total_volume = float(rows[:, _VOLUME].sum())
+        total_trades = float(rows[:, _TRADES].sum())
         avg_size = total_volume / total_trades if total_trades else 1.0
         scale = max(MAD_TO_SIGMA * mad, math.sqrt(2.0 * float(volume.mean()) * avg_size + 1.0))
         return Baseline(
@@ -177,6 +189,6 @@ class BaselineBook:
             volume_scale=scale,
             avg_trade_size=avg_size if total_trades else 0.0,
             trades_median=float(np.median(trades)),
-            abs_imbalance=(sum(c.abs_imbalance_volume for c in rows) / total_volume
+            abs_imbalance=(float(rows[:, _IMBALANCE].sum()) / total_volume
                            if total_volume else 0.0),
         )

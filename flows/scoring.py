@@ -52,6 +52,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -97,21 +98,41 @@ class Factors:
     sweep_strikes: int = 0
 
 
+class WindowNumbers(NamedTuple):
+    """The numbers of one (contract, window) the factors need (contracts, trades)."""
+
+    bid: float
+    ask: float
+    volume: float
+    trades: float
+    spread: float
+
+    @classmethod
+    def of(cls, m: PressureMetrics) -> WindowNumbers:
+        """Take them from final metrics."""
+        return cls(m.bid_volume, m.ask_volume, m.total_volume, m.total_trades, m.spread_volume)
+
+    @property
+    def avg_size(self) -> float:
+        """Contracts per trade (0 without trades)."""
+        return self.volume / self.trades if self.trades else 0.0
+
+
 def _clip(x: float) -> float:
     return 0.0 if x < 0 else 1.0 if x > 1 else x
 
 
-def mm_score(m: PressureMetrics, size_ratio: float) -> float:
+def mm_score(w: WindowNumbers, size_ratio: float) -> float:
     """Market-maker likelihood of a window in [0, 1] (module docstring)."""
-    classified = m.bid_volume + m.ask_volume
-    balance = 1.0 - abs(m.ask_volume - m.bid_volume) / classified if classified else 0.0
+    classified = w.bid + w.ask
+    balance = 1.0 - abs(w.ask - w.bid) / classified if classified else 0.0
     small = _clip(1.0 - math.log2(size_ratio) / 3.0) if size_ratio > 0 else 1.0
-    many = m.total_trades / (m.total_trades + 20.0)
-    spread_share = m.spread_volume / m.total_volume if m.total_volume else 0.0
+    many = w.trades / (w.trades + 20.0)
+    spread_share = w.spread / w.volume if w.volume else 0.0
     return max(balance * small * many, _clip(spread_share))
 
 
-def factors(m: PressureMetrics, baseline: Baseline | None, p: ScoringParams,
+def factors(w: WindowNumbers, baseline: Baseline | None, p: ScoringParams,
             sweep_strikes: int = 0, sweep_volume: float = 0.0) -> Factors:
     """Compute every factor and the confidence of one window.
 
@@ -119,18 +140,18 @@ def factors(m: PressureMetrics, baseline: Baseline | None, p: ScoringParams,
     contract belongs to in the window (0 when none; see module docstring).
     """
     if baseline is not None:
-        z = baseline.volume_z(m.total_volume)
-        size_ratio = m.avg_trade_size / baseline.avg_trade_size if baseline.avg_trade_size else 1.0
+        z = baseline.volume_z(w.volume)
+        size_ratio = w.avg_size / baseline.avg_trade_size if baseline.avg_trade_size else 1.0
     else:
         z, size_ratio = 0.0, 1.0
     volume = _clip((z - p.z_low) / (p.z_high - p.z_low))
-    dominance = abs(m.ask_volume - m.bid_volume) / m.total_volume if m.total_volume else 0.0
+    dominance = abs(w.ask - w.bid) / w.volume if w.volume else 0.0
     size = _clip(math.log2(size_ratio) / math.log2(p.size_full)) if size_ratio > 0 else 0.0
     swept = sweep_strikes >= p.sweep_min_strikes
     if swept:
         size = 1.0
-    sample = min(1.0, max(m.total_volume, sweep_volume if swept else 0.0) / p.sample_volume)
-    mm = mm_score(m, size_ratio)
+    sample = min(1.0, max(w.volume, sweep_volume if swept else 0.0) / p.sample_volume)
+    mm = mm_score(w, size_ratio)
     weights = p.w_volume + p.w_dominance + p.w_size
     base = (p.w_volume * volume + p.w_dominance * dominance + p.w_size * size) / weights
     conf = _clip(base * sample * (1.0 - p.mm_penalty * mm))
@@ -279,6 +300,7 @@ class Scorer:
         bid, ask = total("bid_volume"), total("ask_volume")
         volume = bid + ask + total("unknown_volume")
         trades = total("buy_trades") + total("sell_trades") + total("unknown_trades")
+        spread = total("spread_volume")
         with np.errstate(invalid="ignore", divide="ignore"):
             vwap = total("notional") / volume
         underlying = c["underlying"][first].tolist()
@@ -303,11 +325,12 @@ class Scorer:
                 baseline = state.book.baseline(key, "contract", start_s)
                 if baseline is None and bkey is not None:
                     baseline = state.book.baseline(bkey, "bucket", start_s)
-                m = merge_parts(block.take(inverse == i).to_parts())
-                f = factors(m, baseline, p, strikes, cluster_volume)
+                w = WindowNumbers(bid[i], ask[i], volume[i], trades[i], spread[i])
+                f = factors(w, baseline, p, strikes, cluster_volume)
                 cls = signal_class(f.confidence, p)
-                if cls is not None and m.ask_volume != m.bid_volume:
-                    direction = Direction.BUY if m.ask_volume > m.bid_volume else Direction.SELL
+                if cls is not None and ask[i] != bid[i]:
+                    m = merge_parts(block.take(inverse == i).to_parts())
+                    direction = Direction.BUY if ask[i] > bid[i] else Direction.SELL
                     signals.append(self._signal(m, f, baseline, cls, direction))
             imbalance = int(abs(ask[i] - bid[i]))
             state.book.add(key, start_s, int(volume[i]), int(trades[i]), imbalance)

@@ -12,8 +12,8 @@ from flows.baselines import BaselineBook
 from flows.scoring import (
     Scorer,
     ScoringParams,
+    WindowNumbers,
     bucket_key,
-    factors,
     forward_estimates,
     naive_pressure_signal,
     signal_class,
@@ -26,6 +26,12 @@ DAY = 86_400
 D0 = 20_400 * DAY  # a UTC midnight (2025-11-08)
 T1330 = 13 * 3600 + 1800
 KEY = "NQZ6|2026-12-18T13:30:00Z|C|21500|NQZ6"
+
+
+def factors(m: PressureMetrics, *args, **kw):
+    from flows.scoring import factors as compute
+
+    return compute(WindowNumbers.of(m), *args, **kw)
 
 
 def metrics(bid: int, ask: int, trades: int, unknown: int = 0, spread: int = 0) -> PressureMetrics:
