@@ -397,11 +397,12 @@ class AlertDispatcher:
             (
                 "submitted", "delivered", "undelivered", "retried", "rate_limited",
                 "dropped_queue_full", "duplicates", "below_min_class", "dropped_closed",
-                "jsonl_written", "jsonl_failed", "internal_errors",
+                "jsonl_written", "jsonl_failed", "internal_errors", "jsonl_unreadable_lines",
             ),
             0,
         )
         self._failed: dict[str, int] = dict.fromkeys(labels, 0)
+        self._seed_from_jsonl()
         self._stop = threading.Event()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="ifd-alerts", daemon=True)
@@ -659,6 +660,32 @@ class AlertDispatcher:
         if not ok:
             msg = "notify() reported failure (see the apprise logger)"
             raise _NotDelivered(msg)
+
+    def _seed_from_jsonl(self) -> None:
+        """Remember alerts already sent in earlier runs (replays and restarts don't re-alert).
+
+        Lines with status ``delivered`` or ``jsonl_only`` count; failed and
+        rate-limited alerts may go out again.
+        """
+        path = self.settings.jsonl_path
+        if path is None or not path.is_file():
+            return
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()[-DEDUP_CAPACITY:]
+        except OSError as exc:
+            log.warning("cannot read %s to de-duplicate alerts: %s", path, exc)
+            return
+        for line in lines:
+            try:
+                record = json.loads(line)
+                if record.get("status") not in ("delivered", "jsonl_only"):
+                    continue
+                start = datetime.fromisoformat(record["window_start"].replace("Z", "+00:00"))
+                self._seen[f"{record['contract_key']}@{start.isoformat()}"] = None
+            except (ValueError, KeyError, TypeError):
+                self._count("jsonl_unreadable_lines")
+        if self._seen:
+            log.info("alerts: %d earlier alerts from %s will not be sent again", len(self._seen), path)
 
     def _write_jsonl(self, signal: Signal, *, status: str, channels: dict[str, bool]) -> None:
         path = self.settings.jsonl_path

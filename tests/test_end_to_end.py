@@ -134,11 +134,24 @@ def test_default_run_rows_are_option_contracts_and_strike_view_adds_up(sample_ru
     assert parts[0]["n"] >= 1
 
 
-def test_replaying_the_same_files_leaves_final_numbers_unchanged(sample_run):
+def _signal_rows(data_dir: Path) -> list[dict]:
+    store = ChdbStore(data_dir / "chdb")
+    try:
+        return store.query_arrow(
+            "SELECT contract_key, window_start, signal_class, confidence FROM ifd.ifd_signals FINAL"
+            " ORDER BY window_start, contract_key").to_pylist()
+    finally:
+        store.close()
+
+
+def test_replaying_the_same_files_leaves_final_numbers_and_signals_unchanged(sample_run):
     data_dir, _ = sample_run
-    before = _windows(data_dir)
+    before, signals_before = _windows(data_dir), _signal_rows(data_dir)
+    alerts_before = (data_dir / "alerts.jsonl").read_text()
     _run(data_dir)
     assert _windows(data_dir) == before
+    assert _signal_rows(data_dir) == signals_before
+    assert (data_dir / "alerts.jsonl").read_text() == alerts_before  # no re-alerting
 
 
 def test_real_esh4_mbo_replay_writes_correct_rows(tmp_path, real_dir):

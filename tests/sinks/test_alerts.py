@@ -155,6 +155,20 @@ def test_duplicate_alert_key_is_delivered_once(server, dispatcher, tmp_path):
     assert d.stats["duplicates"] == 2 and d.stats["submitted"] == 1
 
 
+def test_a_restarted_dispatcher_does_not_re_alert_what_the_jsonl_records(server, dispatcher,
+                                                                          tmp_path):
+    first = dispatcher(urls=server.url("ok"))
+    assert first.submit(make_signal(minute=1))
+    first.close()
+    again = dispatcher(urls=server.url("ok"))  # same JSONL file: a restart or a replay
+    assert again.submit(make_signal(minute=1)) is False
+    assert again.submit(make_signal(minute=2)) is True
+    again.flush(5.0)
+    assert len(server.posts("ok")) == 2
+    starts = [line["window_start"] for line in _jsonl(tmp_path)]
+    assert starts == [make_signal(minute=m).model_dump(mode="json")["window_start"] for m in (1, 2)]
+
+
 @pytest.mark.parametrize(
     ("min_class", "sent", "ignored"),
     [
