@@ -379,15 +379,16 @@ class _Day:
                 return cell[0]
         return None
 
+    def _weak_cell(self, min_volume: int, max_volume: int) -> tuple[tuple | None, np.ndarray]:
+        """Pick a free (contract, window) whose weak-event volume (3-4x baseline) fits the bounds."""
+        vol = np.round(self.base * self.rng.uniform(*WEAK_RATIO))
+        return self.pick((vol >= min_volume) & (vol <= max_volume) & ~self.used), vol
+
     def block(self, weak: bool) -> None:
         """Inject a block (1-5 prints of 50-500 within ~4 s, one side) and label it."""
         rng = self.rng
         direction, side = self._direction()
-        cell = None
-        if weak:
-            r = rng.uniform(*WEAK_RATIO)
-            vol = np.round(self.base * r)
-            cell = self.pick((vol >= 50) & (vol <= 2500) & ~self.used)
+        cell, vol = self._weak_cell(50, 2500) if weak else (None, None)
         if cell is not None:
             o, w = cell
             total = int(vol[o, w])
@@ -484,11 +485,7 @@ class _Day:
         """Inject 15-40 medium prints (>= 85 % of the volume on one side) over a window, label it."""
         rng = self.rng
         direction, side = self._direction()
-        cell = None
-        if weak:
-            r = rng.uniform(*WEAK_RATIO)
-            vol = np.round(self.base * r)
-            cell = self.pick((vol >= 150) & (vol <= 1440) & ~self.used)
+        cell, vol = self._weak_cell(150, 1440) if weak else (None, None)
         if cell is not None:
             o, w = cell
             total = int(vol[o, w])
