@@ -444,67 +444,119 @@ class DBNReader:
 
     def _decode_walk(self, buf: bytes) -> DecodedChunk:
         """General path: find record boundaries, then gather per rtype."""
-        view = memoryview(buf)
-        total = len(buf)
-        offsets: list[int] = []
-        pos = 0
-        limit = self.batch_records
-        while pos < total and len(offsets) < limit:
-            length = view[pos] * 4
-            if length < RECORD_HEADER_LEN:
-                raise DBNDecodeError(
-                    self.path,
-                    self._offset + pos,
-                    f"record #{self._record + len(offsets)} has invalid length {length}",
-                )
-            if pos + length > total:
-                break
-            offsets.append(pos)
-            pos += length
-        if not offsets:  # fewer bytes than one record left
-            raise self._truncated(total - pos, view[pos] * 4)
-        self._carry = buf[pos:]  # a partial tail raises on the next call
-        off = np.asarray(offsets, dtype=np.int64)
-        raw = np.frombuffer(buf, dtype=np.uint8)
-        rtypes = raw[off + 1]
-        index = np.arange(self._record, self._record + len(off), dtype=np.int64)
-        chunk = DecodedChunk(start_record=self._record, n_records=len(off), end_offset=0)
-        ts_event = np.zeros(len(off), dtype=np.uint64)
-        for rtype in np.unique(rtypes).tolist():
-            sel = rtypes == rtype
-            starts = off[sel]
-            ts_event[sel] = raw[starts[:, None] + np.arange(8, 16)].copy().view("<u8").ravel()
-            dtype = TRADE_RTYPE_DTYPES.get(rtype)
-            if dtype is not None:
-                rows = raw[starts[:, None] + np.arange(dtype.itemsize)]
-                chunk.trades[rtype] = np.ascontiguousarray(rows).view(dtype).reshape(-1)
-                chunk.positions[rtype] = index[sel]
-            elif rtype == RTYPE_DEFINITION:
-                chunk.definitions.extend(self._decode_definitions(view, starts))
-            else:
-                chunk.skipped[rtype_name(rtype)] += int(sel.sum())
-        chunk.max_ts_event = int(ts_event.max())
-        chunk.end_offset = self._offset + pos
-        self._offset += pos
-        self._record += len(off)
+        chunk, consumed = decode_records(
+            buf, path=self.path, start_record=self._record, start_offset=self._offset,
+            version=self.header.version, ts_out=self.header.ts_out, limit=self.batch_records,
+        )
+        self._carry = buf[consumed:]  # a partial tail raises on the next call
+        self._offset += consumed
+        self._record += chunk.n_records
         return chunk
 
-    def _decode_definitions(
-        self, view: memoryview, starts: np.ndarray
-    ) -> list[InstrumentDefinition]:
-        decoder = dbn.DBNDecoder(
-            has_metadata=False,
-            ts_out=self.header.ts_out,
-            input_version=self.header.version,
-            upgrade_policy=dbn.VersionUpgradePolicy.UPGRADE_TO_V3,
+
+def decode_records(
+    buf: bytes,
+    *,
+    path: str,
+    start_record: int = 0,
+    start_offset: int = 0,
+    version: int = 3,
+    ts_out: bool = False,
+    limit: int | None = None,
+) -> tuple[DecodedChunk, int]:
+    """Decode concatenated DBN records (no metadata header) into a columnar chunk.
+
+    Used by the file reader's mixed-schema path and by the live feed (whose
+    records arrive as raw bytes from the Databento client).
+
+    Parameters
+    ----------
+    buf : bytes
+        Whole records, possibly followed by a partial one.
+    path : str
+        Input name for error messages.
+    start_record, start_offset : int
+        Stream-wide index and byte offset of ``buf[0]``.
+    version : int
+        DBN version of the records (definitions are upgraded to v3).
+    ts_out : bool
+        Whether records carry a trailing gateway timestamp.
+    limit : int | None
+        Stop after this many records.
+
+    Returns
+    -------
+    (DecodedChunk, int)
+        The chunk and the number of bytes consumed (whole records only).
+
+    Raises
+    ------
+    DBNDecodeError
+        A zero-length record, or not even one whole record in ``buf``.
+    """
+    view = memoryview(buf)
+    total = len(buf)
+    offsets: list[int] = []
+    pos = 0
+    cap = limit if limit is not None else total
+    while pos < total and len(offsets) < cap:
+        length = view[pos] * 4
+        if length < RECORD_HEADER_LEN:
+            raise DBNDecodeError(
+                path, start_offset + pos,
+                f"record #{start_record + len(offsets)} has invalid length {length}",
+            )
+        if pos + length > total:
+            break
+        offsets.append(pos)
+        pos += length
+    if not offsets:  # fewer bytes than one record left
+        need = view[pos] * 4 if pos < total else RECORD_HEADER_LEN
+        raise DBNDecodeError(
+            path, start_offset,
+            f"truncated record #{start_record}: {total - pos} trailing bytes, record needs {need}",
         )
-        for start in starts.tolist():
-            decoder.write(bytes(view[start : start + view[start] * 4]))
-        try:
-            msgs = decoder.decode()
-        except Exception as exc:  # databento_dbn.DBNError is not exported as a class
-            raise DBNDecodeError(self.path, self._offset, f"bad definition record: {exc}") from exc
-        return [_definition_from_msg(m) for m in msgs if isinstance(m, dbn.InstrumentDefMsg)]
+    off = np.asarray(offsets, dtype=np.int64)
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    rtypes = raw[off + 1]
+    index = np.arange(start_record, start_record + len(off), dtype=np.int64)
+    chunk = DecodedChunk(start_record=start_record, n_records=len(off), end_offset=0)
+    ts_event = np.zeros(len(off), dtype=np.uint64)
+    for rtype in np.unique(rtypes).tolist():
+        sel = rtypes == rtype
+        starts = off[sel]
+        ts_event[sel] = raw[starts[:, None] + np.arange(8, 16)].copy().view("<u8").ravel()
+        dtype = TRADE_RTYPE_DTYPES.get(rtype)
+        if dtype is not None:
+            rows = raw[starts[:, None] + np.arange(dtype.itemsize)]
+            chunk.trades[rtype] = np.ascontiguousarray(rows).view(dtype).reshape(-1)
+            chunk.positions[rtype] = index[sel]
+        elif rtype == RTYPE_DEFINITION:
+            chunk.definitions.extend(
+                _decode_definitions(view, starts, path, start_offset, version, ts_out))
+        else:
+            chunk.skipped[rtype_name(rtype)] += int(sel.sum())
+    chunk.max_ts_event = int(ts_event.max())
+    chunk.end_offset = start_offset + pos
+    return chunk, pos
+
+
+def _decode_definitions(
+    view: memoryview, starts: np.ndarray, path: str, offset: int, version: int, ts_out: bool
+) -> list[InstrumentDefinition]:
+    decoder = dbn.DBNDecoder(
+        has_metadata=False,
+        ts_out=ts_out,
+        input_version=version,
+        upgrade_policy=dbn.VersionUpgradePolicy.UPGRADE_TO_V3,
+    )
+    for start in starts.tolist():
+        decoder.write(bytes(view[start : start + view[start] * 4]))
+    try:
+        msgs = decoder.decode()
+    except Exception as exc:  # databento_dbn.DBNError is not exported as a class
+        raise DBNDecodeError(path, offset, f"bad definition record: {exc}") from exc
+    return [_definition_from_msg(m) for m in msgs if isinstance(m, dbn.InstrumentDefMsg)]
 
 
 def read_definitions(path: str | Path) -> list[InstrumentDefinition]:
@@ -543,6 +595,7 @@ __all__ = [
     "DBNReader",
     "SourceBatch",
     "DecodedChunk",
+    "decode_records",
     "SCHEMA_RTYPE",
     "TRADE_RTYPE_DTYPES",
     "read_definitions",

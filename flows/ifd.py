@@ -4,6 +4,7 @@ Run it::
 
     python -m bytewax.run flows.ifd                 # bundled NQ.OPT sample → embedded chdb
     IFD_SOURCE='../shared/data/real/*.mbo.dbn.zst' python -m bytewax.run flows.ifd
+    IFD_MODE=live DATABENTO_API_KEY=… python -m bytewax.run flows.ifd   # live NQ.OPT
 
 Steps (step ids)::
 
@@ -25,6 +26,8 @@ import); :func:`build_flow` builds one from explicit settings.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,14 +37,16 @@ import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 
+from connectors.dbn import SourceBatch
 from connectors.files import DBNFileSource
-from connectors.inputs import InputPlan, partition_inputs, plan_inputs
+from connectors.inputs import partition_inputs, plan_inputs
+from connectors.live_source import LiveSource
 from flows.baselines import BaselineBook
 from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState, ScoringParams
 from flows.stream import StreamProcessor, normalise_batch
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
-from models.settings import Settings, load_settings
+from models.settings import LiveSettings, Settings, load_live_settings, load_settings
 from sinks.alerts import AlertSettings, load_alert_settings
 from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink
 from sinks.clickhouse import apply_schema, load_history, open_store
@@ -107,6 +112,8 @@ def build_flow(
     *,
     sink: Sink[Any] | None = None,
     alerts: AlertSettings | None | bool = True,
+    live: LiveSettings | None = None,
+    live_client_factory: Callable[..., object] | None = None,
 ) -> Dataflow:
     """Build the IFD dataflow.
 
@@ -120,6 +127,10 @@ def build_flow(
     alerts : AlertSettings | None | bool
         Alert delivery for signals: True reads ``IFD_ALERT_*``; None/False
         turns alerts off.
+    live : LiveSettings | None
+        With ``IFD_MODE=live``: the live settings (None reads ``IFD_LIVE_*``).
+    live_client_factory : callable | None
+        Replaces ``databento.Live`` (tests).
 
     Raises
     ------
@@ -134,25 +145,47 @@ def build_flow(
     log.info("effective settings: %s", settings.masked())
     if alerts is not None:
         log.info("alert settings: %s", alerts.masked())
-    patterns = settings.source_patterns() or _sample_patterns(settings)
-    plan = plan_inputs(patterns, settings.trade_schema)
-    log.info(
-        "inputs: %d data file(s), %d definition file(s) with %d definitions",
-        len(plan.data), len(plan.definition_files), len(plan.definitions),
-    )
+    flow = Dataflow("ifd")
     window_ns = settings.window_length_s * 1_000_000_000
     lateness = timedelta(seconds=settings.allowed_lateness_s)
+    extra_outputs = []
+    if settings.mode == "live":
+        live = live or load_live_settings()
+        live.key()  # fail fast with a clear message when DATABENTO_API_KEY is missing
+        log.info("live settings: %s", live.masked())
+        plan, total_bytes, first_day = None, 0, int(time.time() // 86_400)
+        catalog = InstrumentCatalog()  # definitions arrive in-stream
+        raw = op.input("read_live", flow, LiveSource(live, live_client_factory))
+        by_type = op.branch("split_usage", raw, lambda x: isinstance(x, SourceBatch))
+        batches = by_type.trues
+        extra_outputs.append(by_type.falses)
+        # live: the watermark also advances with the system clock (bytewax default)
+        clock = win.EventClock(_item_time, wait_for_system_duration=lateness)
+    else:
+        patterns = settings.source_patterns() or _sample_patterns(settings)
+        plan = plan_inputs(patterns, settings.trade_schema)
+        log.info(
+            "inputs: %d data file(s), %d definition file(s) with %d definitions",
+            len(plan.data), len(plan.definition_files), len(plan.definitions),
+        )
+        total_bytes = plan.total_bytes
+        first_day = min(d.header.start_ns for d in plan.data) // 1_000_000_000 // 86_400
+        catalog = InstrumentCatalog(plan.definitions, plan.symbols)
+        batches = op.input(
+            "read_dbn", flow,
+            DBNFileSource(partition_inputs(plan.data), batch_records=settings.batch_records),
+        )
+        clock = win.EventClock(
+            _item_time,
+            wait_for_system_duration=lateness,
+            now_getter=_replay_now,
+            to_system_utc=lambda _ts: None,
+        )
     processor = StreamProcessor(
-        InstrumentCatalog(plan.definitions, plan.symbols),
+        catalog,
         window_ns=window_ns,
         lateness_ns=int(lateness.total_seconds() * 1e9),
         shards=settings.window_shards,
-    )
-
-    flow = Dataflow("ifd")
-    batches = op.input(
-        "read_dbn", flow,
-        DBNFileSource(partition_inputs(plan.data), batch_records=settings.batch_records),
     )
     normalised = op.map("normalise_trades", batches, normalise_batch)
     by_source = op.key_on("key_by_source", normalised, lambda item: item[0].partition)
@@ -162,12 +195,6 @@ def build_flow(
         "split_window_items", items, lambda x: isinstance(x, PartBlock | Heartbeat)
     )
     by_shard = op.key_on("key_by_shard", split.trues, lambda x: x.key)
-    clock = win.EventClock(
-        _item_time,
-        wait_for_system_duration=lateness,
-        now_getter=_replay_now,
-        to_system_utc=lambda _ts: None,
-    )
     windower = win.TumblingWindower(length=timedelta(seconds=settings.window_length_s),
                                     align_to=EPOCH)
     windows = win.fold_window(
@@ -175,10 +202,10 @@ def build_flow(
     )
     closed = op.filter_map("finish_window", windows.down, _finish)
     late = op.filter_map("late_parts", windows.late, _late)
-    streams = [closed, late, split.falses]
+    streams = [closed, late, split.falses, *extra_outputs]
     if settings.scoring_enabled:
         scorer = Scorer(_scoring_params(settings), lambda: _new_book(settings),
-                        history=_load_history(settings, plan))
+                        history=_load_history(settings, first_day))
 
         def score(state: ScorerState | None, result: WindowResult) -> tuple[ScorerState, list]:
             state = state or scorer.new_state()
@@ -192,7 +219,6 @@ def build_flow(
         if alerts is not None:
             op.output("alerts", signals, AlertSink(alerts))
     outputs = op.merge("outputs", *streams)
-    total_bytes = plan.total_bytes
     if sink is not None:
         op.output("clickhouse", outputs, sink)
     elif settings.embedded:
@@ -218,11 +244,10 @@ def _new_book(settings: Settings) -> BaselineBook:
     )
 
 
-def _load_history(settings: Settings, plan: InputPlan) -> BaselineBook | None:
-    """Contract baselines from ``ifd.pressure_metrics`` for days before the inputs' first day."""
+def _load_history(settings: Settings, first_day: int) -> BaselineBook | None:
+    """Contract baselines from ``ifd.pressure_metrics`` for days before ``first_day`` (days since epoch)."""
     if settings.embedded and not settings.effective_chdb_path.exists():
         return None
-    first_day = min(d.header.start_ns for d in plan.data) // 1_000_000_000 // 86_400
     until_s = first_day * 86_400
     since_s = until_s - (settings.scoring_lookback_days * 2 + 7) * 86_400
     store = open_store(settings)

@@ -432,3 +432,22 @@ class WindowResult:
     window_start_ns: int
     parts: PartBlock
     correction: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One minute of a live source's usage, for ``ifd.usage`` and the health board.
+
+    ``minute_s``: minute start, s since epoch UTC; ``bytes``: DBN bytes received;
+    ``est_cost_usd``: the day's running estimate; ``lag_ms``: mean
+    processing time − ``ts_recv``.
+    """
+
+    minute_s: int
+    records: int
+    bytes: int
+    est_cost_usd: float
+    reconnects: int
+    lag_ms: float
+    last_error: str
+    source: str

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
         env_prefix="IFD_", env_file=".env", extra="ignore", frozen=True
     )
 
+    mode: Literal["replay", "live"] = "replay"
     source: str | None = Field(
         default=None, description="Comma-separated DBN file paths or globs; unset = sample."
     )
@@ -148,4 +149,84 @@ def load_settings(**overrides: object) -> Settings:
             given = err.get("input")
             problems.append(f"{name}={given!r}: {err['msg']}")
         msg = "invalid configuration: " + "; ".join(problems)
+        raise ConfigError(msg) from None
+
+
+LiveSchema = Literal["trades", "tbbo", "mbp-1", "mbo"]
+SessionPreset = Literal["globex", "rth", "always"]
+
+
+class LiveSettings(BaseSettings):
+    """Live Databento source settings (``IFD_LIVE_*``; the key is ``DATABENTO_API_KEY``).
+
+    Cost model defaults are placeholders: set them to your plan's rates.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="IFD_LIVE_", env_file=".env", extra="ignore", frozen=True,
+        populate_by_name=True,
+    )
+
+    api_key: SecretStr | None = Field(default=None, validation_alias="DATABENTO_API_KEY")
+    dataset: str = "GLBX.MDP3"
+    symbols: str = "NQ.OPT"
+    stype_in: Literal["parent", "raw_symbol", "instrument_id"] = "parent"
+    schema_name: LiveSchema = Field(default="tbbo", validation_alias="IFD_LIVE_SCHEMA")
+    gateway: str | None = None
+    port: int = Field(default=13000, gt=0, lt=65536)
+    heartbeat_interval_s: int = Field(default=30, ge=5)
+    heartbeat_grace_s: float = Field(default=10.0, ge=0)
+    reconnect_initial_s: float = Field(default=1.0, ge=0)
+    reconnect_max_s: float = Field(default=60.0, ge=0)
+    reconnect_max_attempts: int = Field(default=20, ge=1)
+    replay_overlap_s: float = Field(default=2.0, ge=0)
+    replay_horizon_s: float = Field(default=86_400.0, gt=0)
+    daily_budget_usd: float = Field(default=50.0, gt=0)
+    budget_stop_fraction: float = Field(default=0.8, gt=0, le=1)
+    cost_per_gb_usd: float = Field(default=1.0, ge=0)
+    cost_per_hour_usd: float = Field(default=0.0, ge=0)
+    session: SessionPreset = "globex"
+    batch_records: int = Field(default=65_536, ge=1)
+    idle_exit_s: float | None = Field(default=None, gt=0)
+    """Exit when no data record arrived for this long (tests, one-off catch-up runs)."""
+
+    def symbol_list(self) -> list[str]:
+        """``IFD_LIVE_SYMBOLS`` split on commas."""
+        return [s.strip() for s in self.symbols.split(",") if s.strip()]
+
+    def key(self) -> str:
+        """Return the Databento API key (secret).
+
+        Raises
+        ------
+        ConfigError
+            When ``DATABENTO_API_KEY`` is not set.
+        """
+        if self.api_key is None or not self.api_key.get_secret_value().strip():
+            msg = ("DATABENTO_API_KEY is not set: export it or put DATABENTO_API_KEY=db-… in .env "
+                   "(keys: https://databento.com/portal/keys)")
+            raise ConfigError(msg)
+        return self.api_key.get_secret_value().strip()
+
+    def masked(self) -> dict[str, object]:
+        """Return the settings for logging, key masked."""
+        shown = self.model_dump()
+        shown["api_key"] = "***" if self.api_key is not None else None
+        return shown
+
+
+def load_live_settings(**overrides: object) -> LiveSettings:
+    """Read ``IFD_LIVE_*`` settings.
+
+    Raises
+    ------
+    ConfigError
+        An invalid value, naming the variable.
+    """
+    try:
+        return LiveSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [f"IFD_LIVE_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}"
+                    for e in exc.errors()]
+        msg = "invalid live configuration: " + "; ".join(problems)
         raise ConfigError(msg) from None

@@ -25,7 +25,7 @@ from bytewax.outputs import (
 from typing_extensions import override
 
 from flows.report import RunReport
-from models.records import BatchStats, DeadLetters, WindowResult
+from models.records import BatchStats, DeadLetters, UsageRow, WindowResult
 from models.settings import Settings
 from models.signals import Signal
 from sinks.alerts import AlertDispatcher, AlertSettings
@@ -33,7 +33,7 @@ from sinks.clickhouse import IFDWriter, apply_schema, open_store
 
 log = logging.getLogger(__name__)
 
-SinkItem = WindowResult | BatchStats | DeadLetters | Signal
+SinkItem = WindowResult | BatchStats | DeadLetters | Signal | UsageRow
 
 
 class _Writer:
@@ -61,6 +61,8 @@ class _Writer:
             elif isinstance(item, Signal):
                 self.writer.add_signals([item])
                 self.report.on_signal(item)
+            elif isinstance(item, UsageRow):
+                self.writer.add_usage([item])
             else:
                 msg = f"unexpected item for the ClickHouse sink: {type(item).__name__}"
                 raise TypeError(msg)

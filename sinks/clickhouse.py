@@ -37,7 +37,14 @@ from tenacity import (
 
 from flows.pressure import sql_confidence, sql_dominant_side
 from models.errors import SinkError, SinkFatalError, SinkRetryableError
-from models.records import FIXED_PRICE_SCALE, UNDEF_PRICE, BatchStats, DeadLetters, PartBlock
+from models.records import (
+    FIXED_PRICE_SCALE,
+    UNDEF_PRICE,
+    BatchStats,
+    DeadLetters,
+    PartBlock,
+    UsageRow,
+)
 from models.settings import Settings
 from models.signals import Signal
 
@@ -308,6 +315,20 @@ def dead_letters_table(blocks: list[DeadLetters]) -> pa.Table:
     )
 
 
+def usage_table(rows: list[UsageRow]) -> pa.Table:
+    """Arrow block for ``ifd.usage``."""
+    return pa.table({
+        "minute": pa.array([r.minute_s for r in rows], pa.int64()).cast(pa.timestamp("s", tz="UTC")),
+        "source": pa.array([r.source for r in rows], pa.string()),
+        "records": pa.array([r.records for r in rows], pa.uint64()),
+        "bytes": pa.array([r.bytes for r in rows], pa.uint64()),
+        "est_cost_usd": pa.array([r.est_cost_usd for r in rows], pa.float64()),
+        "reconnects": pa.array([r.reconnects for r in rows], pa.uint32()),
+        "lag_ms": pa.array([r.lag_ms for r in rows], pa.float64()),
+        "last_error": pa.array([r.last_error for r in rows], pa.string()),
+    })
+
+
 def signals_table(signals: list[Signal]) -> pa.Table:
     """Arrow block for ``ifd.ifd_signals`` (field names = table columns)."""
     rows = [sig.model_dump(mode="python") for sig in signals]
@@ -382,6 +403,7 @@ class IFDWriter:
         self._dead: list[DeadLetters] = []
         self._dead_rows = 0
         self._signals: list[Signal] = []
+        self._usage: list[UsageRow] = []
         self.rows_written: dict[str, int] = {}
         self._insert = retry(
             retry=retry_if_exception_type(SinkRetryableError),
@@ -417,6 +439,10 @@ class IFDWriter:
         if self._dead_rows >= self.batch_rows:
             self.flush()
 
+    def add_usage(self, rows: list[UsageRow]) -> None:
+        """Buffer live usage rows (written at the next flush)."""
+        self._usage.extend(rows)
+
     def add_signals(self, signals: list[Signal]) -> None:
         """Buffer IFD signals."""
         self._signals.extend(signals)
@@ -426,7 +452,8 @@ class IFDWriter:
     @property
     def pending(self) -> int:
         """Rows buffered and not yet written."""
-        return self._part_rows + len(self._stats) + self._dead_rows + len(self._signals)
+        return (self._part_rows + len(self._stats) + self._dead_rows + len(self._signals)
+                + len(self._usage))
 
     def flush(self) -> None:
         """Write every buffer (parts first, then stats, then dead letters)."""
@@ -450,6 +477,10 @@ class IFDWriter:
             token = _token("ifd.ifd_signals", [s.alert_key for s in self._signals])
             self._write("ifd.ifd_signals", signals_table(self._signals), token)
             self._signals = []
+        if self._usage:
+            token = _token("ifd.usage", [(u.source, u.minute_s) for u in self._usage])
+            self._write("ifd.usage", usage_table(self._usage), token)
+            self._usage = []
 
     def _write(self, table: str, data: pa.Table, token: str) -> None:
         try:

@@ -244,3 +244,19 @@ CREATE TABLE IF NOT EXISTS ifd.baselines
 )
 ENGINE = ReplacingMergeTree(inserted_at)
 ORDER BY (as_of, baseline_key, tod_bucket);
+
+-- Live source usage per minute (budget, health board).
+CREATE TABLE IF NOT EXISTS ifd.usage
+(
+    minute        DateTime('UTC'),
+    source        LowCardinality(String),
+    records       UInt64,
+    bytes         UInt64,
+    est_cost_usd  Float64,
+    reconnects    UInt32,
+    lag_ms        Float64,
+    last_error    String,
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY (minute, source);

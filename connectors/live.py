@@ -1,0 +1,551 @@
+"""Live Databento feed: reconnect with gap replay, de-duplication, budget guard, sessions.
+
+``databento.Live`` reconnects without replaying what was missed, so this feed
+runs its own loop (Databento docs, "Live data: Intraday replay"):
+
+1. Connect, subscribe ``definition`` + the trade schema (parent symbology,
+   ``IFD_LIVE_SYMBOLS``). After a drop, resubscribe with intraday replay
+   ``start = last processed ts_event − IFD_LIVE_REPLAY_OVERLAP_S``.
+2. Records at or before the last processed time are dropped when their key
+   (ts_event, instrument_id, sequence[, order_id]) was already processed, so
+   aggregates equal those of an unbroken session.
+3. Backoff between attempts is exponential with full jitter, capped by
+   ``IFD_LIVE_RECONNECT_MAX_S``, for at most ``IFD_LIVE_RECONNECT_MAX_ATTEMPTS``
+   attempts in a row.
+
+| gateway message                          | handling                                         |
+|------------------------------------------|--------------------------------------------------|
+| ErrorMsg AUTH_FAILED / API_KEY_DEACTIVATED| fatal :class:`LiveAuthError` (how to fix)         |
+| ErrorMsg SYMBOL_RESOLUTION_FAILED / INVALID_SUBSCRIPTION | fatal :class:`LiveConfigError`   |
+| ErrorMsg REPLAY_DATA_AGED_OUT             | fatal: gap beyond the intraday-replay horizon    |
+| ErrorMsg CONNECTION_LIMIT_EXCEEDED, INTERNAL_ERROR,  | reconnect with replay                  |
+| SKIPPED_RECORDS_AFTER_SLOW_READING, other           |                                        |
+| SystemMsg HEARTBEAT                       | liveness only                                     |
+| SystemMsg SLOW_READER_WARNING             | counted and logged                                |
+| SystemMsg SUBSCRIPTION_ACK / REPLAY_COMPLETED | logged                                        |
+| no record or heartbeat for heartbeat + grace | connection considered dead: reconnect         |
+| ``F_MAYBE_BAD_BOOK`` flag on a record     | counted (``maybe_bad_book``)                      |
+
+**Budget** (:class:`BudgetMeter`): bytes received and connected time per UTC
+day, priced with ``IFD_LIVE_COST_PER_GB_USD`` and ``IFD_LIVE_COST_PER_HOUR_USD``
+(placeholders: set your plan's rates). At ``IFD_LIVE_BUDGET_STOP_FRACTION`` of
+``IFD_LIVE_DAILY_BUDGET_USD`` the stream is closed and stays closed until the
+next UTC day, so 100 % is never reached.
+
+**Sessions** (:class:`MarketSessions`, exchange_calendars): ``globex`` = CME
+Globex equity sessions (``CMES``, holidays and early closes), ``rth`` = the
+seeds' 09:30-16:00 ET (``XNYS``), ``always`` = no calendar. Outside a
+session the feed holds no connection and wakes at the next open.
+
+The API key is never logged, stored or put in exceptions; databento's own
+DEBUG logging of the CRAM response is filtered.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import databento_dbn as dbn
+import numpy as np
+
+from connectors.dbn import (
+    SCHEMA_RTYPE,
+    DecodedChunk,
+    SourceBatch,
+    decode_records,
+)
+from models.errors import ConfigError, SourceError
+from models.records import F_MAYBE_BAD_BOOK, UsageRow
+from models.settings import LiveSettings
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+
+
+class LiveAuthError(ConfigError):
+    """The gateway rejected the API key."""
+
+
+class LiveConfigError(ConfigError):
+    """The subscription cannot work (unknown symbols, bad schema, replay aged out)."""
+
+
+class _ScrubKey(logging.Filter):
+    """Drop databento DEBUG lines that carry the CRAM response (it ends with the key's last 5 chars)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self._tail = key[-5:]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken log record must not break the feed
+            return True
+        if self._tail and self._tail in text:
+            record.msg, record.args = "[databento message withheld: contains key material]", ()
+        return True
+
+
+def _databento_loggers() -> list[str]:
+    """Every databento logger (filters do not propagate to child loggers)."""
+    import databento  # noqa: F401 - registers its loggers
+
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("databento")]
+    return sorted({"databento", *names})
+
+
+@dataclass
+class BudgetMeter:
+    """Bytes, records and connected seconds per UTC day, priced by a cost model."""
+
+    daily_budget_usd: float
+    stop_fraction: float
+    cost_per_gb_usd: float
+    cost_per_hour_usd: float
+    day: int = 0
+    bytes: int = 0
+    records: int = 0
+    connected_s: float = 0.0
+
+    def roll(self, now_s: float) -> None:
+        """Start a new day's totals when the UTC day changes."""
+        day = int(now_s // 86_400)
+        if day != self.day:
+            self.day, self.bytes, self.records, self.connected_s = day, 0, 0, 0.0
+
+    def cost_usd(self) -> float:
+        """Estimated spend today, USD."""
+        return (self.bytes / 1e9 * self.cost_per_gb_usd
+                + self.connected_s / 3600 * self.cost_per_hour_usd)
+
+    def exhausted(self) -> bool:
+        """Tell whether today's spend reached the stop fraction of the budget."""
+        return self.cost_usd() >= self.stop_fraction * self.daily_budget_usd
+
+
+class MarketSessions:
+    """Trading sessions from exchange_calendars (see module docstring for presets)."""
+
+    CALENDARS = {"globex": "CMES", "rth": "XNYS"}
+
+    def __init__(self, preset: str) -> None:
+        self.preset = preset
+        self._calendar = None
+        if preset != "always":
+            import exchange_calendars as xc  # heavy import: only when a calendar is used
+
+            self._calendar = xc.get_calendar(self.CALENDARS[preset])
+
+    def is_open(self, now_s: float) -> bool:
+        """Whether ``now_s`` (s since epoch UTC) falls inside a session."""
+        if self._calendar is None:
+            return True
+        import pandas as pd
+
+        return bool(self._calendar.is_open_on_minute(pd.Timestamp(int(now_s), unit="s", tz="UTC"),
+                                                     ignore_breaks=True))
+
+    def next_open_s(self, now_s: float) -> float:
+        """Start of the next session after ``now_s`` (s since epoch UTC)."""
+        if self._calendar is None:
+            return now_s
+        import pandas as pd
+
+        nxt = self._calendar.next_open(pd.Timestamp(int(now_s), unit="s", tz="UTC"))
+        return float(nxt.timestamp())
+
+
+@dataclass
+class Deduper:
+    """Drop records already processed before a reconnect (keys near the resume point)."""
+
+    overlap_ns: int
+    last_ts_event: int = 0
+    keys: set[tuple[int, int, int, int]] = field(default_factory=set)
+
+    @staticmethod
+    def _keys(rows: np.ndarray) -> list[tuple[int, int, int, int]]:
+        order_id = rows["order_id"] if "order_id" in rows.dtype.names else np.zeros(len(rows), int)
+        return list(zip(rows["ts_event"].tolist(), rows["instrument_id"].tolist(),
+                        rows["sequence"].tolist(), order_id.tolist(), strict=True))
+
+    def filter(self, chunk: DecodedChunk) -> int:
+        """Remove already-processed trade records from ``chunk`` in place; return how many."""
+        dropped = 0
+        cutoff = self.last_ts_event - self.overlap_ns
+        for rtype, rows in list(chunk.trades.items()):
+            ts = rows["ts_event"].astype(np.int64)
+            keys = self._keys(rows)
+            seen = np.fromiter((k in self.keys for k in keys), dtype=bool, count=len(keys))
+            keep = ~(seen | (ts < cutoff))
+            dropped += int((~keep).sum())
+            if not keep.all():
+                chunk.trades[rtype] = rows[keep]
+                chunk.positions[rtype] = chunk.positions[rtype][keep]
+            kept = [k for k, ok in zip(keys, keep.tolist(), strict=True) if ok]
+            self.keys.update(kept)
+            if kept:
+                self.last_ts_event = max(self.last_ts_event, max(k[0] for k in kept))
+        floor = self.last_ts_event - self.overlap_ns
+        if len(self.keys) > 10_000:
+            self.keys = {k for k in self.keys if k[0] >= floor}
+        return dropped
+
+
+@dataclass(frozen=True)
+class LiveResume:
+    """Snapshot of the live source: where to resume after a restart."""
+
+    last_ts_event: int
+    keys: frozenset[tuple[int, int, int, int]]
+    seq: int
+
+
+@dataclass
+class _Minute:
+    minute: int = 0
+    records: int = 0
+    bytes: int = 0
+    lag_sum_ms: float = 0.0
+    lag_n: int = 0
+
+
+class LiveFeed:
+    """A reconnecting Databento live session that yields columnar :class:`SourceBatch` es.
+
+    Parameters
+    ----------
+    settings : LiveSettings
+    resume : LiveResume | None
+        From a bytewax snapshot: resubscribe with replay from its ``last_ts_event``.
+    client_factory : callable
+        ``databento.Live``-compatible factory (tests point it at a local gateway
+        through ``IFD_LIVE_GATEWAY``/``IFD_LIVE_PORT`` instead).
+    now : callable
+        Wall clock, seconds since epoch.
+
+    Raises
+    ------
+    ConfigError
+        Missing ``DATABENTO_API_KEY``; from :meth:`poll`, fatal gateway errors.
+    """
+
+    def __init__(
+        self,
+        settings: LiveSettings,
+        *,
+        resume: LiveResume | None = None,
+        client_factory: Callable[..., object] | None = None,
+        now: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._key = settings.key()
+        self._client_factory = client_factory
+        self._now = now
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self.source_id = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
+        self.trade_rtype = SCHEMA_RTYPE[settings.schema_name]
+        self.dedupe = Deduper(int(settings.replay_overlap_s * NS))
+        self.seq = 0
+        if resume is not None:
+            self.dedupe.last_ts_event = resume.last_ts_event
+            self.dedupe.keys = set(resume.keys)
+            self.seq = resume.seq
+        self.meter = BudgetMeter(settings.daily_budget_usd, settings.budget_stop_fraction,
+                                 settings.cost_per_gb_usd, settings.cost_per_hour_usd)
+        self.sessions = MarketSessions(settings.session)
+        self._client = None
+        self._lock = threading.Lock()
+        self._records: deque[bytes] = deque()
+        self._events: deque[object] = deque()
+        self._last_heard = 0.0
+        self._connected_at = 0.0
+        self._attempts = 0
+        self._next_attempt_s = 0.0
+        self.reconnects = 0
+        self.replayed = 0
+        self.counters: dict[str, int] = {}
+        self.last_error = ""
+        self.stopped_reason = ""
+        self._minute = _Minute()
+        self._usage: list[UsageRow] = []
+        self._last_data_s = now()
+        self.finished = False
+        self._scrub = _ScrubKey(self._key)
+        for name in _databento_loggers():
+            logging.getLogger(name).addFilter(self._scrub)
+
+    # --- connection -------------------------------------------------------------------
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def _connect(self, now_s: float) -> None:
+        s = self.settings
+        start = None
+        if self.dedupe.last_ts_event:
+            start = self.dedupe.last_ts_event - self.dedupe.overlap_ns
+            if now_s * NS - start > s.replay_horizon_s * NS:
+                when = datetime.fromtimestamp(start / NS, UTC)
+                msg = (f"live gap too long: last processed {when:%Y-%m-%d %H:%M:%SZ} "
+                       f"is beyond the {s.replay_horizon_s / 3600:.0f} h intraday-replay horizon; "
+                       "backfill it "
+                       "with `python -m flows.baseline_job --source …` (Databento Historical) and restart "
+                       "without the recovery snapshot")
+                raise LiveConfigError(msg)
+        if self._client_factory is None:
+            import databento
+
+            factory: Callable[..., object] = databento.Live
+        else:
+            factory = self._client_factory
+        kwargs: dict[str, object] = dict(key=self._key, heartbeat_interval_s=s.heartbeat_interval_s)
+        if s.gateway:
+            kwargs.update(gateway=s.gateway, port=s.port)
+        client = factory(**kwargs)
+        try:
+            for schema in ("definition", s.schema_name):
+                client.subscribe(dataset=s.dataset, schema=schema, symbols=s.symbol_list(),
+                                 stype_in=s.stype_in, start=start)
+            client.add_callback(self._on_record, self._on_callback_error)
+            client.start()
+        except Exception as exc:
+            self._close_quietly(client)
+            text = str(exc).replace(self._key, "***")
+            if "auth" in text.lower():
+                msg = f"Databento rejected the API key ({text}); check DATABENTO_API_KEY"
+                raise LiveAuthError(msg) from None
+            raise ConnectionError(text) from None
+        self._client = client
+        self._connected_at = self._last_heard = now_s
+        if start is not None:
+            log.info("live: reconnected with intraday replay from %s",
+                     datetime.fromtimestamp(start / NS, UTC).isoformat())
+        else:
+            log.info("live: connected to %s (%s %s)", s.gateway or "Databento", s.schema_name,
+                     s.symbols)
+
+    def _on_record(self, record: object) -> None:
+        with self._lock:
+            self._last_heard = self._now()
+            if isinstance(record, dbn.SystemMsg | dbn.ErrorMsg):
+                self._events.append(record)
+            else:
+                self._records.append(bytes(record))
+
+    def _on_callback_error(self, exc: Exception) -> None:
+        self.last_error = str(exc).replace(self._key, "***")
+        log.warning("live: callback error: %s", self.last_error)
+
+    @staticmethod
+    def _close_quietly(client: object) -> None:
+        for method in ("stop", "terminate"):
+            try:
+                getattr(client, method)()
+                return
+            except Exception:  # noqa: BLE001, S112 - best effort on a dead connection
+                continue
+
+    def _disconnect(self, now_s: float, reason: str) -> None:
+        if self._client is not None:
+            self._close_quietly(self._client)
+            self.meter.connected_s += max(0.0, now_s - self._connected_at)
+            self._client = None
+            log.info("live: disconnected (%s)", reason)
+
+    def _schedule_reconnect(self, now_s: float, reason: str) -> None:
+        self._disconnect(now_s, reason)
+        self._attempts += 1
+        self.reconnects += 1
+        self.last_error = reason
+        if self._attempts > self.settings.reconnect_max_attempts:
+            msg = (f"live: giving up after {self.settings.reconnect_max_attempts} reconnect attempts; "
+                   f"last error: {reason}")
+            raise SourceError(msg)
+        delay = min(self.settings.reconnect_max_s,
+                    self.settings.reconnect_initial_s * 2 ** (self._attempts - 1))
+        delay = self._rng.uniform(0, delay)  # full jitter
+        self._next_attempt_s = now_s + delay
+        log.warning("live: %s; reconnect attempt %d in %.2f s", reason, self._attempts, delay)
+
+    def backoff_delay_s(self) -> float:
+        """Seconds until the next connection attempt (0 when connected or due)."""
+        return max(0.0, self._next_attempt_s - self._now())
+
+    # --- events -------------------------------------------------------------------------
+    def _handle_events(self, now_s: float) -> None:
+        while True:
+            with self._lock:
+                if not self._events:
+                    return
+                event = self._events.popleft()
+            if isinstance(event, dbn.ErrorMsg):
+                self._handle_error(event, now_s)
+            else:
+                code = getattr(event, "code", None)
+                if code == dbn.SystemCode.SLOW_READER_WARNING:
+                    self._count("slow_reader_warnings")
+                    log.warning("live: gateway says we read too slowly: %s", event.msg)
+                elif code != dbn.SystemCode.HEARTBEAT:
+                    log.info("live: gateway: %s", event.msg)
+
+    def _handle_error(self, event: dbn.ErrorMsg, now_s: float) -> None:
+        code = event.code
+        text = str(event.err).replace(self._key, "***")
+        self._count(f"error_{getattr(code, 'name', code)}".lower())
+        if code in (dbn.ErrorCode.AUTH_FAILED, dbn.ErrorCode.API_KEY_DEACTIVATED):
+            self._disconnect(now_s, text)
+            msg = f"Databento rejected the API key ({text}); check DATABENTO_API_KEY"
+            raise LiveAuthError(msg)
+        if code in (dbn.ErrorCode.SYMBOL_RESOLUTION_FAILED, dbn.ErrorCode.INVALID_SUBSCRIPTION):
+            self._disconnect(now_s, text)
+            msg = f"subscription rejected ({text}); check IFD_LIVE_SYMBOLS / IFD_LIVE_SCHEMA"
+            raise LiveConfigError(msg)
+        if code == dbn.ErrorCode.REPLAY_DATA_AGED_OUT:
+            self._disconnect(now_s, text)
+            msg = (f"intraday replay no longer has the gap ({text}); backfill it from Databento "
+                   "Historical and restart without the recovery snapshot")
+            raise LiveConfigError(msg)
+        self._schedule_reconnect(now_s, f"gateway error {getattr(code, 'name', code)}: {text}")
+
+    # --- polling ------------------------------------------------------------------------
+    def next_wake_s(self) -> float:
+        """When :meth:`poll` next has something to do (s since epoch)."""
+        now_s = self._now()
+        if self.stopped_reason == "budget":
+            return (int(now_s // 86_400) + 1) * 86_400
+        if not self.sessions.is_open(now_s):
+            return self.sessions.next_open_s(now_s)
+        if self._client is None:
+            return max(now_s, self._next_attempt_s)
+        return now_s + 0.05
+
+    def poll(self) -> tuple[SourceBatch | None, list[UsageRow]]:
+        """Advance the connection state machine and return what arrived.
+
+        Returns
+        -------
+        (SourceBatch | None, list[UsageRow])
+            New records as one columnar batch (None when nothing new), and
+            usage rows for every completed minute.
+
+        Raises
+        ------
+        LiveAuthError, LiveConfigError, SourceError
+            Fatal conditions (see module docstring); the message says what to do.
+        """
+        now_s = self._now()
+        self.meter.roll(now_s)
+        if self.stopped_reason == "budget" and self.meter.cost_usd() == 0.0:
+            self.stopped_reason = ""  # a new UTC day
+        if not self.sessions.is_open(now_s):
+            self._disconnect(now_s, "outside the trading session")
+        elif self.meter.exhausted():
+            if self.stopped_reason != "budget":
+                self.stopped_reason = "budget"
+                log.error("live: %.0f%% of the daily budget ($%.2f of $%.2f) used: closing the "
+                          "stream until the next UTC day", 100 * self.meter.cost_usd()
+                          / self.settings.daily_budget_usd, self.meter.cost_usd(),
+                          self.settings.daily_budget_usd)
+            self._disconnect(now_s, "daily budget reached")
+        elif self._client is None and now_s >= self._next_attempt_s:
+            try:
+                self._connect(now_s)
+                self._attempts = 0
+            except ConnectionError as exc:
+                self._schedule_reconnect(now_s, f"connect failed: {exc}")
+        if self._client is not None:
+            self._handle_events(now_s)
+        if self._client is not None:
+            silent = now_s - self._last_heard
+            if silent > self.settings.heartbeat_interval_s + self.settings.heartbeat_grace_s:
+                self._schedule_reconnect(now_s, f"no data or heartbeat for {silent:.0f} s")
+            elif not self._client.is_connected():
+                self._schedule_reconnect(now_s, "connection closed by the gateway")
+        batch = self._drain(now_s)
+        if batch is not None:
+            self._last_data_s = now_s
+        elif self.settings.idle_exit_s and now_s - self._last_data_s > self.settings.idle_exit_s:
+            log.info("live: no data for %.1f s: exiting (IFD_LIVE_IDLE_EXIT_S)", now_s - self._last_data_s)
+            self.finished = True
+            self._disconnect(now_s, "idle exit")
+            if self._minute.minute:
+                self._flush_minute()
+        return batch, self._take_usage(now_s)
+
+    def _drain(self, now_s: float) -> SourceBatch | None:
+        with self._lock:
+            if not self._records:
+                return None
+            n = min(len(self._records), self.settings.batch_records)
+            raw = [self._records.popleft() for _ in range(n)]
+        buf = b"".join(raw)
+        chunk, _ = decode_records(buf, path=self.source_id, start_record=0, version=3)
+        dropped = self.dedupe.filter(chunk)
+        if dropped:
+            self.replayed += dropped
+            self._count("replayed_duplicates", dropped)
+        self.meter.bytes += len(buf)
+        self.meter.records += n
+        bad_book = sum(int(np.count_nonzero(rows["flags"] & F_MAYBE_BAD_BOOK))
+                       for rows in chunk.trades.values())
+        if bad_book:
+            self._count("maybe_bad_book", bad_book)
+        self._account(now_s, n, len(buf), chunk)
+        batch = SourceBatch(source=self.source_id, seq=self.seq, trade_rtype=self.trade_rtype,
+                            chunk=chunk, bytes_read=0, total_bytes=0, eof=False,
+                            partition=self.source_id)
+        self.seq += 1
+        return batch
+
+    def _account(self, now_s: float, records: int, nbytes: int, chunk: DecodedChunk) -> None:
+        minute = int(now_s // 60)
+        if self._minute.minute and minute != self._minute.minute:
+            self._flush_minute()
+        self._minute.minute = minute
+        self._minute.records += records
+        self._minute.bytes += nbytes
+        for rows in chunk.trades.values():
+            if len(rows):
+                lag = now_s * 1e3 - rows["ts_recv"].astype(np.float64) / 1e6
+                self._minute.lag_sum_ms += float(lag.sum())
+                self._minute.lag_n += len(rows)
+
+    def _flush_minute(self) -> None:
+        m = self._minute
+        self._usage.append(UsageRow(
+            minute_s=m.minute * 60, records=m.records, bytes=m.bytes,
+            est_cost_usd=self.meter.cost_usd(), reconnects=self.reconnects,
+            lag_ms=m.lag_sum_ms / m.lag_n if m.lag_n else 0.0,
+            last_error=self.last_error, source=self.source_id,
+        ))
+        self._minute = _Minute()
+
+    def _take_usage(self, now_s: float) -> list[UsageRow]:
+        if self._minute.minute and int(now_s // 60) != self._minute.minute:
+            self._flush_minute()
+        rows, self._usage = self._usage, []
+        return rows
+
+    def snapshot(self) -> LiveResume:
+        """Resume point for bytewax recovery."""
+        return LiveResume(self.dedupe.last_ts_event, frozenset(self.dedupe.keys), self.seq)
+
+    def close(self) -> None:
+        """Close the connection and flush the current minute's usage."""
+        self._disconnect(self._now(), "source closed")
+        for name in _databento_loggers():
+            logging.getLogger(name).removeFilter(self._scrub)
+
+
+__all__ = ["BudgetMeter", "Deduper", "LiveAuthError", "LiveConfigError", "LiveFeed",
+           "LiveResume", "MarketSessions"]

@@ -1,0 +1,85 @@
+"""Pure parts of the live feed: budget meter, de-duplication, sessions, key handling."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from connectors.dbn import RTYPE_TRADES, DecodedChunk
+from connectors.live import BudgetMeter, Deduper, MarketSessions
+from models.errors import ConfigError
+from models.settings import load_live_settings
+from tests.dbnfiles import NS, PX, T0, records
+
+
+def _chunk(ts, seq, iid=7):
+    rows = records(RTYPE_TRADES, ts, iid, PX, 1, "B")
+    rows["sequence"] = seq
+    return DecodedChunk(0, len(rows), 0, trades={RTYPE_TRADES: rows},
+                        positions={RTYPE_TRADES: np.arange(len(rows))})
+
+
+def test_budget_meter_prices_bytes_and_hours_and_stops_at_the_fraction():
+    meter = BudgetMeter(daily_budget_usd=10.0, stop_fraction=0.8, cost_per_gb_usd=2.0,
+                        cost_per_hour_usd=1.0)
+    meter.roll(86_400 * 100 + 5)
+    meter.bytes = 2_000_000_000  # $4
+    meter.connected_s = 3 * 3600  # $3
+    assert meter.cost_usd() == pytest.approx(7.0)
+    assert not meter.exhausted()
+    meter.bytes += 500_000_000  # +$1 → $8 = 80 %
+    assert meter.exhausted()
+    meter.roll(86_400 * 101)  # next UTC day
+    assert meter.cost_usd() == 0.0 and not meter.exhausted()
+
+
+def test_dedupe_drops_replayed_records_and_keeps_new_ones_after_a_reconnect():
+    d = Deduper(overlap_ns=2 * NS)
+    first = _chunk(T0 + np.arange(10) * NS, np.arange(10))
+    assert d.filter(first) == 0
+    assert d.last_ts_event == T0 + 9 * NS
+    # replay from last - 2 s: records 7..9 again, then 10..14 new
+    replay = _chunk(T0 + np.arange(7, 15) * NS, np.arange(7, 15))
+    assert d.filter(replay) == 3
+    assert replay.trades[RTYPE_TRADES]["sequence"].tolist() == [10, 11, 12, 13, 14]
+    # same timestamp, different sequence (two trades in one match event) is not a duplicate
+    twin = _chunk([T0 + 14 * NS], [99])
+    assert d.filter(twin) == 0
+
+
+def test_dedupe_drops_records_older_than_the_overlap_window():
+    d = Deduper(overlap_ns=1 * NS)
+    d.filter(_chunk(T0 + np.arange(10) * NS, np.arange(10)))
+    old = _chunk([T0 + 2 * NS], [1000])  # unseen key but far behind the resume point
+    assert d.filter(old) == 1
+
+
+def test_sessions_follow_cme_globex_and_the_nyse_rth_preset():
+    def ts(text):
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+    globex, rth = MarketSessions("globex"), MarketSessions("rth")
+    assert globex.is_open(ts("2026-11-20T15:00:00"))  # Friday, US morning
+    assert not globex.is_open(ts("2026-11-21T15:00:00"))  # Saturday
+    # reopens Sunday 17:00 Chicago = 23:00 UTC
+    assert globex.next_open_s(ts("2026-11-21T15:00:00")) == ts("2026-11-22T23:00:00")
+    assert rth.is_open(ts("2026-11-20T15:00:00"))  # 10:00 ET
+    assert not rth.is_open(ts("2026-11-20T22:00:00"))  # 17:00 ET
+    assert not rth.is_open(ts("2026-11-26T15:00:00"))  # Thanksgiving
+    assert MarketSessions("always").is_open(ts("2026-11-21T15:00:00"))
+
+
+def test_missing_api_key_says_how_to_set_it(monkeypatch):
+    monkeypatch.delenv("DATABENTO_API_KEY", raising=False)
+    monkeypatch.chdir("/")  # no .env here
+    with pytest.raises(ConfigError, match="DATABENTO_API_KEY is not set: export it or put"):
+        load_live_settings().key()
+
+
+def test_api_key_never_appears_in_settings_repr_or_masked(monkeypatch):
+    monkeypatch.setenv("DATABENTO_API_KEY", "db-SECRETSECRETSECRET12345")
+    s = load_live_settings()
+    assert "SECRET" not in repr(s) and "SECRET" not in str(s.masked())
+    assert s.key() == "db-SECRETSECRETSECRET12345"
