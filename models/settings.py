@@ -174,7 +174,7 @@ class LiveSettings(BaseSettings):
     schema_name: LiveSchema = Field(default="tbbo", validation_alias="IFD_LIVE_SCHEMA")
     gateway: str | None = None
     port: int = Field(default=13000, gt=0, lt=65536)
-    heartbeat_interval_s: int = Field(default=30, ge=5)
+    heartbeat_interval_s: int = Field(default=30, ge=1)
     heartbeat_grace_s: float = Field(default=10.0, ge=0)
     reconnect_initial_s: float = Field(default=1.0, ge=0)
     reconnect_max_s: float = Field(default=60.0, ge=0)

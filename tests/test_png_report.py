@@ -1,0 +1,206 @@
+"""PNG report: the command on a real sample replay, and the plotting helpers on hand-made arrays."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from matplotlib import image as mpimg
+
+from flows.png_report import (
+    NoDataError,
+    PressureCells,
+    SignalMarks,
+    default_output,
+    pressure_grid,
+    pressure_norm,
+    render_report,
+    resolve_range,
+    strike_totals,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DAY = int(datetime(2026, 10, 26, tzinfo=UTC).timestamp())
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IFD_")}
+    env.update(IFD_DATA_DIR=str(data_dir), IFD_PROGRESS_INTERVAL_S="0", PYTHONPATH=str(REPO))
+    return env
+
+
+def _run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=data_dir, env=_env(data_dir), capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tmp data dir whose chdb holds the replayed 6-day sample (the last day is scored)."""
+    data_dir = tmp_path_factory.mktemp("png-report")
+    proc = _run(data_dir, "-m", "bytewax.run", "flows.ifd")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return data_dir
+
+
+# ------------------------------------------------------------------------------------ command
+
+
+def test_default_run_writes_png_of_last_scored_day_and_prints_path(sample_dir):
+    proc = _run(sample_dir, "-m", "flows.png_report")
+    assert proc.returncode == 0, proc.stderr
+    printed = Path(proc.stdout.strip().splitlines()[-1])
+    assert printed == sample_dir / "reports" / "ifd-2026-10-26.png"  # the sample's scored day
+    data = printed.read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    assert len(data) > 50_000
+    pixels = mpimg.imread(printed)
+    assert pixels.shape[0] > 800 and pixels.shape[1] > 1200
+
+
+def test_explicit_range_underlying_and_out(sample_dir):
+    out = sample_dir / "custom" / "session.png"
+    proc = _run(sample_dir, "-m", "flows.png_report", "--start", "2026-10-26T14:00Z",
+                "--end", "2026-10-26T16:00", "--underlying", "NQZ6", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    assert out.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_range_without_data_exits_2_with_clear_message(sample_dir):
+    proc = _run(sample_dir, "-m", "flows.png_report", "--start", "2020-01-01", "--end", "2020-01-02")
+    assert proc.returncode == 2
+    assert "no option windows" in proc.stderr and "2020-01-01 00:00" in proc.stderr
+    assert proc.stdout == ""
+    assert not (sample_dir / "reports" / "ifd-2020-01-01.png").exists()
+
+
+def test_unknown_underlying_exits_2(sample_dir):
+    proc = _run(sample_dir, "-m", "flows.png_report", "--start", "2026-10-26", "--underlying", "ESZ6")
+    assert proc.returncode == 2
+    assert "no option windows for ESZ6" in proc.stderr
+
+
+def test_bad_arguments_exit_2(tmp_path):
+    proc = _run(tmp_path, "-m", "flows.png_report", "--start", "2026-10-26", "--end", "2026-10-25T12:00")
+    assert proc.returncode == 2 and "must be after" in proc.stderr
+    proc = _run(tmp_path, "-m", "flows.png_report", "--underlying", "NQZ6'; DROP TABLE x")
+    assert proc.returncode == 2 and "not a symbol" in proc.stderr
+
+
+def test_module_imports_no_bytewax():
+    code = "import sys, flows.png_report; print('bytewax' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(REPO), capture_output=True,
+                          text=True, timeout=120, check=True)
+    assert proc.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _cells(rows: list[tuple[int, float, str, int]], window_s: int = 300) -> PressureCells:
+    table = pa.table({
+        "window_start_s": pa.array([r[0] for r in rows], pa.int64()),
+        "strike": pa.array([r[1] for r in rows], pa.float64()),
+        "option_type": pa.array([r[2] for r in rows], pa.string()),
+        "net_pressure": pa.array([r[3] for r in rows], pa.int64()),
+    })
+    return PressureCells.from_arrow(table, window_s)
+
+
+def test_pressure_grid_pivots_sums_and_leaves_gaps_nan():
+    ws = np.array([DAY, DAY, DAY + 900, DAY + 900, DAY + 300])
+    strike = np.array([21500.0, 21600.0, 21500.0, 21500.0, 21550.0])
+    net = np.array([5, -3, 2, 4, -7])
+    edges, strikes, grid = pressure_grid(ws, strike, net, window_s=300)
+    assert edges.tolist() == [DAY, DAY + 300, DAY + 600, DAY + 900, DAY + 1200]
+    assert strikes.tolist() == [21500.0, 21550.0, 21600.0]
+    expected = np.array([
+        [5, np.nan, np.nan, 6],        # 21500: two cells in the last window are summed
+        [np.nan, -7, np.nan, np.nan],  # 21550
+        [-3, np.nan, np.nan, np.nan],  # 21600
+    ])
+    np.testing.assert_array_equal(grid, expected)
+
+
+def test_pressure_grid_explicit_rows_and_range_drop_outside_cells():
+    edges, strikes, grid = pressure_grid(
+        np.array([DAY - 300, DAY + 60, DAY + 600]), np.array([1.0, 2.0, 3.0]), np.array([9, 1, 2]),
+        window_s=300, strikes=np.array([1.0, 2.0]), start_s=DAY + 10, end_s=DAY + 600)
+    assert edges.tolist() == [DAY, DAY + 300, DAY + 600]  # start moved down to a window boundary
+    np.testing.assert_array_equal(grid, [[np.nan, np.nan], [1, np.nan]])
+
+
+def test_strike_totals_sums_over_time():
+    strikes, totals = strike_totals(np.array([2.0, 1.0, 2.0]), np.array([3, -1, -5]),
+                                    strikes=np.array([1.0, 2.0, 3.0]))
+    assert strikes.tolist() == [1.0, 2.0, 3.0]
+    assert totals.tolist() == [-1, -2, 0]
+
+
+def test_pressure_norm_is_centred_at_zero_and_symmetric():
+    norm = pressure_norm(np.array([-40, 3, 1000, 0]))
+    assert norm(0.0) == pytest.approx(0.5)
+    assert norm(1000.0) == pytest.approx(1.0) and norm(-1000.0) == pytest.approx(0.0)
+    assert norm(40.0) - 0.5 == pytest.approx(0.5 - norm(-40.0))
+
+
+def test_render_report_pixels_depend_on_the_data(tmp_path):
+    base = [(DAY + 300 * i, 21500.0 + 10 * (i % 5), "C" if i % 2 else "P", (i * 7) % 23 - 11)
+            for i in range(60)]
+    flipped = [(w, k, o, -n) for w, k, o, n in base]  # every buyer a seller
+    a = render_report(_cells(base), SignalMarks.empty(), tmp_path / "a.png", title="t")
+    a2 = render_report(_cells(base), SignalMarks.empty(), tmp_path / "a2.png", title="t")
+    b = render_report(_cells(flipped), SignalMarks.empty(), tmp_path / "b.png", title="t")
+    pa_, pa2, pb = (mpimg.imread(p) for p in (a, a2, b))
+    assert pa_.shape == pb.shape
+    np.testing.assert_array_equal(pa_, pa2)  # deterministic
+    assert np.abs(pa_ - pb).sum() > 100  # a different picture, not a pixel of noise
+
+
+def test_render_report_draws_signal_markers(tmp_path):
+    rows = [(DAY + 300 * i, 21500.0 + 10 * (i % 5), "C", 1) for i in range(40)]
+    marks = SignalMarks(np.array([DAY + 3000]), np.array([21520.0]), np.array(["C"]), np.array(["BUY"]),
+                        np.array(["STRONG"]))
+    plain = mpimg.imread(render_report(_cells(rows), SignalMarks.empty(), tmp_path / "p.png", title="t"))
+    marked = mpimg.imread(render_report(_cells(rows), marks, tmp_path / "m.png", title="t"))
+    changed = np.any(np.abs(plain - marked) > 0.05, axis=-1)
+    assert 20 < changed.sum() < 5_000  # one marker's worth of pixels
+    rows_changed = np.flatnonzero(changed.any(axis=1))
+    assert rows_changed.max() < plain.shape[0] / 2  # on the calls heatmap (top half)
+    # the same signal on puts is drawn on the puts heatmap (bottom half)
+    on_puts = SignalMarks(marks.window_start_s, marks.strike, np.array(["P"]), np.array(["SELL"]),
+                          marks.signal_class)
+    puts = mpimg.imread(render_report(_cells(rows), on_puts, tmp_path / "q.png", title="t"))
+    rows_changed = np.flatnonzero(np.any(np.abs(plain - puts) > 0.05, axis=-1).any(axis=1))
+    assert len(rows_changed) and rows_changed.min() > plain.shape[0] / 2
+    # a signal at a strike with no windows in range is not drawn
+    elsewhere = SignalMarks(np.array([DAY]), np.array([99.0]), np.array(["C"]), np.array(["SELL"]),
+                            np.array(["MONITOR"]))
+    other = mpimg.imread(render_report(_cells(rows), elsewhere, tmp_path / "o.png", title="t"))
+    np.testing.assert_array_equal(plain, other)
+
+
+def test_render_report_refuses_empty_cells(tmp_path):
+    with pytest.raises(NoDataError):
+        render_report(_cells([]), SignalMarks.empty(), tmp_path / "x.png", title="t")
+
+
+def test_resolve_range_and_default_output():
+    assert resolve_range(None, None) is None
+    assert resolve_range("2026-10-26", None) == (DAY, DAY + 86_400)
+    assert resolve_range(None, "2026-10-26") == (DAY, DAY + 86_400)  # a bare end date: that whole day
+    assert resolve_range("2026-10-26T14:00", "2026-10-26T15:30Z") == (DAY + 14 * 3600, DAY + 15.5 * 3600)
+    assert resolve_range("2026-10-26T16:00+02:00", None)[0] == DAY + 14 * 3600
+    with pytest.raises(ValueError, match="must be after"):
+        resolve_range("2026-10-26T15:00", "2026-10-26T14:00")
+    assert default_output(Path("d"), DAY, DAY + 86_400) == Path("d/reports/ifd-2026-10-26.png")
+    assert default_output(Path("d"), DAY + 3600, DAY + 7200) == \
+        Path("d/reports/ifd-20261026T0100_20261026T0200.png")
