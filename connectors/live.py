@@ -68,6 +68,7 @@ from models.settings import LiveSettings
 log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
+_DATA_RECORDS = (dbn.TradeMsg, dbn.MBP1Msg, dbn.MBP10Msg, dbn.MBOMsg)
 
 
 class LiveAuthError(ConfigError):
@@ -117,7 +118,7 @@ class BudgetMeter:
     connected_s: float = 0.0
 
     def roll(self, now_s: float) -> None:
-        """Start a new day's totals when the UTC day changes."""
+        """Start a new day's totals when the UTC day changes (bytes are metered on receipt)."""
         day = int(now_s // 86_400)
         if day != self.day:
             self.day, self.bytes, self.records, self.connected_s = day, 0, 0, 0.0
@@ -203,11 +204,15 @@ class Deduper:
 
 @dataclass(frozen=True)
 class LiveResume:
-    """Snapshot of the live source: where to resume after a restart."""
+    """Snapshot of the live source: where to resume after a restart.
+
+    ``second``/``sub``: the last emitted batch (ts_recv second, sub-batch).
+    """
 
     last_ts_event: int
     keys: frozenset[tuple[int, int, int, int]]
-    seq: int
+    second: int = 0
+    sub: int = 0
 
 
 @dataclass
@@ -256,17 +261,19 @@ class LiveFeed:
         self.source_id = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
         self.trade_rtype = SCHEMA_RTYPE[settings.schema_name]
         self.dedupe = Deduper(int(settings.replay_overlap_s * NS))
-        self.seq = 0
+        self._second, self._sub = 0, 0  # current ts_recv second and sub-batch within it
         if resume is not None:
             self.dedupe.last_ts_event = resume.last_ts_event
             self.dedupe.keys = set(resume.keys)
-            self.seq = resume.seq
+            self._second, self._sub = resume.second, resume.sub
         self.meter = BudgetMeter(settings.daily_budget_usd, settings.budget_stop_fraction,
                                  settings.cost_per_gb_usd, settings.cost_per_hour_usd)
         self.sessions = MarketSessions(settings.session)
         self._client = None
         self._lock = threading.Lock()
-        self._records: deque[bytes] = deque()
+        self._records: deque[tuple[int, bytes]] = deque()
+        """(ts_recv second, raw record) in arrival order."""
+        self._last_arrival_s = 0.0
         self._events: deque[object] = deque()
         self._last_heard = 0.0
         self._connected_at = 0.0
@@ -280,10 +287,20 @@ class LiveFeed:
         self._minute = _Minute()
         self._usage: list[UsageRow] = []
         self._last_data_s = now()
+        self._received_ts = 0
         self.finished = False
+        self._closing = False
         self._scrub = _ScrubKey(self._key)
         for name in _databento_loggers():
-            logging.getLogger(name).addFilter(self._scrub)
+            logger = logging.getLogger(name)
+            logger.addFilter(self._scrub)
+            if name == "databento" and logger.level == logging.NOTSET:
+                logger.setLevel(logging.WARNING)  # it logs every symbol mapping at INFO
+        if resume is not None and resume.last_ts_event:
+            log.info("live: resuming from the recovery snapshot: replay from %s",
+                     datetime.fromtimestamp(resume.last_ts_event / NS, UTC).isoformat())
+        elif resume is not None:
+            log.info("live: recovery snapshot has no processed data yet: starting fresh")
 
     # --- connection -------------------------------------------------------------------
     def _count(self, name: str, n: int = 1) -> None:
@@ -292,8 +309,9 @@ class LiveFeed:
     def _connect(self, now_s: float) -> None:
         s = self.settings
         start = None
-        if self.dedupe.last_ts_event:
-            start = self.dedupe.last_ts_event - self.dedupe.overlap_ns
+        resume_ts = max(self.dedupe.last_ts_event, self._received_ts)
+        if resume_ts:
+            start = resume_ts - self.dedupe.overlap_ns
             if now_s * NS - start > s.replay_horizon_s * NS:
                 when = datetime.fromtimestamp(start / NS, UTC)
                 msg = (f"live gap too long: last processed {when:%Y-%m-%d %H:%M:%SZ} "
@@ -339,8 +357,18 @@ class LiveFeed:
             self._last_heard = self._now()
             if isinstance(record, dbn.SystemMsg | dbn.ErrorMsg):
                 self._events.append(record)
-            else:
-                self._records.append(bytes(record))
+                return
+            raw = bytes(record)
+            stamp = getattr(record, "ts_recv", None) or record.ts_event
+            self._records.append((int(stamp) // NS, raw))
+            self._last_arrival_s = self._last_heard
+            # metered on receipt: what the gateway sent is what is billed
+            self.meter.bytes += len(raw)
+            self.meter.records += 1
+            if isinstance(record, _DATA_RECORDS):
+                # received counts, not processed: queued records will be processed, so a
+                # reconnect must replay from the newest one that arrived
+                self._received_ts = max(self._received_ts, record.ts_event)
 
     def _on_callback_error(self, exc: Exception) -> None:
         self.last_error = str(exc).replace(self._key, "***")
@@ -421,13 +449,21 @@ class LiveFeed:
     def next_wake_s(self) -> float:
         """When :meth:`poll` next has something to do (s since epoch)."""
         now_s = self._now()
+        with self._lock:
+            backlog = bool(self._records or self._events)
+        if backlog:
+            return now_s  # received records are processed whatever the state
         if self.stopped_reason == "budget":
-            return (int(now_s // 86_400) + 1) * 86_400
-        if not self.sessions.is_open(now_s):
-            return self.sessions.next_open_s(now_s)
-        if self._client is None:
-            return max(now_s, self._next_attempt_s)
-        return now_s + 0.05
+            wake = (int(now_s // 86_400) + 1) * 86_400
+        elif not self.sessions.is_open(now_s):
+            wake = self.sessions.next_open_s(now_s)
+        elif self._client is None:
+            wake = max(now_s, self._next_attempt_s)
+        else:
+            wake = now_s + 0.05
+        if self.settings.idle_exit_s:
+            wake = min(wake, self._last_data_s + self.settings.idle_exit_s + 0.01)
+        return wake
 
     def poll(self) -> tuple[SourceBatch | None, list[UsageRow]]:
         """Advance the connection state machine and return what arrived.
@@ -472,8 +508,15 @@ class LiveFeed:
             elif not self._client.is_connected():
                 self._schedule_reconnect(now_s, "connection closed by the gateway")
         batch = self._drain(now_s)
-        if batch is not None:
+        fresh = batch is not None and any(len(r) for r in batch.chunk.trades.values())
+        with self._lock:
+            backlog = bool(self._records)
+        if fresh:
             self._last_data_s = now_s
+        elif backlog:
+            if self.settings.idle_exit_s and now_s - self._last_data_s > self.settings.idle_exit_s:
+                self._closing = True  # let incomplete seconds flush, then exit
+            # records already received are processed before any idle exit
         elif self.settings.idle_exit_s and now_s - self._last_data_s > self.settings.idle_exit_s:
             log.info("live: no data for %.1f s: exiting (IFD_LIVE_IDLE_EXIT_S)", now_s - self._last_data_s)
             self.finished = True
@@ -482,29 +525,53 @@ class LiveFeed:
                 self._flush_minute()
         return batch, self._take_usage(now_s)
 
-    def _drain(self, now_s: float) -> SourceBatch | None:
+    def _take_second(self, now_s: float) -> tuple[int, list[bytes]] | None:
+        """Pop the oldest *complete* ts_recv second (at most ``batch_records`` records of it).
+
+        A second is complete once a record of a later second arrived, or the
+        connection has been quiet for a second (records arrive in ts_recv
+        order), or the feed is closing. Cutting batches on ts_recv seconds
+        makes (source, seq) name the same records in a replay after a restart,
+        which the idempotent ClickHouse parts rely on.
+        """
         with self._lock:
             if not self._records:
                 return None
-            n = min(len(self._records), self.settings.batch_records)
-            raw = [self._records.popleft() for _ in range(n)]
+            second = self._records[0][0]
+            later = self._records[-1][0] > second
+            quiet = self._client is not None and now_s - self._last_arrival_s > 1.0
+            if not (later or quiet or self._closing):
+                return None
+            out = []
+            while (self._records and self._records[0][0] == second
+                   and len(out) < self.settings.batch_records):
+                out.append(self._records.popleft()[1])
+        return second, out
+
+    def _drain(self, now_s: float) -> SourceBatch | None:
+        taken = self._take_second(now_s)
+        if taken is None:
+            return None
+        second, raw = taken
+        if second == self._second:
+            self._sub += 1
+        else:
+            self._second, self._sub = second, 0
+        n = len(raw)
         buf = b"".join(raw)
         chunk, _ = decode_records(buf, path=self.source_id, start_record=0, version=3)
         dropped = self.dedupe.filter(chunk)
         if dropped:
             self.replayed += dropped
             self._count("replayed_duplicates", dropped)
-        self.meter.bytes += len(buf)
-        self.meter.records += n
         bad_book = sum(int(np.count_nonzero(rows["flags"] & F_MAYBE_BAD_BOOK))
                        for rows in chunk.trades.values())
         if bad_book:
             self._count("maybe_bad_book", bad_book)
         self._account(now_s, n, len(buf), chunk)
-        batch = SourceBatch(source=self.source_id, seq=self.seq, trade_rtype=self.trade_rtype,
-                            chunk=chunk, bytes_read=0, total_bytes=0, eof=False,
-                            partition=self.source_id)
-        self.seq += 1
+        batch = SourceBatch(source=self.source_id, seq=second * 1000 + self._sub,
+                            trade_rtype=self.trade_rtype, chunk=chunk, bytes_read=0,
+                            total_bytes=0, eof=False, partition=self.source_id)
         return batch
 
     def _account(self, now_s: float, records: int, nbytes: int, chunk: DecodedChunk) -> None:
@@ -538,7 +605,8 @@ class LiveFeed:
 
     def snapshot(self) -> LiveResume:
         """Resume point for bytewax recovery."""
-        return LiveResume(self.dedupe.last_ts_event, frozenset(self.dedupe.keys), self.seq)
+        return LiveResume(self.dedupe.last_ts_event, frozenset(self.dedupe.keys),
+                          self._second, self._sub)
 
     def close(self) -> None:
         """Close the connection and flush the current minute's usage."""

@@ -1,0 +1,757 @@
+"""A local Databento Live Subscription Gateway (LSG) speaking enough of the Raw API for ``databento.Live``.
+
+The gateway serves one "day" = every record of the DBN files given (any schema, any DBN version,
+plain or zstd; records are upgraded to DBN v3), merged into one live timeline ordered by
+``(ts_recv, ts_event)`` (stable: file order, then record order).  It listens on ``127.0.0.1`` on
+an ephemeral port; point the real client at it with
+``databento.Live(key=KEY, gateway="127.0.0.1", port=gw.port)``.
+
+Wire protocol (what ``databento/live/{gateway,protocol,session}.py`` need)
+------------------------------------------------------------------------
+1. on connect: ``lsg_version=<v>\\n`` then ``cram=<32 random chars>\\n``;
+2. client: ``auth=<sha256(f"{cram}|{key}")>-<key[-5:]>|dataset=..|encoding=dbn|ts_out=..|
+   compression=..|heartbeat_interval_s=..|client=..\\n``;
+3. gateway: ``success=1|session_id=<n>\\n``, or ``success=0|error=Authentication failed.\\n``
+   followed by a graceful close (the client raises ``BentoError("Authentication failed.")``
+   from ``Live.subscribe``);
+4. client: one ``schema=..|stype_in=..|symbols=..|[start=<ns>|]snapshot=..|id=..|is_last=..\\n``
+   per subscription (long symbol lists come in several lines with ``is_last=0``), then
+   ``start_session=0\\n``;
+5. gateway: binary DBN v3 -- a ``Metadata`` header, one ``SystemMsg`` SUBSCRIPTION_ACK per
+   subscription id, one ``SymbolMappingMsg`` per (subscription, instrument) whose raw symbol is
+   known, then the data records, raw bytes.  ``compression=zstd`` (one zstd stream, flushed per
+   write) and ``ts_out=1`` (8-byte send timestamp appended to every record) are honoured.
+
+Choices (documented behaviour, relied upon by tests)
+----------------------------------------------------
+* Metadata: ``version=3``, ``dataset`` as authenticated, ``schema`` = the subscribed schema or
+  ``None`` when several schemas are subscribed, ``stype_in`` = the subscribed stype (``None``
+  when mixed), ``stype_out=instrument_id``, ``end``/``limit`` unset, ``symbols``, ``partial``,
+  ``not_found``, ``mappings`` empty (as the live gateway does).  ``start`` = the smallest
+  ``start=`` requested, else ``ts_event`` of the first record this connection will get (after
+  any gap), else last ``ts_event`` of the day + 1.  The client only compares the non-``start``
+  fields across reconnects, which are stable here.
+* Simulated clock: every gateway-made record (ack, mapping, SystemMsg, ErrorMsg, heartbeat) has
+  ``ts_event`` = metadata ``start`` before the first data record, then the ``ts_event`` of the last
+  data record sent on that connection.  ``ts_out`` (when asked) uses the same clock.
+* Acks: ``SystemMsg(code=SUBSCRIPTION_ACK, msg="Subscription request <id> for <schema> data
+  succeeded")`` -- the client just logs and yields them.
+* Selection: a record matches a subscription when its schema (the file's ``Metadata.schema``, or
+  derived from the rtype for mixed files) equals the subscribed schema and its instrument matches
+  the symbols: ``ALL_SYMBOLS`` and any ``parent``/``continuous`` symbol (``NQ.OPT``, ``ES.FUT``,
+  ...) match every instrument (the files hold one product); ``raw_symbol`` resolves through the
+  definitions' ``raw_symbol`` and the files' metadata mappings; ``instrument_id`` compares ids.
+  Unknown symbols match nothing (no error is sent).
+* Intraday replay: a subscription with ``start=`` gets its matching records with
+  ``ts_event >= start`` in timeline order.  A subscription without ``start`` gets the records from
+  the gateway's *live position*: a global timeline index, initially 0, that advances past every
+  record sent on any connection (so the first live connection gets the whole day).  On every
+  streaming connection after the first one, the first ``Faults.gap_records`` matching live
+  records are skipped (never sent: the feed moved on while the client was away); the live
+  position moves past them.  ``gap_skipped`` counts them.
+* End of day: after the last record the connection stays open for ``Faults.end_linger_s``
+  (``close_after_end=True``) -- sending heartbeats if the cadence elapses -- then is closed
+  gracefully (``shutdown(SHUT_WR)``: the client sees EOF, ``Live`` iteration stops without error).
+  With ``close_after_end=False`` it stays open, sending heartbeats until the client leaves or the
+  gateway stops.  There is no end-of-day marker in the protocol.
+* Heartbeats: ``SystemMsg(code=HEARTBEAT, msg="Heartbeat")`` only while idle after the last record,
+  every ``Faults.heartbeat_interval_s``, defaulting to the client's ``heartbeat_interval_s`` auth
+  field (the Python client always sends one: 30 s unless set).
+* Faults consumed once apply to the first *streaming* connection (one that sent
+  ``start_session``): ``error_after``, ``system_after``, ``stall_after``.  ``drop_after`` is a list
+  consumed one entry per streaming connection.  "After N" means after the N-th data record of that
+  connection (N=0: before the first data record, after acks/mappings).  Data records = records of
+  the files, never gateway-made ones.
+
+Observations (read them after the client is done; they are updated under a lock):
+``connections``, ``auth_attempts``, ``sessions`` (streaming connections), ``subscriptions``,
+``records_sent``, ``sent_keys`` (``(ts_event, instrument_id, sequence)``, ``sequence`` 0 for records
+without one; a record counts as sent once written to the connection's buffer, which is flushed every
+256 records / 64 KiB, before every fault action and at the end), ``gap_skipped``,
+``heartbeats_sent``, ``live_position``, ``handler_errors``, ``open_connections``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import databento_dbn as dbn
+import zstandard
+
+logger = logging.getLogger("tests.live_gateway")
+
+LSG_VERSION = "0.0.0-fixture"
+ALL_SYMBOLS = "ALL_SYMBOLS"
+UNDEF_TIMESTAMP = 2**64 - 1
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_POLL_S = 0.05
+_FLUSH_RECORDS = 256
+_FLUSH_BYTES = 64 * 1024
+_CLOSE_WAIT_S = 2.0
+
+# schema of a record decoded from a file whose Metadata.schema is None (mixed-schema files)
+_RTYPE_SCHEMA: dict[type, str] = {
+    dbn.MBOMsg: "mbo",
+    dbn.TradeMsg: "trades",
+    dbn.MBP1Msg: "mbp-1",
+    dbn.MBP10Msg: "mbp-10",
+    dbn.InstrumentDefMsg: "definition",
+    dbn.StatMsg: "statistics",
+    dbn.StatusMsg: "status",
+    dbn.ImbalanceMsg: "imbalance",
+}
+
+
+@dataclass
+class Faults:
+    """Fault injection and end-of-stream behaviour of :class:`LiveGateway`.
+
+    Attributes
+    ----------
+    drop_after : list[int]
+        Close the connection right after its N-th data record; one entry consumed per
+        streaming connection, in order.
+    drop_reset : bool
+        ``drop_after`` closes with a TCP RST (``SO_LINGER`` 0, after a 0.1 s pause so the client
+        has the bytes) instead of a graceful FIN.  The client then sees ``ConnectionResetError``:
+        iteration raises ``BentoError`` and ``reconnect_policy="reconnect"`` reconnects (the
+        client library only reconnects on errors, not on EOF).
+    gap_records : int
+        On every streaming connection after the first, that many matching live (no ``start=``)
+        records are skipped: the gap a naive reconnect loses.
+    reject_auth : bool
+        Always answer ``success=0|error=Authentication failed.``.
+    error_after : tuple[int, int, str] | None
+        ``(N, ErrorCode value, text)``: after N data records send ``ErrorMsg`` then close
+        gracefully (first streaming connection only).
+    system_after : list[tuple[int, int, str]]
+        ``(N, SystemCode value, text)``: in-stream ``SystemMsg`` after N data records (first
+        streaming connection only).
+    stall_after : int | None
+        After N data records send nothing more (no heartbeats) and keep the socket open until the
+        client leaves or the gateway stops (first streaming connection only).
+    delay_s : float
+        Sleep before each data record (each record is flushed on its own then).
+    heartbeat_interval_s : float | None
+        Heartbeat cadence while idle after the last record; ``None`` = the client's auth value.
+    close_after_end : bool
+        After the last record, linger ``end_linger_s`` then close gracefully (client iteration
+        ends).  ``False``: stay open with heartbeats.
+    end_linger_s : float
+        Linger before the graceful close at end of stream.
+    """
+
+    drop_after: list[int] = field(default_factory=list)
+    drop_reset: bool = False
+    gap_records: int = 0
+    reject_auth: bool = False
+    error_after: tuple[int, int, str] | None = None
+    system_after: list[tuple[int, int, str]] = field(default_factory=list)
+    stall_after: int | None = None
+    delay_s: float = 0.0
+    heartbeat_interval_s: float | None = None
+    close_after_end: bool = True
+    end_linger_s: float = 0.05
+
+
+@dataclass(frozen=True)
+class _Entry:
+    ts_recv: int
+    ts_event: int
+    schema: str
+    instrument_id: int
+    publisher_id: int
+    key: tuple[int, int, int]
+    data: bytes  # DBN v3 record bytes
+
+
+@dataclass
+class _Sub:
+    id: int
+    schema: str
+    stype_in: str
+    symbols: list[str]
+    start: int | None
+
+
+class _Closed(Exception):
+    """The peer went away or the gateway is stopping."""
+
+
+def _parse_line(line: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for token in line.strip().split("|"):
+        k, _, v = token.partition("=")
+        out[k] = v
+    return out
+
+
+def _decode_file(path: Path) -> tuple[dbn.Metadata, list[Any]]:
+    raw = Path(path).read_bytes()
+    if raw[:4] == _ZSTD_MAGIC:
+        with zstandard.ZstdDecompressor().stream_reader(raw) as reader:
+            raw = reader.read()
+    decoder = dbn.DBNDecoder(upgrade_policy=dbn.VersionUpgradePolicy.UPGRADE_TO_V3)
+    decoder.write(raw)
+    out = decoder.decode()
+    if not out or not isinstance(out[0], dbn.Metadata):
+        msg = f"{path}: no DBN metadata"
+        raise ValueError(msg)
+    return out[0], out[1:]
+
+
+class _Conn:
+    """One client connection: line reading and (optionally zstd) buffered binary writing."""
+
+    def __init__(self, sock: socket.socket, stop: threading.Event, index: int) -> None:
+        self.sock = sock
+        self.index = index
+        self.stop = stop
+        self.inbuf = b""
+        self.out: list[bytes] = []
+        self.out_n = 0
+        self.zstd: Any = None
+        self.ts_out = False
+
+    def _wait_readable(self, timeout: float) -> bool:
+        if self.stop.is_set():
+            raise _Closed
+        try:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+        except (OSError, ValueError) as exc:
+            raise _Closed from exc
+        return bool(r)
+
+    def _recv(self) -> bytes:
+        try:
+            data = self.sock.recv(65536)
+        except OSError as exc:
+            raise _Closed from exc
+        if not data:
+            raise _Closed
+        return data
+
+    def readline(self, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.inbuf:
+            if time.monotonic() > deadline:
+                raise _Closed
+            if self._wait_readable(_POLL_S):
+                self.inbuf += self._recv()
+        line, _, self.inbuf = self.inbuf.partition(b"\n")
+        return line.decode("utf-8") + "\n"
+
+    def poll_line(self) -> str | None:
+        """Read a complete line if one arrives within the poll interval; ``_Closed`` on EOF."""
+        if b"\n" not in self.inbuf and self._wait_readable(_POLL_S):
+            self.inbuf += self._recv()
+        if b"\n" in self.inbuf:
+            line, _, self.inbuf = self.inbuf.partition(b"\n")
+            return line.decode("utf-8") + "\n"
+        return None
+
+    def send_text(self, text: str) -> None:
+        self._sendall(text.encode("utf-8"))
+
+    def _sendall(self, data: bytes) -> None:
+        if self.stop.is_set():
+            raise _Closed
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise _Closed from exc
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+        self.out_n += len(data)
+        if len(self.out) >= _FLUSH_RECORDS or self.out_n >= _FLUSH_BYTES:
+            self.flush()
+
+    def write_record(self, data: bytes, ts: int) -> None:
+        if self.ts_out:
+            data = bytes([data[0] + 2]) + data[1:] + struct.pack("<Q", ts)
+        self.write(data)
+
+    def flush(self) -> None:
+        if not self.out:
+            return
+        data = b"".join(self.out)
+        self.out, self.out_n = [], 0
+        if self.zstd is not None:
+            data = self.zstd.compress(data) + self.zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+        self._sendall(data)
+
+    def close_graceful(self) -> None:
+        """Flush, send FIN, wait (bounded) for the client to close its side, close."""
+        try:
+            self.flush()
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + _CLOSE_WAIT_S
+            while time.monotonic() < deadline:
+                if self._wait_readable(_POLL_S):
+                    self._recv()  # discard; raises _Closed on EOF
+        except _Closed:
+            pass
+        except OSError:
+            pass
+        finally:
+            self.sock.close()
+
+    def close_reset(self) -> None:
+        try:
+            self.flush()
+            time.sleep(0.1)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except (OSError, _Closed):
+            pass
+        finally:
+            self.sock.close()
+
+
+class LiveGateway:
+    """Serve DBN files over the Databento Live Raw API on ``127.0.0.1`` (see module docstring).
+
+    Parameters
+    ----------
+    files : list[Path]
+        DBN files (definition + data) making up the day.
+    api_key : str
+        The only key accepted (CRAM-checked).
+    faults : Faults, optional
+        Fault injection; default none.
+    symbol_mappings : bool
+        Send ``SymbolMappingMsg`` records after the acks, like the live gateway.
+    start_latency_s : float
+        Pause between ``start_session`` and the first byte of the stream (emulated network
+        latency).  Needed: ``databento.Live`` iteration sends ``start_session`` *before* enabling
+        its record queue, and records the client decodes before that are silently dropped; on
+        localhost a whole short stream can otherwise arrive inside that window.
+    """
+
+    def __init__(
+        self,
+        files: Iterable[Path],
+        *,
+        api_key: str,
+        faults: Faults | None = None,
+        symbol_mappings: bool = True,
+        start_latency_s: float = 0.05,
+    ) -> None:
+        self.api_key = api_key
+        self.faults = faults if faults is not None else Faults()
+        self.symbol_mappings = symbol_mappings
+        self.start_latency_s = start_latency_s
+        self.port = 0
+        # observations
+        self.connections = 0
+        self.auth_attempts = 0
+        self.sessions = 0
+        self.subscriptions: list[dict[str, Any]] = []
+        self.records_sent = 0
+        self.sent_keys: list[tuple[int, int, int]] = []
+        self.gap_skipped = 0
+        self.heartbeats_sent = 0
+        self.live_position = 0
+        self.handler_errors: list[BaseException] = []
+
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._socks: set[socket.socket] = set()
+        self._drop_queue = list(self.faults.drop_after)
+        self._load(list(files))
+
+    # ------------------------------------------------------------------ data
+    def _load(self, files: list[Path]) -> None:
+        entries: list[tuple[int, int, int, int, _Entry]] = []
+        self._raw_to_ids: dict[str, set[int]] = {}
+        self._id_to_raw: dict[int, str] = {}
+        self._publisher_of: dict[int, int] = {}
+        for fi, path in enumerate(files):
+            meta, records = _decode_file(path)
+            file_schema = str(meta.schema) if meta.schema is not None else None
+            if meta.stype_out == dbn.SType.INSTRUMENT_ID:
+                for raw, intervals in (meta.mappings or {}).items():
+                    for iv in intervals:
+                        sym = iv.get("symbol", "") if isinstance(iv, dict) else ""
+                        if sym.isdigit():
+                            self._raw_to_ids.setdefault(raw, set()).add(int(sym))
+                            if meta.stype_in == dbn.SType.RAW_SYMBOL:
+                                self._id_to_raw.setdefault(int(sym), raw)
+            for ri, rec in enumerate(records):
+                schema = file_schema or _RTYPE_SCHEMA.get(type(rec))
+                if schema is None:
+                    continue  # gateway-made records in a file (SystemMsg, mappings, ...)
+                iid = rec.instrument_id
+                if isinstance(rec, dbn.InstrumentDefMsg):
+                    self._raw_to_ids.setdefault(rec.raw_symbol, set()).add(iid)
+                    self._id_to_raw[iid] = rec.raw_symbol
+                self._publisher_of.setdefault(iid, rec.publisher_id)
+                ts_recv = getattr(rec, "ts_recv", None)
+                ts_recv = rec.ts_event if ts_recv is None else ts_recv
+                key = (rec.ts_event, iid, int(getattr(rec, "sequence", 0) or 0))
+                entry = _Entry(ts_recv, rec.ts_event, schema, iid, rec.publisher_id, key, bytes(rec))
+                entries.append((ts_recv, rec.ts_event, fi, ri, entry))
+        entries.sort(key=lambda t: t[:4])
+        self._timeline: list[_Entry] = [e[4] for e in entries]
+        self._all_ids = sorted({e.instrument_id for e in self._timeline})
+
+    @property
+    def open_connections(self) -> int:
+        """Connections whose socket the gateway still holds open."""
+        with self._lock:
+            return len(self._socks)
+
+    def timeline_keys(self, schema: str | None = None) -> list[tuple[int, int, int]]:
+        """Keys of the day's records (optionally of one schema) in live order."""
+        return [e.key for e in self._timeline if schema is None or e.schema == schema]
+
+    def _resolve(self, sub: _Sub) -> set[int] | None:
+        """Instrument ids matched by ``sub``; ``None`` = every instrument."""
+        if sub.stype_in in ("parent", "continuous") or ALL_SYMBOLS in sub.symbols:
+            return None
+        ids: set[int] = set()
+        for sym in sub.symbols:
+            if sub.stype_in == "instrument_id":
+                if sym.strip().isdigit():
+                    ids.add(int(sym))
+            else:
+                ids |= self._raw_to_ids.get(sym, set())
+        return ids
+
+    # -------------------------------------------------------------- lifecycle
+    def __enter__(self) -> LiveGateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Bind 127.0.0.1:0 and start accepting."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.settimeout(_POLL_S)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="lsg-accept", daemon=True)
+        self._accept_thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, unblock and join every handler thread."""
+        self._stop.set()
+        if self._accept_thread is not None:
+            self._accept_thread.join(timeout=5)
+        if self._listener is not None:
+            self._listener.close()
+        with self._lock:
+            socks = list(self._socks)
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in list(self._threads):
+            t.join(timeout=5)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            logger.error("live gateway threads still alive: %s", alive)
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            sock.setblocking(True)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                index = self.connections
+                self.connections += 1
+                self._socks.add(sock)
+            t = threading.Thread(
+                target=self._handle, args=(sock, index), name=f"lsg-conn-{index}", daemon=True
+            )
+            self._threads.append(t)
+            t.start()
+
+    def _handle(self, sock: socket.socket, index: int) -> None:
+        conn = _Conn(sock, self._stop, index)
+        closed = False
+        try:
+            closed = self._session(conn, index)
+        except _Closed:
+            logger.debug("connection %d closed by peer or gateway stop", index)
+        except Exception as exc:  # never let a handler die silently or hang a test
+            logger.exception("live gateway handler %d failed", index)
+            with self._lock:
+                self.handler_errors.append(exc)
+        finally:
+            if not closed:
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+            with self._lock:
+                self._socks.discard(sock)
+
+    # --------------------------------------------------------------- protocol
+    def _session(self, conn: _Conn, index: int) -> bool:
+        """Run one connection; return True when the socket was closed by the handler."""
+        challenge = secrets.token_hex(16)
+        conn.send_text(f"lsg_version={LSG_VERSION}\n")
+        conn.send_text(f"cram={challenge}\n")
+        auth = _parse_line(conn.readline())
+        with self._lock:
+            self.auth_attempts += 1
+        expected = hashlib.sha256(f"{challenge}|{self.api_key}".encode()).hexdigest()
+        expected = f"{expected}-{self.api_key[-5:]}"
+        if self.faults.reject_auth or auth.get("auth") != expected:
+            conn.send_text("success=0|error=Authentication failed.\n")
+            conn.close_graceful()
+            return True
+        compression = auth.get("compression", "none").lower()
+        if auth.get("encoding", "dbn") != "dbn" or compression not in ("none", "zstd"):
+            conn.send_text(f"success=0|error=Unsupported encoding/compression: {auth}\n")
+            conn.close_graceful()
+            return True
+        conn.send_text(f"success=1|session_id={1000 + index}\n")
+        dataset = auth.get("dataset", "GLBX.MDP3")
+        conn.ts_out = auth.get("ts_out", "0") == "1"
+        hb = self.faults.heartbeat_interval_s
+        if hb is None:
+            hb = float(auth.get("heartbeat_interval_s") or 30)
+
+        subs: dict[int, _Sub] = {}
+        while True:
+            line = conn.readline(timeout=3600)
+            fields = _parse_line(line)
+            if "start_session" in fields:
+                break
+            if "schema" not in fields:
+                logger.warning("connection %d: ignoring %r", index, line)
+                continue
+            self._add_subscription(index, fields, subs)
+
+        with self._lock:
+            first_stream = self.sessions == 0
+            self.sessions += 1
+            drop = self._drop_queue.pop(0) if self._drop_queue else None
+            plan, meta_start = self._plan(list(subs.values()), reconnect=not first_stream)
+
+        if self.start_latency_s > 0:
+            self._stop.wait(self.start_latency_s)
+        if compression == "zstd":
+            conn.zstd = zstandard.ZstdCompressor().compressobj()
+        return self._stream(conn, dataset, list(subs.values()), plan, meta_start, first_stream, drop, hb)
+
+    def _add_subscription(self, index: int, fields: dict[str, str], subs: dict[int, _Sub]) -> None:
+        start = fields.get("start")
+        sub_id = int(fields["id"]) if fields.get("id", "").strip() else len(subs)
+        symbols = [s for s in fields.get("symbols", "").split(",") if s]
+        record = {
+            "connection": index,
+            "schema": fields["schema"],
+            "stype_in": fields.get("stype_in", "raw_symbol"),
+            "symbols": symbols,
+            "start": int(start) if start not in (None, "") else None,
+            "snapshot": int(fields.get("snapshot") or 0),
+            "id": sub_id,
+            "is_last": int(fields.get("is_last") or 1),
+        }
+        with self._lock:
+            self.subscriptions.append(record)
+        if sub_id in subs:  # batched symbols of one subscription
+            subs[sub_id].symbols.extend(symbols)
+        else:
+            subs[sub_id] = _Sub(sub_id, record["schema"], record["stype_in"], symbols, record["start"])
+
+    def _plan(self, subs: list[_Sub], *, reconnect: bool) -> tuple[list[int], int]:
+        """Timeline indices to send on this connection and the metadata start (lock held)."""
+        resolved = [(s, self._resolve(s)) for s in subs]
+        live_begin = self.live_position
+        gap_left = self.faults.gap_records if reconnect else 0
+        plan: list[int] = []
+        for idx, e in enumerate(self._timeline):
+            replay_hit = live_hit = False
+            for s, ids in resolved:
+                if s.schema != e.schema or (ids is not None and e.instrument_id not in ids):
+                    continue
+                if s.start is not None:
+                    replay_hit = replay_hit or e.ts_event >= s.start
+                elif idx >= live_begin:
+                    live_hit = True
+            if live_hit and not replay_hit and gap_left > 0:
+                gap_left -= 1
+                self.gap_skipped += 1
+                self.live_position = max(self.live_position, idx + 1)
+                continue
+            if replay_hit or live_hit:
+                plan.append(idx)
+        starts = [s.start for s in subs if s.start is not None]
+        if starts:
+            meta_start = min(starts)
+        elif plan:
+            meta_start = self._timeline[plan[0]].ts_event
+        else:
+            meta_start = self._timeline[-1].ts_event + 1 if self._timeline else 0
+        return plan, meta_start
+
+    def _metadata(self, dataset: str, subs: list[_Sub], start: int, ts_out: bool) -> bytes:
+        schemas = {s.schema for s in subs}
+        stypes = {s.stype_in for s in subs}
+        meta = dbn.Metadata(
+            dataset=dataset,
+            start=start,
+            stype_in=dbn.SType.from_str(stypes.pop()) if len(stypes) == 1 else None,
+            stype_out=dbn.SType.INSTRUMENT_ID,
+            schema=dbn.Schema.from_str(schemas.pop()) if len(schemas) == 1 else None,
+            symbols=[],
+            partial=[],
+            not_found=[],
+            mappings=[],
+            ts_out=ts_out,
+            version=3,
+        )
+        return bytes(meta.encode())
+
+    def _mapping_records(self, sub: _Sub, ts: int) -> list[bytes]:
+        ids = self._resolve(sub)
+        out = []
+        for iid in sorted(self._all_ids if ids is None else ids):
+            raw = self._id_to_raw.get(iid)
+            if raw is None:
+                continue
+            in_symbol = raw if ids is None and ALL_SYMBOLS in sub.symbols else None
+            if in_symbol is None:
+                in_symbol = (
+                    sub.symbols[0]
+                    if ids is None
+                    else next((s for s in sub.symbols if s == raw or s == str(iid)), raw)
+                )
+            msg = dbn.SymbolMappingMsg(
+                self._publisher_of.get(iid, 1),
+                iid,
+                ts,
+                dbn.SType.from_str(sub.stype_in),
+                in_symbol,
+                dbn.SType.RAW_SYMBOL,
+                raw,
+                ts,
+                UNDEF_TIMESTAMP,
+            )
+            out.append(bytes(msg))
+        return out
+
+    def _stream(
+        self,
+        conn: _Conn,
+        dataset: str,
+        subs: list[_Sub],
+        plan: list[int],
+        meta_start: int,
+        first_stream: bool,
+        drop: int | None,
+        hb: float,
+    ) -> bool:
+        f = self.faults
+        clock = meta_start
+        conn.write(self._metadata(dataset, subs, meta_start, conn.ts_out))
+        for s in subs:
+            ack = dbn.SystemMsg(
+                clock,
+                f"Subscription request {s.id} for {s.schema} data succeeded",
+                code=dbn.SystemCode.SUBSCRIPTION_ACK,
+            )
+            conn.write_record(bytes(ack), clock)
+        if self.symbol_mappings:
+            for s in subs:
+                for rec in self._mapping_records(s, clock):
+                    conn.write_record(rec, clock)
+
+        def after(n: int) -> str | None:
+            """Apply faults due after n data records; return 'closed'/'stall' or None."""
+            if first_stream:
+                for at, code, text in f.system_after:
+                    if at == n:
+                        msg = dbn.SystemMsg(clock, text, code=dbn.SystemCode(code))
+                        conn.write_record(bytes(msg), clock)
+                if f.error_after is not None and f.error_after[0] == n:
+                    code = dbn.ErrorCode(f.error_after[1])
+                    err = dbn.ErrorMsg(clock, f.error_after[2], is_last=True, code=code)
+                    conn.write_record(bytes(err), clock)
+                    conn.close_graceful()
+                    return "closed"
+            if drop is not None and drop == n:
+                if f.drop_reset:
+                    conn.close_reset()
+                else:
+                    conn.close_graceful()
+                return "closed"
+            if first_stream and f.stall_after is not None and f.stall_after == n:
+                return "stall"
+            return None
+
+        sent = 0
+        state = after(0)
+        for idx in plan if state is None else ():
+            e = self._timeline[idx]
+            if f.delay_s > 0:
+                conn.flush()
+                if self._stop.wait(f.delay_s):
+                    raise _Closed
+            conn.write_record(e.data, e.ts_event)
+            clock = e.ts_event
+            sent += 1
+            with self._lock:
+                self.records_sent += 1
+                self.sent_keys.append(e.key)
+                self.live_position = max(self.live_position, idx + 1)
+            state = after(sent)
+            if state is not None:
+                break
+        if state == "closed":
+            return True
+        conn.flush()
+        if state == "stall":
+            while True:  # until the client leaves or the gateway stops (both raise _Closed)
+                conn.poll_line()
+
+        # end of the day: idle, heartbeats, then (maybe) graceful close
+        end_at = time.monotonic() + f.end_linger_s
+        last_send = time.monotonic()
+        while not f.close_after_end or time.monotonic() < end_at:
+            line = conn.poll_line()
+            if line is not None:
+                fields = _parse_line(line)
+                if "schema" in fields:  # late subscription: recorded, no data
+                    self._add_subscription(conn.index, fields, {})
+            if hb > 0 and time.monotonic() - last_send >= hb:
+                beat = dbn.SystemMsg(clock, "Heartbeat", code=dbn.SystemCode.HEARTBEAT)
+                conn.write_record(bytes(beat), clock)
+                conn.flush()
+                last_send = time.monotonic()
+                with self._lock:
+                    self.heartbeats_sent += 1
+        conn.close_graceful()
+        return True

@@ -1,0 +1,207 @@
+"""The live source end to end against a local gateway speaking Databento's live protocol."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import databento_dbn as dbn
+import pytest
+from bytewax.testing import run_main
+
+from connectors.live import LiveAuthError, LiveConfigError, LiveFeed
+from connectors.sample import generate_session
+from flows.ifd import build_flow
+from models.errors import SourceError
+from models.settings import LiveSettings, Settings
+from sinks.clickhouse import ChdbStore
+from tests.live_gateway import Faults, LiveGateway
+from tests.reference import lee_ready_windows, trades_frame
+
+KEY = "db-LocalGatewayTestKeyZQXJW"
+TAIL = KEY[-5:]
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    files = generate_session(tmp_path_factory.mktemp("live-src"), n_trades=3000, seed=3)
+    return files.definition_path, files.tbbo_path
+
+
+def live_settings(port: int, **overrides) -> LiveSettings:
+    values = dict(
+        api_key=KEY, gateway="127.0.0.1", port=port, symbols="NQ.OPT", stype_in="parent",
+        schema_name="tbbo", session="always", reconnect_initial_s=0.01, reconnect_max_s=0.05,
+        heartbeat_interval_s=1, heartbeat_grace_s=0.5, idle_exit_s=2.5, batch_records=400,
+        replay_horizon_s=30 * 86_400.0,  # the generated day is in the past
+    )
+    values.update(overrides)
+    return LiveSettings(**values)
+
+
+def run_live(tmp_path, port: int, **overrides) -> dict:
+    settings = Settings(mode="live", data_dir=tmp_path, progress_interval_s=0,
+                        scoring_enabled=False)
+    run_main(build_flow(settings, live=live_settings(port, **overrides), alerts=None))
+    store = ChdbStore(tmp_path / "chdb")
+    try:
+        rows = store.query_arrow(
+            "SELECT instrument_id, toUnixTimestamp(window_start) AS w, bid_volume AS bid,"
+            " ask_volume AS ask, unknown_volume AS unknown, total_trades AS trades"
+            " FROM ifd.pressure_metrics").to_pylist()
+        usage = store.query_arrow("SELECT * FROM ifd.usage FINAL ORDER BY minute").to_pylist()
+    finally:
+        store.close()
+    return {"windows": {(r.pop("instrument_id"), r.pop("w")): r for r in rows}, "usage": usage}
+
+
+def test_every_trade_counted_once_after_three_drops_and_a_gap(tmp_path, day, caplog):
+    caplog.set_level(logging.DEBUG)
+    faults = Faults(drop_after=[400, 1100, 2000], drop_reset=True, gap_records=40)
+    with LiveGateway(list(day), api_key=KEY, faults=faults) as gw:
+        out = run_live(tmp_path, gw.port)
+        streamed = gw.sessions
+    assert out["windows"] == lee_ready_windows(trades_frame(day[1]))
+    assert streamed >= 4  # first connection + 3 reconnects
+    assert max(u["reconnects"] for u in out["usage"]) >= 3
+    assert "intraday replay from" in caplog.text
+    for record in caplog.records:  # no secret in any log line, databento's included
+        assert KEY not in record.getMessage() and TAIL not in record.getMessage()
+
+
+def test_stall_past_the_heartbeat_reconnects_and_loses_nothing(tmp_path, day):
+    with LiveGateway(list(day), api_key=KEY, faults=Faults(stall_after=700)) as gw:
+        out = run_live(tmp_path, gw.port)
+        assert gw.sessions >= 2
+    assert out["windows"] == lee_ready_windows(trades_frame(day[1]))
+
+
+def test_internal_error_msg_reconnects_and_loses_nothing(tmp_path, day):
+    faults = Faults(error_after=(900, int(dbn.ErrorCode.INTERNAL_ERROR), "internal error"),
+                    system_after=[(300, int(dbn.SystemCode.SLOW_READER_WARNING), "slow reader")],
+                    delay_s=0.0002)
+    with LiveGateway(list(day), api_key=KEY, faults=faults) as gw:
+        out = run_live(tmp_path, gw.port)
+        assert gw.sessions >= 2
+    assert out["windows"] == lee_ready_windows(trades_frame(day[1]))
+
+
+def _poll_until(feed: LiveFeed, predicate, limit: int = 2000):
+    import time
+
+    for _ in range(limit):
+        feed.poll()
+        if predicate():
+            return
+        time.sleep(0.005)
+    message = "condition not reached"
+    raise AssertionError(message)
+
+
+def test_rejected_key_is_a_fatal_clear_error_without_the_key(day):
+    with LiveGateway(list(day), api_key=KEY, faults=Faults(reject_auth=True)) as gw:
+        feed = LiveFeed(live_settings(gw.port))
+        with pytest.raises(LiveAuthError) as err:
+            _poll_until(feed, lambda: False)
+        feed.close()
+        assert gw.auth_attempts == 1  # fatal: no retry storm
+    assert "rejected the API key" in str(err.value) and "DATABENTO_API_KEY" in str(err.value)
+    assert KEY not in str(err.value) and TAIL not in str(err.value)
+
+
+def test_symbol_resolution_error_is_fatal_and_names_the_setting(day):
+    faults = Faults(error_after=(0, int(dbn.ErrorCode.SYMBOL_RESOLUTION_FAILED), "no such symbol"))
+    with LiveGateway(list(day), api_key=KEY, faults=faults) as gw:
+        feed = LiveFeed(live_settings(gw.port))
+        with pytest.raises(LiveConfigError, match="IFD_LIVE_SYMBOLS"):
+            _poll_until(feed, lambda: False)
+        feed.close()
+
+
+def test_budget_cutoff_stops_the_stream_at_the_threshold(tmp_path, day):
+    # $0.001 per byte; the day streams 661 definitions + their symbol mappings (~$486) before
+    # 3,000 tbbo trades (240 kB); budget $800, stop at 80 % = $640: after ~800 trades
+    with LiveGateway(list(day), api_key=KEY, faults=Faults(delay_s=0.0003)) as gw:
+        out = run_live(tmp_path, gw.port, cost_per_gb_usd=1e6, daily_budget_usd=800.0,
+                       budget_stop_fraction=0.8, batch_records=50)
+    trades = sum(v["trades"] for v in out["windows"].values())
+    assert 500 < trades < 3000
+    spent = max(u["est_cost_usd"] for u in out["usage"])
+    assert 640.0 <= spent < 800.0
+
+
+def test_backoff_schedule_is_capped_exponential_with_jitter_then_gives_up():
+    clock = [1_000_000.0]
+
+    def refuse(**_kw):
+        message = "connection refused"
+        raise ConnectionRefusedError(message)
+
+    settings = live_settings(1, reconnect_initial_s=1.0, reconnect_max_s=8.0,
+                             reconnect_max_attempts=6, idle_exit_s=None)
+    feed = LiveFeed(settings, client_factory=refuse, now=lambda: clock[0],
+                    rng=random.Random(7))
+    delays = []
+    with pytest.raises(SourceError, match="giving up after 6 reconnect attempts"):
+        for _ in range(10):
+            feed.poll()
+            delay = feed.backoff_delay_s()
+            delays.append(delay)
+            clock[0] += delay + 1e-6
+    expected_rng = random.Random(7)
+    expected = [expected_rng.uniform(0, min(8.0, 2.0 ** n)) for n in range(6)]
+    assert delays == pytest.approx(expected)
+
+
+def test_kill_and_resume_from_recovery_snapshot_replays_the_gap_exactly_once(tmp_path, day):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    recovery = tmp_path / "recovery"
+    recovery.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True,
+                   cwd=root)
+    # a resume that forgot the replay would lose the 300 records the live feed moved on by
+    faults = Faults(delay_s=0.0015, gap_records=300)
+    with LiveGateway(list(day), api_key=KEY, faults=faults) as gw:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("IFD_", "DATABENTO"))}
+        env.update(IFD_MODE="live", IFD_DATA_DIR=str(tmp_path), IFD_PROGRESS_INTERVAL_S="0",
+                   IFD_SCORING_ENABLED="false", DATABENTO_API_KEY=KEY,
+                   IFD_LIVE_GATEWAY="127.0.0.1", IFD_LIVE_PORT=str(gw.port),
+                   IFD_LIVE_SESSION="always", IFD_LIVE_IDLE_EXIT_S="2.5",
+                   IFD_LIVE_HEARTBEAT_INTERVAL_S="1", IFD_LIVE_HEARTBEAT_GRACE_S="0.5",
+                   IFD_LIVE_RECONNECT_INITIAL_S="0.01", IFD_LIVE_BATCH_RECORDS="200",
+                   IFD_LIVE_REPLAY_HORIZON_S=str(30 * 86_400), IFD_ALERT_JSONL_PATH="")
+        cmd = [sys.executable, "-m", "bytewax.run", "flows.ifd", "-r", str(recovery),
+               "-s", "1", "-b", "0"]
+        first = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        # 661 definitions stream first; kill once ~1,200 trades are out (>= 1 snapshot with trades)
+        while gw.records_sent < 661 + 1200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)  # a crash: no flush, no close
+        first.wait(timeout=30)
+        sent_before_kill = gw.records_sent
+        second = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
+                                timeout=240, check=False)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        resumed_with_start = [s["start"] for s in gw.subscriptions if s["connection"] >= 1]
+    assert 661 + 1200 <= sent_before_kill < 661 + 3000
+    assert resumed_with_start and all(start is not None for start in resumed_with_start), (
+        second.stdout[-2500:] + second.stderr[-2500:])
+    store = ChdbStore(tmp_path / "chdb")
+    try:
+        rows = store.query_arrow(
+            "SELECT instrument_id, toUnixTimestamp(window_start) AS w, bid_volume AS bid,"
+            " ask_volume AS ask, unknown_volume AS unknown, total_trades AS trades"
+            " FROM ifd.pressure_metrics").to_pylist()
+    finally:
+        store.close()
+    got = {(r.pop("instrument_id"), r.pop("w")): r for r in rows}
+    assert got == lee_ready_windows(trades_frame(day[1]))
