@@ -175,6 +175,10 @@ class SourceBatch:
     partition : str
         Key of the source partition (a series of files read in order); the
         per-stream state (tick test, watermark) is kept per partition.
+    second_parts : bool
+        Live sources: window parts are identified per ``ts_recv`` second
+        instead of per batch, so a replay after a restart rewrites the same
+        rows however its records are grouped into batches.
     """
 
     source: str
@@ -185,6 +189,7 @@ class SourceBatch:
     total_bytes: int
     eof: bool
     partition: str = ""
+    second_parts: bool = False
 
 
 def _open_stream(path: Path) -> tuple[BinaryIO, BinaryIO]:

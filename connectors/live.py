@@ -185,15 +185,18 @@ class Deduper:
         cutoff = self.last_ts_event - self.overlap_ns
         for rtype, rows in list(chunk.trades.items()):
             ts = rows["ts_event"].astype(np.int64)
-            keys = self._keys(rows)
-            seen = np.fromiter((k in self.keys for k in keys), dtype=bool, count=len(keys))
-            keep = ~(seen | (ts < cutoff))
-            dropped += int((~keep).sum())
+            keep = np.zeros(len(rows), dtype=bool)
+            kept = []
+            # in arrival order: a record and its replayed copy can share one chunk
+            for i, (key, t) in enumerate(zip(self._keys(rows), ts.tolist(), strict=True)):
+                if t >= cutoff and key not in self.keys:
+                    self.keys.add(key)
+                    kept.append(key)
+                    keep[i] = True
+            dropped += len(rows) - len(kept)
             if not keep.all():
                 chunk.trades[rtype] = rows[keep]
                 chunk.positions[rtype] = chunk.positions[rtype][keep]
-            kept = [k for k, ok in zip(keys, keep.tolist(), strict=True) if ok]
-            self.keys.update(kept)
             if kept:
                 self.last_ts_event = max(self.last_ts_event, max(k[0] for k in kept))
         floor = self.last_ts_event - self.overlap_ns
@@ -204,15 +207,10 @@ class Deduper:
 
 @dataclass(frozen=True)
 class LiveResume:
-    """Snapshot of the live source: where to resume after a restart.
-
-    ``second``/``sub``: the last emitted batch (ts_recv second, sub-batch).
-    """
+    """Snapshot of the live source: where to resume after a restart."""
 
     last_ts_event: int
     keys: frozenset[tuple[int, int, int, int]]
-    second: int = 0
-    sub: int = 0
 
 
 @dataclass
@@ -261,11 +259,10 @@ class LiveFeed:
         self.source_id = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
         self.trade_rtype = SCHEMA_RTYPE[settings.schema_name]
         self.dedupe = Deduper(int(settings.replay_overlap_s * NS))
-        self._second, self._sub = 0, 0  # current ts_recv second and sub-batch within it
+        self.batches = 0
         if resume is not None:
             self.dedupe.last_ts_event = resume.last_ts_event
             self.dedupe.keys = set(resume.keys)
-            self._second, self._sub = resume.second, resume.sub
         self.meter = BudgetMeter(settings.daily_budget_usd, settings.budget_stop_fraction,
                                  settings.cost_per_gb_usd, settings.cost_per_hour_usd)
         self.sessions = MarketSessions(settings.session)
@@ -495,8 +492,7 @@ class LiveFeed:
             self._disconnect(now_s, "daily budget reached")
         elif self._client is None and now_s >= self._next_attempt_s:
             try:
-                self._connect(now_s)
-                self._attempts = 0
+                self._connect(now_s)  # attempts reset only once fresh data flows (below)
             except ConnectionError as exc:
                 self._schedule_reconnect(now_s, f"connect failed: {exc}")
         if self._client is not None:
@@ -513,6 +509,7 @@ class LiveFeed:
             backlog = bool(self._records)
         if fresh:
             self._last_data_s = now_s
+            self._attempts = 0  # a connection that delivers new data ends the backoff run
         elif backlog:
             if self.settings.idle_exit_s and now_s - self._last_data_s > self.settings.idle_exit_s:
                 self._closing = True  # let incomplete seconds flush, then exit
@@ -525,38 +522,36 @@ class LiveFeed:
                 self._flush_minute()
         return batch, self._take_usage(now_s)
 
-    def _take_second(self, now_s: float) -> tuple[int, list[bytes]] | None:
-        """Pop the oldest *complete* ts_recv second (at most ``batch_records`` records of it).
+    def _take_complete(self, now_s: float) -> list[bytes]:
+        """Pop every queued record of *complete* ts_recv seconds (about ``batch_records``).
 
         A second is complete once a record of a later second arrived, or the
         connection has been quiet for a second (records arrive in ts_recv
-        order), or the feed is closing. Cutting batches on ts_recv seconds
-        makes (source, seq) name the same records in a replay after a restart,
-        which the idempotent ClickHouse parts rely on.
+        order), or the feed is closing. Batches end on second boundaries and
+        live parts are identified per second (``SourceBatch.second_parts``),
+        so a replay after a restart rewrites the same rows.
         """
         with self._lock:
             if not self._records:
-                return None
-            second = self._records[0][0]
-            later = self._records[-1][0] > second
+                return []
             quiet = self._client is not None and now_s - self._last_arrival_s > 1.0
-            if not (later or quiet or self._closing):
-                return None
-            out = []
-            while (self._records and self._records[0][0] == second
-                   and len(out) < self.settings.batch_records):
-                out.append(self._records.popleft()[1])
-        return second, out
+            flush_all = quiet or self._closing
+            newest = self._records[-1][0]
+            out: list[bytes] = []
+            while self._records:
+                second = self._records[0][0]
+                if second >= newest and not flush_all:
+                    break
+                if len(out) >= self.settings.batch_records:
+                    break
+                while self._records and self._records[0][0] == second:
+                    out.append(self._records.popleft()[1])
+        return out
 
     def _drain(self, now_s: float) -> SourceBatch | None:
-        taken = self._take_second(now_s)
-        if taken is None:
+        raw = self._take_complete(now_s)
+        if not raw:
             return None
-        second, raw = taken
-        if second == self._second:
-            self._sub += 1
-        else:
-            self._second, self._sub = second, 0
         n = len(raw)
         buf = b"".join(raw)
         chunk, _ = decode_records(buf, path=self.source_id, start_record=0, version=3)
@@ -569,10 +564,10 @@ class LiveFeed:
         if bad_book:
             self._count("maybe_bad_book", bad_book)
         self._account(now_s, n, len(buf), chunk)
-        batch = SourceBatch(source=self.source_id, seq=second * 1000 + self._sub,
-                            trade_rtype=self.trade_rtype, chunk=chunk, bytes_read=0,
-                            total_bytes=0, eof=False, partition=self.source_id)
-        return batch
+        self.batches += 1
+        return SourceBatch(source=self.source_id, seq=self.batches, trade_rtype=self.trade_rtype,
+                           chunk=chunk, bytes_read=0, total_bytes=0, eof=False,
+                           partition=self.source_id, second_parts=True)
 
     def _account(self, now_s: float, records: int, nbytes: int, chunk: DecodedChunk) -> None:
         minute = int(now_s // 60)
@@ -605,8 +600,7 @@ class LiveFeed:
 
     def snapshot(self) -> LiveResume:
         """Resume point for bytewax recovery."""
-        return LiveResume(self.dedupe.last_ts_event, frozenset(self.dedupe.keys),
-                          self._second, self._sub)
+        return LiveResume(self.dedupe.last_ts_event, frozenset(self.dedupe.keys))
 
     def close(self) -> None:
         """Close the connection and flush the current minute's usage."""

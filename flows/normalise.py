@@ -45,6 +45,8 @@ class TradeBatch:
     ----------
     ts_event : int64[n]
         Match time, ns since epoch UTC.
+    ts_recv : int64[n]
+        Databento receive time, ns since epoch UTC.
     instrument_id : uint32[n]
     price : int64[n]
         Fixed-point 1e-9 USD index points.
@@ -59,6 +61,7 @@ class TradeBatch:
     """
 
     ts_event: np.ndarray
+    ts_recv: np.ndarray
     instrument_id: np.ndarray
     price: np.ndarray
     size: np.ndarray
@@ -83,7 +86,7 @@ class NormalisedBatch:
 def _empty_trades() -> TradeBatch:
     i8 = np.empty(0, dtype=np.int64)
     return TradeBatch(
-        i8, np.empty(0, np.uint32), i8, i8, np.empty(0, np.int8), i8, i8, i8
+        i8, i8, np.empty(0, np.uint32), i8, i8, np.empty(0, np.int8), i8, i8, i8
     )
 
 
@@ -165,6 +168,7 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
         bid, ask = _bbo(rows, rtype)
         trades = TradeBatch(
             ts_event=rows["ts_event"].astype(np.int64),
+            ts_recv=rows["ts_recv"].astype(np.int64),
             instrument_id=rows["instrument_id"].astype(np.uint32),
             price=price,
             size=size,

@@ -107,7 +107,7 @@ def aggregate_parts(
     window_ns: int,
     resolve: Callable[[int], Contract],
     source: str,
-    seq: int,
+    seq: int | np.ndarray,
     spread: np.ndarray | None = None,
 ) -> PartBlock:
     """Group one classified batch into additive parts per (instrument, window).
@@ -127,8 +127,12 @@ def aggregate_parts(
         Tumbling window length in ns (divides one day).
     resolve : callable
         instrument_id → Contract (called once per instrument in the batch).
-    source, seq : str, int
-        Identity of the source batch, stamped on each part.
+    source : str
+        Input id, stamped on each part.
+    seq : int | int64[n]
+        Part identity within the source: the batch number, or one value per
+        trade (live: its ``ts_recv`` second), in which case parts are also
+        grouped by it.
     spread : bool[n] | None
         Trades that are spread legs (:func:`flows.spreads.spread_legs`).
 
@@ -145,9 +149,18 @@ def aggregate_parts(
         return PartBlock("", None, window_ns, cols)
     window = (ts_event // window_ns).astype(np.uint64)
     combo = (instrument_id.astype(np.uint64) << np.uint64(32)) | window
-    order = np.argsort(combo, kind="stable")
-    combo_sorted = combo[order]
-    starts = np.flatnonzero(np.r_[True, combo_sorted[1:] != combo_sorted[:-1]])
+    if np.ndim(seq) == 0:
+        order = np.argsort(combo, kind="stable")
+        combo_sorted = combo[order]
+        starts = np.flatnonzero(np.r_[True, combo_sorted[1:] != combo_sorted[:-1]])
+        group_seq = np.full(len(starts), int(seq), dtype=np.int64)
+    else:  # per-trade identity: group by (instrument, window, seq)
+        seq_arr = np.asarray(seq, dtype=np.int64)
+        order = np.lexsort((seq_arr, combo))
+        combo_sorted, seq_sorted = combo[order], seq_arr[order]
+        starts = np.flatnonzero(np.r_[True, (combo_sorted[1:] != combo_sorted[:-1])
+                                      | (seq_sorted[1:] != seq_sorted[:-1])])
+        group_seq = seq_sorted[starts]
     keys = combo_sorted[starts]
     g = len(keys)
     size_s, ts_s = size[order], ts_event[order]
@@ -176,7 +189,7 @@ def aggregate_parts(
         "window_start_ns": group_window * window_ns,
         "contract_key": attr([c.key for c in contracts], "object"),
         "source": np.full(g, source, dtype=object),
-        "seq": np.full(g, seq, dtype=np.int64),
+        "seq": group_seq,
         "instrument_id": attr([c.instrument_id for c in contracts], "uint32"),
         "symbol": attr([c.symbol for c in contracts], "object"),
         "underlying": attr([c.underlying for c in contracts], "object"),

@@ -83,3 +83,11 @@ def test_api_key_never_appears_in_settings_repr_or_masked(monkeypatch):
     s = load_live_settings()
     assert "SECRET" not in repr(s) and "SECRET" not in str(s.masked())
     assert s.key() == "db-SECRETSECRETSECRET12345"
+
+
+def test_dedupe_drops_a_replayed_copy_arriving_in_the_same_chunk_as_the_original():
+    d = Deduper(overlap_ns=2 * NS)
+    ts = T0 + np.array([1, 2, 3, 2, 3, 4]) * NS  # 2 and 3 replayed after a reconnect
+    chunk = _chunk(ts, [1, 2, 3, 2, 3, 4])
+    assert d.filter(chunk) == 2
+    assert chunk.trades[RTYPE_TRADES]["sequence"].tolist() == [1, 2, 3, 4]
