@@ -236,6 +236,10 @@ class LiveFeed:
     now : callable
         Wall clock, seconds since epoch.
 
+    notify : callable | None
+        ``notify(key, title, body)`` for operational alerts (the budget stop);
+        :meth:`sinks.alerts.AlertDispatcher.notify` in the dataflow.
+
     Raises
     ------
     ConfigError
@@ -250,10 +254,12 @@ class LiveFeed:
         client_factory: Callable[..., object] | None = None,
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        notify: Callable[[str, str, str], object] | None = None,
     ) -> None:
         self.settings = settings
         self._key = settings.key()
         self._client_factory = client_factory
+        self._notify = notify
         self._now = now
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self.source_id = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
@@ -485,10 +491,14 @@ class LiveFeed:
         elif self.meter.exhausted():
             if self.stopped_reason != "budget":
                 self.stopped_reason = "budget"
-                log.error("live: %.0f%% of the daily budget ($%.2f of $%.2f) used: closing the "
-                          "stream until the next UTC day", 100 * self.meter.cost_usd()
-                          / self.settings.daily_budget_usd, self.meter.cost_usd(),
-                          self.settings.daily_budget_usd)
+                text = (f"{100 * self.meter.cost_usd() / self.settings.daily_budget_usd:.0f}% of "
+                        f"the daily Databento budget used (${self.meter.cost_usd():,.2f} of "
+                        f"${self.settings.daily_budget_usd:,.2f}): live stream closed until the "
+                        "next UTC day")
+                log.error("live: %s", text)
+                if self._notify is not None:
+                    day = datetime.fromtimestamp(now_s, UTC).date()
+                    self._notify(f"budget-{self.source_id}-{day}", "IFD live budget reached", text)
             self._disconnect(now_s, "daily budget reached")
         elif self._client is None and now_s >= self._next_attempt_s:
             try:

@@ -18,11 +18,13 @@ from connectors.dbn import SourceBatch
 from connectors.live import LiveFeed, LiveResume
 from models.records import UsageRow
 from models.settings import LiveSettings
+from sinks.alerts import AlertDispatcher, AlertSettings
 
 
 class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow, LiveResume]):
-    def __init__(self, feed: LiveFeed) -> None:
+    def __init__(self, feed: LiveFeed, dispatcher: AlertDispatcher | None) -> None:
         self._feed = feed
+        self._dispatcher = dispatcher
 
     @override
     def next_batch(self) -> list[SourceBatch | UsageRow]:
@@ -45,6 +47,8 @@ class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow, LiveResume]
     @override
     def close(self) -> None:
         self._feed.close()
+        if self._dispatcher is not None:
+            self._dispatcher.close()
 
 
 class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow, LiveResume]):
@@ -56,12 +60,16 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow, LiveResume]):
         ``IFD_LIVE_*`` and ``DATABENTO_API_KEY``.
     client_factory : callable | None
         Replaces ``databento.Live`` (None: the real client).
+    alerts : AlertSettings | None
+        Channels for operational notices (budget stop); None: log only.
     """
 
     def __init__(self, settings: LiveSettings,
-                 client_factory: Callable[..., object] | None = None) -> None:
+                 client_factory: Callable[..., object] | None = None,
+                 alerts: AlertSettings | None = None) -> None:
         self._settings = settings
         self._client_factory = client_factory
+        self._alerts = alerts
         self._part = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
 
     @override
@@ -71,5 +79,7 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow, LiveResume]):
     @override
     def build_part(self, step_id: str, for_part: str,
                    resume_state: LiveResume | None) -> _LivePartition:
-        return _LivePartition(LiveFeed(self._settings, resume=resume_state,
-                                       client_factory=self._client_factory))
+        dispatcher = AlertDispatcher(self._alerts) if self._alerts is not None else None
+        feed = LiveFeed(self._settings, resume=resume_state, client_factory=self._client_factory,
+                        notify=dispatcher.notify if dispatcher is not None else None)
+        return _LivePartition(feed, dispatcher)

@@ -155,7 +155,7 @@ def build_flow(
         log.info("live settings: %s", live.masked())
         plan, total_bytes, first_day = None, 0, int(time.time() // 86_400)
         catalog = InstrumentCatalog()  # definitions arrive in-stream
-        raw = op.input("read_live", flow, LiveSource(live, live_client_factory))
+        raw = op.input("read_live", flow, LiveSource(live, live_client_factory, alerts))
         by_type = op.branch("split_usage", raw, lambda x: isinstance(x, SourceBatch))
         batches = by_type.trues
         extra_outputs.append(by_type.falses)

@@ -340,6 +340,15 @@ def alert_body(signal: Signal) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Notice:
+    """A free-form operational alert (see :meth:`AlertDispatcher.notify`)."""
+
+    alert_key: str
+    title: str
+    body: str
+
+
 class AlertDispatcher:
     """Asynchronous, de-duplicated, rate-limited alert delivery (see module docstring).
 
@@ -479,6 +488,32 @@ class AlertDispatcher:
             self._counts["submitted"] += 1
         return True
 
+    def notify(self, key: str, title: str, body: str) -> bool:
+        """Queue an operational notice (e.g. the live budget) for every channel, once per ``key``.
+
+        Delivered like signals (retries, redaction, never blocking) but not rate-limited
+        and not written to the signals JSONL.
+
+        Returns
+        -------
+        bool
+            ``True`` when queued; ``False`` for a repeated ``key``, a full queue or a
+            closed dispatcher.
+        """
+        notice = Notice(key, title, body)
+        with self._lock:
+            if self._closed or key in self._seen:
+                return False
+            try:
+                self._queue.put_nowait(notice)
+            except queue.Full:
+                self._counts["dropped_queue_full"] += 1
+                return False
+            self._seen[key] = None
+            self._pending += 1
+            self._counts["submitted"] += 1
+        return True
+
     def flush(self, timeout_s: float) -> None:
         """Wait until every queued signal has been delivered, failed or rate-limited.
 
@@ -567,7 +602,10 @@ class AlertDispatcher:
             except queue.Empty:
                 continue
             try:
-                self._process(signal)
+                if isinstance(signal, Notice):
+                    self._deliver_notice(signal)
+                else:
+                    self._process(signal)
             except Exception:  # the worker must survive anything
                 self._count("internal_errors")
                 log.exception("alert %s: unexpected error in the alert worker", signal.alert_key)
@@ -575,6 +613,12 @@ class AlertDispatcher:
                 with self._idle:
                     self._pending -= 1
                     self._idle.notify_all()
+
+    def _deliver_notice(self, notice: Notice) -> None:
+        outcomes = [self._send(c, notice.alert_key, notice.title, notice.body,
+                               apprise.NotifyType.WARNING) for c in self._channels]
+        self._count("delivered" if any(outcomes) else "undelivered")
+        log.warning("notice %s: %s", notice.alert_key, notice.title)
 
     def _process(self, signal: Signal) -> None:
         key = signal.alert_key

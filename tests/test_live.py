@@ -39,10 +39,10 @@ def live_settings(port: int, **overrides) -> LiveSettings:
     return LiveSettings(**values)
 
 
-def run_live(tmp_path, port: int, **overrides) -> dict:
+def run_live(tmp_path, port: int, alerts=None, **overrides) -> dict:
     settings = Settings(mode="live", data_dir=tmp_path, progress_interval_s=0,
                         scoring_enabled=False)
-    run_main(build_flow(settings, live=live_settings(port, **overrides), alerts=None))
+    run_main(build_flow(settings, live=live_settings(port, **overrides), alerts=alerts))
     store = ChdbStore(tmp_path / "chdb")
     try:
         rows = store.query_arrow(
@@ -121,9 +121,35 @@ def test_symbol_resolution_error_is_fatal_and_names_the_setting(day):
 def test_budget_cutoff_stops_the_stream_at_the_threshold(tmp_path, day):
     # $0.001 per byte; the day streams 661 definitions + their symbol mappings (~$486) before
     # 3,000 tbbo trades (240 kB); budget $800, stop at 80 % = $640: after ~800 trades
-    with LiveGateway(list(day), api_key=KEY, faults=Faults(delay_s=0.0003)) as gw:
-        out = run_live(tmp_path, gw.port, cost_per_gb_usd=1e6, daily_budget_usd=800.0,
-                       budget_stop_fraction=0.8, batch_records=50)
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sinks.alerts import AlertSettings
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    alerts = AlertSettings(urls=f"json://127.0.0.1:{server.server_address[1]}/ops",
+                           jsonl_path=None, backoff_initial_s=0.01)
+    try:
+        with LiveGateway(list(day), api_key=KEY, faults=Faults(delay_s=0.0003)) as gw:
+            out = run_live(tmp_path, gw.port, alerts=alerts, cost_per_gb_usd=1e6,
+                           daily_budget_usd=800.0, budget_stop_fraction=0.8, batch_records=50)
+    finally:
+        server.shutdown()
+    assert [m["title"] for m in received] == ["IFD live budget reached"]
+    assert "daily Databento budget used" in received[0]["message"]
     trades = sum(v["trades"] for v in out["windows"].values())
     assert 500 < trades < 3000
     spent = max(u["est_cost_usd"] for u in out["usage"])
