@@ -59,3 +59,19 @@ def contract_rows(items: list[object], *, corrections: bool | None = None) -> li
         if corrections is None or r.correction == corrections
         for p in r.parts.to_parts()
     ]
+
+
+def stored_windows(data_dir: Path) -> dict[tuple[int, int], dict[str, int]]:
+    """(instrument_id, window_start_s) → side volumes and trades, read back from chdb."""
+    from sinks.clickhouse import ChdbStore
+
+    store = ChdbStore(data_dir / "chdb")
+    try:
+        rows = store.query_arrow(
+            "SELECT instrument_id, toUnixTimestamp(window_start) AS w, bid_volume AS bid,"
+            " ask_volume AS ask, unknown_volume AS unknown, total_trades AS trades"
+            " FROM ifd.pressure_metrics"
+        ).to_pylist()
+    finally:
+        store.close()
+    return {(r.pop("instrument_id"), r.pop("w")): r for r in rows}

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from sinks.clickhouse import ChdbStore
+from tests.flowrun import stored_windows
 from tests.reference import lee_ready_windows, trades_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,19 +32,6 @@ def _run(data_dir: Path, source: str | None = None, **extra: str) -> str:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc.stdout + proc.stderr
-
-
-def _windows(data_dir: Path) -> dict[tuple[int, int], dict[str, int]]:
-    store = ChdbStore(data_dir / "chdb")
-    try:
-        rows = store.query_arrow(
-            "SELECT instrument_id, toUnixTimestamp(window_start) AS w, bid_volume AS bid,"
-            " ask_volume AS ask, unknown_volume AS unknown, total_trades AS trades"
-            " FROM ifd.pressure_metrics"
-        ).to_pylist()
-    finally:
-        store.close()
-    return {(r.pop("instrument_id"), r.pop("w")): r for r in rows}
 
 
 class _Hook(BaseHTTPRequestHandler):
@@ -88,7 +76,7 @@ def test_default_run_windows_equal_independent_lee_ready(sample_run):
     days = sorted((data_dir / "sample").glob("*.tbbo.dbn.zst"))
     # one partition reads the days in order, so the tick test carries across days
     expected = lee_ready_windows(pl.concat([trades_frame(p) for p in days]))
-    assert _windows(data_dir) == expected
+    assert stored_windows(data_dir) == expected
     assert sum(v["trades"] for v in expected.values()) > 200_000
 
 
@@ -146,10 +134,10 @@ def _signal_rows(data_dir: Path) -> list[dict]:
 
 def test_replaying_the_same_files_leaves_final_numbers_and_signals_unchanged(sample_run):
     data_dir, _ = sample_run
-    before, signals_before = _windows(data_dir), _signal_rows(data_dir)
+    before, signals_before = stored_windows(data_dir), _signal_rows(data_dir)
     alerts_before = (data_dir / "alerts.jsonl").read_text()
     _run(data_dir)
-    assert _windows(data_dir) == before
+    assert stored_windows(data_dir) == before
     assert _signal_rows(data_dir) == signals_before
     assert (data_dir / "alerts.jsonl").read_text() == alerts_before  # no re-alerting
 
@@ -158,4 +146,4 @@ def test_real_esh4_mbo_replay_writes_correct_rows(tmp_path, real_dir):
     path = real_dir / "esh4-glbx-mdp3-20231225.mbo.dbn.zst"
     output = _run(tmp_path, str(path))
     assert "records read          68,792" in output
-    assert _windows(tmp_path) == lee_ready_windows(trades_frame(path))
+    assert stored_windows(tmp_path) == lee_ready_windows(trades_frame(path))

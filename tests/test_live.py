@@ -15,6 +15,7 @@ from flows.ifd import build_flow
 from models.errors import SourceError
 from models.settings import LiveSettings, Settings
 from sinks.clickhouse import ChdbStore
+from tests.flowrun import stored_windows
 from tests.live_gateway import Faults, LiveGateway
 from tests.reference import lee_ready_windows, trades_frame
 
@@ -45,14 +46,10 @@ def run_live(tmp_path, port: int, alerts=None, **overrides) -> dict:
     run_main(build_flow(settings, live=live_settings(port, **overrides), alerts=alerts))
     store = ChdbStore(tmp_path / "chdb")
     try:
-        rows = store.query_arrow(
-            "SELECT instrument_id, toUnixTimestamp(window_start) AS w, bid_volume AS bid,"
-            " ask_volume AS ask, unknown_volume AS unknown, total_trades AS trades"
-            " FROM ifd.pressure_metrics").to_pylist()
         usage = store.query_arrow("SELECT * FROM ifd.usage FINAL ORDER BY minute").to_pylist()
     finally:
         store.close()
-    return {"windows": {(r.pop("instrument_id"), r.pop("w")): r for r in rows}, "usage": usage}
+    return {"windows": stored_windows(tmp_path), "usage": usage}
 
 
 def test_every_trade_counted_once_after_three_drops_and_a_gap(tmp_path, day, caplog):
@@ -221,13 +218,4 @@ def test_kill_and_resume_from_recovery_snapshot_replays_the_gap_exactly_once(tmp
     assert 661 + 1200 <= sent_before_kill < 661 + 3000
     assert resumed_with_start and all(start is not None for start in resumed_with_start), (
         second.stdout[-2500:] + second.stderr[-2500:])
-    store = ChdbStore(tmp_path / "chdb")
-    try:
-        rows = store.query_arrow(
-            "SELECT instrument_id, toUnixTimestamp(window_start) AS w, bid_volume AS bid,"
-            " ask_volume AS ask, unknown_volume AS unknown, total_trades AS trades"
-            " FROM ifd.pressure_metrics").to_pylist()
-    finally:
-        store.close()
-    got = {(r.pop("instrument_id"), r.pop("w")): r for r in rows}
-    assert got == lee_ready_windows(trades_frame(day[1]))
+    assert stored_windows(tmp_path) == lee_ready_windows(trades_frame(day[1]))
