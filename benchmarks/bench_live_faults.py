@@ -33,7 +33,7 @@ from connectors.sample import generate_session  # noqa: E402
 from models.settings import LiveSettings  # noqa: E402
 from tests.live_gateway import Faults, LiveGateway  # noqa: E402
 
-KEY = "db-BenchmarkGatewayKeyABCDE"
+KEY = "db-test_benchmark_key_ABCDE"
 
 
 def main() -> None:

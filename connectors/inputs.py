@@ -59,7 +59,6 @@ class DataInput:
     path: str
     source_id: str
     header: DBNHeader
-    trade_rtypes_present: frozenset[int]
     trade_rtype: int | None
 
 
@@ -197,7 +196,7 @@ def plan_inputs(patterns: list[str], trade_schema: str = "auto") -> InputPlan:
                 trade_schema,
                 rtype_name(target) if target is not None else "no",
             )
-        plan.data.append(DataInput(header.path, Path(header.path).name, header, present[i], chosen))
+        plan.data.append(DataInput(header.path, Path(header.path).name, header, chosen))
     seen: dict[str, str] = {}
     for data in plan.data:
         other = seen.setdefault(data.source_id, data.path)

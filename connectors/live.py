@@ -283,7 +283,6 @@ class LiveFeed:
         self._attempts = 0
         self._next_attempt_s = 0.0
         self.reconnects = 0
-        self.replayed = 0
         self.counters: dict[str, int] = {}
         self.last_error = ""
         self.stopped_reason = ""
@@ -567,7 +566,6 @@ class LiveFeed:
         chunk, _ = decode_records(buf, path=self.source_id, start_record=0, version=3)
         dropped = self.dedupe.filter(chunk)
         if dropped:
-            self.replayed += dropped
             self._count("replayed_duplicates", dropped)
         bad_book = sum(int(np.count_nonzero(rows["flags"] & F_MAYBE_BAD_BOOK))
                        for rows in chunk.trades.values())

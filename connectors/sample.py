@@ -611,24 +611,6 @@ def generate_mbo(
     return _write_dbn(path, _metadata(chain, dbn.Schema.MBO, [PARENT_SYMBOL]), blocks)
 
 
-def ensure_sample(data_dir: Path) -> SampleFiles:
-    """Return the default session in ``data_dir/sample``, generating it if a file is missing."""
-    out = Path(data_dir) / "sample"
-    files = SampleFiles(
-        out / sample_name(DEFAULT_DATE, "definition"), out / sample_name(DEFAULT_DATE, "tbbo")
-    )
-    if files.definition_path.exists() and files.tbbo_path.exists():
-        logger.debug("sample session cached in %s", out)
-        return files
-    files = generate_session(out)
-    logger.info(
-        "generated sample session: %s (definitions), %s (tbbo)",
-        files.definition_path,
-        files.tbbo_path,
-    )
-    return files
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI: write the session (+ optional benchmark files), print paths and counts."""
     p = argparse.ArgumentParser(

@@ -28,8 +28,8 @@ Apprise URL examples (https://github.com/caronc/apprise/wiki):
   ``{"version": "1.0", "title": ..., "message": ..., "attachments": [], "type": ...}``
   with ``Content-Type: application/json``; ``json://user:pass@host/path`` adds
   HTTP basic auth.
-- Slack: ``slack://TokenA/TokenB/TokenC/#channel`` or
-  ``https://hooks.slack.com/services/TokenA/TokenB/TokenC``.
+- Slack: ``slack://TokenA/TokenB/TokenC/#channel`` (Apprise form of a Slack incoming
+  webhook; Apprise also accepts the webhook's https URL).
 - Email: ``mailto://user:app-password@gmail.com?to=desk@example.com``.
 
 URLs are split on commas that are followed by ``scheme://``, so commas inside

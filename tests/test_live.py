@@ -19,7 +19,7 @@ from tests.flowrun import stored_windows
 from tests.live_gateway import Faults, LiveGateway
 from tests.reference import lee_ready_windows, trades_frame
 
-KEY = "db-LocalGatewayTestKeyZQXJW"
+KEY = "db-test_local_gateway_ZQXJW"
 TAIL = KEY[-5:]
 
 

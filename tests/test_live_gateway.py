@@ -14,7 +14,7 @@ from databento.common.error import BentoError
 from connectors.sample import generate_session
 from tests.live_gateway import Faults, LiveGateway
 
-KEY = "db-fixtureKey0123456789abcdefXYZ"
+KEY = "db-test_fixture_key_XYZab"
 DATASET = "GLBX.MDP3"
 TRADES = "esu4-glbx-mdp3-20240701.trades.dbn.zst"
 DEFS = "esu4-glbx-mdp3.definition.dbn.zst"
@@ -141,7 +141,7 @@ def test_generated_options_day(nq_day):
 
 
 @pytest.mark.parametrize(
-    "faults,key_", [(Faults(reject_auth=True), KEY), (None, "db-wrongKey0123456789abcdefXYZ")]
+    "faults,key_", [(Faults(reject_auth=True), KEY), (None, "db-test_wrong_key_XYZcd")]
 )
 def test_auth_rejected(es_files, faults, key_):
     with LiveGateway(es_files, api_key=KEY, faults=faults) as gw:

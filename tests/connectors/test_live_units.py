@@ -79,10 +79,10 @@ def test_missing_api_key_says_how_to_set_it(monkeypatch):
 
 
 def test_api_key_never_appears_in_settings_repr_or_masked(monkeypatch):
-    monkeypatch.setenv("DATABENTO_API_KEY", "db-SECRETSECRETSECRET12345")
+    monkeypatch.setenv("DATABENTO_API_KEY", "db-test_SECRET_key_12345")
     s = load_live_settings()
-    assert "SECRET" not in repr(s) and "SECRET" not in str(s.masked())
-    assert s.key() == "db-SECRETSECRETSECRET12345"
+    assert "test_SECRET" not in repr(s) and "test_SECRET" not in str(s.masked())
+    assert s.key() == "db-test_SECRET_key_12345"
 
 
 def test_dedupe_drops_a_replayed_copy_arriving_in_the_same_chunk_as_the_original():

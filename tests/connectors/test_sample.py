@@ -189,14 +189,6 @@ def test_generate_trades(tmp_path: Path) -> None:
     assert np.all(np.diff(rec["ts_event"].astype(np.int64)) >= 0)
 
 
-def test_ensure_sample_caches(tmp_path: Path) -> None:
-    first = sample.ensure_sample(tmp_path)
-    assert first.tbbo_path.parent == tmp_path / "sample" and first.tbbo_path.exists()
-    mtime = first.tbbo_path.stat().st_mtime_ns
-    second = sample.ensure_sample(tmp_path)
-    assert second == first and second.tbbo_path.stat().st_mtime_ns == mtime
-
-
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     argv = [
         "--out",
