@@ -53,6 +53,9 @@ RTYPE_MBP1 = int(dbn.RType.MBP_1)
 RTYPE_MBP10 = int(dbn.RType.MBP_10)
 RTYPE_MBO = int(dbn.RType.MBO)
 RTYPE_DEFINITION = int(dbn.RType.INSTRUMENT_DEF)
+_GATEWAY_RTYPES = np.array([int(dbn.RType.ERROR), int(dbn.RType.SYMBOL_MAPPING), int(dbn.RType.SYSTEM)],
+                           dtype=np.uint8)
+"""Records a gateway makes (error, symbol mapping, system): their ts_event is the gateway clock."""
 
 TRADE_RTYPE_DTYPES: dict[int, np.dtype] = {
     RTYPE_TRADES: np.dtype(dbn.TradeMsg._dtypes),
@@ -163,8 +166,11 @@ class SourceBatch:
     source : str
         Input id (the file name; part of every stored row's identity).
     seq : int
-        0-based batch number within the input; with ``IFD_BATCH_RECORDS``
-        fixed, (source, seq) always denotes the same records.
+        Identity of the batch within the input, part of every stored row's
+        identity. Files: 0-based batch number (with ``IFD_BATCH_RECORDS``
+        fixed, (source, seq) always denotes the same records). Live: the unit
+        id ``ts_recv second * 4096 + split`` (:mod:`connectors.live_resume`):
+        unique within a run and equal for the same records after a replay.
     trade_rtype : int | None
         The rtype whose trades count for this input.
     chunk : DecodedChunk
@@ -175,10 +181,6 @@ class SourceBatch:
     partition : str
         Key of the source partition (a series of files read in order); the
         per-stream state (tick test, watermark) is kept per partition.
-    second_parts : bool
-        Live sources: window parts are identified per ``ts_recv`` second
-        instead of per batch, so a replay after a restart rewrites the same
-        rows however its records are grouped into batches.
     """
 
     source: str
@@ -189,7 +191,6 @@ class SourceBatch:
     total_bytes: int
     eof: bool
     partition: str = ""
-    second_parts: bool = False
 
 
 def _open_stream(path: Path) -> tuple[BinaryIO, BinaryIO]:
@@ -541,7 +542,9 @@ def decode_records(
                 _decode_definitions(view, starts, path, start_offset, version, ts_out))
         else:
             chunk.skipped[rtype_name(rtype)] += int(sel.sum())
-    chunk.max_ts_event = int(ts_event.max())
+    # gateway-made records (error, symbol mapping, system) carry the gateway's clock, not event time
+    made = np.isin(rtypes, _GATEWAY_RTYPES)
+    chunk.max_ts_event = int(ts_event[~made].max()) if not made.all() else 0
     chunk.end_offset = start_offset + pos
     return chunk, pos
 

@@ -4,12 +4,17 @@
 runs its own loop (Databento docs, "Live data: Intraday replay"):
 
 1. Connect, subscribe ``definition`` + the trade schema (parent symbology,
-   ``IFD_LIVE_SYMBOLS``). After a drop, resubscribe with intraday replay
-   ``start = last processed ts_event − IFD_LIVE_REPLAY_OVERLAP_S``.
-2. Records at or before the last processed time are dropped when their key
-   (ts_event, instrument_id, sequence[, order_id]) was already processed, so
-   aggregates equal those of an unbroken session.
-3. Backoff between attempts is exponential with full jitter, capped by
+   ``IFD_LIVE_SYMBOLS``). After a drop, resubscribe with intraday replay from
+   the resume position minus ``IFD_LIVE_REPLAY_OVERLAP_S``; the position moves
+   on every data record, definitions included (:mod:`connectors.live_resume`).
+2. On a replay connection, records byte-identical to ones already accepted
+   are dropped, counted once per accepted copy; first deliveries are never
+   de-duplicated. Aggregates equal those of an unbroken session.
+3. Records are emitted as whole ``ts_recv`` seconds (sealed by a later
+   second, a gateway heartbeat, or closing), one :class:`SourceBatch` per
+   piece with ``seq = second * 4096 + split``: stored parts keep a stable,
+   collision-free identity.
+4. Backoff between attempts is exponential with full jitter, capped by
    ``IFD_LIVE_RECONNECT_MAX_S``, for at most ``IFD_LIVE_RECONNECT_MAX_ATTEMPTS``
    attempts in a row.
 
@@ -20,9 +25,10 @@ runs its own loop (Databento docs, "Live data: Intraday replay"):
 | ErrorMsg REPLAY_DATA_AGED_OUT             | fatal: gap beyond the intraday-replay horizon    |
 | ErrorMsg CONNECTION_LIMIT_EXCEEDED, INTERNAL_ERROR,  | reconnect with replay                  |
 | SKIPPED_RECORDS_AFTER_SLOW_READING, other           |                                        |
-| SystemMsg HEARTBEAT                       | liveness only                                     |
+| SystemMsg HEARTBEAT                       | liveness; seals the open ``ts_recv`` second       |
 | SystemMsg SLOW_READER_WARNING             | counted and logged                                |
 | SystemMsg SUBSCRIPTION_ACK / REPLAY_COMPLETED | logged                                        |
+| SymbolMappingMsg (stamped "now" by the gateway) | counted (``symbol_mappings``), not emitted |
 | no record or heartbeat for heartbeat + grace | connection considered dead: reconnect         |
 | ``F_MAYBE_BAD_BOOK`` flag on a record     | counted (``maybe_bad_book``)                      |
 
@@ -37,6 +43,9 @@ Globex equity sessions (``CMES``, holidays and early closes), ``rth`` = the
 seeds' 09:30-16:00 ET (``XNYS``), ``always`` = no calendar. Outside a
 session the feed holds no connection and wakes at the next open.
 
+**Stopping**: :meth:`LiveFeed.request_stop` (SIGINT/SIGTERM in the dataflow)
+closes the connection, emits every record already received, and finishes.
+
 The API key is never logged, stored or put in exceptions; databento's own
 DEBUG logging of the CRAM response is filtered.
 """
@@ -49,7 +58,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import databento_dbn as dbn
@@ -61,6 +70,15 @@ from connectors.dbn import (
     SourceBatch,
     decode_records,
 )
+from connectors.live_resume import (
+    DATA,
+    DEFINITIONS,
+    GATEWAY_RTYPES,
+    RTYPE_SYMBOL_MAPPING,
+    LiveResume,
+    LiveSequencer,
+    Unit,
+)
 from models.errors import ConfigError, SourceError
 from models.records import F_MAYBE_BAD_BOOK, UsageRow
 from models.settings import LiveSettings
@@ -68,15 +86,21 @@ from models.settings import LiveSettings
 log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
-_DATA_RECORDS = (dbn.TradeMsg, dbn.MBP1Msg, dbn.MBP10Msg, dbn.MBOMsg)
+RECORDS_PER_UNIT_MAX = 1 << 20
+"""Dead letters of a live unit are numbered ``unit_id * RECORDS_PER_UNIT_MAX + index``."""
+_SEAL = b""
 
 
 class LiveAuthError(ConfigError):
-    """The gateway rejected the API key."""
+    """The gateway rejected the API key (exit code 3)."""
+
+    exit_code = 3
 
 
 class LiveConfigError(ConfigError):
-    """The subscription cannot work (unknown symbols, bad schema, replay aged out)."""
+    """The subscription cannot work: unknown symbols, bad schema, gap beyond replay (exit code 4)."""
+
+    exit_code = 4
 
 
 class _ScrubKey(logging.Filter):
@@ -166,54 +190,6 @@ class MarketSessions:
 
 
 @dataclass
-class Deduper:
-    """Drop records already processed before a reconnect (keys near the resume point)."""
-
-    overlap_ns: int
-    last_ts_event: int = 0
-    keys: set[tuple[int, int, int, int]] = field(default_factory=set)
-
-    @staticmethod
-    def _keys(rows: np.ndarray) -> list[tuple[int, int, int, int]]:
-        order_id = rows["order_id"] if "order_id" in rows.dtype.names else np.zeros(len(rows), int)
-        return list(zip(rows["ts_event"].tolist(), rows["instrument_id"].tolist(),
-                        rows["sequence"].tolist(), order_id.tolist(), strict=True))
-
-    def filter(self, chunk: DecodedChunk) -> int:
-        """Remove already-processed trade records from ``chunk`` in place; return how many."""
-        dropped = 0
-        cutoff = self.last_ts_event - self.overlap_ns
-        for rtype, rows in list(chunk.trades.items()):
-            ts = rows["ts_event"].astype(np.int64)
-            keep = np.zeros(len(rows), dtype=bool)
-            kept = []
-            # in arrival order: a record and its replayed copy can share one chunk
-            for i, (key, t) in enumerate(zip(self._keys(rows), ts.tolist(), strict=True)):
-                if t >= cutoff and key not in self.keys:
-                    self.keys.add(key)
-                    kept.append(key)
-                    keep[i] = True
-            dropped += len(rows) - len(kept)
-            if not keep.all():
-                chunk.trades[rtype] = rows[keep]
-                chunk.positions[rtype] = chunk.positions[rtype][keep]
-            if kept:
-                self.last_ts_event = max(self.last_ts_event, max(k[0] for k in kept))
-        floor = self.last_ts_event - self.overlap_ns
-        if len(self.keys) > 10_000:
-            self.keys = {k for k in self.keys if k[0] >= floor}
-        return dropped
-
-
-@dataclass(frozen=True)
-class LiveResume:
-    """Snapshot of the live source: where to resume after a restart."""
-
-    last_ts_event: int
-    keys: frozenset[tuple[int, int, int, int]]
-
-
-@dataclass
 class _Minute:
     minute: int = 0
     records: int = 0
@@ -229,7 +205,8 @@ class LiveFeed:
     ----------
     settings : LiveSettings
     resume : LiveResume | None
-        From a bytewax snapshot: resubscribe with replay from its ``last_ts_event``.
+        From a bytewax snapshot: the first connection replays from its position
+        and drops exactly what was emitted before.
     client_factory : callable
         ``databento.Live``-compatible factory (tests point it at a local gateway
         through ``IFD_LIVE_GATEWAY``/``IFD_LIVE_PORT`` instead).
@@ -264,19 +241,25 @@ class LiveFeed:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
         self.source_id = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
         self.trade_rtype = SCHEMA_RTYPE[settings.schema_name]
-        self.dedupe = Deduper(int(settings.replay_overlap_s * NS))
+        if not isinstance(resume, LiveResume | None):
+            log.warning("live: recovery snapshot of an older format (%s) ignored: starting fresh",
+                        type(resume).__name__)
+            resume = None
+        self.sequencer = LiveSequencer(int(settings.replay_overlap_s * NS), self.trade_rtype,
+                                       settings.batch_records, resume)
+        self._replay_on_first_connect = resume is not None
         self.batches = 0
-        if resume is not None:
-            self.dedupe.last_ts_event = resume.last_ts_event
-            self.dedupe.keys = set(resume.keys)
         self.meter = BudgetMeter(settings.daily_budget_usd, settings.budget_stop_fraction,
                                  settings.cost_per_gb_usd, settings.cost_per_hour_usd)
         self.sessions = MarketSessions(settings.session)
         self._client = None
         self._lock = threading.Lock()
-        self._records: deque[tuple[int, bytes]] = deque()
-        """(ts_recv second, raw record) in arrival order."""
-        self._last_arrival_s = 0.0
+        self._records: deque[tuple[int, bytes, int, int | None]] = deque()
+        """(connection, raw record, ts_event, ts_recv) in arrival order; raw ``_SEAL`` = heartbeat."""
+        self._gen = 0
+        """Newest connection number; records of any other connection are ignored."""
+        self._gen_open = False
+        self._received_position: int | None = None
         self._events: deque[object] = deque()
         self._last_heard = 0.0
         self._connected_at = 0.0
@@ -289,33 +272,39 @@ class LiveFeed:
         self._minute = _Minute()
         self._usage: list[UsageRow] = []
         self._last_data_s = now()
-        self._received_ts = 0
         self.finished = False
-        self._closing = False
+        self._stop_requested = ""
         self._scrub = _ScrubKey(self._key)
         for name in _databento_loggers():
             logger = logging.getLogger(name)
             logger.addFilter(self._scrub)
             if name == "databento" and logger.level == logging.NOTSET:
                 logger.setLevel(logging.WARNING)  # it logs every symbol mapping at INFO
-        if resume is not None and resume.last_ts_event:
-            log.info("live: resuming from the recovery snapshot: replay from %s",
-                     datetime.fromtimestamp(resume.last_ts_event / NS, UTC).isoformat())
+        if resume is not None and resume.position_ns is not None:
+            log.info("live: resuming from the recovery snapshot: position %s",
+                     datetime.fromtimestamp(resume.position_ns / NS, UTC).isoformat())
         elif resume is not None:
-            log.info("live: recovery snapshot has no processed data yet: starting fresh")
+            log.info("live: recovery snapshot has no data yet: full replay on connect")
 
     # --- connection -------------------------------------------------------------------
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
+    def _replay_starts(self) -> dict[str, int] | None:
+        """``start=`` per subscription kind; None for the very first, live connection."""
+        if self._gen == 0 and not self._replay_on_first_connect:
+            return None
+        with self._lock:
+            received = self._received_position
+        return self.sequencer.replay_starts(received)
+
     def _connect(self, now_s: float) -> None:
         s = self.settings
-        start = None
-        resume_ts = max(self.dedupe.last_ts_event, self._received_ts)
-        if resume_ts:
-            start = resume_ts - self.dedupe.overlap_ns
-            if now_s * NS - start > s.replay_horizon_s * NS:
-                when = datetime.fromtimestamp(start / NS, UTC)
+        starts = self._replay_starts()
+        data_start = starts[DATA] if starts is not None else None
+        if data_start:  # 0 = the whole available history, always within the horizon
+            if now_s * NS - data_start > s.replay_horizon_s * NS:
+                when = datetime.fromtimestamp(data_start / NS, UTC)
                 msg = (f"live gap too long: last processed {when:%Y-%m-%d %H:%M:%SZ} "
                        f"is beyond the {s.replay_horizon_s / 3600:.0f} h intraday-replay horizon; "
                        "backfill it "
@@ -332,11 +321,17 @@ class LiveFeed:
         if s.gateway:
             kwargs.update(gateway=s.gateway, port=s.port)
         client = factory(**kwargs)
+        gen = self._gen + 1
         try:
-            for schema in ("definition", s.schema_name):
+            for schema, kind in (("definition", DEFINITIONS), (s.schema_name, DATA)):
                 client.subscribe(dataset=s.dataset, schema=schema, symbols=s.symbol_list(),
-                                 stype_in=s.stype_in, start=start)
-            client.add_callback(self._on_record, self._on_callback_error)
+                                 stype_in=s.stype_in,
+                                 start=starts[kind] if starts is not None else None)
+            client.add_callback(lambda record: self._on_record(gen, record),
+                                self._on_callback_error)
+            with self._lock:
+                self._gen, self._gen_open = gen, True
+            self.sequencer.begin(gen, starts)
             client.start()
         except Exception as exc:
             self._close_quietly(client)
@@ -347,30 +342,42 @@ class LiveFeed:
             raise ConnectionError(text) from None
         self._client = client
         self._connected_at = self._last_heard = now_s
-        if start is not None:
-            log.info("live: reconnected with intraday replay from %s",
-                     datetime.fromtimestamp(start / NS, UTC).isoformat())
+        if starts is not None:
+            shown = {k: datetime.fromtimestamp(v / NS, UTC).isoformat() if v else "start of history"
+                     for k, v in starts.items()}
+            log.info("live: connected with intraday replay from %s", shown)
         else:
             log.info("live: connected to %s (%s %s)", s.gateway or "Databento", s.schema_name,
                      s.symbols)
 
-    def _on_record(self, record: object) -> None:
+    def _on_record(self, gen: int, record: object) -> None:
+        """Client-thread callback: queue one record of connection ``gen`` (see module docstring)."""
+        raw = bytes(record)  # type: ignore[call-overload]
         with self._lock:
-            self._last_heard = self._now()
-            if isinstance(record, dbn.SystemMsg | dbn.ErrorMsg):
-                self._events.append(record)
+            if gen != self._gen or not self._gen_open:
+                self._count("stale_connection_records")  # replayed by the next connection
                 return
-            raw = bytes(record)
-            stamp = getattr(record, "ts_recv", None) or record.ts_event
-            self._records.append((int(stamp) // NS, raw))
-            self._last_arrival_s = self._last_heard
+            self._last_heard = self._now()
             # metered on receipt: what the gateway sent is what is billed
             self.meter.bytes += len(raw)
             self.meter.records += 1
-            if isinstance(record, _DATA_RECORDS):
-                # received counts, not processed: queued records will be processed, so a
-                # reconnect must replay from the newest one that arrived
-                self._received_ts = max(self._received_ts, record.ts_event)
+            rtype = raw[1]
+            if rtype in GATEWAY_RTYPES:
+                if rtype == RTYPE_SYMBOL_MAPPING:
+                    self._count("symbol_mappings")
+                    return
+                if isinstance(record, dbn.SystemMsg) and record.is_heartbeat():
+                    self._records.append((gen, _SEAL, 0, None))
+                self._events.append(record)
+                return
+            ts_event = int(record.ts_event)  # type: ignore[attr-defined]
+            ts_recv = getattr(record, "ts_recv", None)
+            self._records.append((gen, raw, ts_event, ts_recv))
+            if ts_event != 2**64 - 1:
+                # received, not yet accepted: a reconnect replays from the newest arrival
+                pos = min(ts_event, ts_recv) if ts_recv is not None else ts_event
+                if self._received_position is None or pos > self._received_position:
+                    self._received_position = pos
 
     def _on_callback_error(self, exc: Exception) -> None:
         self.last_error = str(exc).replace(self._key, "***")
@@ -385,12 +392,17 @@ class LiveFeed:
             except Exception:  # noqa: BLE001, S112 - best effort on a dead connection
                 continue
 
-    def _disconnect(self, now_s: float, reason: str) -> None:
-        if self._client is not None:
-            self._close_quietly(self._client)
-            self.meter.connected_s += max(0.0, now_s - self._connected_at)
-            self._client = None
-            log.info("live: disconnected (%s)", reason)
+    def _disconnect(self, now_s: float, reason: str) -> bool:
+        """Close the connection (its later callbacks are ignored); True if one was open."""
+        with self._lock:
+            self._gen_open = False
+        if self._client is None:
+            return False
+        self._close_quietly(self._client)
+        self.meter.connected_s += max(0.0, now_s - self._connected_at)
+        self._client = None
+        log.info("live: disconnected (%s)", reason)
+        return True
 
     def _schedule_reconnect(self, now_s: float, reason: str) -> None:
         self._disconnect(now_s, reason)
@@ -467,14 +479,22 @@ class LiveFeed:
             wake = min(wake, self._last_data_s + self.settings.idle_exit_s + 0.01)
         return wake
 
-    def poll(self) -> tuple[SourceBatch | None, list[UsageRow]]:
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask the feed to finish: the next :meth:`poll` closes, emits what it has, and finishes.
+
+        Safe to call from a signal handler or another thread.
+        """
+        self._stop_requested = reason or "stop requested"
+
+    def poll(self) -> tuple[list[SourceBatch], list[UsageRow]]:
         """Advance the connection state machine and return what arrived.
 
         Returns
         -------
-        (SourceBatch | None, list[UsageRow])
-            New records as one columnar batch (None when nothing new), and
-            usage rows for every completed minute.
+        (list[SourceBatch], list[UsageRow])
+            New records, one batch per sealed piece of a ``ts_recv`` second
+            (oldest first, possibly none), and usage rows for every completed
+            minute.
 
         Raises
         ------
@@ -482,11 +502,16 @@ class LiveFeed:
             Fatal conditions (see module docstring); the message says what to do.
         """
         now_s = self._now()
+        if self.finished:
+            return [], self._take_usage(now_s)
+        if self._stop_requested:
+            return self._finish(now_s, self._stop_requested)
         self.meter.roll(now_s)
         if self.stopped_reason == "budget" and self.meter.cost_usd() == 0.0:
             self.stopped_reason = ""  # a new UTC day
+        flush_all = False
         if not self.sessions.is_open(now_s):
-            self._disconnect(now_s, "outside the trading session")
+            flush_all = self._disconnect(now_s, "outside the trading session")
         elif self.meter.exhausted():
             if self.stopped_reason != "budget":
                 self.stopped_reason = "budget"
@@ -498,7 +523,7 @@ class LiveFeed:
                 if self._notify is not None:
                     day = datetime.fromtimestamp(now_s, UTC).date()
                     self._notify(f"budget-{self.source_id}-{day}", "IFD live budget reached", text)
-            self._disconnect(now_s, "daily budget reached")
+            flush_all = self._disconnect(now_s, "daily budget reached")
         elif self._client is None and now_s >= self._next_attempt_s:
             try:
                 self._connect(now_s)  # attempts reset only once fresh data flows (below)
@@ -512,70 +537,57 @@ class LiveFeed:
                 self._schedule_reconnect(now_s, f"no data or heartbeat for {silent:.0f} s")
             elif not self._client.is_connected():
                 self._schedule_reconnect(now_s, "connection closed by the gateway")
-        batch = self._drain(now_s)
-        fresh = batch is not None and any(len(r) for r in batch.chunk.trades.values())
-        with self._lock:
-            backlog = bool(self._records)
-        if fresh:
+        accepted = self.sequencer.accepted
+        batches = self._drain(now_s, flush_all=flush_all)
+        if self.sequencer.accepted > accepted:
             self._last_data_s = now_s
             self._attempts = 0  # a connection that delivers new data ends the backoff run
-        elif backlog:
-            if self.settings.idle_exit_s and now_s - self._last_data_s > self.settings.idle_exit_s:
-                self._closing = True  # let incomplete seconds flush, then exit
-            # records already received are processed before any idle exit
         elif self.settings.idle_exit_s and now_s - self._last_data_s > self.settings.idle_exit_s:
-            log.info("live: no data for %.1f s: exiting (IFD_LIVE_IDLE_EXIT_S)", now_s - self._last_data_s)
-            self.finished = True
-            self._disconnect(now_s, "idle exit")
-            if self._minute.minute:
-                self._flush_minute()
-        return batch, self._take_usage(now_s)
+            log.info("live: no new data for %.1f s: exiting (IFD_LIVE_IDLE_EXIT_S)",
+                     now_s - self._last_data_s)
+            final, usage = self._finish(now_s, "idle exit")
+            return batches + final, usage
+        return batches, self._take_usage(now_s)
 
-    def _take_complete(self, now_s: float) -> list[bytes]:
-        """Pop every queued record of *complete* ts_recv seconds (about ``batch_records``).
+    def _finish(self, now_s: float, reason: str) -> tuple[list[SourceBatch], list[UsageRow]]:
+        """Close the connection, emit every accepted record (open second included), finish."""
+        self._disconnect(now_s, reason)
+        batches = self._drain(now_s, flush_all=True)
+        self.finished = True
+        if self._minute.minute:
+            self._flush_minute()
+        log.info("live: finished (%s); %s", reason, self.counters or "no faults counted")
+        return batches, self._take_usage(now_s)
 
-        A second is complete once a record of a later second arrived, or the
-        connection has been quiet for a second (records arrive in ts_recv
-        order), or the feed is closing. Batches end on second boundaries and
-        live parts are identified per second (``SourceBatch.second_parts``),
-        so a replay after a restart rewrites the same rows.
-        """
+    def _drain(self, now_s: float, *, flush_all: bool = False) -> list[SourceBatch]:
+        """Accept queued records (dropping replayed copies) and turn sealed seconds into batches."""
         with self._lock:
-            if not self._records:
-                return []
-            quiet = self._client is not None and now_s - self._last_arrival_s > 1.0
-            flush_all = quiet or self._closing
-            newest = self._records[-1][0]
-            out: list[bytes] = []
-            while self._records:
-                second = self._records[0][0]
-                if second >= newest and not flush_all:
-                    break
-                if len(out) >= self.settings.batch_records:
-                    break
-                while self._records and self._records[0][0] == second:
-                    out.append(self._records.popleft()[1])
-        return out
+            entries = list(self._records)
+            self._records.clear()
+        seq = self.sequencer
+        duplicates = seq.duplicates
+        for gen, raw, ts_event, ts_recv in entries:
+            if raw is _SEAL:
+                seq.seal()
+            else:
+                seq.accept(gen, raw, ts_event, ts_recv)
+        if seq.duplicates > duplicates:
+            self._count("replayed_duplicates", seq.duplicates - duplicates)
+        return [self._batch(now_s, unit) for unit in seq.take_units(flush_all=flush_all)]
 
-    def _drain(self, now_s: float) -> SourceBatch | None:
-        raw = self._take_complete(now_s)
-        if not raw:
-            return None
-        n = len(raw)
-        buf = b"".join(raw)
-        chunk, _ = decode_records(buf, path=self.source_id, start_record=0, version=3)
-        dropped = self.dedupe.filter(chunk)
-        if dropped:
-            self._count("replayed_duplicates", dropped)
+    def _batch(self, now_s: float, unit: Unit) -> SourceBatch:
+        buf = b"".join(unit.records)
+        chunk, _ = decode_records(buf, path=self.source_id,
+                                  start_record=unit.unit_id * RECORDS_PER_UNIT_MAX, version=3)
         bad_book = sum(int(np.count_nonzero(rows["flags"] & F_MAYBE_BAD_BOOK))
                        for rows in chunk.trades.values())
         if bad_book:
             self._count("maybe_bad_book", bad_book)
-        self._account(now_s, n, len(buf), chunk)
+        self._account(now_s, len(unit.records), len(buf), chunk)
         self.batches += 1
-        return SourceBatch(source=self.source_id, seq=self.batches, trade_rtype=self.trade_rtype,
+        return SourceBatch(source=self.source_id, seq=unit.unit_id, trade_rtype=self.trade_rtype,
                            chunk=chunk, bytes_read=0, total_bytes=0, eof=False,
-                           partition=self.source_id, second_parts=True)
+                           partition=self.source_id)
 
     def _account(self, now_s: float, records: int, nbytes: int, chunk: DecodedChunk) -> None:
         minute = int(now_s // 60)
@@ -607,8 +619,8 @@ class LiveFeed:
         return rows
 
     def snapshot(self) -> LiveResume:
-        """Resume point for bytewax recovery."""
-        return LiveResume(self.dedupe.last_ts_event, frozenset(self.dedupe.keys))
+        """Resume point for bytewax recovery: exactly the records emitted so far."""
+        return self.sequencer.snapshot()
 
     def close(self) -> None:
         """Close the connection and flush the current minute's usage."""
@@ -617,5 +629,5 @@ class LiveFeed:
             logging.getLogger(name).removeFilter(self._scrub)
 
 
-__all__ = ["BudgetMeter", "Deduper", "LiveAuthError", "LiveConfigError", "LiveFeed",
-           "LiveResume", "MarketSessions"]
+__all__ = ["BudgetMeter", "LiveAuthError", "LiveConfigError", "LiveFeed", "LiveResume",
+           "MarketSessions"]

@@ -1,39 +1,93 @@
 """bytewax source over :class:`connectors.live.LiveFeed` (one partition per subscription).
 
-The partition snapshot is the feed's resume point (last processed ts_event and
-the keys at it): after a restart from a bytewax recovery snapshot the feed
-resubscribes with intraday replay from there and drops what was already
-processed, so nothing is lost or counted twice.
+The partition snapshot is the feed's :class:`~connectors.live_resume.LiveResume`:
+after a restart from a bytewax recovery snapshot the feed resubscribes with
+intraday replay from its position and drops exactly the records emitted
+before, so nothing is lost or counted twice.
+
+Stopping: on the main thread the partition installs SIGINT/SIGTERM handlers
+that ask the feed to finish (it emits every record received, then ends the
+stream, so bytewax closes every window and the sinks flush); a second signal
+interrupts at once. A fatal feed error (rejected key, rejected subscription,
+gap beyond the replay horizon, reconnects exhausted) is logged as one line,
+ends the stream the same way and is recorded for the exit status
+(:func:`models.errors.record_fatal`).
 """
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
 from connectors.dbn import SourceBatch
-from connectors.live import LiveFeed, LiveResume
+from connectors.live import LiveFeed
+from connectors.live_resume import LiveResume
+from models.errors import PipelineError, record_fatal
 from models.records import UsageRow
 from models.settings import LiveSettings
 from sinks.alerts import AlertDispatcher, AlertSettings
+
+log = logging.getLogger(__name__)
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM → ``feed.request_stop``; the previous handlers come back on :meth:`restore`."""
+
+    def __init__(self, feed: LiveFeed) -> None:
+        self._feed = feed
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            log.info("live: not on the main thread: SIGINT/SIGTERM keep their default handling")
+            return
+        for sig in _STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self._feed.finished or getattr(self, "_asked", False):
+            self.restore()
+            raise KeyboardInterrupt  # a second signal: stop now
+        self._asked = True
+        log.warning("live: %s received: closing the feed, flushing windows and alerts "
+                    "(send it again to stop at once)", name)
+        self._feed.request_stop(f"{name} received")
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
 
 
 class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow, LiveResume]):
     def __init__(self, feed: LiveFeed, dispatcher: AlertDispatcher | None) -> None:
         self._feed = feed
         self._dispatcher = dispatcher
+        self._signals = _StopOnSignal(feed)
 
     @override
     def next_batch(self) -> list[SourceBatch | UsageRow]:
         if self._feed.finished:
             raise StopIteration
-        batch, usage = self._feed.poll()
+        try:
+            batches, usage = self._feed.poll()
+        except PipelineError as exc:
+            # one clear line, no traceback; the stream ends so windows and alerts flush
+            log.error("live: %s", exc)
+            record_fatal(exc)
+            self._feed.close()
+            raise StopIteration from None
         items: list[SourceBatch | UsageRow] = list(usage)
-        if batch is not None:
-            items.append(batch)
+        items.extend(batches)
         return items
 
     @override
@@ -46,6 +100,7 @@ class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow, LiveResume]
 
     @override
     def close(self) -> None:
+        self._signals.restore()
         self._feed.close()
         if self._dispatcher is not None:
             self._dispatcher.close()

@@ -25,7 +25,10 @@ import); :func:`build_flow` builds one from explicit settings.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import fields
@@ -45,6 +48,7 @@ from flows.baselines import BaselineBook
 from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState, ScoringParams
 from flows.stream import StreamProcessor, normalise_batch
+from models.errors import PipelineError, fatal_errors
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import LiveSettings, Settings, load_live_settings, load_settings
 from sinks.alerts import AlertSettings, load_alert_settings
@@ -217,7 +221,7 @@ def build_flow(
         signals = op.flat_map("signals", scored, lambda key_signals: key_signals[1])
         streams.append(signals)
         if alerts is not None:
-            op.output("alerts", signals, AlertSink(alerts))
+            op.output("alerts", op.key_on("route_to_alerts", signals, lambda _s: "alerts"), AlertSink(alerts))
     outputs = op.merge("outputs", *streams)
     if sink is not None:
         op.output("clickhouse", outputs, sink)
@@ -276,10 +280,32 @@ def _configure_logging() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
 
+def _exit_with_recorded_status() -> None:
+    """At process exit: exit with the code of a fatal error a source recorded (README "Exit codes")."""
+    errors = fatal_errors()
+    if not errors:
+        return
+    code = errors[-1].exit_code
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def __getattr__(name: str) -> Any:
-    """Build ``flow`` on first access (``python -m bytewax.run flows.ifd``)."""
+    """Build ``flow`` on first access (``python -m bytewax.run flows.ifd``).
+
+    A configuration or input error prints one line (no traceback) and exits
+    with the error's code; fatal errors met while running set the exit code
+    the same way once the flow has finished and flushed.
+    """
     if name == "flow":
-        built = build_flow()
+        try:
+            built = build_flow()
+        except PipelineError as exc:
+            print(f"ifd: error: {exc}", file=sys.stderr, flush=True)  # noqa: T201 - CLI output
+            raise SystemExit(exc.exit_code) from None
+        atexit.register(_exit_with_recorded_status)
         globals()["flow"] = built
         return built
     raise AttributeError(name)

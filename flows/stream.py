@@ -114,7 +114,7 @@ class StreamProcessor:
             trades.ts_event, trades.instrument_id, trades.price, trades.size, side, method,
             window_ns=self.window_ns, resolve=self._resolver(state),
             source=batch.source,
-            seq=trades.ts_recv // 1_000_000_000 if batch.second_parts else batch.seq,
+            seq=batch.seq,
             spread=spread_legs(trades.ts_event, trades.instrument_id, side),
         )
         blocks = split_by_shard_and_window(parts, self.shards)

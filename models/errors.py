@@ -8,13 +8,23 @@ or setting involved.
 
 from __future__ import annotations
 
+import threading
+
 
 class PipelineError(Exception):
-    """Root of every error raised by the IFD pipeline."""
+    """Root of every error raised by the IFD pipeline.
+
+    ``exit_code`` is the process exit status when the error ends a run
+    (see README, "Exit codes").
+    """
+
+    exit_code = 1
 
 
 class ConfigError(PipelineError):
     """A setting is missing or invalid; the message names the variable."""
+
+    exit_code = 2
 
 
 class DBNDecodeError(PipelineError):
@@ -38,7 +48,9 @@ class DBNDecodeError(PipelineError):
 
 
 class SourceError(PipelineError):
-    """An input cannot be opened or listed (missing file, empty glob)."""
+    """An input cannot be opened or listed (missing file, empty glob), or a live feed gave up."""
+
+    exit_code = 5
 
 
 class SinkError(PipelineError):
@@ -55,3 +67,25 @@ class SinkRetryableError(SinkError):
 
 class SinkFatalError(SinkError):
     """An output failure that retrying cannot fix (bad schema, auth, SQL)."""
+
+
+_fatal_lock = threading.Lock()
+_fatal: list[PipelineError] = []
+
+
+def record_fatal(exc: PipelineError) -> None:
+    """Remember an error that ended a source cleanly (the run then exits with its ``exit_code``)."""
+    with _fatal_lock:
+        _fatal.append(exc)
+
+
+def fatal_errors() -> list[PipelineError]:
+    """Errors recorded by :func:`record_fatal` in this process, oldest first."""
+    with _fatal_lock:
+        return list(_fatal)
+
+
+def clear_fatal_errors() -> None:
+    """Forget recorded errors (tests run several flows in one process)."""
+    with _fatal_lock:
+        _fatal.clear()

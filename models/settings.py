@@ -174,7 +174,9 @@ class LiveSettings(BaseSettings):
     schema_name: LiveSchema = Field(default="tbbo", validation_alias="IFD_LIVE_SCHEMA")
     gateway: str | None = None
     port: int = Field(default=13000, gt=0, lt=65536)
-    heartbeat_interval_s: int = Field(default=30, ge=1)
+    heartbeat_interval_s: int = Field(default=5, ge=1)
+    """Gateway heartbeat after this much silence (Databento allows 5-1800 s); a heartbeat seals the
+    open ``ts_recv`` second, so it bounds how long a quiet second's trades wait."""
     heartbeat_grace_s: float = Field(default=10.0, ge=0)
     reconnect_initial_s: float = Field(default=1.0, ge=0)
     reconnect_max_s: float = Field(default=60.0, ge=0)
@@ -186,7 +188,7 @@ class LiveSettings(BaseSettings):
     cost_per_gb_usd: float = Field(default=1.0, ge=0)
     cost_per_hour_usd: float = Field(default=0.0, ge=0)
     session: SessionPreset = "globex"
-    batch_records: int = Field(default=65_536, ge=1)
+    batch_records: int = Field(default=65_536, ge=1, le=1 << 20)
     idle_exit_s: float | None = Field(default=None, gt=0)
     """Exit when no data record arrived for this long (tests, one-off catch-up runs)."""
 

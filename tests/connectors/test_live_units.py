@@ -1,24 +1,14 @@
-"""Pure parts of the live feed: budget meter, de-duplication, sessions, key handling."""
+"""Pure parts of the live feed: budget meter, sessions, key handling (de-duplication: test_live_resume)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import numpy as np
 import pytest
 
-from connectors.dbn import RTYPE_TRADES, DecodedChunk
-from connectors.live import BudgetMeter, Deduper, MarketSessions
+from connectors.live import BudgetMeter, MarketSessions
 from models.errors import ConfigError
 from models.settings import load_live_settings
-from tests.dbnfiles import NS, PX, T0, records
-
-
-def _chunk(ts, seq, iid=7):
-    rows = records(RTYPE_TRADES, ts, iid, PX, 1, "B")
-    rows["sequence"] = seq
-    return DecodedChunk(0, len(rows), 0, trades={RTYPE_TRADES: rows},
-                        positions={RTYPE_TRADES: np.arange(len(rows))})
 
 
 def test_budget_meter_prices_bytes_and_hours_and_stops_at_the_fraction():
@@ -33,27 +23,6 @@ def test_budget_meter_prices_bytes_and_hours_and_stops_at_the_fraction():
     assert meter.exhausted()
     meter.roll(86_400 * 101)  # next UTC day
     assert meter.cost_usd() == 0.0 and not meter.exhausted()
-
-
-def test_dedupe_drops_replayed_records_and_keeps_new_ones_after_a_reconnect():
-    d = Deduper(overlap_ns=2 * NS)
-    first = _chunk(T0 + np.arange(10) * NS, np.arange(10))
-    assert d.filter(first) == 0
-    assert d.last_ts_event == T0 + 9 * NS
-    # replay from last - 2 s: records 7..9 again, then 10..14 new
-    replay = _chunk(T0 + np.arange(7, 15) * NS, np.arange(7, 15))
-    assert d.filter(replay) == 3
-    assert replay.trades[RTYPE_TRADES]["sequence"].tolist() == [10, 11, 12, 13, 14]
-    # same timestamp, different sequence (two trades in one match event) is not a duplicate
-    twin = _chunk([T0 + 14 * NS], [99])
-    assert d.filter(twin) == 0
-
-
-def test_dedupe_drops_records_older_than_the_overlap_window():
-    d = Deduper(overlap_ns=1 * NS)
-    d.filter(_chunk(T0 + np.arange(10) * NS, np.arange(10)))
-    old = _chunk([T0 + 2 * NS], [1000])  # unseen key but far behind the resume point
-    assert d.filter(old) == 1
 
 
 def test_sessions_follow_cme_globex_and_the_nyse_rth_preset():
@@ -83,11 +52,3 @@ def test_api_key_never_appears_in_settings_repr_or_masked(monkeypatch):
     s = load_live_settings()
     assert "test_SECRET" not in repr(s) and "test_SECRET" not in str(s.masked())
     assert s.key() == "db-test_SECRET_key_12345"
-
-
-def test_dedupe_drops_a_replayed_copy_arriving_in_the_same_chunk_as_the_original():
-    d = Deduper(overlap_ns=2 * NS)
-    ts = T0 + np.array([1, 2, 3, 2, 3, 4]) * NS  # 2 and 3 replayed after a reconnect
-    chunk = _chunk(ts, [1, 2, 3, 2, 3, 4])
-    assert d.filter(chunk) == 2
-    assert chunk.trades[RTYPE_TRADES]["sequence"].tolist() == [1, 2, 3, 4]
