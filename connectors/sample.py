@@ -23,11 +23,29 @@ File                              Schema      Content
 ``<stem>.tbbo.dbn.zst``           tbbo        ``n_trades`` trades (action T, F_LAST) + BBO
                                               before the trade; 00:00-20:00 UTC, U-shaped RTH
                                               13:30-20:00 (~92 %); near-money and front-expiry
-                                              heavy; aggressor side B/A/N ~47/47/6 %
+                                              heavy; aggressor side B/A/N ~47/47/6 %; optional
+                                              sweeps (``sweep_share``)
 ``<stem>.mbo.dbn.zst``            mbo         :func:`generate_mbo`: actions A/C/M/F/T
                                               ~40/35/15/6/4 % over near-money options
 ``<stem>.trades.dbn.zst``         trades      :func:`generate_trades`: tbbo model, no BBO
 ================================  ==========  ==================================================
+
+Sweeps (``sweep_share > 0``)
+--------------------------
+One aggressor order filling several price levels is printed by CME as several trades of one
+match event: they share ``ts_event``, ``ts_recv``, ``ts_in_delta``, ``instrument_id``,
+``sequence``, ``side`` (and, in ``tbbo``, the BBO before the event) and differ in ``price``/
+``size``.  They are distinct trades, so de-duplication on ``(ts_event, instrument_id,
+sequence)`` loses volume.  With ``sweep_share`` = *s*, each aggressor (``B``/``A``) trade event
+becomes a sweep with probability *s*: it takes over the next 2-5 records of the block (the
+record count stays ``n_trades``), prices step one tick per level away from the touch (``B``:
+``ask``, ``ask + 1 tick``, ...; ``A``: ``bid``, ``bid - 1 tick``, ...; ``A`` sweeps never go below
+one tick), sizes are the records' own random sizes.  ``SWEEP_DUPLICATE_SHARE`` (1 in 50) of the
+sweeps repeat their first print exactly (same price and size: two byte-identical records), so a
+de-duplication on record content must count multiplicity.  Sweeps are drawn from a child
+generator (``Generator.spawn``) and only rewrite records in place: every record outside a sweep
+is byte-identical to the ``sweep_share=0`` session of the same seed, and ``sweep_share=0``
+(default) draws nothing extra.
 
 Run ``python -m connectors.sample --help`` for the command line interface.
 """
@@ -63,6 +81,8 @@ NS = 1_000_000_000
 NS_PER_YEAR = 365 * 86_400 * NS
 RTH_OPEN_S, CLOSE_S = 13 * 3600 + 1800, 20 * 3600  # seconds after 00:00 UTC
 ZSTD_LEVEL = 3
+SWEEP_LEVELS = (2, 5)  # inclusive bounds on the prints of one sweep
+SWEEP_DUPLICATE_SHARE = 0.02  # sweeps whose first print is repeated byte-identically
 _BLOCK = 1 << 20  # records generated per vectorised block
 _MONTHS = "FGHJKMNQUVXZ"
 _TRADE_DTYPE = np.dtype(dbn.TradeMsg._dtypes)
@@ -366,10 +386,66 @@ def _stamp(rng: np.random.Generator, rec: np.ndarray, ts: np.ndarray, state: dic
     state["recv"], state["seq"] = int(rec["ts_recv"][-1]), int(rec["sequence"][-1])
 
 
+def _check_sweep_share(sweep_share: float) -> None:
+    if not 0.0 <= sweep_share <= 1.0:
+        msg = f"sweep_share must be within [0, 1], got {sweep_share!r}"
+        raise ValueError(msg)
+
+
+def _sweeps(rng: np.random.Generator, rec: np.ndarray, share: float) -> None:
+    """Rewrite ``share`` of the aggressor trade events of one block into sweeps, in place.
+
+    A sweep led by record ``i`` over ``L`` levels (``SWEEP_LEVELS``) overwrites records
+    ``i+1 .. i+L-1``: every field but ``price``/``size`` is copied from record ``i``; the price
+    of print ``j`` is ``price[i] + j`` ticks (``B``) or ``- j`` ticks (``A``).  A duplicate
+    sweep (``SWEEP_DUPLICATE_SHARE``) repeats print 0 as print 1 (same price and size) and
+    steps from there.  ``rec`` is ``MBP1Msg`` or ``TradeMsg`` dtype, sorted by time.
+    """
+    m = len(rec)
+    side = rec["side"]
+    lo, hi = SWEEP_LEVELS
+    draw, levels = rng.random(m), rng.integers(lo, hi + 1, m)
+    dup = rng.random(m) < SWEEP_DUPLICATE_SHARE
+    room = rec["price"] // TICK  # A sweeps step down: at most price-in-ticks levels
+    leaders: list[int] = []
+    lengths: list[int] = []
+    i = 0
+    while i < m:  # sequential: a sweep consumes the records it overwrites
+        if side[i] != b"N" and draw[i] < share:
+            n_lv = min(int(levels[i]), m - i)
+            if side[i] == b"A":
+                n_lv = min(n_lv, int(room[i]))
+            if n_lv >= lo:
+                leaders.append(i)
+                lengths.append(n_lv)
+                i += n_lv
+                continue
+        i += 1
+    if not leaders:
+        return
+    lead = np.repeat(np.array(leaders), lengths)
+    level = np.arange(len(lead)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    pos = lead + level
+    copy = [c for c in rec.dtype.names if c not in ("price", "size")]
+    for col in copy:
+        rec[col][pos] = rec[col][lead]
+    is_dup = dup[lead] & (level >= 1)
+    step = np.where(rec["side"][lead] == b"B", 1, -1)
+    rec["price"][pos] = rec["price"][lead] + step * (level - is_dup) * TICK
+    first_dup = pos[is_dup & (level == 1)]
+    rec["size"][first_dup] = rec["size"][first_dup - 1]
+
+
 def _trade_blocks(
-    rng: np.random.Generator, chain: Chain, n: int, dtype: np.dtype
+    rng: np.random.Generator, chain: Chain, n: int, dtype: np.dtype, *, sweep_share: float = 0.0
 ) -> Iterator[np.ndarray]:
-    """Yield blocks of trades (``MBP1Msg`` or ``TradeMsg`` dtype) from the price model."""
+    """Yield blocks of trades (``MBP1Msg`` or ``TradeMsg`` dtype) from the price model.
+
+    ``sweep_share`` > 0 rewrites aggressor events into sweeps (module docstring) with a child
+    generator, so the base records are the same for every ``sweep_share``.
+    """
+    _check_sweep_share(sweep_share)
+    sweep_rng = rng.spawn(1)[0] if sweep_share > 0 else None
     path, cdf = _underlying_path(rng, chain.underlying_price), _intensity_cdf()
     n_e, n_k = len(chain.expirations), len(chain.strikes)
     w_exp = 0.62 ** np.arange(n_e)
@@ -410,6 +486,8 @@ def _trade_blocks(
             rec["ask_sz_00"] = np.where(side == b"B", np.maximum(ask_sz, size), ask_sz)
             rec["bid_ct_00"] = np.minimum(rec["bid_sz_00"], rng.geometric(0.3, m))
             rec["ask_ct_00"] = np.minimum(rec["ask_sz_00"], rng.geometric(0.3, m))
+        if sweep_rng is not None:
+            _sweeps(sweep_rng, rec, sweep_share)
         yield rec
 
 
@@ -486,6 +564,7 @@ def generate_session(
     seed: int = 7,
     underlying_price: float = 21500.0,
     n_trades: int = 60_000,
+    sweep_share: float = 0.0,
 ) -> SampleFiles:
     """Write the sample NQ options session (definition + tbbo) into ``out_dir``.
 
@@ -500,13 +579,24 @@ def generate_session(
     underlying_price : float
         NQZ6 price in index points at 00:00 UTC; strikes are centred on it.
     n_trades : int
-        Number of ``tbbo`` records (trades, rtype MBP_1) written.
+        Number of ``tbbo`` records (trades, rtype MBP_1) written, sweep prints included.
+    sweep_share : float
+        Share in ``[0, 1]`` of the aggressor (``B``/``A``) trade events printed as a sweep of
+        2-5 records with equal ``ts_event``/``ts_recv``/``instrument_id``/``sequence`` (see the
+        module docstring); 1 in 50 sweeps holds two byte-identical prints.  ``0`` (default)
+        gives the same bytes as before sweeps existed.
 
     Returns
     -------
     SampleFiles
         ``definition_path`` and ``tbbo_path``.
+
+    Raises
+    ------
+    ValueError
+        ``sweep_share`` outside ``[0, 1]``.
     """
+    _check_sweep_share(sweep_share)
     out_dir = Path(out_dir)
     chain = build_chain(session_date, underlying_price)
     defs = write_definitions(
@@ -518,7 +608,7 @@ def generate_session(
     tbbo = _write_dbn(
         out_dir / sample_name(session_date, "tbbo"),
         _metadata(chain, dbn.Schema.TBBO, [PARENT_SYMBOL]),
-        _trade_blocks(rng, chain, n_trades, _MBP1_DTYPE),
+        _trade_blocks(rng, chain, n_trades, _MBP1_DTYPE, sweep_share=sweep_share),
     )
     return SampleFiles(definition_path=defs, tbbo_path=tbbo)
 
@@ -531,6 +621,7 @@ def generate_trades(
     schema: str = "trades",
     session_date: dt.date = DEFAULT_DATE,
     underlying_price: float = 21500.0,
+    sweep_share: float = 0.0,
 ) -> Path:
     """Write a benchmark trades file (same model as :func:`generate_session`).
 
@@ -545,14 +636,20 @@ def generate_trades(
         Simulation seed (deterministic output).
     schema : {"trades", "tbbo"}
         ``trades`` writes ``TradeMsg`` (rtype 0); ``tbbo`` writes ``MBP1Msg`` with the BBO.
-    session_date, underlying_price
+    session_date, underlying_price, sweep_share
         As in :func:`generate_session`.
 
     Returns
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    ValueError
+        ``sweep_share`` outside ``[0, 1]``.
     """
+    _check_sweep_share(sweep_share)
     dtype = {"trades": _TRADE_DTYPE, "tbbo": _MBP1_DTYPE}[schema]
     path = Path(path)
     chain = build_chain(session_date, underlying_price)
@@ -560,9 +657,10 @@ def generate_trades(
         _definition_path_for(path), session_date=session_date, underlying_price=underlying_price
     )
     header = _metadata(chain, dbn.Schema.from_str(schema), [PARENT_SYMBOL])
-    return _write_dbn(
-        path, header, _trade_blocks(np.random.default_rng(seed), chain, n_records, dtype)
+    blocks = _trade_blocks(
+        np.random.default_rng(seed), chain, n_records, dtype, sweep_share=sweep_share
     )
+    return _write_dbn(path, header, blocks)
 
 
 def generate_mbo(
@@ -623,6 +721,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7, help="seed of the tbbo session")
     p.add_argument("--trades", type=int, default=60_000, help="tbbo trades in the session")
     p.add_argument(
+        "--sweep-share",
+        type=float,
+        default=0.0,
+        help="share of aggressor events printed as multi-level sweeps (0-1)",
+    )
+    p.add_argument(
         "--mbo", type=int, default=0, help="also write an MBO benchmark file with N records"
     )
     p.add_argument(
@@ -633,7 +737,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    files = generate_session(args.out, session_date=args.date, seed=args.seed, n_trades=args.trades)
+    files = generate_session(
+        args.out,
+        session_date=args.date,
+        seed=args.seed,
+        n_trades=args.trades,
+        sweep_share=args.sweep_share,
+    )
     n_defs = len(build_chain(args.date).ids) + 1
     print(f"{files.definition_path}\t{n_defs} definition records")
     print(f"{files.tbbo_path}\t{args.trades} tbbo records")

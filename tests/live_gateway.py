@@ -28,12 +28,16 @@ Choices (documented behaviour, relied upon by tests)
   ``None`` when several schemas are subscribed, ``stype_in`` = the subscribed stype (``None``
   when mixed), ``stype_out=instrument_id``, ``end``/``limit`` unset, ``symbols``, ``partial``,
   ``not_found``, ``mappings`` empty (as the live gateway does).  ``start`` = the smallest
-  ``start=`` requested, else ``ts_event`` of the first record this connection will get (after
-  any gap), else last ``ts_event`` of the day + 1.  The client only compares the non-``start``
+  ``start=`` requested (when it is not 0), else ``ts_event`` of the first record this connection
+  will get (after any gap), else last ``ts_event`` of the day + 1.  The client only compares the non-``start``
   fields across reconnects, which are stable here.
-* Simulated clock: every gateway-made record (ack, mapping, SystemMsg, ErrorMsg, heartbeat) has
-  ``ts_event`` = metadata ``start`` before the first data record, then the ``ts_event`` of the last
-  data record sent on that connection.  ``ts_out`` (when asked) uses the same clock.
+* Gateway clock (``Faults.gateway_clock``): ``"sim"`` (default) -- every gateway-made record (ack,
+  mapping, SystemMsg, ErrorMsg, heartbeat) has ``ts_event`` = metadata ``start`` before the first
+  data record, then the ``ts_event`` of the last data record sent on that connection; ``ts_out``
+  (when asked) uses the same clock.  ``"wall"`` -- as the real gateway, which stamps the records
+  it makes with the current time: gateway-made records get ``ts_event = time.time_ns()`` at
+  write time (``SymbolMappingMsg.start_ts`` too) and ``ts_out`` is the wall-clock send time.
+  Data records are never altered, and metadata ``start`` is as below in both modes.
 * Acks: ``SystemMsg(code=SUBSCRIPTION_ACK, msg="Subscription request <id> for <schema> data
   succeeded")`` -- the client just logs and yields them.
 * Selection: a record matches a subscription when its schema (the file's ``Metadata.schema``, or
@@ -42,8 +46,14 @@ Choices (documented behaviour, relied upon by tests)
   ...) match every instrument (the files hold one product); ``raw_symbol`` resolves through the
   definitions' ``raw_symbol`` and the files' metadata mappings; ``instrument_id`` compares ids.
   Unknown symbols match nothing (no error is sent).
-* Intraday replay: a subscription with ``start=`` gets its matching records with
-  ``ts_event >= start`` in timeline order.  A subscription without ``start`` gets the records from
+* Intraday replay (Databento's documented semantics): a subscription with ``start=`` gets its
+  matching records filtered on ``ts_event >= start`` (``ts_recv`` for the ``bbo-*``/``cbbo-*``
+  schemas), in timeline order ``(ts_recv, ts_event)``, stable, from the whole day: the replay
+  runs from ``start`` and continues "live" to the end of the day (this gateway's "now" is the
+  end of the files).  ``start=0`` is a full replay (every matching record; metadata ``start`` is
+  then the first record's ``ts_event``).  No ``REPLAY_COMPLETED`` SystemMsg is sent.  Several
+  subscriptions of one connection are merged: a record is sent once when any of them matches.
+  A subscription without ``start`` gets the records from
   the gateway's *live position*: a global timeline index, initially 0, that advances past every
   record sent on any connection (so the first live connection gets the whole day).  On every
   streaming connection after the first one, the first ``Faults.gap_records`` matching live
@@ -54,21 +64,33 @@ Choices (documented behaviour, relied upon by tests)
   gracefully (``shutdown(SHUT_WR)``: the client sees EOF, ``Live`` iteration stops without error).
   With ``close_after_end=False`` it stays open, sending heartbeats until the client leaves or the
   gateway stops.  There is no end-of-day marker in the protocol.
-* Heartbeats: ``SystemMsg(code=HEARTBEAT, msg="Heartbeat")`` only while idle after the last record,
-  every ``Faults.heartbeat_interval_s``, defaulting to the client's ``heartbeat_interval_s`` auth
-  field (the Python client always sends one: 30 s unless set).
+* Heartbeats: ``SystemMsg(code=HEARTBEAT, msg="Heartbeat")`` only while idle after the last record
+  (and during a stall with ``Faults.heartbeats_in_stall``), every ``Faults.heartbeat_interval_s``,
+  defaulting to the client's ``heartbeat_interval_s`` auth field (the Python client always sends
+  one: 30 s unless set).
 * Faults consumed once apply to the first *streaming* connection (one that sent
-  ``start_session``): ``error_after``, ``system_after``, ``stall_after``.  ``drop_after`` is a list
-  consumed one entry per streaming connection.  "After N" means after the N-th data record of that
+  ``start_session``): ``error_after``, ``system_after``, ``stall_after``.  ``drop_after`` and
+  ``stalls`` are lists consumed one entry per streaming connection, in order (an entry ``None``:
+  no such fault on that connection).  "After N" means after the N-th data record of that
   connection (N=0: before the first data record, after acks/mappings).  Data records = records of
-  the files, never gateway-made ones.
+  the files (definitions included), never gateway-made ones.  A stall keeps the socket open and
+  sends nothing (no heartbeats unless ``heartbeats_in_stall``) until the client leaves or the
+  gateway stops.  Positions worth dropping at: :meth:`LiveGateway.positions_inside_second`
+  (between two records of one ``ts_recv`` second) and :meth:`LiveGateway.first_position` (before
+  the first record of a schema); both count in the order a first live connection subscribed to
+  every symbol of the given schemas receives the day.
 
-Observations (read them after the client is done; they are updated under a lock):
+Observations (read them after the client is done, or poll them; they are updated under a lock):
 ``connections``, ``auth_attempts``, ``sessions`` (streaming connections), ``subscriptions``,
 ``records_sent``, ``sent_keys`` (``(ts_event, instrument_id, sequence)``, ``sequence`` 0 for records
 without one; a record counts as sent once written to the connection's buffer, which is flushed every
-256 records / 64 KiB, before every fault action and at the end), ``gap_skipped``,
-``heartbeats_sent``, ``live_position``, ``handler_errors``, ``open_connections``.
+256 records / 64 KiB, before every fault action and at the end), ``sent_records`` (the DBN v3 bytes
+of those records, without ``ts_out``, parallel to ``sent_keys``), ``sent_by_connection``
+(connection index -> its ``sent_records``; an empty list for a streaming connection that sent no
+data), ``stalled`` (indices of connections that entered a stall, appended after the flush: every
+record before the stall is on the socket), ``gap_skipped``, ``heartbeats_sent``, ``live_position``,
+``handler_errors``, ``open_connections``.  Connection indices are accept order from 0, as in
+``subscriptions[i]["connection"]``.
 """
 
 from __future__ import annotations
@@ -99,6 +121,7 @@ _POLL_S = 0.05
 _FLUSH_RECORDS = 256
 _FLUSH_BYTES = 64 * 1024
 _CLOSE_WAIT_S = 2.0
+_RECV_FILTERED = ("bbo-", "cbbo")  # intraday replay filters these schemas on ts_recv
 
 # schema of a record decoded from a file whose Metadata.schema is None (mixed-schema files)
 _RTYPE_SCHEMA: dict[type, str] = {
@@ -119,9 +142,10 @@ class Faults:
 
     Attributes
     ----------
-    drop_after : list[int]
-        Close the connection right after its N-th data record; one entry consumed per
-        streaming connection, in order.
+    drop_after : list[int | None]
+        Close the connection right after its N-th data record (definitions count; 0 = right
+        after the acks and mappings); one entry consumed per streaming connection, in order;
+        ``None`` = no drop on that connection.
     drop_reset : bool
         ``drop_after`` closes with a TCP RST (``SO_LINGER`` 0, after a 0.1 s pause so the client
         has the bytes) instead of a graceful FIN.  The client then sees ``ConnectionResetError``:
@@ -141,10 +165,26 @@ class Faults:
     stall_after : int | None
         After N data records send nothing more (no heartbeats) and keep the socket open until the
         client leaves or the gateway stops (first streaming connection only).
+    stalls : list[int | None]
+        ``stall_after`` for every streaming connection: one entry consumed per streaming
+        connection, in order (``None`` = no stall on that connection).  On the first connection
+        the earlier of ``stalls[0]`` and ``stall_after`` applies.
+    heartbeats_in_stall : bool
+        During a stall keep sending heartbeats at the cadence (a gateway that is alive but has
+        no data) instead of nothing.
+    stall_heartbeats : int
+        With ``heartbeats_in_stall``: the stall is a *pause* that ends after this many heartbeats,
+        then the connection streams on (0 = the stall never ends).  The records after the pause
+        re-open the ``ts_recv`` second the pause cut.
+    gateway_clock : {"sim", "wall"}
+        Timestamp of gateway-made records (acks, mappings incl. ``start_ts``, SystemMsg,
+        ErrorMsg, heartbeats) and of ``ts_out``: ``"sim"`` = the simulated clock (last data
+        ``ts_event`` sent), ``"wall"`` = ``time.time_ns()`` when written, as the real gateway.
     delay_s : float
         Sleep before each data record (each record is flushed on its own then).
     heartbeat_interval_s : float | None
-        Heartbeat cadence while idle after the last record; ``None`` = the client's auth value.
+        Heartbeat cadence while idle after the last record (and in a stall with
+        ``heartbeats_in_stall``); ``None`` = the client's auth value.
     close_after_end : bool
         After the last record, linger ``end_linger_s`` then close gracefully (client iteration
         ends).  ``False``: stay open with heartbeats.
@@ -152,17 +192,37 @@ class Faults:
         Linger before the graceful close at end of stream.
     """
 
-    drop_after: list[int] = field(default_factory=list)
+    drop_after: list[int | None] = field(default_factory=list)
     drop_reset: bool = False
     gap_records: int = 0
     reject_auth: bool = False
     error_after: tuple[int, int, str] | None = None
     system_after: list[tuple[int, int, str]] = field(default_factory=list)
     stall_after: int | None = None
+    stalls: list[int | None] = field(default_factory=list)
+    heartbeats_in_stall: bool = False
+    stall_heartbeats: int = 0
+    gateway_clock: str = "sim"
     delay_s: float = 0.0
     heartbeat_interval_s: float | None = None
     close_after_end: bool = True
     end_linger_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        """Reject an unknown ``gateway_clock``."""
+        if self.gateway_clock not in ("sim", "wall"):
+            msg = f"gateway_clock must be 'sim' or 'wall', got {self.gateway_clock!r}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class _ConnFaults:
+    """Faults resolved for one streaming connection (queues consumed at ``start_session``)."""
+
+    first_stream: bool
+    drop: int | None
+    stall: int | None
+    heartbeat_s: float
 
 
 @dataclass(frozen=True)
@@ -360,6 +420,9 @@ class LiveGateway:
         self.subscriptions: list[dict[str, Any]] = []
         self.records_sent = 0
         self.sent_keys: list[tuple[int, int, int]] = []
+        self.sent_records: list[bytes] = []
+        self.sent_by_connection: dict[int, list[bytes]] = {}
+        self.stalled: list[int] = []
         self.gap_skipped = 0
         self.heartbeats_sent = 0
         self.live_position = 0
@@ -372,6 +435,8 @@ class LiveGateway:
         self._threads: list[threading.Thread] = []
         self._socks: set[socket.socket] = set()
         self._drop_queue = list(self.faults.drop_after)
+        self._stall_queue = list(self.faults.stalls)
+        self._wall_clock = self.faults.gateway_clock == "wall"
         self._load(list(files))
 
     # ------------------------------------------------------------------ data
@@ -415,9 +480,70 @@ class LiveGateway:
         with self._lock:
             return len(self._socks)
 
-    def timeline_keys(self, schema: str | None = None) -> list[tuple[int, int, int]]:
-        """Keys of the day's records (optionally of one schema) in live order."""
-        return [e.key for e in self._timeline if schema is None or e.schema == schema]
+    def _entries(self, schema: str | Iterable[str] | None) -> list[_Entry]:
+        """The day's records of ``schema`` (one name, several, or ``None`` = all) in live order."""
+        if schema is None:
+            return list(self._timeline)
+        wanted = {schema} if isinstance(schema, str) else set(schema)
+        return [e for e in self._timeline if e.schema in wanted]
+
+    def timeline_keys(self, schema: str | Iterable[str] | None = None) -> list[tuple[int, int, int]]:
+        """Keys of the day's records (optionally of some schemas) in live order."""
+        return [e.key for e in self._entries(schema)]
+
+    def timeline_records(self, schema: str | Iterable[str] | None = None) -> list[bytes]:
+        """DBN v3 bytes of the day's records (optionally of some schemas) in live order.
+
+        This is exactly what a first live connection subscribed to every symbol of those schemas
+        receives as data records (compare with ``sent_by_connection``).
+        """
+        return [e.data for e in self._entries(schema)]
+
+    def positions_inside_second(self, schema: str | Iterable[str] | None = None) -> list[int]:
+        """Drop positions that fall between two records of one ``ts_recv`` second.
+
+        Parameters
+        ----------
+        schema : str or iterable of str, optional
+            The schemas subscribed to (every symbol); ``None`` = every schema of the files.
+
+        Returns
+        -------
+        list[int]
+            Ascending data-record counts ``N`` (``1 <= N < len``) such that records ``N - 1`` and
+            ``N`` (0-based, in live order) share ``ts_recv // 1_000_000_000``: ``drop_after=[N]``
+            cuts that connection inside a second.
+        """
+        secs = [e.ts_recv // 1_000_000_000 for e in self._entries(schema)]
+        return [n for n in range(1, len(secs)) if secs[n - 1] == secs[n]]
+
+    def first_position(self, schema: str, among: str | Iterable[str] | None = None) -> int:
+        """Count of data records before the first record of ``schema``.
+
+        Parameters
+        ----------
+        schema : str
+            Schema whose first record is looked for (``"trades"``, ``"tbbo"``, ...).
+        among : str or iterable of str, optional
+            The schemas subscribed to (every symbol); ``None`` = every schema of the files.
+            E.g. ``first_position("tbbo", ["definition", "tbbo"])`` = the definitions sent before
+            the first trade, so ``drop_after=[that]`` drops "before the first trade".
+
+        Returns
+        -------
+        int
+            The position ``N`` (``drop_after=[N]`` closes right before that record).
+
+        Raises
+        ------
+        ValueError
+            No record of ``schema`` among the selected records.
+        """
+        for n, e in enumerate(self._entries(among)):
+            if e.schema == schema:
+                return n
+        msg = f"no {schema!r} record among {among!r}"
+        raise ValueError(msg)
 
     def _resolve(self, sub: _Sub) -> set[int] | None:
         """Instrument ids matched by ``sub``; ``None`` = every instrument."""
@@ -557,13 +683,18 @@ class LiveGateway:
             first_stream = self.sessions == 0
             self.sessions += 1
             drop = self._drop_queue.pop(0) if self._drop_queue else None
+            stall = self._stall_queue.pop(0) if self._stall_queue else None
+            if first_stream and self.faults.stall_after is not None:  # the earlier stall wins
+                stall = min(n for n in (stall, self.faults.stall_after) if n is not None)
             plan, meta_start = self._plan(list(subs.values()), reconnect=not first_stream)
+            self.sent_by_connection[index] = []
 
         if self.start_latency_s > 0:
             self._stop.wait(self.start_latency_s)
         if compression == "zstd":
             conn.zstd = zstandard.ZstdCompressor().compressobj()
-        return self._stream(conn, dataset, list(subs.values()), plan, meta_start, first_stream, drop, hb)
+        faults = _ConnFaults(first_stream=first_stream, drop=drop, stall=stall, heartbeat_s=hb)
+        return self._stream(conn, dataset, list(subs.values()), plan, meta_start, faults)
 
     def _add_subscription(self, index: int, fields: dict[str, str], subs: dict[int, _Sub]) -> None:
         start = fields.get("start")
@@ -598,7 +729,8 @@ class LiveGateway:
                 if s.schema != e.schema or (ids is not None and e.instrument_id not in ids):
                     continue
                 if s.start is not None:
-                    replay_hit = replay_hit or e.ts_event >= s.start
+                    ts = e.ts_recv if e.schema.startswith(_RECV_FILTERED) else e.ts_event
+                    replay_hit = replay_hit or ts >= s.start
                 elif idx >= live_begin:
                     live_hit = True
             if live_hit and not replay_hit and gap_left > 0:
@@ -609,7 +741,7 @@ class LiveGateway:
             if replay_hit or live_hit:
                 plan.append(idx)
         starts = [s.start for s in subs if s.start is not None]
-        if starts:
+        if starts and min(starts) > 0:
             meta_start = min(starts)
         elif plan:
             meta_start = self._timeline[plan[0]].ts_event
@@ -670,47 +802,67 @@ class LiveGateway:
         subs: list[_Sub],
         plan: list[int],
         meta_start: int,
-        first_stream: bool,
-        drop: int | None,
-        hb: float,
+        cf: _ConnFaults,
     ) -> bool:
         f = self.faults
         clock = meta_start
+
+        def now() -> int:
+            """Timestamp of a gateway-made record / ``ts_out`` (``Faults.gateway_clock``)."""
+            return time.time_ns() if self._wall_clock else clock
+
         conn.write(self._metadata(dataset, subs, meta_start, conn.ts_out))
         for s in subs:
+            ts = now()
             ack = dbn.SystemMsg(
-                clock,
+                ts,
                 f"Subscription request {s.id} for {s.schema} data succeeded",
                 code=dbn.SystemCode.SUBSCRIPTION_ACK,
             )
-            conn.write_record(bytes(ack), clock)
+            conn.write_record(bytes(ack), ts)
         if self.symbol_mappings:
             for s in subs:
-                for rec in self._mapping_records(s, clock):
-                    conn.write_record(rec, clock)
+                for rec in self._mapping_records(s, now()):
+                    conn.write_record(rec, now())
 
         def after(n: int) -> str | None:
             """Apply faults due after n data records; return 'closed'/'stall' or None."""
-            if first_stream:
+            if cf.first_stream:
                 for at, code, text in f.system_after:
                     if at == n:
-                        msg = dbn.SystemMsg(clock, text, code=dbn.SystemCode(code))
-                        conn.write_record(bytes(msg), clock)
+                        ts = now()
+                        msg = dbn.SystemMsg(ts, text, code=dbn.SystemCode(code))
+                        conn.write_record(bytes(msg), ts)
                 if f.error_after is not None and f.error_after[0] == n:
+                    ts = now()
                     code = dbn.ErrorCode(f.error_after[1])
-                    err = dbn.ErrorMsg(clock, f.error_after[2], is_last=True, code=code)
-                    conn.write_record(bytes(err), clock)
+                    err = dbn.ErrorMsg(ts, f.error_after[2], is_last=True, code=code)
+                    conn.write_record(bytes(err), ts)
                     conn.close_graceful()
                     return "closed"
-            if drop is not None and drop == n:
+            if cf.drop is not None and cf.drop == n:
                 if f.drop_reset:
                     conn.close_reset()
                 else:
                     conn.close_graceful()
                 return "closed"
-            if first_stream and f.stall_after is not None and f.stall_after == n:
+            if cf.stall is not None and cf.stall == n:
+                if f.heartbeats_in_stall and f.stall_heartbeats > 0 and cf.heartbeat_s > 0:
+                    pause(cf.heartbeat_s)  # a pause: heartbeats, then the stream goes on
+                    return None
                 return "stall"
             return None
+
+        def pause(hb: float) -> None:
+            conn.flush()
+            with self._lock:
+                self.stalled.append(conn.index)
+            beats, last = 0, time.monotonic()
+            while beats < f.stall_heartbeats:
+                conn.poll_line()
+                if time.monotonic() - last >= hb:
+                    self._heartbeat(conn, now())
+                    beats, last = beats + 1, time.monotonic()
 
         sent = 0
         state = after(0)
@@ -720,12 +872,14 @@ class LiveGateway:
                 conn.flush()
                 if self._stop.wait(f.delay_s):
                     raise _Closed
-            conn.write_record(e.data, e.ts_event)
+            conn.write_record(e.data, time.time_ns() if self._wall_clock else e.ts_event)
             clock = e.ts_event
             sent += 1
             with self._lock:
                 self.records_sent += 1
                 self.sent_keys.append(e.key)
+                self.sent_records.append(e.data)
+                self.sent_by_connection[conn.index].append(e.data)
                 self.live_position = max(self.live_position, idx + 1)
             state = after(sent)
             if state is not None:
@@ -733,9 +887,16 @@ class LiveGateway:
         if state == "closed":
             return True
         conn.flush()
+        hb = cf.heartbeat_s
         if state == "stall":
+            with self._lock:
+                self.stalled.append(conn.index)
+            last_send = time.monotonic()
             while True:  # until the client leaves or the gateway stops (both raise _Closed)
                 conn.poll_line()
+                if f.heartbeats_in_stall and hb > 0 and time.monotonic() - last_send >= hb:
+                    self._heartbeat(conn, now())
+                    last_send = time.monotonic()
 
         # end of the day: idle, heartbeats, then (maybe) graceful close
         end_at = time.monotonic() + f.end_linger_s
@@ -747,11 +908,14 @@ class LiveGateway:
                 if "schema" in fields:  # late subscription: recorded, no data
                     self._add_subscription(conn.index, fields, {})
             if hb > 0 and time.monotonic() - last_send >= hb:
-                beat = dbn.SystemMsg(clock, "Heartbeat", code=dbn.SystemCode.HEARTBEAT)
-                conn.write_record(bytes(beat), clock)
-                conn.flush()
+                self._heartbeat(conn, now())
                 last_send = time.monotonic()
-                with self._lock:
-                    self.heartbeats_sent += 1
         conn.close_graceful()
         return True
+
+    def _heartbeat(self, conn: _Conn, ts: int) -> None:
+        beat = dbn.SystemMsg(ts, "Heartbeat", code=dbn.SystemCode.HEARTBEAT)
+        conn.write_record(bytes(beat), ts)
+        conn.flush()
+        with self._lock:
+            self.heartbeats_sent += 1

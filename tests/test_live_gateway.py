@@ -280,3 +280,228 @@ def test_zstd_and_ts_out(es_files, es_trades):
     trades = data(received)
     assert [key(r) for r in trades] == [key(r) for r in es_trades]
     assert received.metadata.ts_out and all(r.ts_out == r.ts_event for r in trades)
+
+
+# ------------------------------------------------------------------ issue 8: faults for exactly-once
+NQ_SCHEMAS = ["definition", "tbbo"]
+
+
+def wait_until(predicate, what: str, timeout_s: float = 10.0) -> None:
+    """Poll ``predicate`` (a failure bound, not a synchronisation delay)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def raw(recs: list) -> list[bytes]:
+    return [bytes(r) for r in data(recs)]
+
+
+def subscribe_nq(client: db.Live, schemas=NQ_SCHEMAS, start=None) -> None:
+    for schema in schemas:
+        client.subscribe(dataset=DATASET, schema=schema, symbols="NQ.OPT", stype_in="parent", start=start)
+
+
+@pytest.fixture(scope="module")
+def nq_sweeps(tmp_path_factory: pytest.TempPathFactory):
+    return generate_session(tmp_path_factory.mktemp("nq-sweeps"), n_trades=2000, sweep_share=0.3)
+
+
+@pytest.fixture(scope="module")
+def nq_records(nq_day) -> tuple[list, list]:
+    """(definitions, tbbo) of ``nq_day`` decoded by databento (the independent view)."""
+    return (
+        list(db.DBNStore.from_file(nq_day.definition_path)),
+        list(db.DBNStore.from_file(nq_day.tbbo_path)),
+    )
+
+
+def test_sweep_session_served_intact_every_print(nq_sweeps):
+    trades = list(db.DBNStore.from_file(nq_sweeps.tbbo_path))
+    with LiveGateway([nq_sweeps.definition_path, nq_sweeps.tbbo_path], api_key=KEY) as gw:
+        client = live(gw)
+        subscribe_nq(client, ["tbbo"])
+        got = raw(iterate(client))
+    assert got == [bytes(r) for r in trades] == gw.sent_by_connection[0] == gw.sent_records
+    by_key: dict[tuple[int, int, int], int] = {}
+    for r in trades:
+        by_key[key(r)] = by_key.get(key(r), 0) + 1
+    assert len(trades) == 2000 and max(by_key.values()) >= 3
+    assert sum(c > 1 for c in by_key.values()) > 100  # sweeps: several prints per key
+    content: dict[bytes, int] = {}
+    for b in got:
+        content[b] = content.get(b, 0) + 1
+    assert 0 < sum(c == 2 for c in content.values()) < 30  # byte-identical prints, both delivered
+    assert gw.sent_keys == [key(r) for r in trades]
+
+
+@pytest.mark.parametrize("where", ["zero", "mid_definitions", "before_first_trade"])
+def test_drop_during_definitions_then_start_replays_the_rest(nq_day, nq_records, where):
+    defs, tbbo = nq_records
+    files = [nq_day.definition_path, nq_day.tbbo_path]
+    with LiveGateway(files, api_key=KEY) as probe:
+        first_trade = probe.first_position("tbbo", NQ_SCHEMAS)
+    assert first_trade == len(defs)  # definitions' ts_recv = session start, before any trade
+    n = {"zero": 0, "mid_definitions": len(defs) // 2, "before_first_trade": first_trade}[where]
+    with LiveGateway(files, api_key=KEY, faults=Faults(drop_after=[n])) as gw:
+        first = live(gw)
+        subscribe_nq(first)
+        recs1 = data(iterate(first))
+        got1 = raw(recs1)
+        start = recs1[-1].ts_event if recs1 else 0  # resume at the last ts_event; none: full replay
+        second = live(gw)
+        subscribe_nq(second, start=start)
+        received2 = iterate(second)
+        got2 = raw(received2)
+    assert got1 == [bytes(r) for r in defs[:n]] == gw.sent_by_connection[0]
+    # every definition and trade has ts_event >= start: the replay is the whole day again
+    assert sorted(got2) == sorted(bytes(r) for r in defs + tbbo)
+    assert got2 == gw.sent_by_connection[1] and len(got2) == len(defs) + 2000
+    assert received2.metadata.start == (start or defs[0].ts_event)
+    assert [s["start"] for s in gw.subscriptions] == [None, None, start, start]
+    assert gw.handler_errors == []
+
+
+@pytest.mark.parametrize("inside", ["second", "sweep"])
+def test_drop_inside_a_ts_recv_second_then_start_resumes(nq_day, nq_sweeps, inside):
+    files = nq_day if inside == "second" else nq_sweeps
+    tbbo = list(db.DBNStore.from_file(files.tbbo_path))
+    with LiveGateway([files.definition_path, files.tbbo_path], api_key=KEY) as probe:
+        positions = probe.positions_inside_second("tbbo")
+    # independent: the positions are exactly the adjacent pairs of one ts_recv second
+    sec = [r.ts_recv // 1_000_000_000 for r in tbbo]
+    assert positions == [n for n in range(1, len(tbbo)) if sec[n - 1] == sec[n]]
+    if inside == "second":
+        n = positions[len(positions) // 2]
+    else:  # between two prints of one sweep: equal ts_event, ts_recv, instrument, sequence
+        n = next(n for n in positions if key(tbbo[n - 1]) == key(tbbo[n]))
+    faults = Faults(drop_after=[n])
+    with LiveGateway([files.definition_path, files.tbbo_path], api_key=KEY, faults=faults) as gw:
+        first = live(gw)
+        subscribe_nq(first, ["tbbo"])
+        recs1 = data(iterate(first))
+        start = recs1[-1].ts_event
+        second = live(gw)
+        subscribe_nq(second, ["tbbo"], start=start)
+        recs2 = data(iterate(second))
+    assert raw(recs1) == [bytes(r) for r in tbbo[:n]] == gw.sent_by_connection[0]
+    assert recs1[-1].ts_recv // 1_000_000_000 == tbbo[n].ts_recv // 1_000_000_000
+    assert raw(recs2) == [bytes(r) for r in tbbo if r.ts_event >= start] == gw.sent_by_connection[1]
+    overlap = sum(r.ts_event >= start for r in recs1)  # re-sent by the replay: the client de-dups
+    assert overlap >= 1 and len(recs1) + len(recs2) == len(tbbo) + overlap
+
+
+def test_stalls_consumed_one_per_connection(es_files, es_trades):
+    faults = Faults(stalls=[20, None, 5])
+    with LiveGateway(es_files, api_key=KEY, faults=faults) as gw:
+
+        def stalled_session(index: int, n: int, start=None) -> list:
+            got: list = []
+            client = live(gw)
+            client.add_callback(got.append)
+            client.subscribe(dataset=DATASET, schema="trades", symbols="ESU4", start=start)
+            client.start()
+            wait_until(lambda: index in gw.stalled, f"stall of connection {index}")
+            wait_until(lambda: len(data(got)) == n, f"{n} records before the stall")
+            assert client.is_connected() and gw.heartbeats_sent == 0
+            client.terminate()
+            wait_until(lambda: gw.open_connections == 0, "the gateway to see the client leave")
+            return data(got)
+
+        got0 = stalled_session(0, 20)
+        third = live(gw)  # no stall: the live rest of the day, then the graceful close
+        third.subscribe(dataset=DATASET, schema="trades", symbols="ESU4")
+        got1 = data(iterate(third))
+        got2 = stalled_session(2, 5, start=es_trades[0].ts_event)
+    assert [key(r) for r in got0] == [key(r) for r in es_trades[:20]]
+    assert [key(r) for r in got1] == [key(r) for r in es_trades[20:]]
+    assert [key(r) for r in got2] == [key(r) for r in es_trades[:5]]
+    assert gw.stalled == [0, 2] and [len(gw.sent_by_connection[i]) for i in range(3)] == [20, 100, 5]
+    assert gw.handler_errors == []
+
+
+def test_stall_after_and_stalls_earlier_wins(es_files):
+    with LiveGateway(es_files, api_key=KEY, faults=Faults(stall_after=30, stalls=[12])) as gw:
+        got: list = []
+        client = live(gw)
+        client.add_callback(got.append)
+        client.subscribe(dataset=DATASET, schema="trades", symbols="ESU4")
+        client.start()
+        wait_until(lambda: gw.stalled == [0], "the stall")
+        wait_until(lambda: len(data(got)) == 12, "12 records")
+        client.terminate()
+    assert gw.records_sent == 12
+
+
+def test_heartbeats_in_stall(es_files, es_trades):
+    got: list = []
+    faults = Faults(stalls=[10], heartbeats_in_stall=True, heartbeat_interval_s=0.02)
+    with LiveGateway(es_files, api_key=KEY, faults=faults) as gw:
+        client = live(gw)
+        client.add_callback(got.append)
+        client.subscribe(dataset=DATASET, schema="trades", symbols="ESU4")
+        client.start()
+
+        def beats() -> list:
+            return [r for r in list(got) if isinstance(r, dbn.SystemMsg) and r.is_heartbeat()]
+
+        wait_until(lambda: len(beats()) >= 3, "3 heartbeats in the stall")
+        assert client.is_connected() and gw.stalled == [0]
+        client.terminate()
+    recs = list(got)
+    last = max(i for i, r in enumerate(recs) if isinstance(r, dbn.TradeMsg))
+    assert [key(r) for r in data(recs)] == [key(r) for r in es_trades[:10]]
+    assert all(isinstance(r, dbn.SystemMsg) and r.is_heartbeat() for r in recs[last + 1 :])
+    assert all(b.ts_event == es_trades[9].ts_event for b in beats())  # simulated clock
+    assert gw.records_sent == 10 and gw.heartbeats_sent >= len(beats())
+
+
+def test_wall_clock_gateway_records(es_files, es_trades):
+    faults = Faults(gateway_clock="wall", heartbeat_interval_s=0.02, end_linger_s=0.1)
+    before = time.time_ns()
+    with LiveGateway(es_files, api_key=KEY, faults=faults) as gw:
+        client = live(gw, ts_out=True)
+        client.subscribe(dataset=DATASET, schema="trades", symbols="ESU4")
+        recs = iterate(client)
+    after = time.time_ns()
+    made = [r for r in recs if isinstance(r, GATEWAY_MADE)]
+    ack, mapping = made[0], made[1]
+    assert ack.code == dbn.SystemCode.SUBSCRIPTION_ACK and isinstance(mapping, dbn.SymbolMappingMsg)
+    beats = [r for r in made if isinstance(r, dbn.SystemMsg) and r.is_heartbeat()]
+    assert len(beats) >= 1 and len(made) == 2 + len(beats)
+    for r in made:
+        assert before <= r.ts_event <= after and before <= r.ts_out <= after
+    assert before <= mapping.start_ts <= after
+    assert [r.ts_event for r in made] == sorted(r.ts_event for r in made)
+    # data records unchanged (the simulated day), only their ts_out is the send time
+    trades = data(recs)
+    without_ts_out = [bytes([b[0] - 2]) + b[1:-8] for b in (bytes(r) for r in trades)]
+    assert without_ts_out == gw.sent_records and len(trades) == 120
+    assert [key(r) for r in trades] == [key(r) for r in es_trades]
+    assert all(before <= r.ts_out <= after for r in trades)
+    assert recs.metadata.start == es_trades[0].ts_event
+
+
+def test_replay_filters_on_ts_event_in_timeline_order_then_live_to_the_end(nq_day, nq_records):
+    defs, tbbo = nq_records
+    start = tbbo[700].ts_event
+    with LiveGateway([nq_day.definition_path, nq_day.tbbo_path], api_key=KEY) as gw:
+        client = live(gw)
+        subscribe_nq(client, start=start)
+        got = raw(iterate(client))
+    day = sorted(defs + tbbo, key=lambda r: (r.ts_recv, r.ts_event))  # stable: file order
+    assert got == [bytes(r) for r in day if r.ts_event >= start]
+    assert got[-1] == bytes(tbbo[-1]) and gw.live_position == len(day)
+
+
+def test_helpers_and_validation(es_files):
+    with LiveGateway(es_files, api_key=KEY) as gw:
+        assert gw.first_position("definition") == 0  # the ESU4 definition precedes its trades
+        assert gw.first_position("trades", ["trades"]) == 0
+        assert gw.timeline_records("trades") == gw.timeline_records(["trades"])
+        assert len(gw.timeline_records()) == 121
+        with pytest.raises(ValueError, match="mbo"):
+            gw.first_position("mbo")
+    with pytest.raises(ValueError, match="gateway_clock"):
+        Faults(gateway_clock="utc")

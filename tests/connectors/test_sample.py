@@ -213,3 +213,98 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
             tmp_path / f"nq-opt-glbx-mdp3-20261119.{schema}.dbn.zst"
         )
         assert len(store.to_ndarray()) == count
+
+
+# --------------------------------------------------------------------------- sweeps
+SWEEP_TRADES = 3_000
+
+
+@pytest.fixture(scope="module")
+def sweep_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[list, list]:
+    """Records (decoded by databento) of one seed with ``sweep_share`` 0.3 and 0."""
+    out = tmp_path_factory.mktemp("sweeps")
+    swept = sample.generate_session(out / "s", seed=7, n_trades=SWEEP_TRADES, sweep_share=0.3)
+    plain = sample.generate_session(out / "p", seed=7, n_trades=SWEEP_TRADES)
+    return (
+        list(databento.DBNStore.from_file(swept.tbbo_path)),
+        list(databento.DBNStore.from_file(plain.tbbo_path)),
+    )
+
+
+def _events(recs: list) -> dict[tuple[int, int, int, int], list]:
+    """Records grouped by (ts_event, ts_recv, instrument_id, sequence), file order kept."""
+    out: dict[tuple[int, int, int, int], list] = {}
+    for r in recs:
+        out.setdefault((r.ts_event, r.ts_recv, r.instrument_id, r.sequence), []).append(r)
+    return out
+
+
+def test_sweep_session_keeps_count_and_prints_equal_keys(sweep_pair) -> None:
+    recs, _ = sweep_pair
+    assert len(recs) == SWEEP_TRADES and all(isinstance(r, dbn.MBP1Msg) for r in recs)
+    events = _events(recs)
+    sweeps = [g for g in events.values() if len(g) > 1]
+    aggressor_events = sum(g[0].side in ("B", "A") for g in events.values())
+    assert 0.25 < len(sweeps) / aggressor_events < 0.35
+    assert {len(g) for g in sweeps} == {2, 3, 4, 5}
+    assert sum(len(g) for g in events.values()) == SWEEP_TRADES
+    ts = [(r.ts_recv, r.ts_event, r.sequence) for r in recs]
+    assert ts == sorted(ts)  # a sweep's prints are adjacent in the file
+
+
+def test_sweep_prints_step_one_tick_per_level_from_the_touch(sweep_pair) -> None:
+    recs, _ = sweep_pair
+    for group in (g for g in _events(recs).values() if len(g) > 1):
+        first = group[0]
+        assert first.side in ("B", "A")
+        touch = first.levels[0].ask_px if first.side == "B" else first.levels[0].bid_px
+        assert first.price == touch
+        step = TICK if first.side == "B" else -TICK
+        dup = int(bytes(group[1]) == bytes(first))
+        assert [r.price for r in group] == [
+            first.price + step * max(j - dup, 0) for j in range(len(group))
+        ]
+        assert all(r.price >= TICK and r.size >= 1 for r in group)
+        # every field but price and size is the leader's
+        for r in group[1:]:
+            assert (r.side, r.flags, r.ts_in_delta, r.levels[0].bid_px, r.levels[0].ask_sz) == (
+                first.side,
+                first.flags,
+                first.ts_in_delta,
+                first.levels[0].bid_px,
+                first.levels[0].ask_sz,
+            )
+
+
+def test_sweep_duplicates_are_byte_identical_prints(sweep_pair) -> None:
+    recs, _ = sweep_pair
+    counts: dict[bytes, int] = {}
+    for r in recs:
+        counts[bytes(r)] = counts.get(bytes(r), 0) + 1
+    repeated = [b for b, c in counts.items() if c > 1]
+    sweeps = [g for g in _events(recs).values() if len(g) > 1]
+    dup_sweeps = [g for g in sweeps if bytes(g[0]) == bytes(g[1])]
+    assert len(repeated) == len(dup_sweeps) >= 3 and max(counts.values()) == 2
+    assert len(dup_sweeps) < 0.05 * len(sweeps)
+    assert len(counts) == SWEEP_TRADES - len(dup_sweeps)  # content de-dup must count multiplicity
+
+
+def test_sweeps_rewrite_in_place_other_records_unchanged(sweep_pair) -> None:
+    recs, plain = sweep_pair
+    in_sweep = {id(r) for g in _events(recs).values() if len(g) > 1 for r in g[1:]}
+    same = [bytes(a) == bytes(b) for a, b in zip(recs, plain, strict=True) if id(a) not in in_sweep]
+    assert all(same) and len(same) == SWEEP_TRADES - len(in_sweep)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_sweep_share_out_of_range_raises(tmp_path: Path, share: float) -> None:
+    with pytest.raises(ValueError, match="sweep_share"):
+        sample.generate_session(tmp_path, n_trades=10, sweep_share=share)
+
+
+def test_generate_trades_with_sweeps(tmp_path: Path) -> None:
+    path = sample.generate_trades(tmp_path / "b.trades.dbn.zst", n_records=2_000, sweep_share=0.5)
+    recs = list(databento.DBNStore.from_file(path))
+    sweeps = [g for g in _events(recs).values() if len(g) > 1]
+    assert len(recs) == 2_000 and all(isinstance(r, dbn.TradeMsg) for r in recs)
+    assert len(sweeps) > 200 and all(len({r.side for r in g}) == 1 for g in sweeps)
