@@ -272,6 +272,9 @@ class LiveFeed:
         self._minute = _Minute()
         self._usage: list[UsageRow] = []
         self._last_data_s = now()
+        self._idle_since_s = self._last_data_s
+        """Idle-exit baseline: the last new data, or the first connection made after it."""
+        self._idle_rebased = False
         self.finished = False
         self._stop_requested = ""
         self._scrub = _ScrubKey(self._key)
@@ -342,6 +345,9 @@ class LiveFeed:
             raise ConnectionError(text) from None
         self._client = client
         self._connected_at = self._last_heard = now_s
+        if not self._idle_rebased:
+            # a reconnect after a silence gets its full idle time to replay (a stall, a drop)
+            self._idle_since_s, self._idle_rebased = max(self._idle_since_s, now_s), True
         if starts is not None:
             shown = {k: datetime.fromtimestamp(v / NS, UTC).isoformat() if v else "start of history"
                      for k, v in starts.items()}
@@ -476,7 +482,7 @@ class LiveFeed:
         else:
             wake = now_s + 0.05
         if self.settings.idle_exit_s:
-            wake = min(wake, self._last_data_s + self.settings.idle_exit_s + 0.01)
+            wake = min(wake, self._idle_since_s + self.settings.idle_exit_s + 0.01)
         return wake
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -540,9 +546,10 @@ class LiveFeed:
         accepted = self.sequencer.accepted
         batches = self._drain(now_s, flush_all=flush_all)
         if self.sequencer.accepted > accepted:
-            self._last_data_s = now_s
+            self._last_data_s = self._idle_since_s = now_s
+            self._idle_rebased = False
             self._attempts = 0  # a connection that delivers new data ends the backoff run
-        elif self.settings.idle_exit_s and now_s - self._last_data_s > self.settings.idle_exit_s:
+        elif self.settings.idle_exit_s and now_s - self._idle_since_s > self.settings.idle_exit_s:
             log.info("live: no new data for %.1f s: exiting (IFD_LIVE_IDLE_EXIT_S)",
                      now_s - self._last_data_s)
             final, usage = self._finish(now_s, "idle exit")

@@ -15,8 +15,9 @@ not repeat is anything else. So:
 * **De-duplication is a multiset of record bytes**, applied only to a replay
   connection's overlap. Each accepted data record is counted by its bytes.
   When a connection that replays from ``start`` opens, its *pending* multiset
-  is every accepted record that the replay will send again (``ts_event >=
-  start`` of its subscription, the Databento filter). Each arriving record
+  is every accepted record it may send again: the records kept since two
+  overlaps before the position (Databento filters a replay on ``ts_event``;
+  the second overlap also covers a gateway that filters on ``ts_recv``). Each arriving record
   found in *pending* is a replayed copy: it is dropped and its count
   decremented. Anything else, including a second print identical to a first
   one (an aggressor order that filled two resting orders at one price), is a
@@ -148,10 +149,12 @@ class LiveSequencer:
         Most records per unit (a longer second is cut at fixed counts).
     resume : LiveResume | None
         State from a snapshot.
+    prune_min : int
+        ``seen`` is pruned (amortised) once it holds twice its last size plus this many records.
     """
 
     def __init__(self, overlap_ns: int, trade_rtype: int, batch_records: int,
-                 resume: LiveResume | None = None) -> None:
+                 resume: LiveResume | None = None, *, prune_min: int = 4096) -> None:
         self.overlap_ns = overlap_ns
         self.trade_rtype = trade_rtype
         self.batch_records = batch_records
@@ -165,7 +168,8 @@ class LiveSequencer:
         self._sealed = False
         self._gen_starts: dict[int, dict[str, int | None]] = {}
         self._pending: dict[int, dict[bytes, int]] = {}
-        self._prune_at = 2 * len(self._seen) + 4096
+        self._prune_min = prune_min
+        self._prune_at = 2 * len(self._seen) + prune_min
         self.duplicates = 0
         self.accepted = 0
 
@@ -206,24 +210,19 @@ class LiveSequencer:
         self._gen_starts[gen] = dict(starts) if starts is not None else {}
 
     def _build_pending(self, gen: int) -> dict[bytes, int]:
-        starts = self._gen_starts.get(gen) or {}
-        pending: dict[bytes, int] = {}
-        if not starts:
-            return pending
-        data_start = starts.get(DATA) or 0
-        def_start = starts.get(DEFINITIONS) or 0
+        """Every accepted record a replay connection may send again.
 
-        def replayed(raw: bytes) -> bool:
-            start = def_start if raw[1] == RTYPE_DEFINITION else data_start
-            return ts_event_of(raw) >= start
-
-        for raw, count in self._seen.items():
-            if replayed(raw):
-                pending[raw] = count
+        That is all of ``seen`` (pruned two overlaps behind the position) and
+        the held records, whatever the starts: a gateway that filters the
+        replay on ``ts_recv`` instead of ``ts_event`` re-sends a few records
+        older than ``start``, and an entry that is never re-sent costs nothing.
+        """
+        if not self._gen_starts.get(gen):
+            return {}  # a live connection: first deliveries only
+        pending = dict(self._seen)
         for held in self._held:
             for raw in held.records:
-                if replayed(raw):
-                    pending[raw] = pending.get(raw, 0) + 1
+                pending[raw] = pending.get(raw, 0) + 1
         return pending
 
     # --- records ------------------------------------------------------------------------
@@ -321,8 +320,12 @@ class LiveSequencer:
         return units
 
     def _floors(self) -> tuple[int, int]:
-        """Oldest ``ts_event`` a future replay can re-send: (definitions, data)."""
-        data = max(0, (self._position or 0) - self.overlap_ns)
+        """Oldest ``ts_event`` kept for a future replay: (definitions, data).
+
+        A replay starts one overlap behind the position; one more overlap
+        covers records a ``ts_recv``-filtered replay re-sends from before it.
+        """
+        data = max(0, (self._position or 0) - 2 * self.overlap_ns)
         return (data if self._trades_emitted else 0), data
 
     def _prune(self) -> None:
@@ -335,7 +338,7 @@ class LiveSequencer:
         }
         floor_s = data_floor // NS - 1
         self._splits = {s: n for s, n in self._splits.items() if s >= floor_s}
-        self._prune_at = 2 * len(self._seen) + 4096
+        self._prune_at = 2 * len(self._seen) + self._prune_min
 
     @property
     def held_records(self) -> int:

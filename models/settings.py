@@ -190,7 +190,8 @@ class LiveSettings(BaseSettings):
     session: SessionPreset = "globex"
     batch_records: int = Field(default=65_536, ge=1, le=1 << 20)
     idle_exit_s: float | None = Field(default=None, gt=0)
-    """Exit when no data record arrived for this long (tests, one-off catch-up runs)."""
+    """Exit when no new data record was accepted for this long, counted from the last new record
+    or the first reconnect after it (tests, one-off catch-up runs)."""
 
     def symbol_list(self) -> list[str]:
         """``IFD_LIVE_SYMBOLS`` split on commas."""

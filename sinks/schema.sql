@@ -9,6 +9,19 @@ CREATE DATABASE IF NOT EXISTS ifd;
 -- identity is (window_start, contract_key, source, batch_seq); replays,
 -- retries and bytewax re-emissions rewrite identical rows, which
 -- ReplacingMergeTree collapses, so sums over distinct parts are final.
+--
+-- batch_seq, the rule that keeps identities collision-free and replay-stable:
+-- * DBN files: the 0-based batch number of IFD_BATCH_RECORDS records in the
+--   file (fixed batch size => the same records get the same number).
+-- * Live (connectors/live_resume.py): ts_recv second * 4096 + split. A batch
+--   is one whole ts_recv second, emitted only once sealed (a record of a later
+--   second, a gateway heartbeat, or the end of the run), so reconnects, symbol
+--   mappings stamped "now", stalls and restarts never cut a second in two.
+--   split is 0 unless the same second is re-opened (records after a heartbeat)
+--   or holds more than IFD_LIVE_BATCH_RECORDS records (cut at fixed counts):
+--   then 1, 2, ... in emission order, remembered in the source snapshot, so
+--   two pieces never share an identity and a replay after a restart cuts
+--   and numbers them the same way.
 CREATE TABLE IF NOT EXISTS ifd.pressure_parts
 (
     window_start     DateTime64(3, 'UTC'),

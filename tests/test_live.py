@@ -7,19 +7,15 @@ import random
 
 import databento_dbn as dbn
 import pytest
-from bytewax.testing import run_main
 
 from connectors.live import LiveAuthError, LiveConfigError, LiveFeed
 from connectors.sample import generate_session
-from flows.ifd import build_flow
 from models.errors import SourceError
-from models.settings import LiveSettings, Settings
-from sinks.clickhouse import ChdbStore
 from tests.flowrun import stored_windows
 from tests.live_gateway import Faults, LiveGateway
+from tests.liverun import KEY, live_settings, run_live
 from tests.reference import lee_ready_windows, trades_frame
 
-KEY = "db-test_local_gateway_ZQXJW"
 TAIL = KEY[-5:]
 
 
@@ -27,29 +23,6 @@ TAIL = KEY[-5:]
 def day(tmp_path_factory):
     files = generate_session(tmp_path_factory.mktemp("live-src"), n_trades=3000, seed=3)
     return files.definition_path, files.tbbo_path
-
-
-def live_settings(port: int, **overrides) -> LiveSettings:
-    values = dict(
-        api_key=KEY, gateway="127.0.0.1", port=port, symbols="NQ.OPT", stype_in="parent",
-        schema_name="tbbo", session="always", reconnect_initial_s=0.01, reconnect_max_s=0.05,
-        heartbeat_interval_s=1, heartbeat_grace_s=0.5, idle_exit_s=2.5, batch_records=400,
-        replay_horizon_s=30 * 86_400.0,  # the generated day is in the past
-    )
-    values.update(overrides)
-    return LiveSettings(**values)
-
-
-def run_live(tmp_path, port: int, alerts=None, **overrides) -> dict:
-    settings = Settings(mode="live", data_dir=tmp_path, progress_interval_s=0,
-                        scoring_enabled=False)
-    run_main(build_flow(settings, live=live_settings(port, **overrides), alerts=alerts))
-    store = ChdbStore(tmp_path / "chdb")
-    try:
-        usage = store.query_arrow("SELECT * FROM ifd.usage FINAL ORDER BY minute").to_pylist()
-    finally:
-        store.close()
-    return {"windows": stored_windows(tmp_path), "usage": usage}
 
 
 def test_every_trade_counted_once_after_three_drops_and_a_gap(tmp_path, day, caplog):

@@ -41,26 +41,29 @@ def timeline(paths: list[Path]) -> list[tuple[int, int, bytes]]:
     return [(r[0], r[1], r[4]) for r in rows]
 
 
-def replayed(tl, starts: dict[str, int] | None, live_from: int) -> list[int]:
-    """Timeline indices a connection gets: ``ts_event >= start`` per kind (Databento), else live."""
+def replayed(tl, starts: dict[str, int] | None, live_from: int, on: str = "ts_event") -> list[int]:
+    """Timeline indices a connection gets: ``ts_event >= start`` per kind (Databento), else live.
+
+    ``on="ts_recv"`` plays a gateway that filters the replay on ``ts_recv`` instead.
+    """
     if starts is None:
         return list(range(live_from, len(tl)))
     out = []
-    for i, (_recv, event, raw) in enumerate(tl):
+    for i, (recv, event, raw) in enumerate(tl):
         start = starts["definition"] if raw[1] == RTYPE_DEFINITION else starts["data"]
-        if event >= start:
+        if (event if on == "ts_event" else recv) >= start:
             out.append(i)
     return out
 
 
 def play(tl, trade_rtype: int, rng: random.Random, *, drops: int, crashes: int,
-         batch_records: int = 64, overlap_ns: int = 2 * NS) -> tuple[dict[int, list[bytes]], LiveSequencer]:
+         batch_records: int = 64, overlap_ns: int = 2 * NS, on: str = "ts_event") -> tuple[dict[int, list[bytes]], LiveSequencer]:
     """Stream ``tl`` through sequencers under faults; return the unit store (id → records)."""
     store: dict[int, list[bytes]] = {}
     n = len(tl)
     drop_at = set(rng.sample(range(n), min(drops, n)))
     crash_at = set(rng.sample(sorted(set(range(n)) - drop_at), min(crashes, n)))
-    seq = LiveSequencer(overlap_ns, trade_rtype, batch_records)
+    seq = LiveSequencer(overlap_ns, trade_rtype, batch_records, prune_min=1)
     snapshot: LiveResume | None = None
     gen, live_pos, delivered_total = 1, 0, 0
     seq.begin(gen, None)
@@ -90,14 +93,14 @@ def play(tl, trade_rtype: int, rng: random.Random, *, drops: int, crashes: int,
                 store[unit.unit_id] = unit.records
             return store, seq
         if interrupted == "crash":  # held records and post-snapshot state are gone
-            seq = LiveSequencer(overlap_ns, trade_rtype, batch_records, snapshot)
+            seq = LiveSequencer(overlap_ns, trade_rtype, batch_records, snapshot, prune_min=1)
             gen = 0
             starts = seq.replay_starts(None)
         else:
             starts = seq.replay_starts(None)
         gen += 1
         seq.begin(gen, starts)
-        plan = replayed(tl, starts, live_pos)
+        plan = replayed(tl, starts, live_pos, on)
 
 
 def data_multiset(tl) -> Counter:
@@ -133,7 +136,9 @@ def test_mbo_file_has_sweeps_with_equal_keys_that_stay_distinct(mbo_day):
 def test_random_drops_and_crashes_store_every_record_exactly_once_mbo(mbo_day, seed):
     rng = random.Random(seed)
     store, _ = play(mbo_day, 0xA0, rng, drops=rng.randint(1, 8), crashes=rng.randint(0, 3),
-                    batch_records=rng.choice([7, 64, 100_000]))
+                    batch_records=rng.choice([7, 64, 100_000]),
+                    overlap_ns=rng.choice([2 * NS, 600 * NS]),
+                    on="ts_recv" if seed % 3 == 2 else "ts_event")
     assert stored(store) == data_multiset(mbo_day)
 
 
@@ -142,7 +147,7 @@ def test_random_drops_and_crashes_store_every_record_exactly_once_with_definitio
     rng = random.Random(100 + seed)
     # drops concentrated early: inside the definition burst and before the first trade
     store, _ = play(es_day, 0x00, rng, drops=rng.randint(1, 4), crashes=rng.randint(0, 2),
-                    batch_records=rng.choice([3, 50]))
+                    batch_records=rng.choice([3, 50]), overlap_ns=rng.choice([2 * NS, 600 * NS]))
     assert stored(store) == data_multiset(es_day)
 
 
