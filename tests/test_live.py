@@ -149,46 +149,90 @@ def test_backoff_schedule_is_capped_exponential_with_jitter_then_gives_up():
     assert delays == pytest.approx(expected)
 
 
-def test_kill_and_resume_from_recovery_snapshot_replays_the_gap_exactly_once(tmp_path, day):
+def _committed_epoch(recovery) -> int:
+    """Newest epoch bytewax committed to the recovery store (-1 before the first)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{recovery / 'part-0.sqlite3'}?mode=ro", uri=True, timeout=10)
+    try:
+        row = con.execute("SELECT max(commit_epoch) FROM commits").fetchone()
+    finally:
+        con.close()
+    return -1 if row is None or row[0] is None else int(row[0])
+
+
+def _wait(predicate, what: str, limit_s: float = 120.0) -> None:
+    import time
+
+    deadline = time.monotonic() + limit_s  # a failure bound, not a synchronisation
+    while not predicate():
+        if time.monotonic() > deadline:
+            msg = f"timed out waiting for {what}"
+            raise AssertionError(msg)
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def sweep_day(tmp_path_factory):
+    files = generate_session(tmp_path_factory.mktemp("live-sweeps"), n_trades=3000, seed=3,
+                             sweep_share=0.3)
+    return files.definition_path, files.tbbo_path
+
+
+@pytest.mark.parametrize("where", ["inside a second", "between seconds"])
+def test_kill_and_resume_from_recovery_snapshot_replays_the_gap_exactly_once(tmp_path, sweep_day,
+                                                                            where):
+    """kill -9 with committed snapshots behind it; the restart replays from the snapshot.
+
+    The gateway pauses the first connection after ``pause_at`` records (alive, heartbeats, no
+    data), the test waits for two more committed epochs, then kills: deterministic under load.
+    """
     import os
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
+    day = sweep_day
     root = Path(__file__).resolve().parents[1]
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], check=True,
                    cwd=root)
+    with LiveGateway(list(day), api_key=KEY) as probe:
+        inside = set(probe.positions_inside_second(["definition", "tbbo"]))
+    pause_at = next(n for n in range(661 + 1200, 661 + 3000) if (n in inside) == (where == "inside a second"))
     # a resume that forgot the replay would lose the 300 records the live feed moved on by
-    faults = Faults(delay_s=0.0015, gap_records=300)
+    faults = Faults(gap_records=300, stalls=[pause_at], heartbeats_in_stall=True,
+                    heartbeat_interval_s=0.2)
     with LiveGateway(list(day), api_key=KEY, faults=faults) as gw:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IFD_", "DATABENTO"))}
         env.update(IFD_MODE="live", IFD_DATA_DIR=str(tmp_path), IFD_PROGRESS_INTERVAL_S="0",
                    IFD_SCORING_ENABLED="false", DATABENTO_API_KEY=KEY,
                    IFD_LIVE_GATEWAY="127.0.0.1", IFD_LIVE_PORT=str(gw.port),
-                   IFD_LIVE_SESSION="always", IFD_LIVE_IDLE_EXIT_S="2.5",
+                   IFD_LIVE_SESSION="always", IFD_LIVE_IDLE_EXIT_S="600",
                    IFD_LIVE_HEARTBEAT_INTERVAL_S="1", IFD_LIVE_HEARTBEAT_GRACE_S="0.5",
                    IFD_LIVE_RECONNECT_INITIAL_S="0.01", IFD_LIVE_BATCH_RECORDS="200",
                    IFD_LIVE_REPLAY_HORIZON_S=str(30 * 86_400), IFD_ALERT_JSONL_PATH="")
         cmd = [sys.executable, "-m", "bytewax.run", "flows.ifd", "-r", str(recovery),
                "-s", "1", "-b", "0"]
-        first = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        # 661 definitions stream first; kill once ~1,200 trades are out (>= 1 snapshot with trades)
-        while gw.records_sent < 661 + 1200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first.send_signal(signal.SIGKILL)  # a crash: no flush, no close
-        first.wait(timeout=30)
+        first = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            _wait(lambda: 0 in gw.stalled, "the gateway pause")
+            _wait(lambda: _committed_epoch(recovery) >= 0, "a first committed epoch")
+            epoch = _committed_epoch(recovery)
+            _wait(lambda: _committed_epoch(recovery) >= epoch + 2, "two epochs after the pause")
+        finally:
+            first.send_signal(signal.SIGKILL)  # a crash: no flush, no close
+            first.wait(timeout=30)
         sent_before_kill = gw.records_sent
+        env["IFD_LIVE_IDLE_EXIT_S"] = "2.5"
         second = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
                                 timeout=240, check=False)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
         resumed_with_start = [s["start"] for s in gw.subscriptions if s["connection"] >= 1]
-    assert 661 + 1200 <= sent_before_kill < 661 + 3000
+    assert sent_before_kill == pause_at
     assert resumed_with_start and all(start is not None for start in resumed_with_start), (
         second.stdout[-2500:] + second.stderr[-2500:])
     assert stored_windows(tmp_path) == lee_ready_windows(trades_frame(day[1]))
