@@ -1,9 +1,11 @@
-"""Alerts: deliver strong IFD signals to people, asynchronously, through Apprise.
+"""Alerts: deliver IFD signals to people through Apprise, from a durable outbox.
 
 :class:`AlertDispatcher` takes :class:`~models.signals.Signal` objects from the
-dataflow (:meth:`AlertDispatcher.submit`, never blocks), and a background
-thread sends each one to every configured channel and appends it to a JSONL
-audit file. This module imports neither bytewax nor ClickHouse.
+dataflow (:meth:`AlertDispatcher.submit`). Each accepted signal is committed to
+a SQLite *outbox* (:class:`AlertOutbox`) before ``submit`` returns. A
+background thread then sends it to every configured channel and records the
+outcome in the outbox and in a JSONL audit file. This module imports neither
+bytewax nor ClickHouse.
 
 Configuration (``IFD_ALERT_*`` environment variables or ``.env``)
 ---------------------------------------------------------------------
@@ -13,13 +15,18 @@ variable                        default                 meaning
 =============================== ======================= ===================================================
 ``IFD_ALERT_URLS``              unset (JSONL only)      comma-separated Apprise URLs (secret, never logged)
 ``IFD_ALERT_MIN_CLASS``         ``STRONG``              lowest class alerted: STRONG > MODERATE > MONITOR
-``IFD_ALERT_JSONL_PATH``        ``data/alerts.jsonl``   audit file, one JSON line per alert (empty = off)
+``IFD_ALERT_JSONL_PATH``        ``data/alerts.jsonl``   audit file, JSON lines per alert (empty = off)
+``IFD_ALERT_OUTBOX_PATH``       beside the JSONL file   durable outbox (SQLite); unset: ``<jsonl stem>
+                                                        .outbox.sqlite`` in the JSONL file's directory, e.g.
+                                                        ``data/alerts.outbox.sqlite``; in memory (not
+                                                        durable) when the JSONL path is unset too
 ``IFD_ALERT_MAX_PER_MINUTE``    ``30``                  global token bucket: burst and refill per minute
 ``IFD_ALERT_MAX_ATTEMPTS``      ``4``                   attempts per channel (1 = no retry)
 ``IFD_ALERT_BACKOFF_INITIAL_S`` ``0.5``                 first retry delay; doubles per attempt (max 30 s),
                                                         plus up to the same amount of random jitter
 ``IFD_ALERT_TIMEOUT_S``         ``10``                  socket connect and read timeout per request
-``IFD_ALERT_QUEUE_SIZE``        ``1000``                signals waiting for delivery before drops
+``IFD_ALERT_QUEUE_SIZE``        ``1000``                outbox rows the worker reads per query (prefetch);
+                                                        not a limit: nothing is ever dropped
 =============================== ======================= ===================================================
 
 Apprise URL examples (https://github.com/caronc/apprise/wiki):
@@ -36,59 +43,119 @@ URLs are split on commas that are followed by ``scheme://``, so commas inside
 a URL's query (``?to=a@x.com,b@x.com``) are kept.
 
 Each URL is its own channel with its own :class:`apprise.Apprise` object, so
-a failure is attributed to that channel. Channels are named in logs, stats
-and the JSONL file by their scheme only: ``json://***``, ``slack://***``; a
-second channel with the same scheme becomes ``json://***#2`` and so on.
+a failure is attributed to that channel. Channels are named in logs, stats,
+the outbox and the JSONL file by their scheme only: ``json://***``,
+``slack://***``; a second channel with the same scheme becomes
+``json://***#2`` and so on.
 
 Guarantees
 ----------
-- **Never blocks or stops the flow**: :meth:`AlertDispatcher.submit` puts on a
-  bounded queue without waiting; a full queue drops the signal (counted as
-  ``dropped_queue_full`` and logged). Delivery errors are counted and logged,
-  never raised to the caller.
-- **At most once** per ``signal.alert_key`` (contract and window) per
-  process, among the last :data:`DEDUP_CAPACITY` distinct keys accepted: a
-  replayed or re-emitted window is not alerted twice. A delivery attempt
-  that fails all ``max_attempts`` is not tried again later.
+- **Accepted signals are durable**: :meth:`AlertDispatcher.submit` returns
+  ``True`` only after the signal's outbox row is committed (SQLite WAL journal,
+  ``synchronous=NORMAL``). A ``kill -9`` of the process at any moment after
+  that loses nothing; an operating-system crash or power loss may lose the
+  last commits. With neither ``IFD_ALERT_OUTBOX_PATH`` nor
+  ``IFD_ALERT_JSONL_PATH`` set, the outbox is in memory and is lost with the
+  process.
+- **Delivery is at-least-once per channel**: the worker marks a row
+  ``in_flight`` before sending it and ``delivered``/``failed`` after. A
+  dispatcher starting on an existing outbox sends every ``pending`` and
+  ``in_flight`` row again, in acceptance order. So after a crash only signals
+  that were in flight can be delivered twice (to each channel). One worker
+  sends one signal at a time, so that is at most one signal per crash.
+- **De-duplicated per** ``signal.alert_key`` (contract and window), across
+  restarts: the key is the outbox's primary key, so a replayed or re-emitted
+  (possibly rescored) window is not accepted again, whatever became of the
+  first one (counted as ``duplicates``). The in-flight re-send above is the
+  only way one alert reaches a channel twice. Rows are never deleted, so the
+  outbox is also the de-duplication memory (about 1 kB per alert).
+- **Not retried**: a signal no channel accepted after ``max_attempts`` ends
+  ``failed``, and a rate-limited one ends ``rate_limited``. Neither is sent
+  again automatically. To resend failed alerts, stop the flow, run
+  ``UPDATE alert_outbox SET status = 'pending' WHERE status = 'failed'`` on
+  the outbox file and start again.
+- **One dispatcher per outbox**: a dispatcher claims its outbox file with an
+  exclusive ``flock`` on ``<outbox>.lock``, which the OS releases when the
+  process dies. A second dispatcher on the same file raises
+  :class:`~models.errors.SinkFatalError`. Components that only send
+  operational notices use ``AlertDispatcher(settings, notices_only=True)``,
+  which never opens the outbox.
+- **Never slowed by a channel**: ``submit`` does a local SQLite insert and a
+  JSONL append and never waits for delivery. The outbox is the queue, so
+  nothing is dropped however slow the channels are. Delivery errors are
+  counted and logged, never raised. ``submit`` raises
+  :class:`~models.errors.SinkRetryableError` only when the outbox write itself
+  fails (disk full, file locked longer than the busy timeout). In that case the
+  signal was not accepted.
 - **Rate limit**: at most ``max_per_minute`` signals go out in any burst,
   refilled at ``max_per_minute`` per minute (checked when the worker picks
-  the signal up). A rate-limited signal is *not* sent to any channel; it is
-  counted (``rate_limited``), logged at WARNING and still appended to the
-  JSONL file with ``"status": "rate_limited"`` and ``"delivered": false``.
-- **Secrets**: URLs are a :class:`~pydantic.SecretStr`; they do not appear in
-  reprs, stats, JSONL, exceptions or this module's logs. Apprise and urllib3
-  log request URLs at DEBUG (``Slack POST URL: https://hooks.slack.com/
-  services/<tokens>``); while a dispatcher is open, a filter on the
+  the signal up; the bucket starts full in every process). A rate-limited
+  signal is *not* sent to any channel. It is counted (``rate_limited``),
+  logged at WARNING and recorded as ``rate_limited`` in the outbox and the
+  JSONL file.
+- **Notices** (:meth:`AlertDispatcher.notify`) are not durable: they wait in
+  memory, are sent before queued signals and are de-duplicated per key within
+  one process.
+- **Secrets**: URLs are a :class:`~pydantic.SecretStr`. They do not appear in
+  reprs, stats, the outbox, the JSONL file, exceptions or this module's logs.
+  Apprise and urllib3 log request URLs at DEBUG (``Slack POST URL: https://hooks.slack.com/
+  services/<tokens>``). While a dispatcher is open, a filter on the
   ``apprise`` and ``urllib3.connectionpool`` loggers replaces the secret
   parts of the configured URLs (password, path and query tokens) by ``***``.
 
+Outbox (SQLite table ``alert_outbox``, one row per alert)
+------------------------------------------------------------
+
+=============== ===================================================================
+column          meaning
+=============== ===================================================================
+``alert_key``   ``signal.alert_key``, primary key (the de-duplication identity)
+``status``      ``pending`` → ``in_flight`` → ``delivered`` (≥ 1 channel accepted) or
+                ``failed`` (none did); ``pending`` → ``rate_limited`` or
+                ``jsonl_only`` (no URLs configured)
+``attempts``    times the worker started sending it (2 = re-sent after a crash)
+``payload``     the signal, ``Signal.model_dump_json()``
+``channels``    JSON object, channel label → accepted (bool), from the last delivery
+``accepted_at`` ISO-8601 UTC time ``submit`` committed the row
+``updated_at``  ISO-8601 UTC time of the last status change
+=============== ===================================================================
+
+Rows are sent in acceptance order (SQLite ``rowid``). When a new outbox is
+created beside an existing JSONL file (an upgrade from the JSONL-only
+dispatcher), the file's final lines are imported as finished rows, so alerts
+recorded there are not sent again.
+
 JSONL audit record
 ------------------
-``signal.model_dump(mode="json")`` plus ``alerted_at`` (ISO-8601 UTC),
-``status`` (``delivered`` = at least one channel accepted, ``failed`` = none
-did, ``rate_limited``, ``jsonl_only`` = no URLs configured), ``delivered``
-(bool) and ``channels`` (label → bool).
+Two lines per alert, each with ``alert_key``. The first has ``"status":
+"pending"`` and is written when the signal is accepted. The second is written
+when the alert is done and has its final status: ``delivered``, ``failed``,
+``rate_limited`` or ``jsonl_only``. Each line is ``signal.model_dump(mode="json")``
+plus ``alert_key``, ``alerted_at`` (ISO-8601 UTC time of the line),
+``status``, ``delivered`` (bool) and ``channels`` (label → bool). A signal's
+current state is its last line. The outbox is the record of truth: a
+``kill -9`` between an outbox commit and the JSONL append loses that line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import re
+import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 from urllib.parse import unquote
 
 import apprise
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from tenacity import (
     RetryCallState,
@@ -99,8 +166,13 @@ from tenacity import (
     wait_random,
 )
 
-from models.errors import ConfigError, SinkRetryableError
+from models.errors import ConfigError, SinkFatalError, SinkRetryableError
 from models.signals import Signal, SignalClass
+
+try:
+    import fcntl
+except ImportError:  # Windows: no outbox lock (one dispatcher per file is then up to the caller)
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +185,29 @@ CLASS_RANK: dict[str, int] = {
 }
 """Order of signal classes: a signal is alerted when its rank ≥ ``min_class``'s."""
 
-DEDUP_CAPACITY = 100_000
-"""Distinct ``alert_key`` values remembered for de-duplication (oldest forgotten first)."""
+OUTBOX_STATUSES = ("pending", "in_flight", "delivered", "failed", "rate_limited", "jsonl_only")
+"""Every ``alert_outbox.status`` value; the last four are final."""
+
+FINAL_STATUSES = frozenset(OUTBOX_STATUSES[2:])
+"""Statuses a row never leaves on its own (see "Not retried" in the module docstring)."""
+
+OUTBOX_SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the outbox file this module writes."""
+
+OUTBOX_BUSY_TIMEOUT_S = 5.0
+"""Longest wait for a locked outbox database before an insert or update fails, in seconds."""
+
+DEFAULT_CLOSE_TIMEOUT_S = 30.0
+"""How long :meth:`AlertDispatcher.close` waits for deliveries by default, in seconds."""
 
 MAX_BACKOFF_S = 30.0
 """Upper bound of one exponential retry delay, before jitter, in seconds."""
+
+_IDLE_POLL_S = 0.5
+"""Longest the idle worker sleeps between outbox checks (``submit`` wakes it at once)."""
+
+_ERROR_PAUSE_S = 1.0
+"""Pause of the worker after an unexpected error, so a broken outbox does not spin."""
 
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}$")
 _URL_SPLIT_RE = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
@@ -138,11 +228,24 @@ class AlertSettings(BaseSettings):
     )
     min_class: AlertClass = "STRONG"
     jsonl_path: Path | None = Path("data/alerts.jsonl")
+    outbox_path: Path | None = Field(
+        default=None,
+        description="SQLite outbox; None = beside jsonl_path (in memory when that is None too).",
+    )
     max_per_minute: int = Field(default=30, ge=1)
     max_attempts: int = Field(default=4, ge=1, le=20)
     backoff_initial_s: float = Field(default=0.5, ge=0.0)
     timeout_s: float = Field(default=10.0, gt=0.0)
-    queue_size: int = Field(default=1000, ge=1)
+    queue_size: int = Field(
+        default=1000, ge=1,
+        description="Outbox rows the worker reads per query (prefetch); never causes drops.",
+    )
+
+    @field_validator("jsonl_path", "outbox_path", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        """Read an empty variable (``IFD_ALERT_JSONL_PATH=``) as no file, not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     def url_list(self) -> list[str]:
         """Return the configured Apprise URLs (secret!), blanks removed; empty when unset."""
@@ -155,10 +258,26 @@ class AlertSettings(BaseSettings):
         """Return the redacted channel names (``json://***``, ``json://***#2`` …), URL order."""
         return _labels(self.url_list())
 
+    def outbox_file(self) -> Path | None:
+        """Return the outbox file: ``outbox_path``, else ``<jsonl stem>.outbox.sqlite`` beside the JSONL file.
+
+        Returns
+        -------
+        Path | None
+            None when both paths are unset: the dispatcher then keeps its
+            outbox in memory (not durable).
+        """
+        if self.outbox_path is not None:
+            return self.outbox_path
+        if self.jsonl_path is not None:
+            return self.jsonl_path.with_name(f"{self.jsonl_path.stem}.outbox.sqlite")
+        return None
+
     def masked(self) -> dict[str, object]:
         """Effective settings for logging, with the URLs replaced by their labels."""
         shown = self.model_dump()
         shown["urls"] = self.channel_labels()
+        shown["outbox_path"] = self.outbox_file() or ":memory:"
         return shown
 
 
@@ -349,31 +468,268 @@ class Notice:
     body: str
 
 
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+_OUTBOX_DDL = (
+    """
+    CREATE TABLE IF NOT EXISTS alert_outbox (
+        alert_key   TEXT PRIMARY KEY,
+        status      TEXT NOT NULL CHECK (status IN
+                        ('pending', 'in_flight', 'delivered', 'failed', 'rate_limited', 'jsonl_only')),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        payload     TEXT NOT NULL,
+        channels    TEXT NOT NULL DEFAULT '{}',
+        accepted_at TEXT NOT NULL,
+        updated_at  TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS alert_outbox_by_status ON alert_outbox (status)",
+)
+_SET_SCHEMA_VERSION = "PRAGMA user_version = 1"  # = OUTBOX_SCHEMA_VERSION
+
+
+class AlertOutbox:
+    """Durable alert queue: one SQLite row per ``alert_key`` (table in the module docstring).
+
+    Thread-safe: one connection, guarded by a lock, serves the caller's thread
+    (:meth:`add`) and the dispatcher's worker. Every write is its own
+    transaction, committed before the method returns.
+
+    Parameters
+    ----------
+    path : Path | None
+        Database file (parents created); None keeps the outbox in memory.
+    busy_timeout_s : float
+        Longest wait for a lock held by another connection, in seconds.
+
+    Raises
+    ------
+    SinkFatalError
+        The file cannot be opened or is not an outbox of a known schema
+        version, or another dispatcher holds its lock file (``<path>.lock``).
+    """
+
+    def __init__(self, path: Path | None, *, busy_timeout_s: float = OUTBOX_BUSY_TIMEOUT_S) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._claim: IO[str] | None = None
+        if path is not None:
+            self._claim = self._claim_file(path)
+        try:
+            self._conn = sqlite3.connect(
+                ":memory:" if path is None else str(path),
+                timeout=busy_timeout_s,  # sqlite3_busy_timeout
+                isolation_level=None,  # autocommit: each statement is one committed transaction
+                check_same_thread=False,
+            )
+            self.created = self._prepare()
+        except sqlite3.Error as exc:
+            self._release()
+            msg = f"cannot open the alert outbox {path}: {exc}"
+            raise SinkFatalError(msg) from exc
+        except SinkFatalError:
+            self._release()
+            raise
+
+    @staticmethod
+    def _claim_file(path: Path) -> IO[str] | None:
+        """Take the exclusive, non-blocking ``flock`` that makes this the file's only dispatcher."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            return None
+        handle = path.with_name(path.name + ".lock").open("a", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            msg = (
+                f"the alert outbox {path} is in use by another dispatcher (one per file: give each "
+                "flow process its own IFD_ALERT_OUTBOX_PATH; notice senders use notices_only=True)"
+            )
+            raise SinkFatalError(msg) from None
+        return handle
+
+    def _prepare(self) -> bool:
+        """Set the journal, create the table; ``True`` when the table is new."""
+        conn = self._conn
+        conn.execute("PRAGMA journal_mode = WAL")  # 'memory' for an in-memory database
+        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: commits survive a killed process
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > OUTBOX_SCHEMA_VERSION:
+            msg = (
+                f"alert outbox {self.path} has schema version {version}; this version of "
+                f"sinks/alerts.py writes {OUTBOX_SCHEMA_VERSION}"
+            )
+            raise SinkFatalError(msg)
+        exists = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alert_outbox'"
+        ).fetchone()[0]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _OUTBOX_DDL:
+                conn.execute(statement)
+            conn.execute(_SET_SCHEMA_VERSION)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return not exists
+
+    def add(self, key: str, payload: str) -> bool:
+        """Insert a ``pending`` row and commit it.
+
+        Parameters
+        ----------
+        key : str
+            ``signal.alert_key``.
+        payload : str
+            ``signal.model_dump_json()``.
+
+        Returns
+        -------
+        bool
+            ``True`` when inserted; ``False`` when ``key`` is already in the outbox.
+
+        Raises
+        ------
+        sqlite3.Error
+            The row could not be written (the signal is not in the outbox).
+        """
+        now = _now_iso()
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO alert_outbox (alert_key, status, attempts, payload, channels,"
+                " accepted_at, updated_at) VALUES (?, 'pending', 0, ?, '{}', ?, ?)",
+                (key, payload, now, now),
+            )
+        return cursor.rowcount == 1
+
+    def add_finished(self, key: str, status: str, payload: str, at: str) -> bool:
+        """Insert a row in a final status (JSONL import); ``False`` when ``key`` exists."""
+        with self._lock:
+            cursor = self._conn.execute(
+                "INSERT OR IGNORE INTO alert_outbox (alert_key, status, attempts, payload, channels,"
+                " accepted_at, updated_at) VALUES (?, ?, 0, ?, '{}', ?, ?)",
+                (key, status, payload, at, at),
+            )
+        return cursor.rowcount == 1
+
+    def requeue(self) -> tuple[int, int]:
+        """Make every ``in_flight`` row ``pending`` again (start of a dispatcher).
+
+        Returns
+        -------
+        tuple of int
+            ``(pending, in_flight)`` rows found: all of them will be sent.
+        """
+        with self._lock:
+            counts = dict(self._conn.execute(
+                "SELECT status, count(*) FROM alert_outbox"
+                " WHERE status IN ('pending', 'in_flight') GROUP BY status"
+            ).fetchall())
+            self._conn.execute(
+                "UPDATE alert_outbox SET status = 'pending', updated_at = ? WHERE status = 'in_flight'",
+                (_now_iso(),),
+            )
+        return counts.get("pending", 0), counts.get("in_flight", 0)
+
+    def pending(self, limit: int) -> list[tuple[int, str, str]]:
+        """Return up to ``limit`` ``(rowid, alert_key, payload)`` of pending rows in acceptance order."""
+        with self._lock:
+            return self._conn.execute(
+                "SELECT rowid, alert_key, payload FROM alert_outbox"
+                " WHERE status = 'pending' ORDER BY rowid LIMIT ?",
+                (limit,),
+            ).fetchall()
+
+    def mark_in_flight(self, key: str) -> None:
+        """``pending`` → ``in_flight`` and count the attempt, committed before anything is sent."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE alert_outbox SET status = 'in_flight', attempts = attempts + 1, updated_at = ?"
+                " WHERE alert_key = ?",
+                (_now_iso(), key),
+            )
+
+    def finish(self, key: str, status: str, channels: dict[str, bool]) -> None:
+        """Record a final status and the per-channel outcome (labels only, never URLs)."""
+        if status not in FINAL_STATUSES:
+            msg = f"not a final outbox status: {status!r}"
+            raise ValueError(msg)
+        with self._lock:
+            self._conn.execute(
+                "UPDATE alert_outbox SET status = ?, channels = ?, updated_at = ? WHERE alert_key = ?",
+                (status, json.dumps(channels, separators=(",", ":")), _now_iso(), key),
+            )
+
+    def counts(self) -> dict[str, int]:
+        """Rows per status (every status in :data:`OUTBOX_STATUSES`, zeros included)."""
+        with self._lock:
+            found = dict(self._conn.execute(
+                "SELECT status, count(*) FROM alert_outbox GROUP BY status"
+            ).fetchall())
+        return {status: found.get(status, 0) for status in OUTBOX_STATUSES}
+
+    def close(self) -> None:
+        """Close the connection and release the lock file. Idempotent."""
+        with self._lock:
+            try:
+                self._conn.close()
+            finally:
+                self._release()
+
+    def _release(self) -> None:
+        if self._claim is not None:
+            self._claim.close()  # closing the descriptor drops the flock
+            self._claim = None
+
+
+@dataclass
+class _Row:
+    rowid: int
+    alert_key: str
+    payload: str
+
+
 class AlertDispatcher:
-    """Asynchronous, de-duplicated, rate-limited alert delivery (see module docstring).
+    """Durable, de-duplicated, rate-limited alert delivery (see module docstring).
 
     Parameters
     ----------
     settings : AlertSettings
-        Channels, threshold, audit file, limits and retry policy.
+        Channels, threshold, outbox, audit file, limits and retry policy.
+    notices_only : bool
+        Build a dispatcher for operational notices (:meth:`notify`) only: it
+        never opens, reads or writes the signals outbox and the JSONL file,
+        and :meth:`submit` raises. Use it beside the dataflow's alert sink
+        (e.g. the live source's budget stop), which owns the outbox.
 
     Raises
     ------
     ConfigError
         An entry of ``IFD_ALERT_URLS`` is not a usable Apprise URL; the
         message names its position and redacted scheme, never the URL.
+    SinkFatalError
+        The outbox cannot be opened or another dispatcher holds it.
 
     Notes
     -----
-    One daemon worker thread delivers signals in submission order; the
-    channels of one signal are tried concurrently, each with its own retries
-    (tenacity, exponential backoff with jitter), so a slow or failing channel
-    never keeps a signal from the others. Use as a context manager or call
-    :meth:`close` at shutdown.
+    One daemon worker thread sends notices first, then outbox rows in
+    acceptance order, one signal at a time. The channels of one signal are
+    tried concurrently, each with its own retries (tenacity, exponential
+    backoff with jitter), so a slow or failing channel never keeps a signal
+    from the others. Use as a context manager or call :meth:`close` at
+    shutdown. At start, rows left ``pending`` or ``in_flight`` by an earlier
+    process are queued again (logged with their numbers).
     """
 
-    def __init__(self, settings: AlertSettings) -> None:
+    def __init__(self, settings: AlertSettings, *, notices_only: bool = False) -> None:
         self.settings = settings
+        self.notices_only = notices_only
         self._min_rank = CLASS_RANK[settings.min_class]
         urls = settings.url_list()
         labels = _labels(urls)
@@ -391,32 +747,64 @@ class AlertDispatcher:
         except ConfigError:
             self._remove_scrubber()
             raise
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._jsonl_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closed = False
+        self._worker_done = False
+        self._release_on_exit = False
+        self._outstanding = 0
+        self._notices: deque[Notice] = deque()
+        self._notice_keys: set[str] = set()
+        self._prefetched: deque[_Row] = deque()
+        self._bucket = _TokenBucket(settings.max_per_minute)
+        self._counts: dict[str, int] = dict.fromkeys(
+            (
+                "submitted", "duplicates", "below_min_class", "rejected_closed", "requeued",
+                "resent_in_flight", "delivered", "undelivered", "retried", "rate_limited",
+                "jsonl_written", "jsonl_failed", "jsonl_imported", "jsonl_unreadable_lines",
+                "notices", "notices_delivered", "notices_undelivered", "internal_errors",
+            ),
+            0,
+        )
+        self._failed: dict[str, int] = dict.fromkeys(labels, 0)
+        self._outbox: AlertOutbox | None = None
+        if not notices_only:
+            try:
+                self._outbox = AlertOutbox(settings.outbox_file())
+                if self._outbox.created:
+                    self._import_jsonl(self._outbox)
+                pending, in_flight = self._outbox.requeue()
+            except BaseException as exc:
+                self._remove_scrubber()
+                if self._outbox is not None:
+                    self._outbox.close()
+                if isinstance(exc, sqlite3.Error):
+                    msg = f"cannot prepare the alert outbox {settings.outbox_file()}: {exc}"
+                    raise SinkFatalError(msg) from exc
+                raise
+            self._outstanding = pending + in_flight
+            self._counts["requeued"] = pending + in_flight
+            self._counts["resent_in_flight"] = in_flight
+            if pending or in_flight:
+                log.warning(
+                    "alerts: outbox %s holds %d undelivered alert(s) from an earlier run, sent now "
+                    "(%d were in flight and may reach a channel twice)",
+                    self._outbox.path, pending + in_flight, in_flight,
+                )
         self._pool = (
             ThreadPoolExecutor(max_workers=len(self._channels), thread_name_prefix="ifd-alert-channel")
             if len(self._channels) > 1
             else None
         )
-        self._queue: queue.Queue[Signal] = queue.Queue(maxsize=settings.queue_size)
-        self._bucket = _TokenBucket(settings.max_per_minute)
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._pending = 0
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._counts: dict[str, int] = dict.fromkeys(
-            (
-                "submitted", "delivered", "undelivered", "retried", "rate_limited",
-                "dropped_queue_full", "duplicates", "below_min_class", "dropped_closed",
-                "jsonl_written", "jsonl_failed", "internal_errors", "jsonl_unreadable_lines",
-            ),
-            0,
-        )
-        self._failed: dict[str, int] = dict.fromkeys(labels, 0)
-        self._seed_from_jsonl()
-        self._stop = threading.Event()
-        self._closed = False
         self._thread = threading.Thread(target=self._run, name="ifd-alerts", daemon=True)
         self._thread.start()
-        log.info("alerts: %s", settings.masked())
+        shown = settings.masked()
+        if notices_only:
+            shown.update(outbox_path=None, jsonl_path=None, queue_size=None)  # not used
+        log.info("alerts%s: %s", " (notices only)" if notices_only else "", shown)
 
     def _notifier(self, position: int, label: str, url: str) -> apprise.Apprise:
         """Build one channel's Apprise object with our socket timeouts.
@@ -443,7 +831,9 @@ class AlertDispatcher:
     # ---------------------------------------------------------------- caller side
 
     def submit(self, signal: Signal) -> bool:
-        """Queue ``signal`` for delivery without blocking.
+        """Accept ``signal`` for delivery: commit it to the outbox, then return.
+
+        Does not wait for any channel: one SQLite insert and one JSONL append.
 
         Parameters
         ----------
@@ -453,69 +843,79 @@ class AlertDispatcher:
         Returns
         -------
         bool
-            ``True`` when queued. ``False`` when its class is below
-            ``min_class``, its ``alert_key`` was accepted before (duplicate),
-            the queue is full (counted ``dropped_queue_full``, logged; the key
-            is not remembered, so a later re-emission may still go out) or the
-            dispatcher is closed.
+            ``True`` when accepted: the outbox row is committed and survives a
+            killed process. ``False`` when its class is below ``min_class``,
+            its ``alert_key`` is already in the outbox (``duplicates``, also
+            across restarts) or the dispatcher is closed (``rejected_closed``).
+
+        Raises
+        ------
+        SinkRetryableError
+            The outbox could not be written (disk full, locked): the signal
+            was not accepted; the caller may retry.
+        RuntimeError
+            The dispatcher was built with ``notices_only=True``.
         """
+        if self._outbox is None:
+            msg = "this AlertDispatcher was built with notices_only=True and does not take signals"
+            raise RuntimeError(msg)
         if CLASS_RANK[signal.signal_class.value] < self._min_rank:
-            with self._lock:
-                self._counts["below_min_class"] += 1
+            self._count("below_min_class")
             return False
         key = signal.alert_key
         with self._lock:
             if self._closed:
-                self._counts["dropped_closed"] += 1
-                log.warning("alert %s dropped: dispatcher is closed", key)
+                self._counts["rejected_closed"] += 1
+                log.warning("alert %s not accepted: dispatcher is closed", key)
                 return False
-            if key in self._seen:
-                self._counts["duplicates"] += 1
-                return False
-            try:
-                self._queue.put_nowait(signal)
-            except queue.Full:
-                self._counts["dropped_queue_full"] += 1
-                log.warning(
-                    "alert %s dropped: queue full (%d waiting; IFD_ALERT_QUEUE_SIZE)",
-                    key, self.settings.queue_size,
-                )
-                return False
-            self._seen[key] = None
-            if len(self._seen) > DEDUP_CAPACITY:
-                self._seen.popitem(last=False)
-            self._pending += 1
-            self._counts["submitted"] += 1
+            self._outstanding += 1  # before the insert: the worker may finish the row at once
+        inserted = False
+        try:
+            with self._jsonl_lock:  # the pending line precedes the worker's final line
+                inserted = self._outbox.add(key, signal.model_dump_json())
+                if inserted:
+                    self._write_jsonl(signal, status="pending", channels={})
+        except sqlite3.Error as exc:
+            msg = f"alert {key} not accepted: cannot write the outbox {self._outbox.path}: {exc}"
+            raise SinkRetryableError(msg, retry_after_s=1.0) from exc
+        finally:
+            with self._idle:
+                if inserted:
+                    self._counts["submitted"] += 1
+                else:
+                    self._outstanding -= 1
+                    self._idle.notify_all()
+        if not inserted:
+            self._count("duplicates")
+            return False
+        self._wake.set()
         return True
 
     def notify(self, key: str, title: str, body: str) -> bool:
         """Queue an operational notice (e.g. the live budget) for every channel, once per ``key``.
 
-        Delivered like signals (retries, redaction, never blocking) but not rate-limited
-        and not written to the signals JSONL.
+        Delivered before queued signals, with retries and redaction, never
+        blocking; not rate-limited, not written to the outbox or the JSONL
+        file, and lost if the process dies before it is sent.
 
         Returns
         -------
         bool
-            ``True`` when queued; ``False`` for a repeated ``key``, a full queue or a
-            closed dispatcher.
+            ``True`` when queued; ``False`` for a ``key`` seen before by this
+            dispatcher or a closed dispatcher.
         """
-        notice = Notice(key, title, body)
         with self._lock:
-            if self._closed or key in self._seen:
+            if self._closed or key in self._notice_keys:
                 return False
-            try:
-                self._queue.put_nowait(notice)
-            except queue.Full:
-                self._counts["dropped_queue_full"] += 1
-                return False
-            self._seen[key] = None
-            self._pending += 1
-            self._counts["submitted"] += 1
+            self._notice_keys.add(key)
+            self._notices.append(Notice(key, title, body))
+            self._outstanding += 1
+            self._counts["notices"] += 1
+        self._wake.set()
         return True
 
     def flush(self, timeout_s: float) -> None:
-        """Wait until every queued signal has been delivered, failed or rate-limited.
+        """Wait until every accepted signal and queued notice has reached a final status.
 
         Parameters
         ----------
@@ -525,38 +925,77 @@ class AlertDispatcher:
         Raises
         ------
         SinkRetryableError
-            Signals are still pending after ``timeout_s`` (call again to keep
+            Alerts are still pending after ``timeout_s`` (call again to keep
             waiting); nothing is lost by the timeout itself.
         """
         deadline = time.monotonic() + timeout_s
         with self._idle:
-            while self._pending:
+            while self._outstanding > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    msg = f"alert queue not drained after {timeout_s} s: {self._pending} signal(s) pending"
+                    msg = (
+                        f"alert queue not drained after {timeout_s} s: "
+                        f"{self._outstanding} signal(s) pending"
+                    )
                     raise SinkRetryableError(msg, retry_after_s=1.0)
                 self._idle.wait(remaining)
 
-    def close(self, timeout_s: float = 30.0) -> None:
-        """Flush (up to ``timeout_s`` seconds), stop the worker and detach the log filter.
+    def close(self, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
+        """Wait for deliveries (up to about ``timeout_s`` seconds), stop the worker, close the outbox.
 
-        Never raises: signals still pending after the timeout are logged and
-        abandoned with the daemon thread. Idempotent.
+        Never raises. Signals not delivered by then stay ``pending`` (or
+        ``in_flight``) in the outbox and are sent by the next dispatcher on
+        the same file; their number is logged. Idempotent.
         """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        deadline = time.monotonic() + timeout_s
         try:
             self.flush(timeout_s)
         except SinkRetryableError as exc:
-            log.warning("alerts: closing with undelivered signals: %s", exc)
+            log.warning("alerts: closing before every alert was sent: %s", exc)
         self._stop.set()
-        self._thread.join(timeout=max(timeout_s, 1.0))
+        self._wake.set()
+        self._thread.join(timeout=max(deadline - time.monotonic(), 0.0) + 1.0)
+        if self._outbox is not None:
+            self._log_left(self._outbox)
+        with self._lock:
+            # a worker still inside a delivery releases the outbox and the log filter after it
+            self._release_on_exit = not self._worker_done
+        if self._release_on_exit:
+            log.warning("alerts: the worker is still sending one alert and closes the outbox after it "
+                        "(if the process exits first, that alert is sent again at the next start)")
+        else:
+            self._release()
+        log.info("alerts closed: %s", self.stats)
+
+    def _log_left(self, outbox: AlertOutbox) -> None:
+        try:
+            counts = outbox.counts()
+        except sqlite3.Error as exc:
+            log.warning("alerts: cannot count the outbox %s at close: %s", outbox.path, exc)
+            return
+        left = counts["pending"] + counts["in_flight"]
+        if left and outbox.path is None:
+            log.error(
+                "alerts: %d undelivered alert(s) lost with the in-memory outbox "
+                "(set IFD_ALERT_OUTBOX_PATH or IFD_ALERT_JSONL_PATH to keep them)", left,
+            )
+        elif left:
+            log.warning(
+                "alerts: %d undelivered alert(s) stay in the outbox %s and are sent at the next start",
+                left, outbox.path,
+            )
+
+    def _release(self) -> None:
+        """Close the outbox, the channel pool and the log filter (once the worker has stopped)."""
+        if self._outbox is not None:
+            self._outbox.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._remove_scrubber()
-        log.info("alerts closed: %s", self.stats)
 
     def __enter__(self) -> AlertDispatcher:
         return self
@@ -568,13 +1007,18 @@ class AlertDispatcher:
     def stats(self) -> dict[str, Any]:
         """Counters since start (a snapshot copy).
 
-        ``submitted`` queued; ``delivered`` signals accepted by ≥ 1 channel;
-        ``undelivered`` signals no channel accepted; ``failed`` channel label →
-        signals that channel rejected after all attempts; ``retried`` retry
-        attempts over all channels; ``rate_limited``; ``dropped_queue_full``;
-        ``duplicates``; ``below_min_class``; ``dropped_closed``;
-        ``jsonl_written``/``jsonl_failed`` audit lines; ``internal_errors``
-        unexpected worker errors (logged with traceback).
+        Signals: ``submitted`` accepted into the outbox; ``duplicates``
+        already in the outbox; ``below_min_class``; ``rejected_closed``
+        offered after :meth:`close`; ``requeued`` rows found undelivered at
+        start, of which ``resent_in_flight`` were in flight; ``delivered``
+        accepted by ≥ 1 channel; ``undelivered`` accepted by none;
+        ``rate_limited``. Channels: ``failed`` label → signals that channel
+        rejected after all attempts; ``retried`` retry attempts. Audit:
+        ``jsonl_written``/``jsonl_failed`` lines; ``jsonl_imported`` and
+        ``jsonl_unreadable_lines`` from a JSONL file found when the outbox
+        was created. Notices: ``notices`` queued, ``notices_delivered``,
+        ``notices_undelivered``. ``internal_errors``: unexpected worker
+        errors (logged with traceback).
         """
         with self._lock:
             return {**self._counts, "failed": dict(self._failed)}
@@ -583,6 +1027,18 @@ class AlertDispatcher:
     def channel_labels(self) -> list[str]:
         """Redacted channel names, in ``IFD_ALERT_URLS`` order."""
         return [channel.label for channel in self._channels]
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Outbox rows per status (all zero for a ``notices_only`` dispatcher).
+
+        Raises
+        ------
+        sqlite3.Error
+            The outbox cannot be read (e.g. after :meth:`close`).
+        """
+        if self._outbox is None:
+            return dict.fromkeys(OUTBOX_STATUSES, 0)
+        return self._outbox.counts()
 
     # ---------------------------------------------------------------- worker side
 
@@ -595,45 +1051,105 @@ class AlertDispatcher:
             self._counts[name] += n
             return self._counts[name]
 
+    def _done(self) -> None:
+        """One accepted signal or notice reached its end (wakes :meth:`flush`)."""
+        with self._idle:
+            self._outstanding = max(self._outstanding - 1, 0)
+            self._idle.notify_all()
+
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                signal = self._queue.get(timeout=0.05)
-            except queue.Empty:
+        try:
+            self._work()
+        finally:
+            with self._lock:
+                self._worker_done = True
+                release = self._release_on_exit
+            if release:
+                self._release()
+
+    def _work(self) -> None:
+        while True:
+            self._wake.clear()
+            if self._stop.is_set():  # undelivered rows stay in the outbox for the next start
+                return
+            with self._lock:
+                notice = self._notices.popleft() if self._notices else None
+            if notice is not None:
+                self._guarded(notice.alert_key, self._deliver_notice, notice)
                 continue
+            row = self._next_row()
+            if row is not None:
+                self._guarded(row.alert_key, self._process, row)
+                continue
+            self._wake.wait(_IDLE_POLL_S)
+
+    def _next_row(self) -> _Row | None:
+        """Return the oldest pending outbox row (read ``queue_size`` at a time), or None."""
+        if self._outbox is None:
+            return None
+        if not self._prefetched:
             try:
-                if isinstance(signal, Notice):
-                    self._deliver_notice(signal)
-                else:
-                    self._process(signal)
-            except Exception:  # the worker must survive anything
+                rows = self._outbox.pending(self.settings.queue_size)
+            except sqlite3.Error:
                 self._count("internal_errors")
-                log.exception("alert %s: unexpected error in the alert worker", signal.alert_key)
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
+                log.exception("alerts: cannot read the outbox %s", self._outbox.path)
+                self._stop.wait(_ERROR_PAUSE_S)
+                return None
+            self._prefetched.extend(_Row(*row) for row in rows)
+        return self._prefetched.popleft() if self._prefetched else None
+
+    def _guarded(self, key: str, step: Callable[[Any], None], item: Any) -> None:
+        """Run one delivery step; the worker must survive anything.
+
+        A row whose step raised is marked ``failed`` (not sent again). When
+        even that write fails, the row stays outstanding and is read again
+        after a pause.
+        """
+        try:
+            step(item)
+        except Exception:
+            self._count("internal_errors")
+            log.exception("alert %s: unexpected error in the alert worker", key)
+            if isinstance(item, _Row) and self._outbox is not None:
+                try:
+                    self._outbox.finish(item.alert_key, "failed", {})
+                except sqlite3.Error:
+                    log.warning("alert %s stays in the outbox: sent later or at the next start", key)
+                    self._prefetched.clear()
+                    self._stop.wait(_ERROR_PAUSE_S)
+                    return
+        self._done()
 
     def _deliver_notice(self, notice: Notice) -> None:
         outcomes = [self._send(c, notice.alert_key, notice.title, notice.body,
                                apprise.NotifyType.WARNING) for c in self._channels]
-        self._count("delivered" if any(outcomes) else "undelivered")
+        self._count("notices_delivered" if any(outcomes) else "notices_undelivered")
         log.warning("notice %s: %s", notice.alert_key, notice.title)
 
-    def _process(self, signal: Signal) -> None:
-        key = signal.alert_key
+    def _process(self, row: _Row) -> None:
+        outbox = self._outbox
+        assert outbox is not None  # rows come from the outbox
+        key = row.alert_key
+        try:
+            signal = Signal.model_validate_json(row.payload)
+        except ValidationError:
+            self._count("internal_errors")
+            log.error("alert %s: unreadable outbox payload, marked failed", key)
+            outbox.finish(key, "failed", {})
+            return
         if not self._channels:  # nothing is sent, so nothing to rate-limit
-            self._write_jsonl(signal, status="jsonl_only", channels={})
+            self._finish(outbox, signal, "jsonl_only", {})
             return
         if not self._bucket.take():
             limited = self._count("rate_limited")
             log.log(
                 logging.WARNING if limited == 1 or limited % 100 == 0 else logging.DEBUG,
                 "alert %s rate-limited (IFD_ALERT_MAX_PER_MINUTE=%d; %d so far): not sent, "
-                "written to JSONL", key, self.settings.max_per_minute, limited,
+                "recorded as rate_limited", key, self.settings.max_per_minute, limited,
             )
-            self._write_jsonl(signal, status="rate_limited", channels={})
+            self._finish(outbox, signal, "rate_limited", {})
             return
+        outbox.mark_in_flight(key)
         title, body = alert_title(signal), alert_body(signal)
         notify_type = (
             apprise.NotifyType.WARNING
@@ -653,7 +1169,14 @@ class AlertDispatcher:
         self._count("delivered" if delivered else "undelivered")
         if delivered:
             log.info("alert %s delivered to %s", key, [k for k, ok in results.items() if ok])
-        self._write_jsonl(signal, status="delivered" if delivered else "failed", channels=results)
+        self._finish(outbox, signal, "delivered" if delivered else "failed", results)
+
+    def _finish(self, outbox: AlertOutbox, signal: Signal, status: str,
+                channels: dict[str, bool]) -> None:
+        """Outbox first (the record of truth), then the JSONL line."""
+        outbox.finish(signal.alert_key, status, channels)
+        with self._jsonl_lock:
+            self._write_jsonl(signal, status=status, channels=channels)
 
     def _send(self, channel: _Channel, key: str, title: str, body: str, notify_type: Any) -> bool:
         """Deliver to one channel with retries; ``False`` after ``max_attempts`` failures."""
@@ -705,39 +1228,50 @@ class AlertDispatcher:
             msg = "notify() reported failure (see the apprise logger)"
             raise _NotDelivered(msg)
 
-    def _seed_from_jsonl(self) -> None:
-        """Remember alerts already sent in earlier runs (replays and restarts don't re-alert).
+    def _import_jsonl(self, outbox: AlertOutbox) -> None:
+        """Import the final lines of a JSONL file written before the outbox existed.
 
-        Lines with status ``delivered`` or ``jsonl_only`` count; failed and
-        rate-limited alerts may go out again.
+        Lines with a final status become finished rows, so an upgrade from the
+        JSONL-only dispatcher does not send those alerts again. Other lines
+        (``pending``) are skipped: the signal is sent again if it is re-emitted.
         """
         path = self.settings.jsonl_path
         if path is None or not path.is_file():
             return
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()[-DEDUP_CAPACITY:]
+            lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            log.warning("cannot read %s to de-duplicate alerts: %s", path, exc)
+            log.warning("cannot read %s to import earlier alerts: %s", path, exc)
             return
+        imported = 0
         for line in lines:
             try:
                 record = json.loads(line)
-                if record.get("status") not in ("delivered", "jsonl_only"):
+                status = record.get("status")
+                if status not in FINAL_STATUSES:
                     continue
-                start = datetime.fromisoformat(record["window_start"].replace("Z", "+00:00"))
-                self._seen[f"{record['contract_key']}@{start.isoformat()}"] = None
-            except (ValueError, KeyError, TypeError):
+                key = record.get("alert_key")
+                if key is None:  # written before lines carried alert_key
+                    start = datetime.fromisoformat(record["window_start"].replace("Z", "+00:00"))
+                    key = f"{record['contract_key']}@{start.isoformat()}"
+                at = str(record.get("alerted_at") or _now_iso())
+                imported += outbox.add_finished(str(key), status, line, at)
+            except (ValueError, KeyError, TypeError, AttributeError):
                 self._count("jsonl_unreadable_lines")
-        if self._seen:
-            log.info("alerts: %d earlier alerts from %s will not be sent again", len(self._seen), path)
+        self._count("jsonl_imported", imported)
+        if imported:
+            log.info("alerts: %d earlier alerts imported from %s into the new outbox %s",
+                     imported, path, outbox.path)
 
     def _write_jsonl(self, signal: Signal, *, status: str, channels: dict[str, bool]) -> None:
+        """Append one audit line; the caller holds ``_jsonl_lock``."""
         path = self.settings.jsonl_path
         if path is None:
             return
         record = signal.model_dump(mode="json")
         record.update(
-            alerted_at=datetime.now(UTC).isoformat(),
+            alert_key=signal.alert_key,
+            alerted_at=_now_iso(),
             status=status,
             delivered=status == "delivered",
             channels=channels,

@@ -156,30 +156,58 @@ class ClickHouseDynamicSink(DynamicSink[SinkItem]):
         return _DynamicPartition(_Writer(self._settings, self._total_bytes, self._flush_interval_s))
 
 
-class _AlertPartition(StatelessSinkPartition[Signal]):
+class _AlertPartition(StatefulSinkPartition[Signal, None]):
     def __init__(self, dispatcher: AlertDispatcher) -> None:
         self._dispatcher = dispatcher
 
     @override
-    def write_batch(self, items: list[Signal]) -> None:
-        for signal in items:
-            self._dispatcher.submit(signal)  # never blocks; failures are counted
+    def write_batch(self, values: list[Signal]) -> None:
+        for signal in values:
+            self._dispatcher.submit(signal)  # committed to the outbox before it returns
+
+    @override
+    def snapshot(self) -> None:
+        # Nothing to save: every signal written so far is already committed to the outbox
+        # (submit commits before returning), so the epoch bytewax is about to commit loses none.
+        return None
 
     @override
     def close(self) -> None:
-        self._dispatcher.close()  # flushes, then logs its counters
+        # waits up to DEFAULT_CLOSE_TIMEOUT_S; what is left stays pending in the outbox (logged)
+        self._dispatcher.close()
 
 
-class AlertSink(DynamicSink[Signal]):
-    """Hand signals to the asynchronous :class:`~sinks.alerts.AlertDispatcher`.
+class AlertSink(FixedPartitionedSink[Signal, None]):
+    """Hand signals to the :class:`~sinks.alerts.AlertDispatcher`, which owns the alert outbox.
 
-    Delivery (Apprise channels + JSONL) happens on the dispatcher's thread,
-    so a slow or failing channel never slows or stops the dataflow.
+    One partition (``"alerts"``), so one worker process opens the outbox
+    file; the upstream must be keyed (any key: :meth:`part_fn` routes every
+    item to partition 0). ``write_batch`` commits each signal to the outbox
+    before returning, so a bytewax snapshot never covers a signal that is not
+    durable: after a crash, signals of committed epochs are sent from the
+    outbox and signals of the replayed epoch are re-emitted and de-duplicated
+    on ``alert_key``. Delivery (Apprise channels + JSONL) happens on the
+    dispatcher's thread, so a slow or failing channel never slows or stops
+    the dataflow. At close the sink waits a bounded time for deliveries and
+    leaves the rest pending in the outbox for the next start.
+
+    Parameters
+    ----------
+    settings : AlertSettings
+        Channels, threshold, outbox and audit file.
     """
 
     def __init__(self, settings: AlertSettings) -> None:
         self._settings = settings
 
     @override
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPartition:
+    def list_parts(self) -> list[str]:
+        return ["alerts"]
+
+    @override
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _AlertPartition:
         return _AlertPartition(AlertDispatcher(self._settings))

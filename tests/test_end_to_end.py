@@ -97,8 +97,11 @@ def test_default_run_writes_signals_with_reasons_and_alerts_the_channel(sample_r
     titles = [m["title"] for m in _Hook.received]
     assert len(titles) == len(strong)
     assert all(t.startswith("IFD STRONG ") for t in titles)
-    alerted = [json.loads(line) for line in (data_dir / "alerts.jsonl").read_text().splitlines()]
-    assert {a["symbol"] for a in alerted} == {s["symbol"] for s in strong}
+    lines = [json.loads(line) for line in (data_dir / "alerts.jsonl").read_text().splitlines()]
+    final = {a["alert_key"]: a for a in lines}  # the last line per alert: its final status
+    assert len(final) == len(strong) and {a["status"] for a in final.values()} == {"delivered"}
+    assert {a["symbol"] for a in final.values()} == {s["symbol"] for s in strong}
+    assert sorted(a["status"] for a in lines) == ["delivered"] * len(strong) + ["pending"] * len(strong)
 
 
 def test_default_run_rows_are_option_contracts_and_strike_view_adds_up(sample_run):

@@ -5,14 +5,17 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
+import sqlite3
 import threading
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from models.errors import ConfigError, SinkRetryableError
+from models.errors import ConfigError, SinkFatalError, SinkRetryableError
 from models.signals import Direction, Signal, SignalClass
 from sinks.alerts import (
     AlertDispatcher,
@@ -121,7 +124,20 @@ def _jsonl(tmp_path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_strong_signal_posts_symbol_and_reason_and_writes_one_jsonl_line(server, dispatcher, tmp_path):
+def _final(tmp_path) -> list[dict]:
+    """The JSONL lines written when an alert was done (every line but the ``pending`` ones), in order."""
+    return [line for line in _jsonl(tmp_path) if line["status"] != "pending"]
+
+
+def _outbox_rows(path) -> dict[str, tuple[str, int]]:
+    """``alert_key -> (status, attempts)`` read straight from an outbox file."""
+    with closing(sqlite3.connect(path)) as conn:
+        return {k: (s, a) for k, s, a in conn.execute("SELECT alert_key, status, attempts FROM alert_outbox")}
+
+
+def test_strong_signal_posts_symbol_and_reason_and_writes_pending_then_delivered_jsonl_lines(
+    server, dispatcher, tmp_path
+):
     d = dispatcher(urls=server.url("ok"))
     signal = make_signal()
     assert d.submit(signal) is True
@@ -133,15 +149,18 @@ def test_strong_signal_posts_symbol_and_reason_and_writes_one_jsonl_line(server,
     assert "NQZ6 C21500" in posts[0]["message"]
     assert signal.reason in posts[0]["message"]
     assert posts[0]["type"] == "warning"  # STRONG → Apprise WARNING
-    lines = _jsonl(tmp_path)
-    assert len(lines) == 1
-    assert lines[0]["contract_key"] == signal.contract_key
-    assert lines[0]["status"] == "delivered" and lines[0]["delivered"] is True
-    assert lines[0]["channels"] == {"json://***": True}
-    assert datetime.fromisoformat(lines[0]["alerted_at"]).tzinfo is not None
+    pending, done = _jsonl(tmp_path)
+    assert pending["status"] == "pending" and pending["delivered"] is False
+    assert pending["alert_key"] == done["alert_key"] == signal.alert_key
+    assert done["contract_key"] == signal.contract_key
+    assert done["status"] == "delivered" and done["delivered"] is True
+    assert done["channels"] == {"json://***": True}
+    assert datetime.fromisoformat(done["alerted_at"]).tzinfo is not None
     stats = d.stats
     assert stats["submitted"] == 1 and stats["delivered"] == 1
     assert stats["failed"] == {"json://***": 0} and stats["retried"] == 0
+    assert d.outbox_counts()["delivered"] == 1
+    assert _outbox_rows(tmp_path / "alerts.outbox.sqlite") == {signal.alert_key: ("delivered", 1)}
 
 
 def test_duplicate_alert_key_is_delivered_once(server, dispatcher, tmp_path):
@@ -151,21 +170,22 @@ def test_duplicate_alert_key_is_delivered_once(server, dispatcher, tmp_path):
     assert d.submit(make_signal(confidence=0.99)) is False  # rescored replay of the same window
     d.flush(5.0)
     assert len(server.posts("ok")) == 1
-    assert len(_jsonl(tmp_path)) == 1
+    assert len(_jsonl(tmp_path)) == 2  # pending + delivered of the one accepted signal
     assert d.stats["duplicates"] == 2 and d.stats["submitted"] == 1
 
 
-def test_a_restarted_dispatcher_does_not_re_alert_what_the_jsonl_records(server, dispatcher,
-                                                                          tmp_path):
+def test_a_restarted_dispatcher_does_not_re_alert_what_the_outbox_records(server, dispatcher,
+                                                                           tmp_path):
     first = dispatcher(urls=server.url("ok"))
     assert first.submit(make_signal(minute=1))
     first.close()
-    again = dispatcher(urls=server.url("ok"))  # same JSONL file: a restart or a replay
+    again = dispatcher(urls=server.url("ok"))  # same outbox file: a restart or a replay
     assert again.submit(make_signal(minute=1)) is False
     assert again.submit(make_signal(minute=2)) is True
     again.flush(5.0)
     assert len(server.posts("ok")) == 2
-    starts = [line["window_start"] for line in _jsonl(tmp_path)]
+    assert again.stats["duplicates"] == 1 and again.stats["requeued"] == 0
+    starts = [line["window_start"] for line in _final(tmp_path)]
     assert starts == [make_signal(minute=m).model_dump(mode="json")["window_start"] for m in (1, 2)]
 
 
@@ -186,7 +206,7 @@ def test_signals_below_min_class_are_neither_sent_nor_logged(
         assert d.submit(make_signal(minute=i, signal_class=cls)) is True
     d.flush(5.0)
     assert sorted(p["title"].split()[1] for p in server.posts("ok")) == sorted(c.value for c in sent)
-    assert sorted(line["signal_class"] for line in _jsonl(tmp_path)) == sorted(c.value for c in sent)
+    assert sorted(line["signal_class"] for line in _final(tmp_path)) == sorted(c.value for c in sent)
     assert d.stats["below_min_class"] == len(ignored)
 
 
@@ -204,18 +224,25 @@ def test_failing_channel_is_retried_max_attempts_then_counted_and_ok_channel_sti
     assert stats["failed"] == {"json://***": 0, "json://***#2": 1}
     assert stats["retried"] == 2
     assert stats["delivered"] == 1 and stats["undelivered"] == 0
-    (line,) = _jsonl(tmp_path)
+    (line,) = _final(tmp_path)
     assert line["status"] == "delivered"
     assert line["channels"] == {"json://***": True, "json://***#2": False}
 
 
-def test_only_failing_channel_marks_the_alert_failed_and_never_raises(server, dispatcher, tmp_path):
+def test_only_failing_channel_marks_the_alert_failed_never_raises_and_a_restart_does_not_retry(
+    server, dispatcher, tmp_path
+):
     d = dispatcher(urls=server.url("fail"), max_attempts=2)
     assert d.submit(make_signal()) is True
     d.flush(5.0)
     assert len(server.posts("fail")) == 2
     assert d.stats["undelivered"] == 1 and d.stats["failed"] == {"json://***": 1}
-    assert _jsonl(tmp_path)[0]["status"] == "failed"
+    assert _final(tmp_path)[0]["status"] == "failed"
+    d.close(timeout_s=5.0)
+    again = dispatcher(urls=server.url("fail"), max_attempts=2)
+    again.flush(5.0)
+    assert again.stats["requeued"] == 0 and again.outbox_counts()["failed"] == 1
+    assert len(server.posts("fail")) == 2  # failed after all attempts: not sent again
 
 
 def test_rate_limit_two_per_minute_sends_two_of_five_and_counts_three(server, dispatcher, tmp_path):
@@ -225,9 +252,10 @@ def test_rate_limit_two_per_minute_sends_two_of_five_and_counts_three(server, di
     assert len(server.posts("ok")) == 2
     stats = d.stats
     assert stats["delivered"] == 2 and stats["rate_limited"] == 3
-    statuses = [line["status"] for line in _jsonl(tmp_path)]
+    statuses = [line["status"] for line in _final(tmp_path)]
     assert statuses == ["delivered"] * 2 + ["rate_limited"] * 3  # not lost: audited
-    assert all(line["delivered"] is False for line in _jsonl(tmp_path)[2:])
+    assert all(line["delivered"] is False for line in _final(tmp_path)[2:])
+    assert d.outbox_counts()["rate_limited"] == 3
 
 
 def test_secret_in_url_never_reaches_logs_repr_stats_or_jsonl(server, dispatcher, tmp_path, caplog):
@@ -253,6 +281,9 @@ def test_secret_in_url_never_reaches_logs_repr_stats_or_jsonl(server, dispatcher
     assert SECRET not in json.dumps(settings.masked(), default=str)
     assert SECRET not in repr(d.stats)
     assert SECRET not in (tmp_path / "alerts.jsonl").read_text()
+    outbox_files = list(tmp_path.glob("alerts.outbox.sqlite*"))
+    assert tmp_path / "alerts.outbox.sqlite" in outbox_files
+    assert all(SECRET.encode() not in f.read_bytes() for f in outbox_files)
     assert d.stats["failed"] == {"json://***": 0, "json://***#2": 1}
 
 
@@ -286,16 +317,17 @@ def test_submit_never_blocks_on_a_slow_endpoint(server, dispatcher):
     assert d.stats["delivered"] == 1 and d.stats["rate_limited"] == 19
 
 
-def test_full_queue_drops_are_counted_and_never_block(server, dispatcher):
+def test_queue_size_only_sets_the_prefetch_and_nothing_is_dropped_behind_a_slow_channel(
+    server, dispatcher
+):
     d = dispatcher(urls=server.url("slow"), queue_size=2, max_per_minute=1, jsonl_path=None)
     started = time.perf_counter()
     results = [d.submit(make_signal(minute=i)) for i in range(20)]
     assert time.perf_counter() - started < 0.5
-    stats = d.stats
-    # the worker may or may not have taken the first signal off the queue yet
-    assert 2 <= stats["submitted"] <= 3
-    assert stats["submitted"] + stats["dropped_queue_full"] == 20
-    assert results.count(True) == stats["submitted"]
+    assert all(results) and d.stats["submitted"] == 20  # the outbox is the queue
+    d.flush(10.0)
+    assert d.stats["delivered"] == 1 and d.stats["rate_limited"] == 19
+    assert len(server.posts("slow")) == 1
 
 
 def test_flush_timeout_raises_retryable_and_close_is_idempotent(server, dispatcher):
@@ -306,15 +338,16 @@ def test_flush_timeout_raises_retryable_and_close_is_idempotent(server, dispatch
     d.close(timeout_s=5.0)
     d.close(timeout_s=5.0)
     assert d.stats["delivered"] == 1
-    assert d.submit(make_signal(minute=1)) is False and d.stats["dropped_closed"] == 1
+    assert d.submit(make_signal(minute=1)) is False and d.stats["rejected_closed"] == 1
 
 
 def test_without_urls_alerts_only_go_to_jsonl(dispatcher, tmp_path):
     d = dispatcher()
     assert d.submit(make_signal()) is True
     d.flush(5.0)
-    (line,) = _jsonl(tmp_path)
+    (line,) = _final(tmp_path)
     assert line["status"] == "jsonl_only" and line["delivered"] is False
+    assert d.outbox_counts()["jsonl_only"] == 1
 
 
 def test_settings_from_environment_split_urls_and_name_bad_variables(monkeypatch):
@@ -343,3 +376,109 @@ def test_title_and_body_carry_the_key_numbers():
     for text in ("NQZ6|2026-12-18T21:30:00Z|C|21500", "confidence 0.91", "volume 1,200",
                  "ask 1,160", "expires 2026-12-18", "2026-11-20 13:35-13:40Z"):
         assert text in body
+
+
+def test_outbox_defaults_beside_the_jsonl_file_and_empty_paths_mean_off(monkeypatch, tmp_path):
+    assert AlertSettings(jsonl_path=tmp_path / "alerts.jsonl").outbox_file() == (
+        tmp_path / "alerts.outbox.sqlite")
+    assert AlertSettings(jsonl_path=None, outbox_path=tmp_path / "o.db").outbox_file() == tmp_path / "o.db"
+    assert AlertSettings(jsonl_path=None).outbox_file() is None  # in memory
+    monkeypatch.setenv("IFD_ALERT_JSONL_PATH", "")
+    monkeypatch.setenv("IFD_ALERT_OUTBOX_PATH", str(tmp_path / "env.sqlite"))
+    s = load_alert_settings()
+    assert s.jsonl_path is None and s.outbox_file() == tmp_path / "env.sqlite"
+    assert s.masked()["outbox_path"] == tmp_path / "env.sqlite"
+
+
+def test_in_memory_outbox_without_paths_still_delivers_and_de_duplicates(server, dispatcher, tmp_path):
+    d = dispatcher(urls=server.url("ok"), jsonl_path=None)
+    assert d.submit(make_signal()) is True
+    assert d.submit(make_signal()) is False
+    d.flush(5.0)
+    assert len(server.posts("ok")) == 1 and d.outbox_counts()["delivered"] == 1
+    assert list(tmp_path.iterdir()) == []  # no file of any kind
+
+
+def test_alert_left_in_flight_by_a_killed_process_is_sent_again_at_start(server, dispatcher, tmp_path):
+    first = dispatcher(urls=server.url("ok"))
+    for minute in range(3):
+        assert first.submit(make_signal(minute=minute))
+    first.close(timeout_s=5.0)
+    outbox = tmp_path / "alerts.outbox.sqlite"
+    key = make_signal(minute=1).alert_key
+    # what a process killed during the POST leaves behind
+    with closing(sqlite3.connect(outbox)) as conn, conn:
+        conn.execute("UPDATE alert_outbox SET status = 'in_flight' WHERE alert_key = ?", (key,))
+
+    again = dispatcher(urls=server.url("ok"))
+    again.flush(5.0)
+    assert again.stats["requeued"] == 1 and again.stats["resent_in_flight"] == 1
+    titles = [p["title"] for p in server.posts("ok")]
+    assert len(titles) == 4 and titles.count(alert_title(make_signal(minute=1))) == 2
+    assert _outbox_rows(outbox)[key] == ("delivered", 2)
+    assert [line["status"] for line in _jsonl(tmp_path) if line["alert_key"] == key][-1] == "delivered"
+
+
+def test_close_with_a_slow_channel_leaves_the_rest_pending_for_the_next_start(server, dispatcher,
+                                                                                tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="sinks.alerts")
+    first = dispatcher(urls=server.url("slow"))
+    for minute in range(3):
+        assert first.submit(make_signal(minute=minute))
+    started = time.perf_counter()
+    first.close(timeout_s=0.2)  # the first POST takes 1 s
+    assert time.perf_counter() - started < 5.0
+    left = re.search(r"(\d) undelivered alert\(s\) stay in the outbox", caplog.text)
+    assert left is not None and 1 <= int(left[1]) <= 3
+
+    deadline = time.monotonic() + 30.0
+    while True:  # the worker releases the outbox once its POST is answered
+        try:
+            again = dispatcher(urls=server.url("slow"))
+            break
+        except SinkFatalError:
+            assert time.monotonic() < deadline, "outbox still held 30 s after close"
+            time.sleep(0.05)
+    again.flush(15.0)
+    assert sorted(p["title"] for p in server.posts("slow")) == sorted(
+        alert_title(make_signal(minute=m)) for m in range(3))
+    assert again.outbox_counts()["delivered"] == 3
+
+
+def test_one_dispatcher_per_outbox_and_a_notices_only_one_beside_it(server, dispatcher, tmp_path):
+    owner = dispatcher(urls=server.url("ok"))
+    with pytest.raises(SinkFatalError, match="in use by another dispatcher"):
+        AlertDispatcher(AlertSettings(urls=server.url("ok"), jsonl_path=tmp_path / "alerts.jsonl"))
+    notices = AlertDispatcher(
+        AlertSettings(urls=server.url("ops"), jsonl_path=tmp_path / "alerts.jsonl"), notices_only=True)
+    try:
+        assert notices.notify("budget-1", "IFD live budget reached", "80 % used") is True
+        assert notices.notify("budget-1", "IFD live budget reached", "again") is False
+        with pytest.raises(RuntimeError, match="notices_only"):
+            notices.submit(make_signal())
+        notices.flush(5.0)
+        assert notices.outbox_counts() == dict.fromkeys(notices.outbox_counts(), 0)
+    finally:
+        notices.close(timeout_s=5.0)
+    assert [p["title"] for p in server.posts("ops")] == ["IFD live budget reached"]
+    assert notices.stats["notices_delivered"] == 1
+    elsewhere = tmp_path / "elsewhere"
+    AlertDispatcher(AlertSettings(jsonl_path=elsewhere / "alerts.jsonl"), notices_only=True).close()
+    assert not elsewhere.exists()  # never touches the outbox or the JSONL file
+    assert owner.submit(make_signal()) is True
+    owner.flush(5.0)
+    assert len(server.posts("ok")) == 1
+    assert len(_final(tmp_path)) == 1  # the notice is not in the signals' audit file
+
+
+def test_a_new_outbox_imports_alerts_recorded_by_the_jsonl_only_dispatcher(server, dispatcher, tmp_path):
+    old = make_signal(minute=4).model_dump(mode="json")  # a line as the earlier version wrote it
+    old.update(alerted_at="2026-11-20T13:41:00+00:00", status="delivered", delivered=True,
+               channels={"json://***": True})
+    (tmp_path / "alerts.jsonl").write_text(json.dumps(old) + "\n" + "not json\n")
+    d = dispatcher(urls=server.url("ok"))
+    assert d.stats["jsonl_imported"] == 1 and d.stats["jsonl_unreadable_lines"] == 1
+    assert d.submit(make_signal(minute=4)) is False  # alerted before the upgrade
+    assert d.submit(make_signal(minute=5)) is True
+    d.flush(5.0)
+    assert [p["title"] for p in server.posts("ok")] == [alert_title(make_signal(minute=5))]
