@@ -134,7 +134,8 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow, LiveResume]):
     @override
     def build_part(self, step_id: str, for_part: str,
                    resume_state: LiveResume | None) -> _LivePartition:
-        dispatcher = AlertDispatcher(self._alerts) if self._alerts is not None else None
+        dispatcher = (AlertDispatcher(self._alerts, notices_only=True)
+                      if self._alerts is not None else None)
         feed = LiveFeed(self._settings, resume=resume_state, client_factory=self._client_factory,
                         notify=dispatcher.notify if dispatcher is not None else None)
         return _LivePartition(feed, dispatcher)

@@ -57,7 +57,8 @@ def replayed(tl, starts: dict[str, int] | None, live_from: int, on: str = "ts_ev
 
 
 def play(tl, trade_rtype: int, rng: random.Random, *, drops: int, crashes: int,
-         batch_records: int = 64, overlap_ns: int = 2 * NS, on: str = "ts_event") -> tuple[dict[int, list[bytes]], LiveSequencer]:
+         batch_records: int = 64, overlap_ns: int = 2 * NS,
+         on: str = "ts_event") -> tuple[dict[int, list[bytes]], LiveSequencer]:
     """Stream ``tl`` through sequencers under faults; return the unit store (id → records)."""
     store: dict[int, list[bytes]] = {}
     n = len(tl)
