@@ -99,11 +99,6 @@ class LiveResume:
     seen: dict[bytes, int] = field(default_factory=dict)
     splits: dict[int, int] = field(default_factory=dict)
 
-    @property
-    def last_ts_event(self) -> int:
-        """Position in ns (0 before any data), for logs."""
-        return self.position_ns or 0
-
 
 @dataclass(frozen=True)
 class Unit:
@@ -166,7 +161,8 @@ class LiveSequencer:
         self._trades_emitted = resume.trades_seen
         self._held: list[_Held] = []
         self._sealed = False
-        self._gen_starts: dict[int, dict[str, int | None]] = {}
+        self._replays: set[int] = set()
+        """Connections that replay (``start=`` given): only their records are de-duplicated."""
         self._pending: dict[int, dict[bytes, int]] = {}
         self._prune_min = prune_min
         self._prune_at = 2 * len(self._seen) + prune_min
@@ -207,7 +203,8 @@ class LiveSequencer:
         The connection's pending multiset is built when its first record is
         accepted, after every earlier connection's records.
         """
-        self._gen_starts[gen] = dict(starts) if starts is not None else {}
+        if starts is not None:
+            self._replays.add(gen)
 
     def _build_pending(self, gen: int) -> dict[bytes, int]:
         """Every accepted record a replay connection may send again.
@@ -217,7 +214,7 @@ class LiveSequencer:
         replay on ``ts_recv`` instead of ``ts_event`` re-sends a few records
         older than ``start``, and an entry that is never re-sent costs nothing.
         """
-        if not self._gen_starts.get(gen):
+        if gen not in self._replays:
             return {}  # a live connection: first deliveries only
         pending = dict(self._seen)
         for held in self._held:
