@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import databento_dbn as dbn
 import numpy as np
@@ -41,6 +41,9 @@ import zstandard
 
 from models.errors import DBNDecodeError
 from models.records import UNDEF_PRICE, UNDEF_TIMESTAMP, InstrumentDefinition
+
+if TYPE_CHECKING:
+    from connectors.selection import TradeSelection
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 DBN_MAGIC = b"DBN"
@@ -181,6 +184,21 @@ class SourceBatch:
     partition : str
         Key of the source partition (a series of files read in order); the
         per-stream state (tick test, watermark) is kept per partition.
+    selection : TradeSelection | None
+        Which trade records count, per (rtype, instrument, time)
+        (:mod:`connectors.selection`); None: every trade of ``trade_rtype``.
+    valid_ns : tuple[int, int] | None
+        Plausible ``ts_event`` range of the input's records (ns UTC, end
+        exclusive; from the DBN header's ``start``/``end``), None = unknown.
+    path : str
+        File path as given (display only; ``source`` is the identity).
+    error : str | None
+        Set on a partition's final batch when its input ended in an error
+        (truncated or corrupt file): the records before it were delivered,
+        the rest are missing and the run is marked partial.
+    last : bool
+        True on the partition's final batch (its last file exhausted, or an
+        error): no more data will come from this partition.
     """
 
     source: str
@@ -191,6 +209,11 @@ class SourceBatch:
     total_bytes: int
     eof: bool
     partition: str = ""
+    selection: TradeSelection | None = None
+    valid_ns: tuple[int, int] | None = None
+    path: str = ""
+    error: str | None = None
+    last: bool = False
 
 
 def _open_stream(path: Path) -> tuple[BinaryIO, BinaryIO]:

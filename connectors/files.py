@@ -35,6 +35,13 @@ class FilePosition:
     file_index: int = 0
 
 
+def _valid_range(start_ns: int, end_ns: int) -> tuple[int, int] | None:
+    """The header's request range as a plausible ``ts_event`` range (end 0 = open)."""
+    if start_ns <= 0 and end_ns <= 0:
+        return None
+    return (start_ns, end_ns if end_ns > 0 else 2**63 - 1)
+
+
 class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
     """Reads a series of files one after another (see ``partition_inputs``)."""
 
@@ -83,6 +90,10 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
             total_bytes=self._reader.total_bytes,
             eof=self._reader.exhausted,
             partition=self._key,
+            selection=data.selection,
+            valid_ns=_valid_range(self._reader.header.start_ns, self._reader.header.end_ns),
+            path=data.path,
+            last=self._reader.exhausted and self._index + 1 == len(self._files),
         )
         self._seq += 1
         self._position = FilePosition(chunk.end_offset, chunk.start_record + chunk.n_records,

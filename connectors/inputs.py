@@ -38,6 +38,7 @@ from connectors.dbn import (
     rtype_name,
     scan_rtypes,
 )
+from connectors.selection import TradeSelection
 from models.errors import SourceError
 from models.records import InstrumentDefinition
 
@@ -60,6 +61,7 @@ class DataInput:
     source_id: str
     header: DBNHeader
     trade_rtype: int | None
+    selection: TradeSelection | None = None
 
 
 @dataclass
