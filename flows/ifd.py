@@ -40,11 +40,12 @@ import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 
-from connectors.dbn import SourceBatch
+from connectors.dbn import SourceBatch, read_definitions
 from connectors.files import DBNFileSource
 from connectors.inputs import partition_inputs, plan_inputs
 from connectors.live_source import LiveSource
 from flows.baselines import BaselineBook
+from flows.clock import PartitionClock, Progress
 from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState, ScoringParams
 from flows.stream import StreamProcessor, normalise_batch
@@ -153,6 +154,8 @@ def build_flow(
     window_ns = settings.window_length_s * 1_000_000_000
     lateness = timedelta(seconds=settings.allowed_lateness_s)
     extra_outputs = []
+    symbology: dict[str, frozenset[int]] = {}
+    partition_keys: list[str] = []
     if settings.mode == "live":
         live = live or load_live_settings()
         live.key()  # fail fast with a clear message when DATABENTO_API_KEY is missing
@@ -175,9 +178,14 @@ def build_flow(
         total_bytes = plan.total_bytes
         first_day = min(d.header.start_ns for d in plan.data) // 1_000_000_000 // 86_400
         catalog = InstrumentCatalog(plan.definitions, plan.symbols)
+        for data in plan.data:
+            symbology[data.source_id] = frozenset(data.header.symbol_by_id)
+            if data.header.schema is None:  # in-file definitions known before any trade
+                catalog.update(read_definitions(data.path))
+        partitions = partition_inputs(plan.data)
+        partition_keys = [files[0].source_id for files in partitions]
         batches = op.input(
-            "read_dbn", flow,
-            DBNFileSource(partition_inputs(plan.data), batch_records=settings.batch_records),
+            "read_dbn", flow, DBNFileSource(partitions, batch_records=settings.batch_records),
         )
         clock = win.EventClock(
             _item_time,
@@ -190,15 +198,20 @@ def build_flow(
         window_ns=window_ns,
         lateness_ns=int(lateness.total_seconds() * 1e9),
         shards=settings.window_shards,
+        symbology=symbology,
+        merged_clock=len(partition_keys) > 1,
     )
     normalised = op.map("normalise_trades", batches, normalise_batch)
     by_source = op.key_on("key_by_source", normalised, lambda item: item[0].partition)
     processed = op.stateful_map("classify_and_aggregate", by_source, processor.process)
     items = op.flat_map("explode", processed, lambda key_items: key_items[1])
     split = op.branch(
-        "split_window_items", items, lambda x: isinstance(x, PartBlock | Heartbeat)
+        "split_window_items", items, lambda x: isinstance(x, PartBlock | Heartbeat | Progress)
     )
     by_shard = op.key_on("key_by_shard", split.trues, lambda x: x.key)
+    if len(partition_keys) > 1:  # the slowest partition sets each key's event clock
+        by_shard = op.stateful_flat_map("merge_partition_clocks", by_shard,
+                                        PartitionClock(partition_keys).step)
     windower = win.TumblingWindower(length=timedelta(seconds=settings.window_length_s),
                                     align_to=EPOCH)
     windows = win.fold_window(

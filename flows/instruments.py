@@ -3,19 +3,23 @@
 Sources, in order of precedence (Databento "Instrument definitions" schema;
 CME MDP 3.0 SecurityDefinition):
 
-1. ``definition`` records (rtype 0x13) from the inputs; for one
-   ``instrument_id`` the definition with the latest ``ts_recv`` wins.
+1. ``definition`` records (rtype 0x13) from the inputs, time-aware: a trade
+   takes the definition of its ``instrument_id`` in force at the trade's
+   ``ts_recv`` (CME reuses ids after expiry; definitions change mid-session).
 2. DBN metadata symbology (``raw_symbol`` → ``instrument_id`` mappings) as a
    fallback for the *symbol* of instruments with no definition.
 
-Trades of instruments with no definition are still aggregated (keyed by
-symbol or instrument_id) and counted as ``undefined_instrument``.
+Trades of instruments with no definition are still aggregated and stored
+(keyed by symbol or instrument_id) and counted as ``undefined_instrument``;
+they are never scored or alerted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+
+import numpy as np
 
 from models.records import FIXED_PRICE_SCALE, Contract, InstrumentDefinition
 
@@ -68,8 +72,34 @@ def contract_for(definition: InstrumentDefinition) -> Contract:
     )
 
 
+def _add_version(versions: dict[int, list[InstrumentDefinition]], definition: InstrumentDefinition) -> bool:
+    """Insert ``definition`` into its id's ``ts_recv``-sorted history; False if already known."""
+    history = versions.setdefault(definition.instrument_id, [])
+    if definition in history:
+        return False
+    history.append(definition)
+    history.sort(key=lambda d: d.ts_recv)
+    return True
+
+
+def version_index(history_ts: np.ndarray, ts_recv: np.ndarray) -> np.ndarray:
+    """Index of the definition in force at each ``ts_recv`` (int64[n]).
+
+    The definition in force is the latest with ``ts_recv <= trade.ts_recv``;
+    a trade received before the first known definition takes the first one
+    (daily definition files are stamped at 00:00 UTC while the Globex session
+    they describe opened at 17:00 CT the evening before).
+    """
+    return np.maximum(np.searchsorted(history_ts, ts_recv, side="right") - 1, 0)
+
+
 class InstrumentCatalog:
-    """instrument_id → :class:`~models.records.Contract`, fed by definitions.
+    """instrument_id → :class:`~models.records.Contract`, time-aware.
+
+    CME reuses instrument ids after expiry, and a definition can change
+    mid-session, so every definition of an id is kept, ordered by
+    ``ts_recv``; a trade resolves to the definition in force at its own
+    ``ts_recv`` (:func:`version_index`), never to a later one.
 
     Parameters
     ----------
@@ -84,20 +114,21 @@ class InstrumentCatalog:
         definitions: Iterable[InstrumentDefinition] = (),
         symbols: dict[int, str] | None = None,
     ) -> None:
-        self._defs: dict[int, InstrumentDefinition] = {}
+        self._versions: dict[int, list[InstrumentDefinition]] = {}
         self._symbols: dict[int, str] = dict(symbols or {})
         self._cache: dict[int, Contract] = {}
         self.update(definitions)
 
     def __len__(self) -> int:
-        return len(self._defs)
+        return len(self._versions)
+
+    def __contains__(self, instrument_id: int) -> bool:
+        return instrument_id in self._versions or instrument_id in self._symbols
 
     def update(self, definitions: Iterable[InstrumentDefinition]) -> None:
-        """Add definitions; a later ``ts_recv`` replaces an earlier one."""
+        """Add definitions to each id's history (identical repeats are ignored)."""
         for definition in definitions:
-            known = self._defs.get(definition.instrument_id)
-            if known is None or definition.ts_recv >= known.ts_recv:
-                self._defs[definition.instrument_id] = definition
+            if _add_version(self._versions, definition):
                 self._cache.pop(definition.instrument_id, None)
 
     def add_symbols(self, symbols: dict[int, str]) -> None:
@@ -106,25 +137,89 @@ class InstrumentCatalog:
             if self._symbols.setdefault(instrument_id, symbol) == symbol:
                 self._cache.pop(instrument_id, None)
 
+    def history(self, instrument_id: int) -> list[InstrumentDefinition]:
+        """Every known definition of ``instrument_id``, by ``ts_recv`` (may be empty)."""
+        return self._versions.get(instrument_id, [])
+
+    def undefined(self, instrument_id: int) -> Contract:
+        """Return the contract of an id with no definition (keyed by symbology or id)."""
+        symbol = self._symbols.get(instrument_id, "")
+        return Contract(
+            key=f"SYM|{symbol}" if symbol else f"ID|{instrument_id}",
+            instrument_id=instrument_id,
+            symbol=symbol or str(instrument_id),
+            underlying="",
+            expiration_ns=None,
+            strike_price=None,
+            option_type="",
+            defined=False,
+        )
+
     def resolve(self, instrument_id: int) -> Contract:
-        """Return the contract of ``instrument_id`` (``defined=False`` when no definition)."""
+        """Return the contract of ``instrument_id`` under its latest definition (``defined=False`` if none).
+
+        Time-unaware: use :func:`resolve_trades` for trades.
+        """
         contract = self._cache.get(instrument_id)
         if contract is not None:
             return contract
-        definition = self._defs.get(instrument_id)
-        if definition is not None:
-            contract = contract_for(definition)
-        else:
-            symbol = self._symbols.get(instrument_id, "")
-            contract = Contract(
-                key=f"SYM|{symbol}" if symbol else f"ID|{instrument_id}",
-                instrument_id=instrument_id,
-                symbol=symbol or str(instrument_id),
-                underlying="",
-                expiration_ns=None,
-                strike_price=None,
-                option_type="",
-                defined=False,
-            )
+        history = self._versions.get(instrument_id)
+        contract = contract_for(history[-1]) if history else self.undefined(instrument_id)
         self._cache[instrument_id] = contract
         return contract
+
+
+def resolve_trades(
+    instrument_id: np.ndarray,
+    ts_recv: np.ndarray,
+    catalog: InstrumentCatalog,
+    inline: dict[int, list[InstrumentDefinition]] | None = None,
+) -> tuple[np.ndarray, list[Contract]]:
+    """Resolve each trade to the contract defined for its instrument at its ``ts_recv``.
+
+    Parameters
+    ----------
+    instrument_id : uint32[n]
+    ts_recv : int64[n]
+        Databento receive time of each trade, ns UTC.
+    catalog : InstrumentCatalog
+        Definitions shared by all inputs.
+    inline : dict | None
+        The input's own in-stream definitions (id → ``ts_recv``-sorted list),
+        merged with the catalog's history.
+
+    Returns
+    -------
+    (int64[n], list[Contract])
+        Per trade, an index into the list of distinct contracts of the batch.
+        Python runs once per distinct instrument, numpy per trade.
+    """
+    n = len(instrument_id)
+    group = np.zeros(n, dtype=np.int64)
+    contracts: list[Contract] = []
+    index_of: dict[Contract, int] = {}
+    if n == 0:
+        return group, contracts
+    ids, which = np.unique(instrument_id, return_inverse=True)
+
+    def index(contract: Contract) -> int:
+        found = index_of.get(contract)
+        if found is None:
+            found = index_of[contract] = len(contracts)
+            contracts.append(contract)
+        return found
+
+    for pos, iid in enumerate(ids.tolist()):
+        history = catalog.history(iid)
+        own = inline.get(iid) if inline else None
+        if own:
+            history = sorted({*history, *own}, key=lambda d: d.ts_recv)
+        if len(history) <= 1:
+            contract = contract_for(history[0]) if history else catalog.resolve(iid)
+            group[which == pos] = index(contract)
+            continue
+        rows = np.flatnonzero(which == pos)
+        version = version_index(np.array([d.ts_recv for d in history], dtype=np.int64), ts_recv[rows])
+        mapping = np.array([index(contract_for(d)) for d in history], dtype=np.int64)
+        group[rows] = mapping[version]
+    return group, contracts

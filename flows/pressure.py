@@ -33,7 +33,7 @@ Dominant side and confidence (the same formulas are rendered into the
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -105,12 +105,14 @@ def aggregate_parts(
     method: np.ndarray,
     *,
     window_ns: int,
-    resolve: Callable[[int], Contract],
+    resolve: Callable[[int], Contract] | None = None,
     source: str,
     seq: int | np.ndarray,
     spread: np.ndarray | None = None,
+    contract_of: np.ndarray | None = None,
+    contracts: Sequence[Contract] = (),
 ) -> PartBlock:
-    """Group one classified batch into additive parts per (instrument, window).
+    """Group one classified batch into additive parts per (contract, window).
 
     Parameters
     ----------
@@ -125,8 +127,9 @@ def aggregate_parts(
         From :func:`flows.aggressor.classify_aggressor`.
     window_ns : int
         Tumbling window length in ns (divides one day).
-    resolve : callable
-        instrument_id → Contract (called once per instrument in the batch).
+    resolve : callable | None
+        instrument_id → Contract (called once per instrument in the batch);
+        used when ``contract_of`` is None.
     source : str
         Input id, stamped on each part.
     seq : int | int64[n]
@@ -135,20 +138,32 @@ def aggregate_parts(
         grouped by it.
     spread : bool[n] | None
         Trades that are spread legs (:func:`flows.spreads.spread_legs`).
+    contract_of : int64[n] | None
+        Per trade, an index into ``contracts`` (time-aware resolution,
+        :func:`flows.instruments.resolve_trades`): one instrument id under two
+        definitions gives two parts.
+    contracts : sequence of Contract
+        The distinct contracts ``contract_of`` points into.
 
     Returns
     -------
     PartBlock
-        One row per (instrument_id, window) present in the batch, sorted by
-        (instrument_id, window); ``key`` empty and ``window_start_ns`` None
+        One row per (contract, window) present in the batch, sorted by
+        (contract, window); ``key`` empty and ``window_start_ns`` None
         until :func:`split_by_shard_and_window`.
     """
     cols: dict[str, np.ndarray]
     if len(ts_event) == 0:
         cols = {name: np.empty(0, dtype=dtype) for name, dtype in PART_COLUMNS.items()}
         return PartBlock("", None, window_ns, cols)
+    if contract_of is None:
+        if resolve is None:
+            msg = "aggregate_parts needs resolve or contract_of"
+            raise ValueError(msg)
+        iids_u, contract_of = np.unique(instrument_id, return_inverse=True)
+        contracts = [resolve(i) for i in iids_u.tolist()]
     window = (ts_event // window_ns).astype(np.uint64)
-    combo = (instrument_id.astype(np.uint64) << np.uint64(32)) | window
+    combo = (np.asarray(contract_of).astype(np.uint64) << np.uint64(32)) | window
     if np.ndim(seq) == 0:
         order = np.argsort(combo, kind="stable")
         combo_sorted = combo[order]
@@ -177,10 +192,10 @@ def aggregate_parts(
     last_ts = np.maximum.reduceat(ts_s, starts)
     notional = np.add.reduceat(price[order] / FIXED_PRICE_SCALE * size_s, starts)
 
-    group_iid = (keys >> np.uint64(32)).astype(np.uint32)
+    group_contract = (keys >> np.uint64(32)).astype(np.int64)
     group_window = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    iids, which = np.unique(group_iid, return_inverse=True)
-    contracts = [resolve(i) for i in iids.tolist()]
+    used, which = np.unique(group_contract, return_inverse=True)
+    contracts = [contracts[i] for i in used.tolist()]
 
     def attr(values: list, dtype: str) -> np.ndarray:
         return np.asarray(values, dtype=dtype)[which]
@@ -232,6 +247,11 @@ def shard_index(contract_key: str, shards: int) -> int:
     return zlib.crc32(group.encode()) % shards
 
 
+def shard_key(index: int) -> str:
+    """Return the window key of shard ``index`` (``s000`` …)."""
+    return f"s{index:03d}"
+
+
 def split_by_shard_and_window(block: PartBlock, shards: int) -> list[PartBlock]:
     """Split a batch's parts into one block per (shard, window) — the window step's items.
 
@@ -254,7 +274,7 @@ def split_by_shard_and_window(block: PartBlock, shards: int) -> list[PartBlock]:
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         value = int(combo_sorted[lo])
         start = (value % (1 << 40)) * block.window_ns
-        out.append(block.take(order[lo:hi], key=f"s{value >> 40:03d}", window_start_ns=start))
+        out.append(block.take(order[lo:hi], key=shard_key(value >> 40), window_start_ns=start))
     return out
 
 

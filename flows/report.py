@@ -37,6 +37,8 @@ class RunReport:
         self.windows = 0
         self.corrections = 0
         self.signals: Counter[str] = Counter()
+        self.errors: list[str] = []
+        """Inputs that ended early (truncated/corrupt): the run is partial."""
 
     def on_stats(self, stats: BatchStats) -> None:
         """Count one source batch."""
@@ -47,6 +49,8 @@ class RunReport:
         self.skipped.update(stats.skipped)
         self.bytes_read[stats.source] = stats.bytes_read
         self.event_time_ns = max(self.event_time_ns, stats.max_ts_event)
+        if stats.error:
+            self.errors.append(stats.error)
 
     def on_window(self, correction: bool, contracts: int = 1) -> None:
         """Count (contract, window) results written: ``contracts`` of one window block."""
@@ -101,4 +105,8 @@ class RunReport:
             f"{dict(self.signals) if self.signals else ''}".rstrip(),
             f"  skipped records       {sum(self.skipped.values()):,} {dict(self.skipped)}",
         ]
+        if self.errors:
+            lines.insert(1, f"  PARTIAL RUN: {len(self.errors)} input(s) ended early; their later "
+                            "records are missing (see ifd.ingest_batches.error)")
+            lines.extend(f"  input error           {e}" for e in self.errors)
         return "\n".join(lines)

@@ -9,32 +9,35 @@ open windows. Everything is numpy over the batch; Python runs once per
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from connectors.dbn import SourceBatch
 from flows.aggressor import TickState, classify_aggressor
-from flows.instruments import InstrumentCatalog, contract_for
+from flows.clock import Progress
+from flows.instruments import InstrumentCatalog, resolve_trades
 from flows.normalise import NormalisedBatch, normalise_chunk
-from flows.pressure import WindowTracker, aggregate_parts, split_by_shard_and_window
+from flows.pressure import WindowTracker, aggregate_parts, shard_key, split_by_shard_and_window
 from flows.spreads import spread_legs
+from flows.validate import MAX_SKEW_NS, plausible_clock, validate_trades
 from models.records import (
     BatchStats,
-    Contract,
     DeadLetters,
     Heartbeat,
     InstrumentDefinition,
     PartBlock,
 )
 
-StreamItem = PartBlock | Heartbeat | BatchStats | DeadLetters
+StreamItem = PartBlock | Heartbeat | Progress | BatchStats | DeadLetters
 
 
 def normalise_batch(batch: SourceBatch) -> tuple[SourceBatch, NormalisedBatch]:
-    """Stateless map step: select and validate the trades of one source batch."""
-    return batch, normalise_chunk(batch.chunk, batch.trade_rtype, batch.source)
+    """Stateless map step: select the trades of one source batch (:mod:`flows.normalise`)."""
+    if batch.selection is None:
+        return batch, normalise_chunk(batch.chunk, batch.trade_rtype, batch.source)
+    return batch, normalise_chunk(batch.chunk, batch.trade_rtype, batch.source,
+                                  selection=batch.selection)
 
 
 @dataclass
@@ -43,7 +46,8 @@ class StreamState:
 
     tick: TickState = field(default_factory=TickState)
     tracker: WindowTracker | None = None
-    definitions: dict[int, InstrumentDefinition] = field(default_factory=dict)
+    definitions: dict[int, list[InstrumentDefinition]] = field(default_factory=dict)
+    """The input's in-stream definitions: id → every version, by ``ts_recv``."""
     watermark_ns: int = 0
 
 
@@ -60,31 +64,32 @@ class StreamProcessor:
         Allowed lateness, ns (heartbeats close windows this long after their end).
     shards : int
         Number of window keys contracts are hashed onto.
+    symbology : dict[str, frozenset[int]] | None
+        Per input id, the instrument ids of its DBN metadata symbology: a trade
+        of an id outside it (and without a definition) is a dead letter
+        (:mod:`flows.validate`). Inputs without symbology are not checked.
+    max_skew_ns : int
+        Time-check tolerance (:data:`flows.validate.MAX_SKEW_NS`).
+    merged_clock : bool
+        Several partitions feed the window keys (:mod:`flows.clock`): after
+        each batch report :class:`~flows.clock.Progress` to every window key
+        instead of per-input heartbeats.
     """
 
     def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int,
-                 shards: int = 16) -> None:
+                 shards: int = 16, symbology: dict[str, frozenset[int]] | None = None,
+                 max_skew_ns: int = MAX_SKEW_NS, merged_clock: bool = False) -> None:
         self.catalog = catalog
         self.window_ns = window_ns
         self.lateness_ns = lateness_ns
         self.shards = shards
+        self.symbology = symbology or {}
+        self.max_skew_ns = max_skew_ns
+        self.merged_clock = merged_clock
 
     def new_state(self) -> StreamState:
         """Empty state for an input seen for the first time."""
         return StreamState(tracker=WindowTracker(self.lateness_ns))
-
-    def _resolver(self, state: StreamState) -> Callable[[int], Contract]:
-        inline = state.definitions
-        if not inline:
-            return self.catalog.resolve
-
-        def resolve(instrument_id: int) -> Contract:
-            definition = inline.get(instrument_id)
-            if definition is not None:
-                return contract_for(definition)
-            return self.catalog.resolve(instrument_id)
-
-        return resolve
 
     def process(
         self, state: StreamState | None, item: tuple[SourceBatch, NormalisedBatch]
@@ -101,27 +106,43 @@ class StreamProcessor:
             state = self.new_state()
         assert state.tracker is not None
         for definition in batch.chunk.definitions:
-            known = state.definitions.get(definition.instrument_id)
-            if known is None or definition.ts_recv >= known.ts_recv:
-                state.definitions[definition.instrument_id] = definition
+            history = state.definitions.setdefault(definition.instrument_id, [])
+            if definition not in history:
+                history.append(definition)
+                history.sort(key=lambda d: d.ts_recv)
 
+        norm = validate_trades(
+            norm, source=batch.source, rtype=batch.trade_rtype or 0, valid_ns=batch.valid_ns,
+            known_ids=self.symbology.get(batch.source),
+            is_defined=_Defined(self.catalog, state.definitions),
+            max_skew_ns=self.max_skew_ns,
+        )
         trades = norm.trades
+        contract_of, contracts = resolve_trades(
+            trades.instrument_id, trades.ts_recv, self.catalog, state.definitions)
         side, method = classify_aggressor(
             trades.instrument_id, trades.price, trades.flag_side,
             trades.bid_px, trades.ask_px, state.tick,
         )
         parts = aggregate_parts(
             trades.ts_event, trades.instrument_id, trades.price, trades.size, side, method,
-            window_ns=self.window_ns, resolve=self._resolver(state),
+            window_ns=self.window_ns,
             source=batch.source,
             seq=batch.seq,
             spread=spread_legs(trades.ts_event, trades.instrument_id, side),
+            contract_of=contract_of,
+            contracts=contracts,
         )
         blocks = split_by_shard_and_window(parts, self.shards)
         state.tracker.observe(blocks)
-        state.watermark_ns = max(state.watermark_ns, batch.chunk.max_ts_event)
+        state.watermark_ns = max(state.watermark_ns,
+                                 plausible_clock(batch.chunk, batch.valid_ns, self.max_skew_ns))
         out: list[StreamItem] = list(blocks)
-        out.extend(state.tracker.heartbeats(state.watermark_ns))
+        if self.merged_clock:
+            out.extend(Progress(shard_key(i), batch.partition, state.watermark_ns, batch.last)
+                       for i in range(self.shards))
+        else:
+            out.extend(state.tracker.heartbeats(state.watermark_ns))
         c = parts.cols
         undefined_rows = ~c["defined"]
         undefined = int((c["buy_trades"] + c["sell_trades"] + c["unknown_trades"])[undefined_rows].sum())
@@ -145,6 +166,20 @@ class StreamProcessor:
                 total_bytes=batch.total_bytes,
                 max_ts_event=state.watermark_ns,
                 eof=batch.eof,
+                path=batch.path,
+                error=batch.error or "",
             )
         )
         return state, out
+
+
+class _Defined:
+    """``id in _Defined(...)``: the id has a definition in the catalog or in-stream."""
+
+    __slots__ = ("_catalog", "_inline")
+
+    def __init__(self, catalog: InstrumentCatalog, inline: dict[int, list[InstrumentDefinition]]) -> None:
+        self._catalog, self._inline = catalog, inline
+
+    def __contains__(self, instrument_id: object) -> bool:
+        return instrument_id in self._inline or bool(self._catalog.history(instrument_id))  # type: ignore[arg-type]

@@ -196,7 +196,9 @@ class DeadLetters:
     """Bad trade records of one batch, columnar (all arrays have equal length).
 
     ``position`` is the file-wide record index, ``reason`` one of
-    ``undef_price``, ``zero_size``; ``price`` is raw fixed-point.
+    ``undef_price``, ``zero_size`` (:mod:`flows.normalise`),
+    ``undef_timestamp``, ``ts_out_of_range``, ``unknown_instrument``
+    (:mod:`flows.validate`); ``price`` is raw fixed-point.
     """
 
     source: str
@@ -227,6 +229,10 @@ class BatchStats:
     total_bytes: int
     max_ts_event: int
     eof: bool
+    path: str = ""
+    """The input's file path (display; ``source`` is its content identity)."""
+    error: str = ""
+    """Non-empty on a batch that ends its input early (truncated/corrupt file): the run is partial."""
 
 
 class PressureMetrics(BaseModel):

@@ -215,8 +215,26 @@ def schema_statements() -> list[str]:
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
 
 
+PARTS_SORTING_KEY = "window_start, source, batch_seq, instrument_id, first_trade_ts"
+"""Identity of a stored part (``sinks/schema.sql``)."""
+
+
 def apply_schema(store: ClickHouseStore) -> None:
-    """Create database, tables and views if missing (views are replaced)."""
+    """Create database, tables and views if missing (views are replaced).
+
+    A ``ifd.pressure_parts`` written by an older version (parts identified by
+    contract key and file name) is renamed aside to
+    ``ifd.pressure_parts_legacy`` with a warning: its rows would otherwise be
+    counted beside the re-identified rows of a re-run.
+    """
+    found = store.query_arrow(
+        "SELECT sorting_key FROM system.tables WHERE database = 'ifd' AND name = 'pressure_parts'")
+    if found.num_rows and found.column(0)[0].as_py() != PARTS_SORTING_KEY:
+        store.command("DROP TABLE IF EXISTS ifd.pressure_parts_legacy")
+        store.command("RENAME TABLE ifd.pressure_parts TO ifd.pressure_parts_legacy")
+        log.warning("ifd.pressure_parts had the old part identity (%s); renamed to "
+                    "ifd.pressure_parts_legacy: replay the inputs to rebuild it",
+                    found.column(0)[0].as_py())
     for statement in schema_statements():
         store.command(statement)
 
@@ -291,6 +309,8 @@ def stats_table(stats: list[BatchStats]) -> pa.Table:
             "bytes_read": pa.array([s.bytes_read for s in stats], pa.uint64()),
             "total_bytes": pa.array([s.total_bytes for s in stats], pa.uint64()),
             "max_ts_event": _ts([s.max_ts_event for s in stats]),
+            "file": pa.array([s.path for s in stats], pa.string()),
+            "error": pa.array([s.error for s in stats], pa.string()),
         }
     )
 
@@ -461,7 +481,7 @@ class IFDWriter:
             block = PartBlock.concat(self._parts)
             c = block.cols
             token = _token("ifd.pressure_parts", c["window_start_ns"], c["seq"],
-                           c["contract_key"], c["source"])
+                           c["instrument_id"], c["first_ts_ns"], c["source"])
             self._write("ifd.pressure_parts", parts_table(block), token)
             self._parts, self._part_rows = [], 0
         if self._stats:

@@ -6,9 +6,16 @@
 CREATE DATABASE IF NOT EXISTS ifd;
 
 -- One row per (contract, window, source batch): additive parts. A part's
--- identity is (window_start, contract_key, source, batch_seq); replays,
--- retries and bytewax re-emissions rewrite identical rows, which
--- ReplacingMergeTree collapses, so sums over distinct parts are final.
+-- identity is (window_start, source, batch_seq, instrument_id,
+-- first_trade_ts); replays, retries and bytewax re-emissions rewrite
+-- identical rows, which ReplacingMergeTree collapses, so sums over distinct
+-- parts are final. The identity does not depend on how the instrument was
+-- resolved (contract_key): a re-run after adding definition files replaces
+-- the old ID|... rows instead of adding contract rows beside them. Two
+-- definitions of one id inside one window and batch (CME reuses ids) give
+-- two parts, told apart by their first trade's time.
+-- source is the input's content identity (connectors/inputs.py), not its
+-- file name: the same file under another name rewrites the same rows.
 --
 -- batch_seq, the rule that keeps identities collision-free and replay-stable:
 -- * DBN files: the 0-based batch number of IFD_BATCH_RECORDS records in the
@@ -55,7 +62,7 @@ CREATE TABLE IF NOT EXISTS ifd.pressure_parts
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (window_start, contract_key, source, batch_seq)
+ORDER BY (window_start, source, batch_seq, instrument_id, first_trade_ts)
 SETTINGS non_replicated_deduplication_window = 1000;
 
 -- databases created before spread detection
@@ -184,6 +191,12 @@ CREATE TABLE IF NOT EXISTS ifd.ingest_batches
 ENGINE = ReplacingMergeTree
 ORDER BY (source, batch_seq)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- file: the path the input was read from (source is its content identity);
+-- error: non-empty on the batch that ended an input early (truncated or
+-- corrupt file): that input, and so the run, is partial.
+ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS file String DEFAULT '' AFTER max_ts_event;
+ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS error String DEFAULT '' AFTER file;
 
 -- Bad trade records, one row each (nothing is dropped silently).
 CREATE TABLE IF NOT EXISTS ifd.dead_letters

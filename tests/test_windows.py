@@ -96,7 +96,19 @@ def test_undefined_instrument_is_aggregated_and_counted(tmp_path):
                        [PX, PX], [2, 3], "B", symbols={78: "XYZ4"})
     items = run_flow(tmp_path, [path])
     keys = {p.key: p.total_volume for p in contract_rows(items)}
-    assert keys == {"ID|77": 2, "SYM|XYZ4": 3}
+    # 78 is in the file's symbology: stored (not scored) under its symbol; 77 is in neither
+    # symbology nor any definition of a file that has symbology: a counted dead letter
+    assert keys == {"SYM|XYZ4": 3}
+    assert sum(s.undefined_instrument_trades for s in stats(items)) == 1
+    assert sum(s.dead_letters.get("unknown_instrument", 0) for s in stats(items)) == 1
+
+
+def test_undefined_instrument_without_symbology_is_stored_under_its_id(tmp_path):
+    path = trades_file(tmp_path / "u.trades.dbn.zst", [T0 + NS, T0 + 2 * NS], [77, 78],
+                       [PX, PX], [2, 3], "B")
+    items = run_flow(tmp_path, [path])
+    keys = {p.key: p.total_volume for p in contract_rows(items)}
+    assert keys == {"ID|77": 2, "ID|78": 3}
     assert sum(s.undefined_instrument_trades for s in stats(items)) == 2
 
 
