@@ -480,8 +480,9 @@ class IFDWriter:
         if self._parts:
             block = PartBlock.concat(self._parts)
             c = block.cols
+            # identity + resolution: a retry is dropped, a re-resolved row replaces the old one
             token = _token("ifd.pressure_parts", c["window_start_ns"], c["seq"],
-                           c["instrument_id"], c["first_ts_ns"], c["source"])
+                           c["instrument_id"], c["first_ts_ns"], c["source"], c["contract_key"])
             self._write("ifd.pressure_parts", parts_table(block), token)
             self._parts, self._part_rows = [], 0
         if self._stats:
