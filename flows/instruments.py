@@ -16,6 +16,7 @@ they are never scored or alerted.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ def format_strike(strike_price: int) -> str:
     return f"{sign}{whole}.{frac:09d}".rstrip("0")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def contract_for(definition: InstrumentDefinition) -> Contract:
     """Build the window key and attributes of a defined instrument.
 
@@ -194,12 +196,10 @@ def resolve_trades(
         Per trade, an index into the list of distinct contracts of the batch.
         Python runs once per distinct instrument, numpy per trade.
     """
-    n = len(instrument_id)
-    group = np.zeros(n, dtype=np.int64)
     contracts: list[Contract] = []
     index_of: dict[Contract, int] = {}
-    if n == 0:
-        return group, contracts
+    if len(instrument_id) == 0:
+        return np.zeros(0, dtype=np.int64), contracts
     ids, which = np.unique(instrument_id, return_inverse=True)
 
     def index(contract: Contract) -> int:
@@ -209,17 +209,25 @@ def resolve_trades(
             contracts.append(contract)
         return found
 
+    per_id = np.zeros(len(ids), dtype=np.int64)
+    multi: list[tuple[int, list[InstrumentDefinition]]] = []
     for pos, iid in enumerate(ids.tolist()):
         history = catalog.history(iid)
         own = inline.get(iid) if inline else None
         if own:
             history = sorted({*history, *own}, key=lambda d: d.ts_recv)
         if len(history) <= 1:
-            contract = contract_for(history[0]) if history else catalog.resolve(iid)
-            group[which == pos] = index(contract)
-            continue
-        rows = np.flatnonzero(which == pos)
-        version = version_index(np.array([d.ts_recv for d in history], dtype=np.int64), ts_recv[rows])
-        mapping = np.array([index(contract_for(d)) for d in history], dtype=np.int64)
-        group[rows] = mapping[version]
+            per_id[pos] = index(contract_for(history[0]) if history else catalog.resolve(iid))
+        else:
+            multi.append((pos, history))
+    group = per_id[which]
+    if multi:  # ids with several definitions: pick the version per trade
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(ids) + 1))
+        for pos, history in multi:
+            rows = order[bounds[pos]:bounds[pos + 1]]
+            version = version_index(np.array([d.ts_recv for d in history], dtype=np.int64),
+                                    ts_recv[rows])
+            mapping = np.array([index(contract_for(d)) for d in history], dtype=np.int64)
+            group[rows] = mapping[version]
     return group, contracts
