@@ -29,6 +29,7 @@ zero-length record, truncated header or record, or a corrupt zstd stream.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -78,6 +79,20 @@ SCHEMA_RTYPE: dict[str, int] = {
 """Trade-bearing schema name → its rtype."""
 
 _RTYPE_NAMES = {int(v): v.name.lower() for v in dbn.RType.variants()}
+_KNOWN_RTYPES = np.array(sorted(_RTYPE_NAMES), dtype=np.uint8)
+DEFINITION_SIZES = {1: 360, 2: 400, 3: 520}
+"""Bytes of an ``InstrumentDefMsg`` per DBN version (databento_dbn V1/V2/current)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _expected_lengths(version: int, ts_out: bool) -> np.ndarray:
+    """Rtype → record length in bytes for fixed-size rtypes, -1 where the length may vary."""
+    extra = 8 if ts_out else 0
+    out = np.full(256, -1, dtype=np.int64)
+    for rtype, dtype in TRADE_RTYPE_DTYPES.items():
+        out[rtype] = dtype.itemsize + extra
+    out[RTYPE_DEFINITION] = DEFINITION_SIZES.get(version, -1 - extra) + extra
+    return out
 
 
 def rtype_name(rtype: int) -> str:
@@ -216,14 +231,88 @@ class SourceBatch:
     last: bool = False
 
 
+class _Truncated(Exception):  # noqa: N818 - internal signal, never escapes the reader
+    """The compressed stream ended inside a zstd frame after ``produced`` decompressed bytes."""
+
+    def __init__(self, produced: int) -> None:
+        super().__init__(produced)
+        self.produced = produced
+
+
+class _Corrupt(Exception):  # noqa: N818 - internal signal, never escapes the reader
+    """A zstd block failed to decode after ``produced`` decompressed bytes."""
+
+    def __init__(self, produced: int, exc: zstandard.ZstdError) -> None:
+        super().__init__(produced, exc)
+        self.produced, self.exc = produced, exc
+
+
+class _ZstdFrames:
+    """Decompress concatenated zstd frames from ``raw`` and notice a frame cut short.
+
+    ``zstandard``'s stream reader returns a clean end of data when the file
+    stops inside a frame, so a ``.dbn.zst`` cut where a block ends on a record
+    boundary would read as a shorter, valid file. Here each frame must reach
+    its end (``decompressobj().eof``, zstd frame format, RFC 8878 §3.1.1);
+    when the file ends first, every byte that could be decoded is returned,
+    then :class:`_Truncated` is raised.
+    """
+
+    CHUNK = 1 << 17
+    """Compressed bytes fed at a time (one zstd block at most is 128 KiB), so a corrupt block
+    loses no decoded output from the blocks before it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._in_frame = False
+        self._buf = bytearray()
+        self._raw_eof = False
+        self._error: zstandard.ZstdError | None = None
+        self._error_at = 0
+        self.produced = 0
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            self._in_frame = True
+            try:
+                out = self._obj.decompress(data)
+            except zstandard.ZstdError as exc:  # raised once the bytes before it are read
+                self._error, self._error_at = exc, self.produced
+                self._raw_eof = True
+                return
+            self._buf += out
+            self.produced += len(out)
+            if not self._obj.eof:
+                return
+            data = self._obj.unused_data
+            self._obj = self._dctx.decompressobj()
+            self._in_frame = False
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) < n and not self._raw_eof:
+            data = self._raw.read(self.CHUNK)
+            if not data:
+                self._raw_eof = True
+                break
+            self._feed(data)
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        if not out and n > 0 and self._error is not None:
+            raise _Corrupt(self._error_at, self._error)
+        if not out and n > 0 and self._raw_eof and self._in_frame:
+            raise _Truncated(self.produced)
+        return out
+
+
 def _open_stream(path: Path) -> tuple[BinaryIO, BinaryIO]:
     """Open ``path`` and return ``(decompressed_stream, raw_file)``."""
     raw = path.open("rb")
     magic = raw.read(4)
     raw.seek(0)
     if magic == ZSTD_MAGIC:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return reader, raw  # type: ignore[return-value]
+        return _ZstdFrames(raw), raw  # type: ignore[return-value]
     return raw, raw
 
 
@@ -232,6 +321,10 @@ def _read_exact(stream: BinaryIO, n: int, path: str, offset: int, what: str) -> 
         data = stream.read(n)
     except zstandard.ZstdError as exc:
         raise DBNDecodeError(path, offset, f"corrupt zstd stream: {exc}") from exc
+    except _Truncated as exc:
+        raise DBNDecodeError(path, exc.produced, f"file is truncated inside the {what}") from None
+    except _Corrupt as exc:
+        raise DBNDecodeError(path, exc.produced, f"corrupt zstd stream in the {what}: {exc.exc}") from None
     if len(data) < n:
         raise DBNDecodeError(path, offset + len(data), f"truncated {what}: need {n} bytes")
     return data
@@ -345,6 +438,9 @@ class DBNReader:
         self._carry = b""
         self._eof = False
         self._extra = 8 if self.header.ts_out else 0
+        self._stream_error: DBNDecodeError | None = None
+        """Set when the compressed stream ended early or is corrupt; raised once the whole
+        records before the fault have been returned."""
         self._def_decoder_version = self.header.version
         if resume_offset is not None and resume_offset > self._offset:
             self._skip_to(resume_offset)
@@ -368,6 +464,27 @@ class DBNReader:
             return self._stream.read(n)
         except zstandard.ZstdError as exc:
             raise DBNDecodeError(self.path, self._offset, f"corrupt zstd stream: {exc}") from exc
+        except _Truncated as exc:
+            raise DBNDecodeError(self.path, exc.produced, "file is truncated: it ends inside a "
+                                 "zstd frame") from None
+        except _Corrupt as exc:
+            raise DBNDecodeError(self.path, exc.produced, f"corrupt zstd stream: {exc.exc}") from None
+
+    def _raise_stream_error(self) -> None:
+        """Raise the stream fault met earlier, once only partial bytes remain before it."""
+        err = self._stream_error
+        if err is not None:
+            raise DBNDecodeError(err.path, err.offset,
+                                 err.reason.replace("{record}", str(self._record - 1)))
+
+    def _fault(self, exc: DBNDecodeError, have: int) -> DBNDecodeError:
+        """Re-word a stream fault met after ``have`` buffered bytes (records before it come first)."""
+        kind = "truncated" if "truncated" in exc.reason else "corrupt"
+        return DBNDecodeError(
+            self.path, max(exc.offset, self._offset + have),
+            f"file is {kind}: {exc.reason}; records up to #{{record}} were read, "
+            "the rest of the file is lost (re-fetch it)",
+        )
 
     @property
     def exhausted(self) -> bool:
@@ -407,6 +524,8 @@ class DBNReader:
         DBNDecodeError
             Malformed or truncated content; the message names file and offset.
         """
+        if self._eof and not _whole_record(self._carry):
+            self._raise_stream_error()
         if self._eof and not self._carry:
             return None
         if self._uniform_size:
@@ -414,6 +533,9 @@ class DBNReader:
         else:  # unknown sizes: read ahead, the walk stops at batch_records records
             want = max(self.batch_records * 64, 1 << 16)
         buf = self._fill(want)
+        if not _whole_record(buf):
+            self._carry = buf
+            self._raise_stream_error()
         if not buf:
             return None
         if self._uniform_rtype is not None:
@@ -426,7 +548,12 @@ class DBNReader:
         """Return carried-over bytes plus fresh data, up to ``want`` bytes."""
         buf = self._carry
         while len(buf) < want and not self._eof:
-            data = self._read(want - len(buf))
+            try:
+                data = self._read(want - len(buf))
+            except DBNDecodeError as exc:  # keep the whole records before the fault
+                self._stream_error = self._fault(exc, len(buf))
+                self._eof = True
+                break
             if not data:
                 self._eof = True
             buf += data
@@ -481,6 +608,11 @@ class DBNReader:
         self._offset += consumed
         self._record += chunk.n_records
         return chunk
+
+
+def _whole_record(buf: bytes) -> bool:
+    """Return True when ``buf`` starts with at least one whole record."""
+    return len(buf) >= RECORD_HEADER_LEN and RECORD_HEADER_LEN <= buf[0] * 4 <= len(buf)
 
 
 def decode_records(
@@ -542,12 +674,25 @@ def decode_records(
     if not offsets:  # fewer bytes than one record left
         need = view[pos] * 4 if pos < total else RECORD_HEADER_LEN
         raise DBNDecodeError(
-            path, start_offset,
+            path, start_offset + pos,
             f"truncated record #{start_record}: {total - pos} trailing bytes, record needs {need}",
         )
     off = np.asarray(offsets, dtype=np.int64)
     raw = np.frombuffer(buf, dtype=np.uint8)
     rtypes = raw[off + 1]
+    lengths = raw[off].astype(np.int64) * 4
+    expected = _expected_lengths(version, ts_out)[rtypes]
+    bad = ~np.isin(rtypes, _KNOWN_RTYPES) | ((expected >= 0) & (lengths != expected))
+    if bad.any():  # framing is lost from here: keep the records before it, then stop
+        j = int(np.argmax(bad))
+        if j == 0:
+            rtype, length = int(rtypes[0]), int(lengths[0])
+            what = (f"unknown rtype 0x{rtype:02x}" if not np.isin(rtype, _KNOWN_RTYPES) else
+                    f"{rtype_name(rtype)} record of {length} bytes, expected {int(expected[0])}")
+            raise DBNDecodeError(path, start_offset + int(off[0]),
+                                 f"corrupt record #{start_record}: {what}")
+        pos = int(off[j])
+        off, rtypes = off[:j], rtypes[:j]
     index = np.arange(start_record, start_record + len(off), dtype=np.int64)
     chunk = DecodedChunk(start_record=start_record, n_records=len(off), end_offset=0)
     ts_event = np.zeros(len(off), dtype=np.uint64)

@@ -18,9 +18,9 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
-from connectors.dbn import DBNReader, SourceBatch
+from connectors.dbn import DBNReader, DecodedChunk, SourceBatch
 from connectors.inputs import DataInput
-from models.errors import DBNDecodeError
+from models.errors import DBNDecodeError, record_fatal
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class FilePosition:
 
 
 def _valid_range(start_ns: int, end_ns: int) -> tuple[int, int] | None:
-    """The header's request range as a plausible ``ts_event`` range (end 0 = open)."""
+    """Return the header's request range as a plausible ``ts_event`` range (end 0 = open)."""
     if start_ns <= 0 and end_ns <= 0:
         return None
     return (start_ns, end_ns if end_ns > 0 else 2**63 - 1)
@@ -52,6 +52,7 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
         self._files = files
         self._batch_records = batch_records
         self._index = 0 if resume is None else resume.file_index
+        self._failed = False
         self._open(resume)
 
     def _open(self, resume: FilePosition | None) -> None:
@@ -68,16 +69,21 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
 
     @override
     def next_batch(self) -> list[SourceBatch]:
+        if self._failed:
+            raise StopIteration
         try:
             chunk = self._reader.next_chunk()
+            if chunk is None and self._position.record == 0:
+                self._warn_empty()
             while chunk is None and self._index + 1 < len(self._files):
                 self._reader.close()
                 self._index += 1
                 self._open(None)
                 chunk = self._reader.next_chunk()
+                if chunk is None:
+                    self._warn_empty()
         except DBNDecodeError as exc:
-            log.error("cannot read input: %s", exc)  # one clear line above bytewax's traceback
-            raise
+            return [self._error_batch(exc)]
         if chunk is None:
             raise StopIteration
         data = self._files[self._index]
@@ -99,6 +105,43 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
         self._position = FilePosition(chunk.end_offset, chunk.start_record + chunk.n_records,
                                       self._seq, self._index)
         return [batch]
+
+    def _warn_empty(self) -> None:
+        log.warning("%s holds no records after its metadata: an empty request, or a file cut "
+                    "at the end of its first zstd frame (re-fetch it if data was expected)",
+                    self._files[self._index].path)
+
+    def _error_batch(self, exc: DBNDecodeError) -> SourceBatch:
+        """Build the partition's final batch after a decode error: no records, the error, ``last``.
+
+        The records before the fault were already emitted; the run exits
+        non-zero at the end (``record_fatal``) and its summary says it is partial.
+        """
+        later = len(self._files) - self._index - 1
+        text = str(exc) + (f"; {later} later file(s) of this series not read" if later else "")
+        log.error("input error: %s", text)
+        record_fatal(exc)
+        self._failed = True
+        data = self._files[self._index]
+        record = self._position.record
+        batch = SourceBatch(
+            source=data.source_id,
+            seq=self._seq,
+            trade_rtype=data.trade_rtype,
+            chunk=DecodedChunk(start_record=record, n_records=0, end_offset=self._position.offset),
+            bytes_read=self._reader.compressed_position,
+            total_bytes=self._reader.total_bytes,
+            eof=True,
+            partition=self._key,
+            selection=data.selection,
+            valid_ns=_valid_range(self._reader.header.start_ns, self._reader.header.end_ns),
+            path=data.path,
+            error=text,
+            last=True,
+        )
+        self._seq += 1
+        self._position = FilePosition(self._position.offset, record, self._seq, self._index)
+        return batch
 
     @override
     def next_awake(self) -> datetime | None:

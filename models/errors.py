@@ -40,6 +40,8 @@ class DBNDecodeError(PipelineError):
         What is wrong, in words.
     """
 
+    exit_code = 6
+
     def __init__(self, path: str, offset: int, reason: str) -> None:
         self.path = path
         self.offset = offset

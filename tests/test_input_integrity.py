@@ -181,3 +181,40 @@ def test_rerun_with_definitions_replaces_the_undefined_rows(tmp_path):
         store.close()
     assert [r["ask"] for r in rows] == [int(size.sum())]
     assert rows[0]["contract_key"].endswith("|QNZ6")
+
+
+# -- a truncated file: the records before the cut, a partial marker, a non-zero exit -----------
+
+def test_truncated_file_keeps_the_prefix_and_marks_the_run_partial(tmp_path, real_dir, capsys):
+    import zstandard
+
+    from models.errors import DBNDecodeError, clear_fatal_errors, fatal_errors
+
+    src = real_dir / "esu4-glbx-mdp3-20240701.mbp-1.dbn.zst"
+    data = src.read_bytes()
+    cut = int(len(data) * 0.6)
+    path = tmp_path / "cut.mbp-1.dbn.zst"
+    path.write_bytes(data[:cut])
+    # independent: what zstd can decode from the prefix, in whole 80-byte mbp-1 records
+    obj = zstandard.ZstdDecompressor().decompressobj()
+    prefix, rest = b"", data[:cut]
+    while rest:
+        prefix += obj.decompress(rest)
+        rest = obj.unused_data
+        if rest:
+            obj = zstandard.ZstdDecompressor().decompressobj()
+    meta_len = int.from_bytes(prefix[4:8], "little") + 8
+    k = (len(prefix) - meta_len) // 80
+    recs = np.frombuffer(prefix[meta_len:meta_len + 80 * k], dtype=np.dtype(dbn.MBP1Msg._dtypes))
+    expected = int(recs["size"][(recs["action"] == b"T") & ((recs["flags"] & 32) == 0)].sum())
+    assert 0 < expected
+    clear_fatal_errors()
+    try:
+        items = run_flow(tmp_path, [path], batch_records=256)
+        errors = fatal_errors()
+    finally:
+        clear_fatal_errors()
+    assert sum(p.total_volume for p in contract_rows(items)) == expected
+    marked = [s for s in stats(items) if s.error]
+    assert len(marked) == 1 and str(path) in marked[0].error and "truncated" in marked[0].error
+    assert len(errors) == 1 and isinstance(errors[0], DBNDecodeError) and errors[0].exit_code == 6
