@@ -542,6 +542,12 @@ class DBNReader:
             chunk = self._decode_uniform(buf)
             if chunk is not None:
                 return chunk
+            # not uniform (interleaved or mislabelled records): walk, with room for other sizes
+            self._carry = buf
+            buf = self._fill(max(self.batch_records * 64, 1 << 16))
+            if not _whole_record(buf):
+                self._carry = buf
+                self._raise_stream_error()
         return self._decode_walk(buf)
 
     def _fill(self, want: int) -> bytes:

@@ -11,8 +11,9 @@ Rules (Databento schema docs; CME MDP 3.0):
 | ``flags & F_SNAPSHOT``                | book snapshot record, never a trade                       |
 | price == ``UNDEF_PRICE``              | dead letter ``undef_price``                               |
 | size == 0                             | dead letter ``zero_size``                                 |
-| trade rtype not selected              | counted as ``duplicate_schema_trades`` (same trades       |
-|                                       | repeated in another schema), never aggregated             |
+| trade carried by a richer rtype for   | counted as ``duplicate_schema_trades`` (same trade        |
+| the same instrument and time          | repeated in another schema), never aggregated             |
+| (:mod:`connectors.selection`)         |                                                           |
 | ``side`` ``B`` / ``A`` / ``N``         | flag side +1 (buy, lifts the ask) / -1 (sell, hits the    |
 |                                       | bid) / 0 (none: classify with Lee-Ready)                  |
 
@@ -22,12 +23,16 @@ The output keeps prices as int64 fixed-point 1e-9 and time as int64 ns UTC.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from connectors.dbn import RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10, DecodedChunk, rtype_name
 from models.records import F_SNAPSHOT, UNDEF_PRICE, DeadLetters
+
+if TYPE_CHECKING:
+    from connectors.selection import TradeSelection
 
 _T, _B, _A = ord("T"), ord("B"), ord("A")
 
@@ -98,8 +103,9 @@ def _bbo(records: np.ndarray, rtype: int) -> tuple[np.ndarray, np.ndarray]:
     return undef, undef
 
 
-def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -> NormalisedBatch:
-    """Extract the valid trades of ``chunk`` from the selected trade rtype.
+def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str, *,
+                    selection: TradeSelection | None = None) -> NormalisedBatch:
+    """Extract the valid trades of ``chunk`` from the selected trade records.
 
     Parameters
     ----------
@@ -110,6 +116,9 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
         :func:`flows.schema_select.resolve_trade_rtypes`); None = no trades.
     source : str
         Input name, stamped on dead letters.
+    selection : TradeSelection | None
+        Per (rtype, instrument, time) which trade records count
+        (:mod:`connectors.selection`); None: every trade of ``trade_rtype``.
 
     Returns
     -------
@@ -119,18 +128,29 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
         reader's unused rtypes).
     """
     skipped: Counter[str] = Counter(chunk.skipped)
-    trades = _empty_trades()
-    dead = _no_dead_letters(source)
+    batches: list[TradeBatch] = []
+    deads: list[DeadLetters] = []
     for rtype, records in chunk.trades.items():
         is_trade = _char_codes(records["action"]) == _T
         snapshot = (records["flags"] & F_SNAPSHOT) != 0
-        if rtype != trade_rtype:
-            dup = int(np.count_nonzero(is_trade & ~snapshot))
-            if dup:
-                skipped["duplicate_schema_trades"] += dup
+        if selection is not None:
+            counted = selection.counts(rtype, records["instrument_id"], records["ts_event"])
+        else:
+            counted = np.full(len(records), rtype == trade_rtype, dtype=bool)
+        dup_mask = is_trade & ~snapshot & ~counted
+        dup = int(np.count_nonzero(dup_mask))
+        if dup:
+            skipped["duplicate_schema_trades"] += dup
+        if not counted.any():
             if len(records) - dup:
                 skipped[f"{rtype_name(rtype)}_other"] += len(records) - dup
             continue
+        if dup:
+            keep = ~dup_mask
+            records, is_trade, snapshot = records[keep], is_trade[keep], snapshot[keep]
+            positions_all = chunk.positions[rtype][keep]
+        else:
+            positions_all = chunk.positions[rtype]
         n_snap = int(np.count_nonzero(snapshot))
         if n_snap:
             skipped["snapshot_records"] += n_snap
@@ -141,9 +161,9 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
                     f"{rtype_name(rtype)}_non_trade"] += n_book
         if n_book or n_snap:
             rows = records[trade_mask]
-            positions = chunk.positions[rtype][trade_mask]
+            positions = positions_all[trade_mask]
         else:  # every record is a trade (trades/tbbo schemas): no copy
-            rows, positions = records, chunk.positions[rtype]
+            rows, positions = records, positions_all
         price = rows["price"].astype(np.int64)
         size = rows["size"].astype(np.int64)
         undef = price == UNDEF_PRICE
@@ -151,7 +171,7 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
         bad = undef | zero
         if bad.any():
             reason = np.where(undef[bad], "undef_price", "zero_size").astype(object)
-            dead = DeadLetters(
+            deads.append(DeadLetters(
                 source=source,
                 position=positions[bad],
                 reason=reason,
@@ -160,13 +180,13 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
                 ts_event=rows["ts_event"][bad].astype(np.int64),
                 price=price[bad],
                 size=size[bad],
-            )
+            ))
             good = ~bad
             rows, positions, price, size = rows[good], positions[good], price[good], size[good]
         side = _char_codes(rows["side"])
         flag_side = np.where(side == _B, 1, np.where(side == _A, -1, 0)).astype(np.int8)
         bid, ask = _bbo(rows, rtype)
-        trades = TradeBatch(
+        batches.append(TradeBatch(
             ts_event=rows["ts_event"].astype(np.int64),
             ts_recv=rows["ts_recv"].astype(np.int64),
             instrument_id=rows["instrument_id"].astype(np.uint32),
@@ -176,7 +196,9 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str) -
             bid_px=bid,
             ask_px=ask,
             position=positions,
-        )
+        ))
+    trades = _concat_trades(batches)
+    dead = _concat_dead(deads, source)
     return NormalisedBatch(trades=trades, dead_letters=dead, skipped=skipped)
 
 
@@ -184,3 +206,24 @@ def _no_dead_letters(source: str) -> DeadLetters:
     e = np.empty(0, dtype=np.int64)
     return DeadLetters(source, e, np.empty(0, dtype=object), np.empty(0, np.uint8),
                        np.empty(0, np.uint32), e, e, e)
+
+
+def _concat_trades(batches: list[TradeBatch]) -> TradeBatch:
+    """One TradeBatch in file order from the per-rtype batches."""
+    if not batches:
+        return _empty_trades()
+    if len(batches) == 1:
+        return batches[0]
+    names = [f.name for f in fields(TradeBatch)]
+    cols = {n: np.concatenate([getattr(b, n) for b in batches]) for n in names}
+    order = np.argsort(cols["position"], kind="stable")
+    return TradeBatch(**{n: v[order] for n, v in cols.items()})
+
+
+def _concat_dead(deads: list[DeadLetters], source: str) -> DeadLetters:
+    if not deads:
+        return _no_dead_letters(source)
+    if len(deads) == 1:
+        return deads[0]
+    names = ("position", "reason", "rtype", "instrument_id", "ts_event", "price", "size")
+    return DeadLetters(source, *(np.concatenate([getattr(d, n) for d in deads]) for n in names))

@@ -34,8 +34,6 @@ StreamItem = PartBlock | Heartbeat | Progress | BatchStats | DeadLetters
 
 def normalise_batch(batch: SourceBatch) -> tuple[SourceBatch, NormalisedBatch]:
     """Stateless map step: select the trades of one source batch (:mod:`flows.normalise`)."""
-    if batch.selection is None:
-        return batch, normalise_chunk(batch.chunk, batch.trade_rtype, batch.source)
     return batch, normalise_chunk(batch.chunk, batch.trade_rtype, batch.source,
                                   selection=batch.selection)
 

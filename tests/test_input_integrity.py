@@ -218,3 +218,52 @@ def test_truncated_file_keeps_the_prefix_and_marks_the_run_partial(tmp_path, rea
     marked = [s for s in stats(items) if s.error]
     assert len(marked) == 1 and str(path) in marked[0].error and "truncated" in marked[0].error
     assert len(errors) == 1 and isinstance(errors[0], DBNDecodeError) and errors[0].exit_code == 6
+
+
+# -- the records' own schema decides ----------------------------------------------------------
+
+def test_header_saying_trades_over_mbp1_records_counts_every_trade(tmp_path, real_dir):
+    import databento as db
+    import zstandard
+
+    src = real_dir / "esu4-glbx-mdp3-20240701.mbp-1.dbn.zst"
+    store = db.DBNStore.from_file(src)
+    df = store.to_df(pretty_ts=False, map_symbols=False)
+    expected = df[(df["action"] == "T") & ((df["flags"] & 32) == 0)]
+    raw = zstandard.ZstdDecompressor().stream_reader(src.open("rb"), read_across_frames=True).read()
+    body = raw[int.from_bytes(raw[4:8], "little") + 8:]
+    path = write_dbn(tmp_path / "mislabelled.trades.dbn.zst", [body], schema=dbn.Schema.TRADES,
+                     start=store.start.value, end=store.end.value)
+    items = run_flow(tmp_path, [path])
+    assert sum(p.total_volume for p in contract_rows(items)) == int(expected["size"].sum()) > 0
+    assert sum(s.skipped.get("duplicate_schema_trades", 0) for s in stats(items)) == 0
+
+
+def test_mixed_capture_with_mbo_adds_and_two_trades_counts_the_two_trades(tmp_path):
+    from connectors.dbn import RTYPE_MBO
+
+    adds = records(RTYPE_MBO, T0 + np.arange(1, 6) * NS, [9] * 5, [PX] * 5, [4] * 5, "B", action="A")
+    trades = records(RTYPE_TRADES, [T0 + 2 * NS + 5, T0 + 4 * NS + 5], [9, 9], [PX, PX], [3, 8], "A")
+    path = write_dbn(tmp_path / "capture.dbn.zst", [adds[:2], trades[:1], adds[2:], trades[1:]],
+                     schema=None)
+    items = run_flow(tmp_path, [path])
+    assert sum(p.bid_volume for p in contract_rows(items)) == 11
+    assert sum(s.trades for s in stats(items)) == 2
+    assert sum(s.skipped.get("book_events", 0) + s.skipped.get("mbo_other", 0)
+               for s in stats(items)) == 5
+
+
+def test_mixed_file_repeating_trades_in_two_schemas_counts_each_trade_once(tmp_path):
+    from connectors.dbn import RTYPE_MBO
+
+    ts = T0 + np.arange(1, 21) * NS
+    mbo_t = records(RTYPE_MBO, ts, [9] * 20, [PX] * 20, [2] * 20, "B")
+    tr = records(RTYPE_TRADES, ts, [9] * 20, [PX] * 20, [2] * 20, "B")
+    only_trades = records(RTYPE_TRADES, ts, [10] * 20, [PX] * 20, [5] * 20, "B")  # no MBO for 10
+    path = write_dbn(tmp_path / "both.dbn.zst", [mbo_t, tr, only_trades], schema=None)
+    items = run_flow(tmp_path, [path])
+    by_iid = {}
+    for p in contract_rows(items):
+        by_iid[p.instrument_id] = by_iid.get(p.instrument_id, 0) + p.ask_volume
+    assert by_iid == {9: 40, 10: 100}
+    assert sum(s.skipped.get("duplicate_schema_trades", 0) for s in stats(items)) == 20

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -99,7 +101,7 @@ def test_every_fixture_schema_is_processed_or_skipped_with_a_count(tmp_path, rea
     items = run_flow(tmp_path, fixtures)
     by_source = {}
     for s in stats(items):
-        acc = by_source.setdefault(s.source, Counter())
+        acc = by_source.setdefault(Path(s.path).name, Counter())
         acc["records"] += s.records
         acc["accounted"] += s.trades + sum(s.dead_letters.values()) + sum(s.skipped.values())
     data_fixtures = {f.name for f in fixtures if ".definition." not in f.name}
