@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,32 @@ class Settings(BaseSettings):
     scoring_monitor: float = Field(default=0.35, ge=0, le=1)
     scoring_moneyness_step_pct: float = Field(default=0.5, gt=0)
 
+    @field_validator("source")
+    @classmethod
+    def _source_names_inputs(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None  # unset (or set empty): the bundled sample
+        if not [part for part in value.split(",") if part.strip()]:
+            msg = ("names no file: give comma-separated DBN paths or globs "
+                   "(e.g. 'data/*.dbn.zst'), or unset it to use the bundled sample")
+            raise ValueError(msg)
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _url_is_http(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        url = value.get_secret_value().strip()
+        if not url:
+            return None
+        problem = _url_problem(url)
+        if problem:
+            msg = (f"{problem}; expected http(s)://user:password@host:8123/database "
+                   f"(given: {_mask_url(url)})")
+            raise ValueError(msg)
+        return SecretStr(url)
+
     @field_validator("window_length_s")
     @classmethod
     def _window_divides_day(cls, value: int) -> int:
@@ -122,13 +149,32 @@ class Settings(BaseSettings):
 
 
 def _mask_url(url: str) -> str:
-    """Replace the password in ``scheme://user:pass@host`` with ``***``."""
+    """Replace the password in ``[scheme://]user:pass@host`` with ``***`` (any shape, never leaks)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
+    if not sep:
+        scheme, rest = "", url
+    if "@" not in rest:
+        return url if ":" not in rest.split("/", 1)[0] or sep else f"{scheme}{sep}{rest}"
     creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    return f"{scheme}{sep}{user}:***@{host}"
+
+
+def _url_problem(url: str) -> str:
+    """Say what is wrong with a ClickHouse URL ('' if nothing)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return ("no scheme" if "://" not in url else f"scheme {parts.scheme!r} is not http or https")
+    if not parts.hostname:
+        return "no host"
+    try:
+        _ = parts.port
+    except ValueError:
+        return "the port is not a number in 1-65535"
+    return ""
+
+
+_SECRET_FIELDS = frozenset({"clickhouse_url"})
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -145,7 +191,11 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "IFD_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+            field = str(err["loc"][0]) if err["loc"] else ""
+            name = "IFD_" + field.upper() if field else "settings"
+            if field in _SECRET_FIELDS:  # the message says what is wrong; the value is not shown
+                problems.append(f"{name}: {err['msg']}")
+                continue
             given = err.get("input")
             problems.append(f"{name}={given!r}: {err['msg']}")
         msg = "invalid configuration: " + "; ".join(problems)

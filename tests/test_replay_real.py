@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 from connectors.inputs import plan_inputs
 from flows.instruments import InstrumentCatalog

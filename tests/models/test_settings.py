@@ -35,3 +35,38 @@ def test_clickhouse_password_is_masked(monkeypatch):
     assert "s3cret-pw" not in shown
     assert "http://ifd:***@db.internal:8123/ifd" in shown
     assert not s.embedded
+
+
+@pytest.mark.parametrize("value", [" , ", ",", " ", ",,, ,"])
+def test_source_naming_no_file_is_an_error_not_the_sample(monkeypatch, value):
+    monkeypatch.setenv("IFD_SOURCE", value)
+    with pytest.raises(ConfigError, match="IFD_SOURCE.*names no file"):
+        load_settings()
+
+
+def test_empty_source_means_unset(monkeypatch):
+    monkeypatch.setenv("IFD_SOURCE", "")
+    assert load_settings().source_patterns() == []
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("garbage", "no scheme"),
+    ("user:s3cretpw@host", "no scheme"),
+    ("http://", "no host"),
+    ("ftp://u:s3cretpw@h", "not http or https"),
+    ("http://u:s3cretpw@h:port/ifd", "port"),
+])
+def test_bad_clickhouse_url_names_the_variable_and_never_the_password(monkeypatch, url, problem):
+    monkeypatch.setenv("IFD_CLICKHOUSE_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "IFD_CLICKHOUSE_URL" in text and problem in text
+    assert "s3cretpw" not in text and "http(s)://user:password@host" in text
+
+
+def test_valid_clickhouse_url_is_kept_and_masked(monkeypatch):
+    monkeypatch.setenv("IFD_CLICKHOUSE_URL", "https://ifd:s3cretpw@ch.example:8443/ifd")
+    s = load_settings()
+    assert s.clickhouse_url.get_secret_value() == "https://ifd:s3cretpw@ch.example:8443/ifd"
+    assert "s3cretpw" not in str(s.masked()) and "s3cretpw" not in repr(s)
