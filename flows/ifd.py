@@ -226,10 +226,12 @@ def build_flow(
 
         def score(state: ScorerState | None, result: WindowResult) -> tuple[ScorerState, list]:
             state = state or scorer.new_state()
-            return state, scorer.score(state, result.parts)
+            return state, scorer.score(state, result.parts, correction=result.correction)
 
-        # one scoring state: bucket baselines and parity forwards span every shard
-        to_score = op.key_on("key_for_scoring", closed, lambda _r: "ifd")
+        # one scoring state: bucket baselines and parity forwards span every shard; late parts
+        # re-score their window (a signal only when its class rises)
+        to_score = op.key_on("key_for_scoring", op.merge("closed_and_late", closed, late),
+                             lambda _r: "ifd")
         scored = op.stateful_map("score_ifd", to_score, score)
         signals = op.flat_map("signals", scored, lambda key_signals: key_signals[1])
         streams.append(signals)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -235,12 +235,33 @@ def bucket_key(underlying: str, option_type: str, strike: float, forward: float 
     return f"{underlying}|{option_type}|{steps:+d}"
 
 
+CLASS_RANK: dict[SignalClass | None, int] = {
+    None: 0, SignalClass.MONITOR: 1, SignalClass.MODERATE: 2, SignalClass.STRONG: 3}
+"""Order of signal classes: a correction re-alerts only when the class rises."""
+
+
 @dataclass
 class ScorerState:
-    """Recoverable scoring state of one window shard."""
+    """Recoverable scoring state (one for the whole flow).
+
+    Attributes
+    ----------
+    book : BaselineBook
+    forwards : dict
+        (underlying, expiration ns) → latest put-call-parity forward.
+    recent : dict[int, list[PartBlock]]
+        Window start (s) → the parts scored for it, for the windows within the
+        correction horizon: a late part re-scores its window on the combined
+        numbers.
+    emitted : dict[tuple[str, int], int]
+        (contract key, window start s) → rank of the class emitted
+        (:data:`CLASS_RANK`), same horizon.
+    """
 
     book: BaselineBook
     forwards: dict[tuple[str, int], float]
+    recent: dict[int, list[PartBlock]] = field(default_factory=dict)
+    emitted: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class Scorer:
@@ -254,39 +275,97 @@ class Scorer:
     history : BaselineBook | None
         Baselines preloaded from ClickHouse history; copied into each new
         shard state.
+    correction_horizon_s : int
+        How far (event time, behind the newest scored window) a late part
+        still re-scores its window. Older corrections only update the
+        baseline's volume and trades (their imbalance is added as is).
+
+    Notes
+    -----
+    Only defined instruments are scored: rows with ``defined`` false
+    (``ID|…``/``SYM|…`` keys, no definition) are stored by the sink but never
+    scored, alerted or added to baselines.
     """
 
     def __init__(self, params: ScoringParams, new_book: Callable[[], BaselineBook],
-                 history: BaselineBook | None = None) -> None:
+                 history: BaselineBook | None = None, *, correction_horizon_s: int = 3_600) -> None:
         self.params = params
         self.new_book = new_book
         self.history = history
+        self.correction_horizon_s = correction_horizon_s
 
     def new_state(self) -> ScorerState:
         """Fresh shard state (a deep copy of the preloaded history, if any)."""
         book = copy.deepcopy(self.history) if self.history is not None else self.new_book()
         return ScorerState(book=book, forwards={})
 
-    def score(self, state: ScorerState, block: PartBlock) -> list[Signal]:
-        """Score one closed window's contracts, then add them to the baselines.
+    def score(self, state: ScorerState, block: PartBlock, *, correction: bool = False) -> list[Signal]:
+        """Score one closed window's contracts (or a late correction), then update the baselines.
 
         Parameters
         ----------
         state : ScorerState
-            The shard's baselines and forwards; updated in place.
+            Baselines, forwards and recent windows; updated in place.
         block : PartBlock
-            Every part of one closed window of one shard (``window_start_ns`` set).
+            Every part of one closed window of one shard (``window_start_ns``
+            set), or with ``correction`` the late parts of a window already
+            scored.
+        correction : bool
+            The block adds to a window scored before: the window is re-scored
+            on its combined numbers, the baseline gets the difference, and a
+            signal is emitted only if its class rises above what was emitted.
 
         Returns
         -------
         list[Signal]
-            Windows at or above the MONITOR threshold.
+            Windows at or above the MONITOR threshold (for a correction: only
+            those whose class rose).
 
         Notes
         -----
         Totals are computed columnar; a contract only becomes a
         :class:`PressureMetrics` when its volume can reach MONITOR
         (confidence ≤ sample factor = volume / ``sample_volume``).
+        """
+        defined = block.cols["defined"]
+        if not defined.all():
+            block = block.take(defined)
+        if len(block) == 0:
+            return []
+        start_s = block.window_start_ns // 1_000_000_000 if block.window_start_ns else 0
+        prior: dict[str, tuple[int, int, int]] | None = None
+        scored = block
+        if correction:
+            earlier = state.recent.get(start_s)
+            if earlier is None:  # beyond the horizon: baseline only
+                self._add_to_book(state, block, start_s)
+                return []
+            prior = _totals(PartBlock.concat(earlier), set(block.cols["contract_key"].tolist()))
+            scored = PartBlock.concat([*earlier, block])
+        signals = self._evaluate(state, scored, start_s, only=None if prior is None else prior,
+                                 update_forwards=not correction)
+        state.recent.setdefault(start_s, []).append(block)
+        self._evict(state, start_s)
+        return signals
+
+    def _add_to_book(self, state: ScorerState, block: PartBlock, start_s: int) -> None:
+        for key, (volume, trades, imbalance) in _totals(block, None).items():
+            state.book.add(key, start_s, volume, trades, imbalance)
+
+    def _evict(self, state: ScorerState, start_s: int) -> None:
+        newest = max(state.recent)
+        cutoff = newest - self.correction_horizon_s
+        if min(state.recent) < cutoff:
+            for old in [w for w in state.recent if w < cutoff]:
+                del state.recent[old]
+            state.emitted = {k: v for k, v in state.emitted.items() if k[1] >= cutoff}
+
+    def _evaluate(self, state: ScorerState, block: PartBlock, start_s: int, *,
+                  only: dict[str, tuple[int, int, int]] | None, update_forwards: bool) -> list[Signal]:
+        """Score the contracts of ``block``: all, or only the keys of ``only``.
+
+        ``only`` maps a correction's contract keys to the (volume, trades,
+        imbalance) already in the baselines, so they receive the difference.
         """
         p = self.params
         c = block.cols
@@ -309,14 +388,16 @@ class Scorer:
         strike = np.where(strike_raw == UNDEF_PRICE, np.nan,
                           strike_raw / FIXED_PRICE_SCALE).tolist()
         option_type = c["option_type"][first].tolist()
-        state.forwards.update(
-            forward_estimates(underlying, expiration, strike, option_type, vwap.tolist()))
+        if update_forwards:
+            state.forwards.update(
+                forward_estimates(underlying, expiration, strike, option_type, vwap.tolist()))
 
-        start_s = block.window_start_ns // 1_000_000_000 if block.window_start_ns else 0
         clusters = self._sweep_clusters(bid, ask, volume, underlying, expiration, option_type)
         min_volume = p.monitor * p.sample_volume
         signals = []
         for i, key in enumerate(keys.tolist()):
+            if only is not None and key not in only:
+                continue
             strikes, cluster_volume = clusters.get(i, (0, 0.0))
             forward = state.forwards.get((underlying[i], expiration[i]))
             bkey = bucket_key(underlying[i], option_type[i], strike[i], forward,
@@ -328,14 +409,19 @@ class Scorer:
                 w = WindowNumbers(bid[i], ask[i], volume[i], trades[i], spread[i])
                 f = factors(w, baseline, p, strikes, cluster_volume)
                 cls = signal_class(f.confidence, p)
-                if cls is not None and ask[i] != bid[i]:
+                emitted = state.emitted.get((key, start_s), 0)
+                if cls is not None and ask[i] != bid[i] and CLASS_RANK[cls] > emitted:
                     m = merge_parts(block.take(inverse == i).to_parts())
                     direction = Direction.BUY if ask[i] > bid[i] else Direction.SELL
                     signals.append(self._signal(m, f, baseline, cls, direction))
+                    state.emitted[(key, start_s)] = CLASS_RANK[cls]
             imbalance = int(abs(ask[i] - bid[i]))
-            state.book.add(key, start_s, int(volume[i]), int(trades[i]), imbalance)
+            before = only.get(key, (0, 0, 0)) if only is not None else (0, 0, 0)
+            d_volume, d_trades = int(volume[i]) - before[0], int(trades[i]) - before[1]
+            d_imbalance = imbalance - before[2]
+            state.book.add(key, start_s, d_volume, d_trades, d_imbalance)
             if bkey is not None:
-                state.book.add(bkey, start_s, int(volume[i]), int(trades[i]), imbalance)
+                state.book.add(bkey, start_s, d_volume, d_trades, d_imbalance)
         return signals
 
     def _sweep_clusters(
@@ -379,3 +465,18 @@ class Scorer:
             sweep_strikes=f.sweep_strikes,
             reason=reason(m, f, baseline, direction),
         )
+
+
+def _totals(block: PartBlock, keys: set[str] | None) -> dict[str, tuple[int, int, int]]:
+    """Contract key → (volume, trades, |ask − bid|) of ``block`` (optionally only ``keys``)."""
+    c = block.cols
+    out: dict[str, list[int]] = {}
+    for i, key in enumerate(c["contract_key"].tolist()):
+        if keys is not None and key not in keys:
+            continue
+        row = out.setdefault(key, [0, 0, 0, 0])
+        row[0] += int(c["bid_volume"][i] + c["ask_volume"][i] + c["unknown_volume"][i])
+        row[1] += int(c["buy_trades"][i] + c["sell_trades"][i] + c["unknown_trades"][i])
+        row[2] += int(c["ask_volume"][i])
+        row[3] += int(c["bid_volume"][i])
+    return {k: (v[0], v[1], abs(v[2] - v[3])) for k, v in out.items()}

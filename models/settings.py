@@ -2,9 +2,13 @@
 
 | variable                  | default              | meaning                                                     |
 |---------------------------|----------------------|-------------------------------------------------------------|
-| ``IFD_SOURCE``            | bundled sample       | comma-separated DBN paths or globs (data + definitions)     |
+| ``IFD_SOURCE``            | bundled sample       | comma-separated DBN paths or globs (data + definitions);    |
+|                           |                      | set empty (``IFD_SOURCE=``) = unset; set but naming no      |
+|                           |                      | pattern (``' , '``, blanks) → :class:`ConfigError`          |
 | ``IFD_DATA_DIR``          | ``./data``           | sample cache, embedded database, recovery snapshots         |
-| ``IFD_CLICKHOUSE_URL``    | unset → embedded chdb| ``http(s)://user:pass@host:8123/ifd`` for a server          |
+| ``IFD_CLICKHOUSE_URL``    | unset → embedded chdb| ``http(s)://user:password@host:8123/database`` for a server |
+|                           |                      | (empty = unset); anything else (no scheme, no host, a port  |
+|                           |                      | outside 1-65535, another scheme) → :class:`ConfigError`     |
 | ``IFD_CHDB_PATH``         | ``<data_dir>/chdb``  | embedded chdb data directory (one process per directory)    |
 | ``IFD_TRADE_SCHEMA``      | ``auto``             | auto, mbo, mbp-10, mbp-1, tbbo, trades                      |
 | ``IFD_WINDOW_LENGTH_S``   | ``300``              | tumbling window length; must divide one day                 |
@@ -16,12 +20,16 @@
 | ``IFD_SCORING_ENABLED``   | ``true``             | score closed windows into ``ifd.ifd_signals``               |
 | ``IFD_SCORING_*``         | see fields           | baseline lookback/min days/tod bucket, factor weights,      |
 |                           |                      | thresholds (:mod:`flows.scoring`)                           |
+
+Secrets (``IFD_CLICKHOUSE_URL``, ``DATABENTO_API_KEY``) are ``SecretStr``: ``repr``, ``masked()``
+and every :class:`ConfigError` show the URL with its password replaced by ``***`` (a value that
+does not parse shows only a masked shape), and the key never.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -37,7 +45,8 @@ class Settings(BaseSettings):
     """Frozen pipeline settings; build with :func:`load_settings`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="IFD_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="IFD_", env_file=".env", extra="ignore", frozen=True,
+        hide_input_in_errors=True,  # a raw ValidationError must not print a secret either
     )
 
     mode: Literal["replay", "live"] = "replay"
@@ -95,8 +104,10 @@ class Settings(BaseSettings):
             return None
         problem = _url_problem(url)
         if problem:
-            msg = (f"{problem}; expected http(s)://user:password@host:8123/database "
-                   f"(given: {_mask_url(url)})")
+            # without "://" or "@" nothing says which part is a password: show only the length
+            given = (f"given, password masked: {_mask_url(url)}" if "://" in url or "@" in url
+                     else f"given: {len(url)} characters, not shown")
+            msg = f"{problem}; expected http(s)://user:password@host:8123/database ({given})"
             raise ValueError(msg)
         return SecretStr(url)
 
@@ -149,32 +160,95 @@ class Settings(BaseSettings):
 
 
 def _mask_url(url: str) -> str:
-    """Replace the password in ``[scheme://]user:pass@host`` with ``***`` (any shape, never leaks)."""
+    """Return ``url`` with its password replaced by ``***``; safe for any input.
+
+    Handles ``scheme://user:pass@host``, ``user:pass@host`` (no scheme), a password holding
+    ``@`` or ``/`` (the last ``@`` ends the credentials), ``user:pass`` with no host (what follows
+    the ``:`` is masked unless it is a port number) and a query string (``?***``: it may carry
+    a password parameter).
+    """
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
-    if "@" not in rest:
-        return url if ":" not in rest.split("/", 1)[0] or sep else f"{scheme}{sep}{rest}"
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+    if "@" in rest:
+        creds, _, after = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        rest = f"{user}:***@{after}" if ":" in creds else f"{user}@{after}"
+    else:
+        authority, slash, path = rest.partition("/")
+        host, colon, port = authority.rpartition(":")
+        if colon and not port.isdigit() and not host.endswith("]"):
+            rest = f"{host}:***{slash}{path}"
+    base, question, _query = rest.partition("?")
+    return f"{scheme}{sep}{base}{'?***' if question else ''}"
 
 
 def _url_problem(url: str) -> str:
     """Say what is wrong with a ClickHouse URL ('' if nothing)."""
     parts = urlsplit(url)
+    if "://" not in url:
+        return "no scheme"
     if parts.scheme not in ("http", "https"):
-        return ("no scheme" if "://" not in url else f"scheme {parts.scheme!r} is not http or https")
+        return f"scheme {parts.scheme!r} is not http or https"
     if not parts.hostname:
         return "no host"
     try:
-        _ = parts.port
+        port = parts.port
     except ValueError:
-        return "the port is not a number in 1-65535"
+        port = 0
+    if port == 0:
+        # an unencoded / ? or # in the password ends the host early: "u:pa/ss@h" reads as port "pa"
+        hint = (" (a password holding / ? # or @ must be percent-encoded)"
+                if "@" in parts.path + parts.query + parts.fragment else "")
+        return f"the port is not a number in 1-65535{hint}"
     return ""
 
 
-_SECRET_FIELDS = frozenset({"clickhouse_url"})
+def _env_names(model: type[BaseSettings], prefix: str) -> dict[str, str]:
+    """Map each field name and alias of ``model`` to the variable that sets it."""
+    names: dict[str, str] = {}
+    for field_name, info in model.model_fields.items():
+        alias = info.validation_alias if isinstance(info.validation_alias, str) else None
+        names[field_name] = alias or prefix + field_name.upper()
+        if alias:
+            names[alias] = alias
+    return names
+
+
+def _secret_fields(model: type[BaseSettings]) -> frozenset[str]:
+    """Field names (and aliases) of ``model`` typed ``SecretStr`` (optionally ``| None``)."""
+    secret: set[str] = set()
+    for field_name, info in model.model_fields.items():
+        if info.annotation is SecretStr or SecretStr in get_args(info.annotation):
+            secret.add(field_name)
+            if isinstance(info.validation_alias, str):
+                secret.add(info.validation_alias)
+    return frozenset(secret)
+
+
+def _problems(exc: ValidationError, model: type[BaseSettings], prefix: str) -> list[str]:
+    """Describe each error as ``NAME=<given>: what is wrong``; secret values are never shown.
+
+    A secret field's message is ours (:meth:`Settings._url_is_http` puts a masked form in it) or
+    pydantic's, which does not quote the input; a model-level error names its variables itself
+    and its input (every setting, secrets included) is not shown.
+    """
+    names = _env_names(model, prefix)
+    secret = _secret_fields(model)
+    problems = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        text = err["msg"].removeprefix("Value error, ")
+        if not field:
+            problems.append(text)
+            continue
+        name = names.get(field, prefix + field.upper())
+        given = err.get("input")
+        if field in secret or not isinstance(given, str | int | float | bool):
+            problems.append(f"{name}: {text}")
+        else:
+            problems.append(f"{name}={given!r}: {text}")
+    return problems
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -183,23 +257,16 @@ def load_settings(**overrides: object) -> Settings:
     Raises
     ------
     ConfigError
-        When a variable is invalid; the message names ``IFD_<NAME>``, the
-        value given and the accepted values.
+        When a variable is invalid; the message names ``IFD_<NAME>``, the value given (masked
+        for ``IFD_CLICKHOUSE_URL``) and the accepted values.
     """
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
-            name = "IFD_" + field.upper() if field else "settings"
-            if field in _SECRET_FIELDS:  # the message says what is wrong; the value is not shown
-                problems.append(f"{name}: {err['msg']}")
-                continue
-            given = err.get("input")
-            problems.append(f"{name}={given!r}: {err['msg']}")
-        msg = "invalid configuration: " + "; ".join(problems)
-        raise ConfigError(msg) from None
+        problems = _problems(exc, Settings, "IFD_")
+    # raised outside the handler: no __context__ holding the raw (secret) input
+    msg = "invalid configuration: " + "; ".join(problems)
+    raise ConfigError(msg)
 
 
 LiveSchema = Literal["trades", "tbbo", "mbp-1", "mbo"]
@@ -214,7 +281,7 @@ class LiveSettings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="IFD_LIVE_", env_file=".env", extra="ignore", frozen=True,
-        populate_by_name=True,
+        populate_by_name=True, hide_input_in_errors=True,
     )
 
     api_key: SecretStr | None = Field(default=None, validation_alias="DATABENTO_API_KEY")
@@ -279,7 +346,6 @@ def load_live_settings(**overrides: object) -> LiveSettings:
     try:
         return LiveSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = [f"IFD_LIVE_{str(e['loc'][0]).upper()}={e.get('input')!r}: {e['msg']}"
-                    for e in exc.errors()]
-        msg = "invalid live configuration: " + "; ".join(problems)
-        raise ConfigError(msg) from None
+        problems = _problems(exc, LiveSettings, "IFD_LIVE_")
+    msg = "invalid live configuration: " + "; ".join(problems)
+    raise ConfigError(msg)

@@ -70,5 +70,9 @@ class Signal(BaseModel):
 
     @property
     def alert_key(self) -> str:
-        """De-duplication key for alerts: contract and window."""
-        return f"{self.contract_key}@{self.window_start.isoformat()}"
+        """De-duplication key for alerts: contract, window and class.
+
+        A late correction that raises a window's class gives a new key (the
+        stronger alert is sent); the same class again is a duplicate.
+        """
+        return f"{self.contract_key}@{self.window_start.isoformat()}#{self.signal_class}"

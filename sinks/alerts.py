@@ -63,7 +63,7 @@ Guarantees
   ``in_flight`` row again, in acceptance order. So after a crash only signals
   that were in flight can be delivered twice (to each channel). One worker
   sends one signal at a time, so that is at most one signal per crash.
-- **De-duplicated per** ``signal.alert_key`` (contract and window), across
+- **De-duplicated per** ``signal.alert_key`` (contract, window and class), across
   restarts: the key is the outbox's primary key, so a replayed or re-emitted
   (possibly rescored) window is not accepted again, whatever became of the
   first one (counted as ``duplicates``). The in-flight re-send above is the
@@ -1253,7 +1253,7 @@ class AlertDispatcher:
                 key = record.get("alert_key")
                 if key is None:  # written before lines carried alert_key
                     start = datetime.fromisoformat(record["window_start"].replace("Z", "+00:00"))
-                    key = f"{record['contract_key']}@{start.isoformat()}"
+                    key = f"{record['contract_key']}@{start.isoformat()}#{record['signal_class']}"
                 at = str(record.get("alerted_at") or _now_iso())
                 imported += outbox.add_finished(str(key), status, line, at)
             except (ValueError, KeyError, TypeError, AttributeError):

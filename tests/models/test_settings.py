@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from models.errors import ConfigError
-from models.settings import load_settings
+from models.settings import Settings, _mask_url, load_live_settings, load_settings
 
 
 def test_invalid_trade_schema_names_variable_and_accepted_values(monkeypatch):
@@ -70,3 +71,87 @@ def test_valid_clickhouse_url_is_kept_and_masked(monkeypatch):
     s = load_settings()
     assert s.clickhouse_url.get_secret_value() == "https://ifd:s3cretpw@ch.example:8443/ifd"
     assert "s3cretpw" not in str(s.masked()) and "s3cretpw" not in repr(s)
+
+
+def test_source_error_says_what_was_given_and_what_is_expected(monkeypatch):
+    monkeypatch.setenv("IFD_SOURCE", " , ")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "IFD_SOURCE=' , '" in text and "comma-separated DBN paths or globs" in text
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("s3cretpw", "no scheme"),                           # the password alone
+    ("ifd:s3cretpw", "12 characters, not shown"),        # user:password, scheme and host forgotten
+    ("http://ifd:s3cretpw@:8123/ifd", "no host"),
+    ("http://ifd:s3cretpw@db:0/ifd", "port"),
+    ("http://ifd:s3cretpw@db:65536/ifd", "port"),
+    ("http://ifd:s3cretpw", "port"),                     # reads as host 'ifd', port 's3cretpw'
+    ("http://ifd:s3cret/pw@db:8123/ifd", "percent-encoded"),
+    ("clickhouse://ifd:s3cretpw@db:9000/ifd", "not http or https"),
+])
+def test_more_bad_urls_never_print_the_password(monkeypatch, url, problem):
+    monkeypatch.setenv("IFD_CLICKHOUSE_URL", url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "IFD_CLICKHOUSE_URL" in text and problem in text
+    assert "s3cret" not in text and "http(s)://user:password@host:8123/database" in text
+    assert err.value.__context__ is None  # no chained ValidationError holding the raw value
+
+
+def test_no_scheme_url_error_shows_a_masked_shape(monkeypatch):
+    monkeypatch.setenv("IFD_CLICKHOUSE_URL", "ifd:s3cretpw@db.internal:8123/ifd")
+    with pytest.raises(ConfigError, match=r"ifd:\*\*\*@db\.internal:8123/ifd"):
+        load_settings()
+
+
+def test_other_errors_do_not_print_the_url_of_a_valid_setting(monkeypatch):
+    monkeypatch.setenv("IFD_CLICKHOUSE_URL", "http://ifd:s3cretpw@db:8123/ifd")
+    monkeypatch.setenv("IFD_SCORING_Z_HIGH", "1")  # model-level check: its input is every setting
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "IFD_SCORING_Z_HIGH must exceed" in str(err.value) and "s3cretpw" not in str(err.value)
+
+
+def test_raw_validation_error_hides_the_input():
+    with pytest.raises(ValidationError) as err:
+        Settings(clickhouse_url="http://ifd:s3cretpw@db:port/ifd")
+    assert "s3cretpw" not in str(err.value) and "s3cretpw" not in repr(err.value)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://ifd:pw@db:8123/ifd", "http://ifd:***@db:8123/ifd"),
+    ("ifd:pw@db:8123/ifd", "ifd:***@db:8123/ifd"),
+    ("ifd:pw", "ifd:***"),
+    ("db:8123", "db:8123"),
+    ("http://ifd:p@ss@db/ifd", "http://ifd:***@db/ifd"),
+    ("http://ifd:pa/ss@db/ifd", "http://ifd:***@db/ifd"),
+    ("http://default@db:8123", "http://default@db:8123"),
+    ("http://db:8123/ifd?password=pw", "http://db:8123/ifd?***"),
+    ("http://[::1]:8123/ifd", "http://[::1]:8123/ifd"),
+    ("garbage", "garbage"),
+])
+def test_mask_url_shapes(url, shown):
+    assert _mask_url(url) == shown
+
+
+def test_masked_hides_a_password_holding_at_and_percent_escapes(monkeypatch):
+    monkeypatch.setenv("IFD_CLICKHOUSE_URL", "https://ifd:p%40ss%2Fw0rd@ch.example:8443/ifd")
+    s = load_settings()
+    shown = repr(s.masked()) + repr(s) + str(s)
+    assert "p%40ss" not in shown and "w0rd" not in shown
+    assert s.masked()["clickhouse_url"] == "https://ifd:***@ch.example:8443/ifd"
+
+
+def test_empty_clickhouse_url_means_embedded(monkeypatch):
+    monkeypatch.setenv("IFD_CLICKHOUSE_URL", "")
+    assert load_settings().embedded
+
+
+def test_live_alias_variable_is_named_once(monkeypatch):
+    monkeypatch.setenv("IFD_LIVE_SCHEMA", "bbo-1s")
+    with pytest.raises(ConfigError) as err:
+        load_live_settings()
+    assert "IFD_LIVE_SCHEMA='bbo-1s'" in str(err.value) and "IFD_LIVE_IFD_LIVE" not in str(err.value)
