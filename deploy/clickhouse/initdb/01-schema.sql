@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS ifd.pressure_parts
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(window_start)
-ORDER BY (window_start, contract_key, source, batch_seq)
+ORDER BY (window_start, source, batch_seq, instrument_id, first_trade_ts)
 SETTINGS non_replicated_deduplication_window = 1000;
 
 ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS spread_volume UInt64 DEFAULT 0 AFTER late;
@@ -162,6 +162,10 @@ CREATE TABLE IF NOT EXISTS ifd.ingest_batches
 ENGINE = ReplacingMergeTree
 ORDER BY (source, batch_seq)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS file String DEFAULT '' AFTER max_ts_event;
+
+ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS error String DEFAULT '' AFTER file;
 
 CREATE TABLE IF NOT EXISTS ifd.dead_letters
 (
