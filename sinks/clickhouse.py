@@ -23,7 +23,7 @@ import re
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pyarrow as pa
@@ -148,6 +148,9 @@ class ServerStore:
     ----------
     url : str
         ``http(s)://user:password@host:port/database``; never logged.
+        User and password are percent-decoded (a ``@`` or ``:`` in a password
+        is written ``%40``/``%3A``); the path, when given, is the session's
+        default database (the project's tables are always named ``ifd.*``).
     """
 
     def __init__(self, url: str) -> None:
@@ -158,10 +161,10 @@ class ServerStore:
             self._client = clickhouse_connect.get_client(
                 host=parts.hostname or "localhost",
                 port=parts.port or (8443 if parts.scheme == "https" else 8123),
-                username=parts.username or "default",
-                password=parts.password or "",
+                username=unquote(parts.username) if parts.username else "default",
+                password=unquote(parts.password) if parts.password else "",
                 secure=parts.scheme == "https",
-                database="default",
+                database=unquote(parts.path.strip("/")) or "default",
             )
         except Exception as exc:
             where = f"{parts.scheme}://{parts.hostname}:{parts.port}"
