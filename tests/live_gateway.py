@@ -287,11 +287,15 @@ class _Conn:
     def _wait_readable(self, timeout: float) -> bool:
         if self.stop.is_set():
             raise _Closed
+        # poll(), not select(): select() cannot watch a descriptor >= FD_SETSIZE (1024), which a
+        # long test session reaches; the ValueError it raised looked like a closed peer
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
         try:
-            r, _, _ = select.select([self.sock], [], [], timeout)
-        except (OSError, ValueError) as exc:
+            events = poller.poll(timeout * 1000)
+        except OSError as exc:
             raise _Closed from exc
-        return bool(r)
+        return bool(events)
 
     def _recv(self) -> bytes:
         try:
