@@ -15,6 +15,7 @@ COPY connectors ./connectors
 COPY flows ./flows
 COPY models ./models
 COPY sinks ./sinks
+COPY samples ./samples
 RUN pip install .
 
 # unprivileged user; /data (sample, alerts.jsonl, reports) and /recovery are volumes in compose

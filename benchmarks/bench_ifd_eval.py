@@ -5,7 +5,7 @@ Run::
     .venv/bin/python benchmarks/bench_ifd_eval.py                 # 25 days, seed 21
     .venv/bin/python benchmarks/bench_ifd_eval.py --days 30 --seed 5
 
-Generates N trading days with ground truth (:mod:`connectors.labelled`: days
+Generates N trading days with ground truth (:mod:`samples.labelled`: days
 1-20 build baselines; institutional blocks/sweeps/accumulations and
 market-maker churn/spreads are injected), replays them through the real
 dataflow (``flows.ifd.build_flow``) and compares, on the scored days:
@@ -37,12 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 
-from connectors.labelled import generate_labelled_days  # noqa: E402
 from flows.ifd import build_flow  # noqa: E402
 from flows.scoring import naive_pressure_signal  # noqa: E402
 from models.records import WindowResult  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from models.signals import Signal, SignalClass  # noqa: E402
+from samples.labelled import generate_labelled_days  # noqa: E402
 
 RANK = {SignalClass.MONITOR: 1, SignalClass.MODERATE: 2, SignalClass.STRONG: 3}
 

@@ -34,8 +34,8 @@ import databento as db  # noqa: E402
 import numpy as np  # noqa: E402
 
 from connectors.live import LiveFeed  # noqa: E402
-from connectors.sample import generate_session  # noqa: E402
 from models.settings import LiveSettings  # noqa: E402
+from samples.generator import generate_session  # noqa: E402
 from tests.live_gateway import Faults, LiveGateway  # noqa: E402
 
 KEY = "db-test_benchmark_key_ABCDE"

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from connectors.dbn import DBNReader  # noqa: E402
-from connectors.sample import generate_mbo, generate_trades  # noqa: E402
+from samples.generator import generate_mbo, generate_trades  # noqa: E402
 
 
 def decode_only(path: Path, batch_records: int) -> tuple[int, float]:

@@ -52,6 +52,7 @@ from flows.stream import StreamProcessor, normalise_batch
 from models.errors import PipelineError, fatal_errors
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import LiveSettings, Settings, load_live_settings, load_settings
+from samples import ensure_sample
 from sinks.alerts import AlertSettings, load_alert_settings
 from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink
 from sinks.clickhouse import apply_schema, load_history, open_store
@@ -92,24 +93,6 @@ def _late(key_item: tuple[str, tuple[int, PartBlock | Heartbeat]]) -> WindowResu
         return None  # a heartbeat behind another input's watermark carries nothing
     assert item.window_start_ns is not None
     return WindowResult(key, item.window_start_ns, item.with_late(), correction=True)
-
-
-SAMPLE_DAYS = 6
-"""Bundled sample: 5 days to build baselines + 1 scored day with injected flow."""
-
-
-def _sample_patterns(settings: Settings) -> list[str]:
-    """Generate (once) and return the bundled NQ.OPT sample: six labelled trading days."""
-    from connectors.labelled import generate_labelled_days
-
-    out = settings.data_dir / "sample"
-    labels = out / "labels.jsonl"
-    files = sorted(out.glob("nq-opt-glbx-mdp3-*.dbn.zst"))
-    if not labels.is_file() or len(files) != 2 * SAMPLE_DAYS:
-        log.info("generating the NQ.OPT sample (%d trading days) in %s", SAMPLE_DAYS, out)
-        generate_labelled_days(out, n_days=SAMPLE_DAYS, first_scored_day=SAMPLE_DAYS - 1)
-        files = sorted(out.glob("nq-opt-glbx-mdp3-*.dbn.zst"))
-    return [str(f) for f in files]
 
 
 def build_flow(
@@ -169,7 +152,7 @@ def build_flow(
         # live: the watermark also advances with the system clock (bytewax default)
         clock = win.EventClock(_item_time, wait_for_system_duration=lateness)
     else:
-        patterns = settings.source_patterns() or _sample_patterns(settings)
+        patterns = settings.source_patterns() or ensure_sample(settings.data_dir)
         plan = plan_inputs(patterns, settings.trade_schema)
         log.info(
             "inputs: %d data file(s), %d definition file(s) with %d definitions",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from bytewax.testing import TestingSink, run_main
 
-from connectors.labelled import generate_labelled_days
 from flows.ifd import build_flow
 from models.settings import Settings
 from models.signals import Signal
+from samples.labelled import generate_labelled_days
 from sinks.clickhouse import ChdbStore
 
 

@@ -9,8 +9,8 @@ import databento_dbn as dbn
 import pytest
 
 from connectors.live import LiveAuthError, LiveConfigError, LiveFeed
-from connectors.sample import generate_session
 from models.errors import SourceError
+from samples.generator import generate_session
 from tests.flowrun import stored_windows
 from tests.live_gateway import Faults, LiveGateway
 from tests.liverun import KEY, live_settings, run_live

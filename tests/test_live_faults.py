@@ -13,7 +13,7 @@ import random
 
 import pytest
 
-from connectors.sample import generate_session
+from samples.generator import generate_session
 from tests.live_gateway import Faults, LiveGateway
 from tests.liverun import KEY, run_live
 from tests.reference import lee_ready_windows, trades_frame

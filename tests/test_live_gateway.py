@@ -11,7 +11,7 @@ import databento_dbn as dbn
 import pytest
 from databento.common.error import BentoError
 
-from connectors.sample import generate_session
+from samples.generator import generate_session
 from tests.live_gateway import Faults, LiveGateway
 
 KEY = "db-test_fixture_key_XYZab"

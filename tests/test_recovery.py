@@ -183,8 +183,8 @@ def test_crash_and_resume_gives_the_same_parts_as_an_unbroken_run(tmp_path, real
 def test_scoring_state_survives_a_restart_same_signals(tmp_path):
     from datetime import date
 
-    from connectors.sample import generate_session
     from models.signals import Signal
+    from samples.generator import generate_session
 
     for day, seed in ((date(2026, 11, 17), 1), (date(2026, 11, 18), 2), (date(2026, 11, 19), 3)):
         generate_session(tmp_path / "src", session_date=day, seed=seed, n_trades=6000)

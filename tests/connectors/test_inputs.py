@@ -80,7 +80,7 @@ def test_consecutive_day_files_form_one_ordered_partition_overlapping_files_do_n
     from datetime import date
 
     from connectors.inputs import partition_inputs
-    from connectors.sample import generate_session
+    from samples.generator import generate_session
 
     for day in (date(2026, 11, 19), date(2026, 11, 17), date(2026, 11, 18)):
         generate_session(tmp_path, session_date=day, n_trades=100)

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from connectors.sample import generate_session
 from flows.baseline_job import BudgetExceededError, fetch_history, main
+from samples.generator import generate_session
 from sinks.clickhouse import ChdbStore
 
 

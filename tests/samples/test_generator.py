@@ -1,4 +1,4 @@
-"""Tests for connectors.sample: DBN v3 synthetic NQ options files."""
+"""Tests for samples.generator: DBN v3 synthetic NQ options files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from connectors import sample
+from samples import generator as sample
 
 TICK = 50_000_000
 N_TRADES = 60_000

@@ -1,4 +1,4 @@
-"""Tests for connectors.labelled: labelled multi-day NQ options tape (DBN v3 + labels.jsonl).
+"""Tests for samples.labelled: labelled multi-day NQ options tape (DBN v3 + labels.jsonl).
 
 Expected values are recomputed with numpy from the decoded files, not taken from the generator.
 """
@@ -15,7 +15,7 @@ import databento_dbn as dbn
 import numpy as np
 import pytest
 
-from connectors import labelled
+from samples import labelled
 
 N_DAYS, FIRST_SCORED, TRADES = 4, 2, 3000
 WIN_NS = 300 * 1_000_000_000

@@ -1,16 +1,16 @@
 """Labelled multi-day synthetic NQ options tape: ground truth for institutional-flow scoring.
 
 :func:`generate_labelled_days` writes ``n_days`` consecutive trading days (Saturdays and
-Sundays skipped) as DBN v3 zstd files named like :mod:`connectors.sample`
+Sundays skipped) as DBN v3 zstd files named like :mod:`samples.generator`
 (``nq-opt-glbx-mdp3-YYYYMMDD.definition.dbn.zst`` / ``.tbbo.dbn.zst``) plus
 ``labels.jsonl``.  Every day lists the SAME option chain with the SAME instrument ids
-(:func:`connectors.sample.build_chain` for the calendar day after the last trading day,
+(:func:`samples.generator.build_chain` for the calendar day after the last trading day,
 so every expiry lies after the last day).  Days ``0 .. first_scored_day - 1`` only build
 baselines; institutional flow is injected on days ``>= first_scored_day``.  Everything is
 drawn from :func:`numpy.random.default_rng` seeded per day: the same arguments give
 byte-identical files.
 
-Background (never labelled): U-shaped RTH intensity (:func:`connectors.sample._intensity_cdf`,
+Background (never labelled): U-shaped RTH intensity (:func:`samples.generator._intensity_cdf`,
 ~92 % of trades 13:30-20:00 UTC), strikes drawn around the current underlying with a
 Gaussian of width 80 pts (+50 % per later expiry), front-expiry heavy, put/call skewed to
 OTM, aggressor B/A/N ~47/47/6 % at ask/bid/inside, sizes ``min(1 + floor(LN(0, 1)), 49)``
@@ -54,7 +54,7 @@ When no contract fits a weak event (thin history) the event is made strong.
 prints) and ``baseline_volume`` (contracts, null without history).
 
 Units: prices int64 fixed-point 1e-9, sizes contracts, timestamps ns since the epoch (UTC).
-Run ``python -m connectors.labelled --help`` for the command line interface.
+Run ``python -m samples.labelled --help`` for the command line interface.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ from pathlib import Path
 import databento_dbn as dbn
 import numpy as np
 
-from connectors.sample import (
+from samples.generator import (
     _DEF_DTYPE,
     _MBP1_DTYPE,
     CLOSE_S,
@@ -95,7 +95,7 @@ from connectors.sample import (
     sample_name,
 )
 
-logger = logging.getLogger("connectors.labelled")
+logger = logging.getLogger("samples.labelled")
 
 DEFAULT_FIRST_DAY = dt.date(2026, 10, 19)
 UNDERLYING_PRICE = 21500.0  # index points, centre of the fixed strike grid
@@ -168,8 +168,8 @@ def day_chain(chain: Chain, day: dt.date, open_price: float | None = None) -> Ch
 def write_chain_definitions(path: Path, chain: Chain) -> Path:
     """Write ``chain`` as a DBN v3 ``definition`` file.
 
-    Thin wrapper around the private encoders of :mod:`connectors.sample`
-    (:func:`connectors.sample.write_definitions` rebuilds the chain from a date, which
+    Thin wrapper around the private encoders of :mod:`samples.generator`
+    (:func:`samples.generator.write_definitions` rebuilds the chain from a date, which
     would change the expiries and hence the contracts from day to day).
     """
     ids = np.concatenate([[chain.future_id], chain.ids])
@@ -219,7 +219,7 @@ def _records(
 ) -> np.ndarray:
     """Price trades (sorted by ``ts``) as tbbo ``MBP1Msg`` records with the BBO before the trade.
 
-    Premium: Black-Scholes of :mod:`connectors.sample` on the current underlying, spread
+    Premium: Black-Scholes of :mod:`samples.generator` on the current underlying, spread
     1-4 ticks; B prints at the ask, A at the bid, N inside (often the mid).
     """
     m, n_k = len(ts), len(chain.strikes)
@@ -672,7 +672,7 @@ def generate_labelled_days(
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI: write the labelled days, print the paths and label counts."""
-    p = argparse.ArgumentParser(prog="python -m connectors.labelled", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m samples.labelled", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("data/eval"), help="output directory")
     p.add_argument("--days", type=int, default=25, help="number of trading days")
     p.add_argument("--first-day", type=dt.date.fromisoformat, default=DEFAULT_FIRST_DAY, help="YYYY-MM-DD")

@@ -47,7 +47,7 @@ generator (``Generator.spawn``) and only rewrite records in place: every record 
 is byte-identical to the ``sweep_share=0`` session of the same seed, and ``sweep_share=0``
 (default) draws nothing extra.
 
-Run ``python -m connectors.sample --help`` for the command line interface.
+Run ``python -m samples.generator --help`` for the command line interface.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ import databento_dbn as dbn
 import numpy as np
 import zstandard
 
-logger = logging.getLogger("connectors.sample")
+logger = logging.getLogger("samples.generator")
 
 DATASET = "GLBX.MDP3"
 PARENT_SYMBOL = "NQ.OPT"
@@ -712,7 +712,7 @@ def generate_mbo(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI: write the session (+ optional benchmark files), print paths and counts."""
     p = argparse.ArgumentParser(
-        prog="python -m connectors.sample", description=__doc__.splitlines()[0]
+        prog="python -m samples.generator", description=__doc__.splitlines()[0]
     )
     p.add_argument("--out", type=Path, default=Path("data/sample"), help="output directory")
     p.add_argument(
