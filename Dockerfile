@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# only what `pip install .` needs (pyproject packages: connectors, flows, models, sinks)
+# only what `pip install .` needs (pyproject packages: connectors, flows, models, sinks, samples)
 COPY pyproject.toml README.md ./
 COPY connectors ./connectors
 COPY flows ./flows
