@@ -32,19 +32,28 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 import databento_dbn as dbn
 import numpy as np
 import zstandard
 
+from models.batch import (  # noqa: F401 - re-exported: the reader's public contract
+    RTYPE_DEFINITION,
+    RTYPE_MBO,
+    RTYPE_MBP1,
+    RTYPE_MBP10,
+    RTYPE_TRADES,
+    SCHEMA_RTYPE,
+    TRADE_RTYPE_DTYPES,
+    DecodedChunk,
+    SourceBatch,
+    rtype_name,
+)
 from models.errors import DBNDecodeError
 from models.records import UNDEF_PRICE, UNDEF_TIMESTAMP, InstrumentDefinition
-
-if TYPE_CHECKING:
-    from connectors.selection import TradeSelection
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 DBN_MAGIC = b"DBN"
@@ -52,31 +61,9 @@ PRELUDE_LEN = 8
 """``b"DBN"`` + version byte + uint32 LE metadata length."""
 RECORD_HEADER_LEN = 16
 
-RTYPE_TRADES = int(dbn.RType.MBP_0)
-RTYPE_MBP1 = int(dbn.RType.MBP_1)
-RTYPE_MBP10 = int(dbn.RType.MBP_10)
-RTYPE_MBO = int(dbn.RType.MBO)
-RTYPE_DEFINITION = int(dbn.RType.INSTRUMENT_DEF)
 _GATEWAY_RTYPES = np.array([int(dbn.RType.ERROR), int(dbn.RType.SYMBOL_MAPPING), int(dbn.RType.SYSTEM)],
                            dtype=np.uint8)
 """Records a gateway makes (error, symbol mapping, system): their ts_event is the gateway clock."""
-
-TRADE_RTYPE_DTYPES: dict[int, np.dtype] = {
-    RTYPE_TRADES: np.dtype(dbn.TradeMsg._dtypes),
-    RTYPE_MBP1: np.dtype(dbn.MBP1Msg._dtypes),
-    RTYPE_MBP10: np.dtype(dbn.MBP10Msg._dtypes),
-    RTYPE_MBO: np.dtype(dbn.MBOMsg._dtypes),
-}
-"""Record dtypes of the rtypes that carry trades (identical in DBN v1-v3)."""
-
-SCHEMA_RTYPE: dict[str, int] = {
-    "trades": RTYPE_TRADES,
-    "tbbo": RTYPE_MBP1,
-    "mbp-1": RTYPE_MBP1,
-    "mbp-10": RTYPE_MBP10,
-    "mbo": RTYPE_MBO,
-}
-"""Trade-bearing schema name → its rtype."""
 
 _RTYPE_NAMES = {int(v): v.name.lower() for v in dbn.RType.variants()}
 _KNOWN_RTYPES = np.array(sorted(_RTYPE_NAMES), dtype=np.uint8)
@@ -93,11 +80,6 @@ def _expected_lengths(version: int, ts_out: bool) -> np.ndarray:
         out[rtype] = dtype.itemsize + extra
     out[RTYPE_DEFINITION] = DEFINITION_SIZES.get(version, -1 - extra) + extra
     return out
-
-
-def rtype_name(rtype: int) -> str:
-    """Databento's name for an rtype (``"mbo"``, ``"ohlcv_1s"``) or ``rtype_0x..``."""
-    return _RTYPE_NAMES.get(rtype, f"rtype_0x{rtype:02x}")
 
 
 @dataclass(frozen=True)
@@ -136,99 +118,6 @@ class DBNHeader:
     symbol_by_id: dict[int, str]
     ts_out: bool
     records_offset: int
-
-
-@dataclass
-class DecodedChunk:
-    """One micro-batch of decoded records from one input.
-
-    Attributes
-    ----------
-    start_record : int
-        File-wide index of the chunk's first record (0-based).
-    n_records : int
-        Records in the chunk, of every rtype.
-    end_offset : int
-        Decompressed byte offset just after the chunk's last record; resuming
-        there continues with the next record.
-    trades : dict[int, numpy.ndarray]
-        rtype → structured array (dtype ``TRADE_RTYPE_DTYPES[rtype]``) of that
-        rtype's records, in file order. Holds every record of the rtype, not
-        only trades (filtering is :mod:`flows.normalise`'s job).
-    positions : dict[int, numpy.ndarray]
-        rtype → int64 file-wide record index of each row of ``trades[rtype]``.
-    definitions : list[InstrumentDefinition]
-        Definition records in the chunk, upgraded to DBN v3 semantics.
-    skipped : collections.Counter[str]
-        Records of rtypes the pipeline does not use, by rtype name.
-    max_ts_event : int
-        Largest ``ts_event`` in the chunk (ns UTC), 0 if empty.
-    """
-
-    start_record: int
-    n_records: int
-    end_offset: int
-    trades: dict[int, np.ndarray] = field(default_factory=dict)
-    positions: dict[int, np.ndarray] = field(default_factory=dict)
-    definitions: list[InstrumentDefinition] = field(default_factory=list)
-    skipped: Counter[str] = field(default_factory=Counter)
-    max_ts_event: int = 0
-
-
-@dataclass(frozen=True)
-class SourceBatch:
-    """One micro-batch of one input, as emitted by the source.
-
-    Attributes
-    ----------
-    source : str
-        Input id (the file name; part of every stored row's identity).
-    seq : int
-        Identity of the batch within the input, part of every stored row's
-        identity. Files: 0-based batch number (with ``IFD_BATCH_RECORDS``
-        fixed, (source, seq) always denotes the same records). Live: the unit
-        id ``ts_recv second * 4096 + split`` (:mod:`connectors.live_resume`):
-        unique within a run and equal for the same records after a replay.
-    trade_rtype : int | None
-        The rtype whose trades count for this input.
-    chunk : DecodedChunk
-    bytes_read, total_bytes : int
-        Compressed bytes consumed so far / file size (progress).
-    eof : bool
-        True on the input's last batch.
-    partition : str
-        Key of the source partition (a series of files read in order); the
-        per-stream state (tick test, watermark) is kept per partition.
-    selection : TradeSelection | None
-        Which trade records count, per (rtype, instrument, time)
-        (:mod:`connectors.selection`); None: every trade of ``trade_rtype``.
-    valid_ns : tuple[int, int] | None
-        Plausible ``ts_event`` range of the input's records (ns UTC, end
-        exclusive; from the DBN header's ``start``/``end``), None = unknown.
-    path : str
-        File path as given (display only; ``source`` is the identity).
-    error : str | None
-        Set on a partition's final batch when its input ended in an error
-        (truncated or corrupt file): the records before it were delivered,
-        the rest are missing and the run is marked partial.
-    last : bool
-        True on the partition's final batch (its last file exhausted, or an
-        error): no more data will come from this partition.
-    """
-
-    source: str
-    seq: int
-    trade_rtype: int | None
-    chunk: DecodedChunk
-    bytes_read: int
-    total_bytes: int
-    eof: bool
-    partition: str = ""
-    selection: TradeSelection | None = None
-    valid_ns: tuple[int, int] | None = None
-    path: str = ""
-    error: str | None = None
-    last: bool = False
 
 
 class _Truncated(Exception):  # noqa: N818 - internal signal, never escapes the reader

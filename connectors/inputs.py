@@ -19,7 +19,7 @@ and every mixed-schema file, is scanned for where its trades are.
   symbols when no mapping is present), and intersecting time ranges — form a
   group. A trade record of rtype *r*, instrument *i*, time *t* counts unless
   a richer rtype (mbo > mbp-10 > mbp-1 = tbbo > trades) of the group carries
-  trades of *i* covering *t* (:mod:`connectors.selection`); the others are
+  trades of *i* covering *t* (:mod:`models.selection`); the others are
   counted as ``duplicate_schema_trades``.
 - an explicit schema: only that schema's trades count, everywhere.
 
@@ -47,9 +47,9 @@ from connectors.dbn import (
     read_header,
     rtype_name,
 )
-from connectors.selection import RTYPE_RANK, Coverage, TradeSelection, select
 from models.errors import SourceError
 from models.records import F_SNAPSHOT, InstrumentDefinition
+from models.selection import RTYPE_RANK, Coverage, TradeSelection, select
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def _first_rtype(path: str) -> int | None:
 
 
 def _coverages(header: DBNHeader) -> list[Coverage]:
-    """Trade coverage of one data input (see :mod:`connectors.selection`)."""
+    """Trade coverage of one data input (see :mod:`models.selection`)."""
     expected = SCHEMA_RTYPE.get(header.schema or "")
     if header.schema is not None and expected is None:
         return []  # ohlcv, statistics, ...: no trades

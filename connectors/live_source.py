@@ -22,18 +22,17 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
-from connectors.dbn import SourceBatch
 from connectors.live import LiveFeed
 from connectors.live_resume import LiveResume
+from models.batch import SourceBatch
 from models.errors import PipelineError, record_fatal
 from models.records import UsageRow
 from models.settings import LiveSettings
-from sinks.alerts import AlertDispatcher, AlertSettings
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +67,18 @@ class _StopOnSignal:
         self._previous = {}
 
 
+class Notifier(Protocol):
+    """Where the feed's operational notices go (e.g. :class:`sinks.alerts.AlertDispatcher`)."""
+
+    def notify(self, key: str, title: str, body: str) -> bool:
+        """Queue one notice, de-duplicated by ``key`` (never blocks the feed); False if dropped."""
+
+    def close(self) -> None:
+        """Flush what is pending and release the channel."""
+
+
 class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow, LiveResume]):
-    def __init__(self, feed: LiveFeed, dispatcher: AlertDispatcher | None) -> None:
+    def __init__(self, feed: LiveFeed, dispatcher: Notifier | None) -> None:
         self._feed = feed
         self._dispatcher = dispatcher
         self._signals = _StopOnSignal(feed)
@@ -115,16 +124,18 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow, LiveResume]):
         ``IFD_LIVE_*`` and ``DATABENTO_API_KEY``.
     client_factory : callable | None
         Replaces ``databento.Live`` (None: the real client).
-    alerts : AlertSettings | None
-        Channels for operational notices (budget stop); None: log only.
+    notifier : callable | None
+        Builds the :class:`Notifier` for operational notices (budget stop),
+        once per partition; handed in by the wiring (:mod:`flows.ifd`) so
+        connectors never import sinks. None: log only.
     """
 
     def __init__(self, settings: LiveSettings,
                  client_factory: Callable[..., object] | None = None,
-                 alerts: AlertSettings | None = None) -> None:
+                 notifier: Callable[[], Notifier] | None = None) -> None:
         self._settings = settings
         self._client_factory = client_factory
-        self._alerts = alerts
+        self._notifier = notifier
         self._part = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
 
     @override
@@ -134,8 +145,7 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow, LiveResume]):
     @override
     def build_part(self, step_id: str, for_part: str,
                    resume_state: LiveResume | None) -> _LivePartition:
-        dispatcher = (AlertDispatcher(self._alerts, notices_only=True)
-                      if self._alerts is not None else None)
+        dispatcher = self._notifier() if self._notifier is not None else None
         feed = LiveFeed(self._settings, resume=resume_state, client_factory=self._client_factory,
                         notify=dispatcher.notify if dispatcher is not None else None)
         return _LivePartition(feed, dispatcher)

@@ -53,7 +53,7 @@ from models.errors import PipelineError, fatal_errors
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import LiveSettings, Settings, load_live_settings, load_settings
 from samples import ensure_sample
-from sinks.alerts import AlertSettings, load_alert_settings
+from sinks.alerts import AlertDispatcher, AlertSettings, load_alert_settings
 from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink
 from sinks.clickhouse import apply_schema, load_history, open_store
 
@@ -145,7 +145,9 @@ def build_flow(
         log.info("live settings: %s", live.masked())
         plan, total_bytes, first_day = None, 0, int(time.time() // 86_400)
         catalog = InstrumentCatalog()  # definitions arrive in-stream
-        raw = op.input("read_live", flow, LiveSource(live, live_client_factory, alerts))
+        raw = op.input("read_live", flow, LiveSource(
+            live, live_client_factory,
+            (lambda: AlertDispatcher(alerts, notices_only=True)) if alerts is not None else None))
         by_type = op.branch("split_usage", raw, lambda x: isinstance(x, SourceBatch))
         batches = by_type.trues
         extra_outputs.append(by_type.falses)

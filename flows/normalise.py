@@ -13,7 +13,7 @@ Rules (Databento schema docs; CME MDP 3.0):
 | size == 0                             | dead letter ``zero_size``                                 |
 | trade carried by a richer rtype for   | counted as ``duplicate_schema_trades`` (same trade        |
 | the same instrument and time          | repeated in another schema), never aggregated             |
-| (:mod:`connectors.selection`)         |                                                           |
+| (:mod:`models.selection`)         |                                                           |
 | ``side`` ``B`` / ``A`` / ``N``         | flag side +1 (buy, lifts the ask) / -1 (sell, hits the    |
 |                                       | bid) / 0 (none: classify with Lee-Ready)                  |
 
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from connectors.dbn import RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10, DecodedChunk, rtype_name
+from models.batch import RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10, DecodedChunk, rtype_name
 from models.records import F_SNAPSHOT, UNDEF_PRICE, DeadLetters
 
 if TYPE_CHECKING:
-    from connectors.selection import TradeSelection
+    from models.selection import TradeSelection
 
 _T, _B, _A = ord("T"), ord("B"), ord("A")
 
@@ -118,7 +118,7 @@ def normalise_chunk(chunk: DecodedChunk, trade_rtype: int | None, source: str, *
         Input name, stamped on dead letters.
     selection : TradeSelection | None
         Per (rtype, instrument, time) which trade records count
-        (:mod:`connectors.selection`); None: every trade of ``trade_rtype``.
+        (:mod:`models.selection`); None: every trade of ``trade_rtype``.
 
     Returns
     -------

@@ -43,7 +43,6 @@ from models.records import (
     UNDEF_PRICE,
     AggressorSide,
     Contract,
-    DominantSide,
     Heartbeat,
     PartBlock,
     PressureMetrics,
@@ -51,49 +50,14 @@ from models.records import (
     WindowPart,
     ns_to_datetime,
 )
-
-DOMINANCE_THRESHOLD = 0.2
-CONFIDENCE_HALF_TRADES = 10.0
-
-
-def dominant_side(bid_volume: int, ask_volume: int) -> DominantSide:
-    """BUY / SELL / NEUTRAL from classified volumes (threshold in module doc)."""
-    classified = bid_volume + ask_volume
-    if classified == 0:
-        return DominantSide.NEUTRAL
-    imbalance = (ask_volume - bid_volume) / classified
-    if imbalance >= DOMINANCE_THRESHOLD:
-        return DominantSide.BUY
-    if imbalance <= -DOMINANCE_THRESHOLD:
-        return DominantSide.SELL
-    return DominantSide.NEUTRAL
-
-
-def confidence(bid_volume: int, ask_volume: int, total_volume: int, total_trades: int) -> float:
-    """Sample-size × dominance confidence in [0, 1] (formula in module doc)."""
-    if total_volume <= 0 or total_trades <= 0:
-        return 0.0
-    sample = total_trades / (total_trades + CONFIDENCE_HALF_TRADES)
-    return sample * abs(ask_volume - bid_volume) / total_volume
-
-
-def sql_dominant_side(bid: str, ask: str) -> str:
-    """Render the :func:`dominant_side` rule as a ClickHouse expression over two columns."""
-    t = DOMINANCE_THRESHOLD
-    return (
-        f"multiIf(({bid} + {ask}) = 0, 'NEUTRAL', "
-        f"({ask} - {bid}) / ({bid} + {ask}) >= {t}, 'BUY', "
-        f"({ask} - {bid}) / ({bid} + {ask}) <= -{t}, 'SELL', 'NEUTRAL')"
-    )
-
-
-def sql_confidence(bid: str, ask: str, total_volume: str, total_trades: str) -> str:
-    """Render the :func:`confidence` formula as a ClickHouse expression."""
-    h = CONFIDENCE_HALF_TRADES
-    return (
-        f"if({total_volume} = 0 OR {total_trades} = 0, 0., "
-        f"{total_trades} / ({total_trades} + {h}) * abs(toFloat64({ask}) - {bid}) / {total_volume})"
-    )
+from models.window_rules import (  # noqa: F401 - re-exported for the flow's callers
+    CONFIDENCE_HALF_TRADES,
+    DOMINANCE_THRESHOLD,
+    confidence,
+    dominant_side,
+    sql_confidence,
+    sql_dominant_side,
+)
 
 
 def aggregate_parts(

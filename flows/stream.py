@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from connectors.dbn import SourceBatch
 from flows.aggressor import TickState, classify_aggressor
 from flows.clock import Progress
 from flows.instruments import InstrumentCatalog, resolve_trades
@@ -21,6 +20,7 @@ from flows.normalise import NormalisedBatch, normalise_chunk
 from flows.pressure import WindowTracker, aggregate_parts, shard_key, split_by_shard_and_window
 from flows.spreads import spread_legs
 from flows.validate import MAX_SKEW_NS, plausible_clock, validate_trades
+from models.batch import SourceBatch
 from models.records import (
     BatchStats,
     DeadLetters,

@@ -29,8 +29,8 @@ from dataclasses import fields, replace
 
 import numpy as np
 
-from connectors.dbn import DecodedChunk
 from flows.normalise import NormalisedBatch, TradeBatch
+from models.batch import DecodedChunk
 from models.records import DeadLetters
 
 MAX_SKEW_NS = 3_600 * 1_000_000_000

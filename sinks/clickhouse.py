@@ -35,7 +35,6 @@ from tenacity import (
     wait_random,
 )
 
-from flows.pressure import sql_confidence, sql_dominant_side
 from models.errors import SinkError, SinkFatalError, SinkRetryableError
 from models.records import (
     FIXED_PRICE_SCALE,
@@ -47,6 +46,7 @@ from models.records import (
 )
 from models.settings import Settings
 from models.signals import Signal
+from models.window_rules import sql_confidence, sql_dominant_side
 
 log = logging.getLogger(__name__)
 

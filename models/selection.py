@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from connectors.dbn import RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10, RTYPE_TRADES
+from models.batch import RTYPE_MBO, RTYPE_MBP1, RTYPE_MBP10, RTYPE_TRADES
 
 RTYPE_RANK = {RTYPE_MBO: 4, RTYPE_MBP10: 3, RTYPE_MBP1: 2, RTYPE_TRADES: 1}
 """Richness of each trade-bearing rtype (a higher rank wins)."""
