@@ -9,7 +9,7 @@ Aggregation happens in two stages so the dataflow handles one item per
    :func:`split_by_shard_and_window` into one item per (contract shard,
    window).
 2. The bytewax tumbling window folds those blocks per shard;
-   :func:`merge_parts` / :func:`window_metrics` turn a contract's parts into
+   :func:`merge_parts` turns a contract's parts into
    :class:`~models.records.PressureMetrics`, and the ClickHouse view does the
    same sums over stored parts.
 
@@ -296,19 +296,6 @@ def merge_parts(parts: list[WindowPart]) -> PressureMetrics:
         parts=len(parts),
         spread_volume=sum(p.spread_volume for p in parts),
     )
-
-
-def window_metrics(block: PartBlock) -> list[PressureMetrics]:
-    """Per-contract metrics of a window block (one entry per contract key).
-
-    Built with :func:`merge_parts` on each contract's rows, so the row-level
-    rule is the single definition of every metric.
-    """
-    parts = block.to_parts()
-    by_contract: dict[str, list[WindowPart]] = {}
-    for part in parts:
-        by_contract.setdefault(part.key, []).append(part)
-    return [merge_parts(group) for group in by_contract.values()]
 
 
 class WindowTracker:

@@ -431,7 +431,7 @@ class WindowResult:
     ``parts`` are what the sink stores (additive, idempotent). ``correction``
     marks late parts, or a window bytewax re-opened after closing: their
     numbers add to those already written, and ``ifd.pressure_metrics`` shows
-    the combined result. Per-contract metrics: :func:`flows.pressure.window_metrics`.
+    the combined result. Per-contract metrics: :func:`flows.pressure.merge_parts` of a contract's rows.
     """
 
     key: str

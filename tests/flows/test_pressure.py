@@ -19,7 +19,6 @@ from flows.pressure import (
     dominant_side,
     merge_parts,
     split_by_shard_and_window,
-    window_metrics,
 )
 from models.records import DominantSide, Heartbeat, InstrumentDefinition, PartBlock, WindowPart
 
@@ -519,13 +518,13 @@ def test_split_by_shard_and_window_partitions_rows_without_loss() -> None:
     assert len({(p.key, p.window_start_ns) for p in pieces}) == len(pieces)
 
 
-def test_window_metrics_match_merge_of_each_contracts_rows() -> None:
+def test_concatenated_window_pieces_merge_to_each_contracts_row_sums() -> None:
     a, b = _random_block(2), _random_block(3)
     window = [p for p in split_by_shard_and_window(a, 1) if p.window_start_ns == T0]
     window += [p for p in split_by_shard_and_window(b, 1) if p.window_start_ns == T0]
     block = PartBlock.concat(window)
-    metrics = {m.contract_key: m for m in window_metrics(block)}
     rows = block.to_parts()
+    metrics = {key: merge_parts([r for r in rows if r.key == key]) for key in {r.key for r in rows}}
     assert set(metrics) == {r.key for r in rows}
     for key, m in metrics.items():
         mine = [r for r in rows if r.key == key]
