@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,7 +35,7 @@ import pyarrow as pa
 
 from flows.baselines import BaselineBook
 from models.errors import ConfigError, PipelineError
-from models.settings import Settings, load_settings
+from models.settings import Settings, load_live_settings, load_settings
 from sinks.clickhouse import apply_schema, load_history, open_store
 
 log = logging.getLogger("ifd.baseline_job")
@@ -191,11 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.fetch_days:
             import databento
 
-            key = os.environ.get("DATABENTO_API_KEY")
-            if not key:
+            secret = load_live_settings().api_key
+            if secret is None or not secret.get_secret_value().strip():
                 msg = "set DATABENTO_API_KEY (environment or .env) to fetch history"
                 raise ConfigError(msg)
-            budget = float(os.environ.get("IFD_HISTORY_BUDGET_USD", "0"))
+            key, budget = secret.get_secret_value(), settings.history_budget_usd
             end = args.as_of or datetime.now(UTC).date()
             files = fetch_history(
                 databento.Historical(key), symbols=args.symbols.split(","), schema=args.schema,

@@ -86,3 +86,16 @@ def test_job_replays_dbn_files_and_writes_baselines_equal_to_independent_stats(
     for row in got.iter_rows(named=True):
         assert row["days"] == 2
         assert row["volume_median"] == pytest.approx(expected[(row["baseline_key"], row["tod_bucket"])])
+
+
+def test_fetch_without_a_key_or_with_a_bad_budget_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("DATABENTO_API_KEY", raising=False)
+    monkeypatch.setenv("IFD_DATA_DIR", str(tmp_path))
+    assert main(["--fetch-days", "3"]) == 2
+    assert "set DATABENTO_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("DATABENTO_API_KEY", "db-test_not_a_real_key_QWERT")
+    monkeypatch.setenv("IFD_HISTORY_BUDGET_USD", "-1")
+    assert main(["--fetch-days", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "IFD_HISTORY_BUDGET_USD" in err and "QWERT" not in err
