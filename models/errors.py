@@ -60,11 +60,11 @@ class SinkError(PipelineError):
 
 
 class SinkRetryableError(SinkError):
-    """A transient output failure; retry after ``retry_after_s`` seconds."""
+    """A transient output failure: the writer retries it with its own backoff.
 
-    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(message)
+    The delay is the writer's capped exponential backoff with jitter
+    (:class:`sinks.clickhouse.IFDWriter`), not the error's.
+    """
 
 
 class SinkFatalError(SinkError):

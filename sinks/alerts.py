@@ -877,7 +877,7 @@ class AlertDispatcher:
                     self._write_jsonl(signal, status="pending", channels={})
         except sqlite3.Error as exc:
             msg = f"alert {key} not accepted: cannot write the outbox {self._outbox.path}: {exc}"
-            raise SinkRetryableError(msg, retry_after_s=1.0) from exc
+            raise SinkRetryableError(msg) from exc
         finally:
             with self._idle:
                 if inserted:
@@ -937,7 +937,7 @@ class AlertDispatcher:
                         f"alert queue not drained after {timeout_s} s: "
                         f"{self._outstanding} signal(s) pending"
                     )
-                    raise SinkRetryableError(msg, retry_after_s=1.0)
+                    raise SinkRetryableError(msg)
                 self._idle.wait(remaining)
 
     def close(self, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:

@@ -65,7 +65,7 @@ def _classify(exc: Exception, what: str) -> SinkError:
         code = int(match.group(1)) if match else None
     name = type(exc).__name__
     if code in RETRYABLE_CODES or name in {"OperationalError", "ConnectionError", "TimeoutError"}:
-        return SinkRetryableError(f"{what} failed (code {code}): {exc}", retry_after_s=1.0)
+        return SinkRetryableError(f"{what} failed (code {code}): {exc}")
     return SinkFatalError(f"{what} failed (code {code}): {exc}")
 
 
@@ -169,7 +169,7 @@ class ServerStore:
         except Exception as exc:
             where = f"{parts.scheme}://{parts.hostname}:{parts.port}"
             msg = f"cannot connect to ClickHouse at {where}: {type(exc).__name__}"
-            raise SinkRetryableError(msg, retry_after_s=5.0) from None
+            raise SinkRetryableError(msg) from None
 
     def command(self, sql: str) -> None:
         """Run one statement."""

@@ -106,7 +106,7 @@ class FlakyStore:
 
 
 def test_retryable_insert_errors_are_retried_then_written_once(store):
-    flaky = FlakyStore(store, 2, SinkRetryableError("Code: 252. TOO_MANY_PARTS", retry_after_s=0))
+    flaky = FlakyStore(store, 2, SinkRetryableError("Code: 252. TOO_MANY_PARTS"))
     writer = IFDWriter(flaky, max_attempts=4, backoff_initial_s=0)
     writer.add_parts(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
     writer.flush()
