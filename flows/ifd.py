@@ -178,6 +178,7 @@ def build_flow(
             now_getter=_replay_now,
             to_system_utc=lambda _ts: None,
         )
+    _prepare_store(settings)
     processor = StreamProcessor(
         catalog,
         window_ns=window_ns,
@@ -248,6 +249,15 @@ def _new_book(settings: Settings) -> BaselineBook:
     )
 
 
+def _prepare_store(settings: Settings) -> None:
+    """Create or migrate the ``ifd`` schema once, at flow build (never in a sink partition)."""
+    store = open_store(settings)
+    try:
+        apply_schema(store)
+    finally:
+        store.close()
+
+
 def _load_history(settings: Settings, first_day: int) -> BaselineBook | None:
     """Contract baselines from ``ifd.pressure_metrics`` for days before ``first_day`` (days since epoch)."""
     if settings.embedded and not settings.effective_chdb_path.exists():
@@ -256,7 +266,6 @@ def _load_history(settings: Settings, first_day: int) -> BaselineBook | None:
     since_s = until_s - (settings.scoring_lookback_days * 2 + 7) * 86_400
     store = open_store(settings)
     try:
-        apply_schema(store)
         table = load_history(store, since_s, until_s)
     finally:
         store.close()

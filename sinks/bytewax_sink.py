@@ -29,7 +29,7 @@ from models.records import BatchStats, DeadLetters, UsageRow, WindowResult
 from models.settings import Settings
 from models.signals import Signal
 from sinks.alerts import AlertDispatcher, AlertSettings
-from sinks.clickhouse import IFDWriter, apply_schema, open_store
+from sinks.clickhouse import IFDWriter, open_store
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,7 @@ class _Writer:
     """Shared body of both partition kinds."""
 
     def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float) -> None:
-        self.store = open_store(settings)
-        apply_schema(self.store)
+        self.store = open_store(settings)  # the schema is applied once at flow build
         self.writer = IFDWriter(self.store, batch_rows=settings.sink_batch_rows)
         self.report = RunReport(total_bytes, settings.progress_interval_s)
         self.flush_interval_s = flush_interval_s
