@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 
+from benchmarks.naive_rule import naive_pressure_signal  # noqa: E402
 from flows.ifd import build_flow  # noqa: E402
-from flows.scoring import naive_pressure_signal  # noqa: E402
 from models.records import WindowResult  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from models.signals import Signal, SignalClass  # noqa: E402

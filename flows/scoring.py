@@ -170,18 +170,6 @@ def signal_class(confidence: float, p: ScoringParams) -> SignalClass | None:
     return None
 
 
-def naive_pressure_signal(bid_volume: int, ask_volume: int, ratio: float = 2.0) -> Direction | None:
-    """Apply the seeds' v1 rule, for comparison: ask/bid > ratio → BUY, bid/ask > ratio → SELL.
-
-    A window with volume on one side only counts as an infinite ratio.
-    """
-    if ask_volume > ratio * bid_volume:
-        return Direction.BUY
-    if bid_volume > ratio * ask_volume:
-        return Direction.SELL
-    return None
-
-
 def reason(m: PressureMetrics, f: Factors, baseline: Baseline | None,
            direction: Direction) -> str:
     """One line a trader can read, e.g. ``ask volume 1,240 = 6.1σ above 20-day 13:30 median …``."""

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from benchmarks.naive_rule import naive_pressure_signal
 from flows.baselines import BaselineBook
 from flows.scoring import (
     Scorer,
@@ -15,7 +16,6 @@ from flows.scoring import (
     WindowNumbers,
     bucket_key,
     forward_estimates,
-    naive_pressure_signal,
     signal_class,
 )
 from flows.spreads import spread_legs
