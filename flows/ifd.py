@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -95,6 +95,72 @@ def _late(key_item: tuple[str, tuple[int, PartBlock | Heartbeat]]) -> WindowResu
     return WindowResult(key, item.window_start_ns, item.with_late(), correction=True)
 
 
+@dataclass
+class _Input:
+    """What an input mode hands the shared body of :func:`build_flow`."""
+
+    batches: Any
+    clock: win.EventClock
+    catalog: InstrumentCatalog
+    total_bytes: int
+    first_day: int
+    symbology: dict[str, frozenset[int]] = field(default_factory=dict)
+    partition_keys: list[str] = field(default_factory=list)
+    extra_outputs: list[Any] = field(default_factory=list)
+
+
+def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
+                live_client_factory: Callable[..., object] | None,
+                alerts: AlertSettings | None) -> _Input:
+    """Databento live: batches, usage rows and an event clock that also follows the system clock."""
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+    extra_outputs: list[Any] = []
+    live.key()  # fail fast with a clear message when DATABENTO_API_KEY is missing
+    log.info("live settings: %s", live.masked())
+    total_bytes, first_day = 0, int(time.time() // 86_400)
+    catalog = InstrumentCatalog()  # definitions arrive in-stream
+    raw = op.input("read_live", flow, LiveSource(
+        live, live_client_factory,
+        (lambda: AlertDispatcher(alerts, notices_only=True)) if alerts is not None else None))
+    by_type = op.branch("split_usage", raw, lambda x: isinstance(x, SourceBatch))
+    batches = by_type.trues
+    extra_outputs.append(by_type.falses)
+    # live: the watermark also advances with the system clock (bytewax default)
+    clock = win.EventClock(_item_time, wait_for_system_duration=lateness)
+    return _Input(batches, clock, catalog, total_bytes, first_day, extra_outputs=extra_outputs)
+
+
+def _replay_input(flow: Dataflow, settings: Settings) -> _Input:
+    """DBN files (or the bundled sample): one source partition per file series, replay clock."""
+    lateness = timedelta(seconds=settings.allowed_lateness_s)
+    symbology: dict[str, frozenset[int]] = {}
+    patterns = settings.source_patterns() or ensure_sample(settings.data_dir)
+    plan = plan_inputs(patterns, settings.trade_schema)
+    log.info(
+        "inputs: %d data file(s), %d definition file(s) with %d definitions",
+        len(plan.data), len(plan.definition_files), len(plan.definitions),
+    )
+    total_bytes = plan.total_bytes
+    first_day = min(d.header.start_ns for d in plan.data) // 1_000_000_000 // 86_400
+    catalog = InstrumentCatalog(plan.definitions, plan.symbols)
+    for data in plan.data:
+        symbology[data.source_id] = frozenset(data.header.symbol_by_id)
+        if data.header.schema is None:  # in-file definitions known before any trade
+            catalog.update(read_definitions(data.path))
+    partitions = partition_inputs(plan.data)
+    partition_keys = [files[0].source_id for files in partitions]
+    batches = op.input(
+        "read_dbn", flow, DBNFileSource(partitions, batch_records=settings.batch_records),
+    )
+    clock = win.EventClock(
+        _item_time,
+        wait_for_system_duration=lateness,
+        now_getter=_replay_now,
+        to_system_utc=lambda _ts: None,
+    )
+    return _Input(batches, clock, catalog, total_bytes, first_day, symbology, partition_keys)
+
+
 def build_flow(
     settings: Settings | None = None,
     *,
@@ -136,48 +202,13 @@ def build_flow(
     flow = Dataflow("ifd")
     window_ns = settings.window_length_s * 1_000_000_000
     lateness = timedelta(seconds=settings.allowed_lateness_s)
-    extra_outputs = []
-    symbology: dict[str, frozenset[int]] = {}
-    partition_keys: list[str] = []
     if settings.mode == "live":
-        live = live or load_live_settings()
-        live.key()  # fail fast with a clear message when DATABENTO_API_KEY is missing
-        log.info("live settings: %s", live.masked())
-        plan, total_bytes, first_day = None, 0, int(time.time() // 86_400)
-        catalog = InstrumentCatalog()  # definitions arrive in-stream
-        raw = op.input("read_live", flow, LiveSource(
-            live, live_client_factory,
-            (lambda: AlertDispatcher(alerts, notices_only=True)) if alerts is not None else None))
-        by_type = op.branch("split_usage", raw, lambda x: isinstance(x, SourceBatch))
-        batches = by_type.trues
-        extra_outputs.append(by_type.falses)
-        # live: the watermark also advances with the system clock (bytewax default)
-        clock = win.EventClock(_item_time, wait_for_system_duration=lateness)
+        inp = _live_input(flow, settings, live or load_live_settings(), live_client_factory, alerts)
     else:
-        patterns = settings.source_patterns() or ensure_sample(settings.data_dir)
-        plan = plan_inputs(patterns, settings.trade_schema)
-        log.info(
-            "inputs: %d data file(s), %d definition file(s) with %d definitions",
-            len(plan.data), len(plan.definition_files), len(plan.definitions),
-        )
-        total_bytes = plan.total_bytes
-        first_day = min(d.header.start_ns for d in plan.data) // 1_000_000_000 // 86_400
-        catalog = InstrumentCatalog(plan.definitions, plan.symbols)
-        for data in plan.data:
-            symbology[data.source_id] = frozenset(data.header.symbol_by_id)
-            if data.header.schema is None:  # in-file definitions known before any trade
-                catalog.update(read_definitions(data.path))
-        partitions = partition_inputs(plan.data)
-        partition_keys = [files[0].source_id for files in partitions]
-        batches = op.input(
-            "read_dbn", flow, DBNFileSource(partitions, batch_records=settings.batch_records),
-        )
-        clock = win.EventClock(
-            _item_time,
-            wait_for_system_duration=lateness,
-            now_getter=_replay_now,
-            to_system_utc=lambda _ts: None,
-        )
+        inp = _replay_input(flow, settings)
+    batches, clock, catalog = inp.batches, inp.clock, inp.catalog
+    symbology, partition_keys, extra_outputs = inp.symbology, inp.partition_keys, inp.extra_outputs
+    total_bytes, first_day = inp.total_bytes, inp.first_day
     _prepare_store(settings)
     processor = StreamProcessor(
         catalog,
