@@ -16,6 +16,7 @@ COPY flows ./flows
 COPY models ./models
 COPY sinks ./sinks
 COPY samples ./samples
+COPY tools ./tools
 RUN pip install .
 
 # unprivileged user; /data (sample, alerts.jsonl, reports) and /recovery are volumes in compose

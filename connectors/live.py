@@ -311,7 +311,7 @@ class LiveFeed:
                 msg = (f"live gap too long: last processed {when:%Y-%m-%d %H:%M:%SZ} "
                        f"is beyond the {s.replay_horizon_s / 3600:.0f} h intraday-replay horizon; "
                        "backfill it "
-                       "with `python -m flows.baseline_job --source …` (Databento Historical) and restart "
+                       "with `python -m tools.baseline_job --source …` (Databento Historical) and restart "
                        "without the recovery snapshot")
                 raise LiveConfigError(msg)
         if self._client_factory is None:

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     window_length_s: int = Field(default=300, gt=0)
     history_budget_usd: float = Field(
         default=0.0, ge=0,
-        description="Most USD `flows.baseline_job --fetch-days` may spend on Databento Historical; 0 = refuse.")
+        description="Most USD `tools.baseline_job --fetch-days` may spend on Databento Historical; 0 = refuse.")
     allowed_lateness_s: float = Field(default=10.0, ge=0)
     batch_records: int = Field(default=262_144, ge=1, le=16_777_216)
     window_shards: int = Field(default=16, ge=1, le=4096)

@@ -24,12 +24,12 @@ from bytewax.outputs import (
 )
 from typing_extensions import override
 
-from flows.report import RunReport
 from models.records import BatchStats, DeadLetters, UsageRow, WindowResult
 from models.settings import Settings
 from models.signals import Signal
 from sinks.alerts import AlertDispatcher, AlertSettings
 from sinks.clickhouse import IFDWriter, open_store
+from sinks.run_report import RunReport
 
 log = logging.getLogger(__name__)
 

@@ -253,7 +253,7 @@ PARTITION BY toYYYYMM(window_start)
 ORDER BY (window_start, contract_key)
 SETTINGS non_replicated_deduplication_window = 1000;
 
--- Baselines computed by the baseline job (python -m flows.baseline_job), for inspection and boards.
+-- Baselines computed by the baseline job (python -m tools.baseline_job), for inspection and boards.
 CREATE TABLE IF NOT EXISTS ifd.baselines
 (
     as_of            Date,

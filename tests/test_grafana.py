@@ -29,7 +29,7 @@ window imbalance).
 
 The replay fixture runs ``python -m bytewax.run flows.ifd`` three ways into one tmp chdb: the
 default six-day NQ.OPT sample; a small trades file with bad and undefined-instrument trades (so the
-dead-letter and unknown-instrument panels have rows); then ``python -m flows.baseline_job`` for the
+dead-letter and unknown-instrument panels have rows); then ``python -m tools.baseline_job`` for the
 scored day (so ``ifd.baselines`` has rows).
 """
 
@@ -247,7 +247,7 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     days = sorted(re.search(r"(\d{8})\.tbbo", p.name).group(1)  # type: ignore[union-attr]
                   for p in (data_dir / "sample").glob("*.tbbo.dbn.zst"))
     last_day = f"{days[-1][:4]}-{days[-1][4:6]}-{days[-1][6:]}"
-    _run(["-m", "flows.baseline_job", "--as-of", last_day], env, data_dir)
+    _run(["-m", "tools.baseline_job", "--as-of", last_day], env, data_dir)
 
     store = ChdbStore(data_dir / "chdb")
     flow = store.query_arrow(
@@ -549,7 +549,7 @@ def _app_variables() -> set[str]:
         for name, field in model.model_fields.items():
             alias = field.validation_alias
             names.add(alias if isinstance(alias, str) else f"{prefix}{name}".upper())
-    return names | {"IFD_HISTORY_BUDGET_USD", "DATABENTO_API_KEY"}  # read by flows.baseline_job
+    return names | {"IFD_HISTORY_BUDGET_USD", "DATABENTO_API_KEY"}  # read by tools.baseline_job
 
 
 _ASSIGN_RE = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=(.*)$")

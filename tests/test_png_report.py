@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from matplotlib import image as mpimg
 
-from flows.png_report import (
+from tools.png_report import (
     NoDataError,
     PressureCells,
     SignalMarks,
@@ -54,7 +54,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_default_run_writes_png_of_last_scored_day_and_prints_path(sample_dir):
-    proc = _run(sample_dir, "-m", "flows.png_report")
+    proc = _run(sample_dir, "-m", "tools.png_report")
     assert proc.returncode == 0, proc.stderr
     printed = Path(proc.stdout.strip().splitlines()[-1])
     assert printed == sample_dir / "reports" / "ifd-2026-10-26.png"  # the sample's scored day
@@ -67,7 +67,7 @@ def test_default_run_writes_png_of_last_scored_day_and_prints_path(sample_dir):
 
 def test_explicit_range_underlying_and_out(sample_dir):
     out = sample_dir / "custom" / "session.png"
-    proc = _run(sample_dir, "-m", "flows.png_report", "--start", "2026-10-26T14:00Z",
+    proc = _run(sample_dir, "-m", "tools.png_report", "--start", "2026-10-26T14:00Z",
                 "--end", "2026-10-26T16:00", "--underlying", "NQZ6", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out)
@@ -75,7 +75,7 @@ def test_explicit_range_underlying_and_out(sample_dir):
 
 
 def test_range_without_data_exits_2_with_clear_message(sample_dir):
-    proc = _run(sample_dir, "-m", "flows.png_report", "--start", "2020-01-01", "--end", "2020-01-02")
+    proc = _run(sample_dir, "-m", "tools.png_report", "--start", "2020-01-01", "--end", "2020-01-02")
     assert proc.returncode == 2
     assert "no option windows" in proc.stderr and "2020-01-01 00:00" in proc.stderr
     assert proc.stdout == ""
@@ -83,20 +83,20 @@ def test_range_without_data_exits_2_with_clear_message(sample_dir):
 
 
 def test_unknown_underlying_exits_2(sample_dir):
-    proc = _run(sample_dir, "-m", "flows.png_report", "--start", "2026-10-26", "--underlying", "ESZ6")
+    proc = _run(sample_dir, "-m", "tools.png_report", "--start", "2026-10-26", "--underlying", "ESZ6")
     assert proc.returncode == 2
     assert "no option windows for ESZ6" in proc.stderr
 
 
 def test_bad_arguments_exit_2(tmp_path):
-    proc = _run(tmp_path, "-m", "flows.png_report", "--start", "2026-10-26", "--end", "2026-10-25T12:00")
+    proc = _run(tmp_path, "-m", "tools.png_report", "--start", "2026-10-26", "--end", "2026-10-25T12:00")
     assert proc.returncode == 2 and "must be after" in proc.stderr
-    proc = _run(tmp_path, "-m", "flows.png_report", "--underlying", "NQZ6'; DROP TABLE x")
+    proc = _run(tmp_path, "-m", "tools.png_report", "--underlying", "NQZ6'; DROP TABLE x")
     assert proc.returncode == 2 and "not a symbol" in proc.stderr
 
 
 def test_module_imports_no_bytewax():
-    code = "import sys, flows.png_report; print('bytewax' in sys.modules)"
+    code = "import sys, tools.png_report; print('bytewax' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(REPO), capture_output=True,
                           text=True, timeout=120, check=True)
     assert proc.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""``python -m sinks.query`` on a real embedded chdb store: every format round-trips the stored rows."""
+"""``python -m tools.query`` on a real embedded chdb store: every format round-trips the stored rows."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sinks.clickhouse import ChdbStore
-from sinks.query import main, split_format
+from tools.query import main, split_format
 
 COLUMNS = ("id", "symbol", "v", "n")
 # strings CSV/TSV must quote or escape: comma, double quote, newline, tab, backslash, non-ASCII
@@ -231,7 +231,7 @@ def test_negative_max_rows_is_a_usage_error(store_dir, capsys):
 
 
 def test_module_runs_without_importing_pandas(store_dir):
-    code = ("import sys; from sinks.query import main; rc = main([sys.argv[1]]); "
+    code = ("import sys; from tools.query import main; rc = main([sys.argv[1]]); "
             "assert 'pandas' not in sys.modules, 'pandas imported'; sys.exit(rc)")
     done = subprocess.run([sys.executable, "-c", code, SQL], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], check=False)

@@ -2,9 +2,9 @@
 
 For people without Grafana: one picture of an underlying's option flow over a time range::
 
-    python -m flows.png_report                               # last scored day, most-traded underlying
-    python -m flows.png_report --start 2026-10-26T14:00Z --end 2026-10-26T16:00Z --underlying NQZ6
-    python -m flows.png_report --start 2026-10-26 --out flow.png   # one UTC day
+    python -m tools.png_report                               # last scored day, most-traded underlying
+    python -m tools.png_report --start 2026-10-26T14:00Z --end 2026-10-26T16:00Z --underlying NQZ6
+    python -m tools.png_report --start 2026-10-26 --out flow.png   # one UTC day
 
 Reads ``ifd.pressure_metrics`` (and ``ifd.ifd_signals`` when that table exists) through
 :func:`sinks.clickhouse.open_store` with the flow's settings (``IFD_CLICKHOUSE_URL``, else embedded
@@ -521,7 +521,7 @@ def default_output(data_dir: Path, start_s: int, end_s: int) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; return its exit code (0 written, 1 query failed, 2 no data or bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m flows.png_report",
+    parser = argparse.ArgumentParser(prog="python -m tools.png_report",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--start", help="range start, ISO-8601 (no zone = UTC; a date = 00:00)")
     parser.add_argument("--end", help="range end, exclusive (a date = the end of that day)")

@@ -2,11 +2,11 @@ r"""Run SQL against the configured ClickHouse (embedded chdb or server) and prin
 
 Embedded chdb has no ``clickhouse-client``; this is its command line::
 
-    python -m sinks.query "SELECT window_start, symbol, bid_volume, ask_volume, dominant_side
+    python -m tools.query "SELECT window_start, symbol, bid_volume, ask_volume, dominant_side
                            FROM ifd.pressure_metrics ORDER BY total_volume DESC LIMIT 10"
-    python -m sinks.query --format csv "SELECT * FROM ifd.ifd_signals" > signals.csv
-    python -m sinks.query "SELECT * FROM ifd.dead_letters FORMAT JSONEachRow"
-    python -m sinks.query --format parquet --output parts.parquet "SELECT * FROM ifd.pressure_parts"
+    python -m tools.query --format csv "SELECT * FROM ifd.ifd_signals" > signals.csv
+    python -m tools.query "SELECT * FROM ifd.dead_letters FORMAT JSONEachRow"
+    python -m tools.query --format parquet --output parts.parquet "SELECT * FROM ifd.pressure_parts"
 
 The query always runs as Arrow; the result is then written here:
 
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         Exit code: 0 written, 1 the query failed, 2 usage, settings, store or output error.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m sinks.query", description=__doc__.splitlines()[0],
+        prog="python -m tools.query", description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("sql", help="one SQL statement (a trailing FORMAT clause is understood)")
     parser.add_argument("--format", "-f", choices=FORMATS, default=None,

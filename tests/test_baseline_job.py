@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from flows.baseline_job import BudgetExceededError, fetch_history, main
 from samples.generator import generate_session
 from sinks.clickhouse import ChdbStore
+from tools.baseline_job import BudgetExceededError, fetch_history, main
 
 
 class FakeHistorical:

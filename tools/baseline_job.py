@@ -2,9 +2,9 @@
 
 ::
 
-    python -m flows.baseline_job                                  # from ClickHouse history
-    python -m flows.baseline_job --source 'data/history/*.dbn.zst'  # replay DBN files first
-    python -m flows.baseline_job --fetch-days 20 --symbols NQ.OPT   # Databento Historical (cost-checked)
+    python -m tools.baseline_job                                  # from ClickHouse history
+    python -m tools.baseline_job --source 'data/history/*.dbn.zst'  # replay DBN files first
+    python -m tools.baseline_job --fetch-days 20 --symbols NQ.OPT   # Databento Historical (cost-checked)
 
 Steps:
 
@@ -174,7 +174,7 @@ def replay(settings: Settings, sources: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m flows.baseline_job",
+    parser = argparse.ArgumentParser(prog="python -m tools.baseline_job",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--as-of", type=date.fromisoformat, help="day to compute baselines for")
     parser.add_argument("--source", help="DBN files/globs to replay first (comma-separated)")

@@ -1,0 +1,1 @@
+"""Command-line tools over the store and the flow: reports, baselines, queries."""
