@@ -619,7 +619,7 @@ def _decode_definitions(
         has_metadata=False,
         ts_out=ts_out,
         input_version=version,
-        upgrade_policy=dbn.VersionUpgradePolicy.UPGRADE_TO_V3,
+        upgrade_policy=dbn.VersionUpgradePolicy.UPGRADE_TO_V3,  # type: ignore[arg-type]  # stub types members as int
     )
     for start in starts.tolist():
         decoder.write(bytes(view[start : start + view[start] * 4]))

@@ -60,6 +60,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import databento_dbn as dbn
 import numpy as np
@@ -198,6 +199,18 @@ class _Minute:
     lag_n: int = 0
 
 
+class LiveClient(Protocol):
+    """The part of :class:`databento.Live` the feed uses (a test gateway client can stand in)."""
+
+    def subscribe(self, dataset: str, schema: str, symbols: list[str], stype_in: str,
+                  start: int | None) -> object: ...
+    def add_callback(self, record_callback: Callable[[Any], None],
+                     exception_callback: Callable[[Exception], None] | None) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def is_connected(self) -> bool: ...
+
+
 class LiveFeed:
     """A reconnecting Databento live session that yields columnar :class:`SourceBatch` es.
 
@@ -228,7 +241,7 @@ class LiveFeed:
         settings: LiveSettings,
         *,
         resume: LiveResume | None = None,
-        client_factory: Callable[..., object] | None = None,
+        client_factory: Callable[..., LiveClient] | None = None,
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         notify: Callable[[str, str, str], object] | None = None,
@@ -252,7 +265,7 @@ class LiveFeed:
         self.meter = BudgetMeter(settings.daily_budget_usd, settings.budget_stop_fraction,
                                  settings.cost_per_gb_usd, settings.cost_per_hour_usd)
         self.sessions = MarketSessions(settings.session)
-        self._client = None
+        self._client: LiveClient | None = None
         self._lock = threading.Lock()
         self._records: deque[tuple[int, bytes, int, int | None]] = deque()
         """(connection, raw record, ts_event, ts_recv) in arrival order; raw ``_SEAL`` = heartbeat."""
@@ -260,7 +273,7 @@ class LiveFeed:
         """Newest connection number; records of any other connection are ignored."""
         self._gen_open = False
         self._received_position: int | None = None
-        self._events: deque[object] = deque()
+        self._events: deque[dbn.ErrorMsg | dbn.SystemMsg] = deque()
         self._last_heard = 0.0
         self._connected_at = 0.0
         self._attempts = 0
@@ -317,7 +330,7 @@ class LiveFeed:
         if self._client_factory is None:
             import databento
 
-            factory: Callable[..., object] = databento.Live
+            factory: Callable[..., LiveClient] = databento.Live
         else:
             factory = self._client_factory
         kwargs: dict[str, object] = dict(key=self._key, heartbeat_interval_s=s.heartbeat_interval_s)
@@ -356,9 +369,9 @@ class LiveFeed:
             log.info("live: connected to %s (%s %s)", s.gateway or "Databento", s.schema_name,
                      s.symbols)
 
-    def _on_record(self, gen: int, record: object) -> None:
+    def _on_record(self, gen: int, record: Any) -> None:
         """Client-thread callback: queue one record of connection ``gen`` (see module docstring)."""
-        raw = bytes(record)  # type: ignore[call-overload]
+        raw = bytes(record)
         with self._lock:
             if gen != self._gen or not self._gen_open:
                 self._count("stale_connection_records")  # replayed by the next connection
@@ -376,7 +389,7 @@ class LiveFeed:
                     self._records.append((gen, _SEAL, 0, None))
                 self._events.append(record)
                 return
-            ts_event = int(record.ts_event)  # type: ignore[attr-defined]
+            ts_event = int(record.ts_event)
             ts_recv = getattr(record, "ts_recv", None)
             self._records.append((gen, raw, ts_event, ts_recv))
             if ts_event != 2**64 - 1:
@@ -473,8 +486,9 @@ class LiveFeed:
             backlog = bool(self._records or self._events)
         if backlog:
             return now_s  # received records are processed whatever the state
+        wake: float
         if self.stopped_reason == "budget":
-            wake = (int(now_s // 86_400) + 1) * 86_400
+            wake = (now_s // 86_400 + 1) * 86_400
         elif not self.sessions.is_open(now_s):
             wake = self.sessions.next_open_s(now_s)
         elif self._client is None:

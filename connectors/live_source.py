@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
-from connectors.live import LiveFeed
+from connectors.live import LiveClient, LiveFeed
 from connectors.live_resume import LiveResume
 from models.batch import SourceBatch
 from models.errors import PipelineError, record_fatal
@@ -131,7 +131,7 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow, LiveResume]):
     """
 
     def __init__(self, settings: LiveSettings,
-                 client_factory: Callable[..., object] | None = None,
+                 client_factory: Callable[..., LiveClient] | None = None,
                  notifier: Callable[[], Notifier] | None = None) -> None:
         self._settings = settings
         self._client_factory = client_factory

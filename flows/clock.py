@@ -71,10 +71,20 @@ class PartitionClock:
         return min(state.progress.get(p, 0) for p in self.partitions)
 
     def step(
-        self, state: ClockState | None, item: PartBlock | Progress
+        self, state: ClockState | None, item: PartBlock | Heartbeat | Progress
     ) -> tuple[ClockState, list[PartBlock | Heartbeat]]:
-        """Take one item of a window key; return the items now due, in event-time order."""
+        """Take one item of a window key; return the items now due, in event-time order.
+
+        Raises
+        ------
+        TypeError
+            ``item`` is a :class:`Heartbeat`: with merged clocks the partitions send
+            :class:`Progress` instead, and this step makes the heartbeats.
+        """
         state = state or self.new_state()
+        if isinstance(item, Heartbeat):
+            msg = f"merged partition clocks got a Heartbeat for {item.key!r}; partitions must send Progress"
+            raise TypeError(msg)
         if isinstance(item, Progress):
             ts = NEVER if item.done else item.ts_ns
             if ts > state.progress.get(item.partition, 0):

@@ -33,22 +33,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
 
-from connectors.dbn import SourceBatch, read_definitions
+from connectors.dbn import read_definitions
 from connectors.files import DBNFileSource
 from connectors.inputs import partition_inputs, plan_inputs
+from connectors.live import LiveClient
 from connectors.live_source import LiveSource
 from flows.baselines import BaselineBook
 from flows.clock import PartitionClock, Progress
 from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState, ScoringParams
-from flows.stream import StreamProcessor, normalise_batch
+from flows.stream import StreamItem, StreamProcessor, normalise_batch
+from models.batch import SourceBatch
 from models.errors import PipelineError, fatal_errors
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import LiveSettings, Settings, load_live_settings, load_settings
@@ -70,6 +72,11 @@ def _item_time(item: PartBlock | Heartbeat) -> datetime:
 def _replay_now() -> datetime:
     """Frozen 'system time' for replay: watermarks advance by event time only."""
     return EPOCH
+
+
+def _is_window_item(item: StreamItem) -> TypeGuard[PartBlock | Heartbeat | Progress]:
+    """Whether ``item`` travels to the windows (else it is a counter for the sink)."""
+    return isinstance(item, PartBlock | Heartbeat | Progress)
 
 
 def _fold(acc: list[PartBlock], item: PartBlock | Heartbeat) -> list[PartBlock]:
@@ -110,7 +117,7 @@ class _Input:
 
 
 def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
-                live_client_factory: Callable[..., object] | None,
+                live_client_factory: Callable[..., LiveClient] | None,
                 alerts: AlertSettings | None) -> _Input:
     """Databento live: batches, usage rows and an event clock that also follows the system clock."""
     lateness = timedelta(seconds=settings.allowed_lateness_s)
@@ -167,7 +174,7 @@ def build_flow(
     sink: Sink[Any] | None = None,
     alerts: AlertSettings | None | bool = True,
     live: LiveSettings | None = None,
-    live_client_factory: Callable[..., object] | None = None,
+    live_client_factory: Callable[..., LiveClient] | None = None,
 ) -> Dataflow:
     """Build the IFD dataflow.
 
@@ -222,9 +229,7 @@ def build_flow(
     by_source = op.key_on("key_by_source", normalised, lambda item: item[0].partition)
     processed = op.stateful_map("classify_and_aggregate", by_source, processor.process)
     items = op.flat_map("explode", processed, lambda key_items: key_items[1])
-    split = op.branch(
-        "split_window_items", items, lambda x: isinstance(x, PartBlock | Heartbeat | Progress)
-    )
+    split = op.branch("split_window_items", items, _is_window_item)
     by_shard = op.key_on("key_by_shard", split.trues, lambda x: x.key)
     if len(partition_keys) > 1:  # the slowest partition sets each key's event clock
         by_shard = op.stateful_flat_map("merge_partition_clocks", by_shard,

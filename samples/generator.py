@@ -60,6 +60,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import databento_dbn as dbn
 import numpy as np
@@ -191,7 +192,7 @@ def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 
 def _definition_bytes(chain: Chain) -> bytes:
     """Encode the future and every option as ``InstrumentDefMsg`` records."""
     n_k = len(chain.strikes)
-    rows = [
+    rows: list[dict[str, Any]] = [
         dict(
             instrument_id=chain.future_id,
             raw_symbol=chain.future_symbol,
@@ -233,12 +234,12 @@ def _definition_bytes(chain: Chain) -> bytes:
             group=row["asset"],
             currency="USD",
             exchange="XCME",
-            security_update_action=dbn.SecurityUpdateAction.ADD,
+            security_update_action=dbn.SecurityUpdateAction("A"),
             display_factor=PRICE_SCALE,
             unit_of_measure="IPNT",
             unit_of_measure_qty=MULTIPLIER * PRICE_SCALE,
             min_price_increment_amount=row["min_price_increment"] * MULTIPLIER,
-            match_algorithm=dbn.MatchAlgorithm.FIFO,
+            match_algorithm=dbn.MatchAlgorithm("F"),
             maturity_year=exp.year,
             maturity_month=exp.month,
             maturity_day=exp.day,
@@ -271,8 +272,8 @@ def _metadata(
         dataset=DATASET,
         start=chain.session_start,
         end=chain.session_start + CLOSE_S * NS,
-        stype_in=dbn.SType.PARENT,
-        stype_out=dbn.SType.INSTRUMENT_ID,
+        stype_in=dbn.SType("parent"),
+        stype_out=dbn.SType("instrument_id"),
         schema=schema,
         symbols=symbols,
         mappings=mappings,
@@ -310,7 +311,7 @@ def write_definitions(
     chain = build_chain(session_date, underlying_price)
     header = _metadata(
         chain,
-        dbn.Schema.DEFINITION,
+        dbn.Schema("definition"),
         ["NQ.FUT", PARENT_SYMBOL],
         np.concatenate([[chain.future_id], chain.ids]),
     )
@@ -426,7 +427,7 @@ def _sweeps(rng: np.random.Generator, rec: np.ndarray, share: float) -> None:
     lead = np.repeat(np.array(leaders), lengths)
     level = np.arange(len(lead)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     pos = lead + level
-    copy = [c for c in rec.dtype.names if c not in ("price", "size")]
+    copy = [c for c in rec.dtype.names or () if c not in ("price", "size")]
     for col in copy:
         rec[col][pos] = rec[col][lead]
     is_dup = dup[lead] & (level >= 1)
@@ -474,7 +475,7 @@ def _trade_blocks(
         size = np.minimum(1 + np.floor(rng.lognormal(0.0, 1.0, m)), 49).astype(np.int64)
         size = np.where(rng.random(m) < 0.0025, rng.integers(10, 101, m) * 5, size)
         rec = np.zeros(m, dtype=dtype)
-        rec["rtype"] = dbn.RType.MBP_1.value if dtype == _MBP1_DTYPE else dbn.RType.MBP_0.value
+        rec["rtype"] = int(dbn.RType.MBP_1) if dtype == _MBP1_DTYPE else int(dbn.RType.MBP_0)
         rec["instrument_id"] = chain.ids[(e * n_k + k) * 2 + is_put]
         rec["price"] = np.where(side == b"B", ask, np.where(side == b"A", bid, n_px)) * TICK
         rec["size"], rec["action"], rec["side"] = size, b"T", side
@@ -539,7 +540,7 @@ def _mbo_blocks(rng: np.random.Generator, chain: Chain, n: int, count: int) -> I
         price = np.where((act == 1) | (act == 3), price[ref], price)
         size = np.where(act == 1, size[ref], np.where(act == 3, np.minimum(size, size[ref]), size))
         rec = np.zeros(m, dtype=_MBO_DTYPE)
-        rec["rtype"] = dbn.RType.MBO.value
+        rec["rtype"] = int(dbn.RType.MBO)
         rec["instrument_id"], rec["order_id"] = chain.ids[o], oid
         rec["price"], rec["size"], rec["side"] = price * TICK, size, side
         rec["action"] = np.frombuffer(b"ACMFT", dtype="S1")[act]
@@ -607,7 +608,7 @@ def generate_session(
     rng = np.random.default_rng(seed)
     tbbo = _write_dbn(
         out_dir / sample_name(session_date, "tbbo"),
-        _metadata(chain, dbn.Schema.TBBO, [PARENT_SYMBOL]),
+        _metadata(chain, dbn.Schema("tbbo"), [PARENT_SYMBOL]),
         _trade_blocks(rng, chain, n_trades, _MBP1_DTYPE, sweep_share=sweep_share),
     )
     return SampleFiles(definition_path=defs, tbbo_path=tbbo)
@@ -706,7 +707,7 @@ def generate_mbo(
         _definition_path_for(path), session_date=session_date, underlying_price=underlying_price
     )
     blocks = _mbo_blocks(np.random.default_rng(seed), chain, n_records, count)
-    return _write_dbn(path, _metadata(chain, dbn.Schema.MBO, [PARENT_SYMBOL]), blocks)
+    return _write_dbn(path, _metadata(chain, dbn.Schema("mbo"), [PARENT_SYMBOL]), blocks)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,7 +142,8 @@ class LabelledDays:
 
 def trading_days(first_day: dt.date, n_days: int) -> list[dt.date]:
     """Return the first ``n_days`` Monday-Friday dates on or after ``first_day``."""
-    out, day = [], first_day
+    out: list[dt.date] = []
+    day = first_day
     while len(out) < n_days:
         if day.weekday() < 5:
             out.append(day)
@@ -173,7 +174,7 @@ def write_chain_definitions(path: Path, chain: Chain) -> Path:
     would change the expiries and hence the contracts from day to day).
     """
     ids = np.concatenate([[chain.future_id], chain.ids])
-    header = _metadata(chain, dbn.Schema.DEFINITION, ["NQ.FUT", PARENT_SYMBOL], ids)
+    header = _metadata(chain, dbn.Schema("definition"), ["NQ.FUT", PARENT_SYMBOL], ids)
     return _write_dbn(path, header, [np.frombuffer(_definition_bytes(chain), dtype=_DEF_DTYPE)])
 
 
@@ -233,7 +234,7 @@ def _records(
     inside = bid + np.floor(rng.random(m) * (spread + 1)).astype(np.int64)
     n_px = np.where((spread % 2 == 0) & (rng.random(m) < 0.6), bid + spread // 2, inside)
     rec = np.zeros(m, dtype=_MBP1_DTYPE)
-    rec["rtype"] = dbn.RType.MBP_1.value
+    rec["rtype"] = int(dbn.RType.MBP_1)
     rec["instrument_id"] = chain.ids[opt]
     rec["price"] = np.where(side == b"B", ask, np.where(side == b"A", bid, n_px)) * TICK
     rec["size"], rec["action"], rec["side"] = size, b"T", side
@@ -311,9 +312,9 @@ class _Day:
             return None
         w = None if weights is None else weights.ravel()[cells]
         if w is None or not np.any(w > 0):
-            i = self.rng.integers(len(cells))
+            i = int(self.rng.integers(len(cells)))
         else:
-            i = self.rng.choice(len(cells), p=w / w.sum())
+            i = int(self.rng.choice(len(cells), p=w / w.sum()))
         return tuple(int(j) for j in np.unravel_index(cells[i], mask.shape))
 
     def add(
@@ -388,7 +389,7 @@ class _Day:
         """Inject a block (1-5 prints of 50-500 within ~4 s, one side) and label it."""
         rng = self.rng
         direction, side = self._direction()
-        cell, vol = self._weak_cell(50, 2500) if weak else (None, None)
+        cell, vol = self._weak_cell(50, 2500) if weak else (None, np.zeros((0, 0)))
         if cell is not None:
             o, w = cell
             total = int(vol[o, w])
@@ -485,7 +486,7 @@ class _Day:
         """Inject 15-40 medium prints (>= 85 % of the volume on one side) over a window, label it."""
         rng = self.rng
         direction, side = self._direction()
-        cell, vol = self._weak_cell(150, 1440) if weak else (None, None)
+        cell, vol = self._weak_cell(150, 1440) if weak else (None, np.zeros((0, 0)))
         if cell is not None:
             o, w = cell
             total = int(vol[o, w])
@@ -652,7 +653,7 @@ def generate_labelled_days(
         defs.append(write_chain_definitions(out_dir / sample_name(day, "definition"), dch))
         tbbos.append(
             _write_dbn(
-                out_dir / sample_name(day, "tbbo"), _metadata(dch, dbn.Schema.TBBO, [PARENT_SYMBOL]), [rec]
+                out_dir / sample_name(day, "tbbo"), _metadata(dch, dbn.Schema("tbbo"), [PARENT_SYMBOL]), [rec]
             )
         )
         labels += sorted(state.labels, key=lambda r: (r["window_start"], r["instrument_id"]))

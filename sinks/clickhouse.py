@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -384,7 +385,7 @@ def load_history(store: ClickHouseStore, since_s: int, until_s: int) -> pa.Table
     return store.query_arrow(sql)
 
 
-def _token(table: str, *identity: object) -> str:
+def _token(table: str, *identity: np.ndarray | Sequence[object]) -> str:
     """Deduplication token from the identities of a block's rows (arrays or lists)."""
     digest = hashlib.blake2b(table.encode(), digest_size=16)
     for part in identity:
@@ -435,7 +436,8 @@ class IFDWriter:
             stop=stop_after_attempt(max_attempts),
             reraise=True,
             before_sleep=lambda rs: log.warning(
-                "retrying insert (attempt %d): %s", rs.attempt_number, rs.outcome.exception()
+                "retrying insert (attempt %d): %s", rs.attempt_number,
+                rs.outcome.exception() if rs.outcome else None,
             ),
         )(self._insert_once)
 

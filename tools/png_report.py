@@ -225,7 +225,7 @@ def strike_totals(strike: np.ndarray, net_pressure: np.ndarray,
     return rows, totals
 
 
-def pressure_norm(net_pressure: np.ndarray) -> mcolors.Normalize:
+def pressure_norm(net_pressure: np.ndarray) -> mcolors.SymLogNorm:
     """Colour normalisation of net pressure: symmetric about 0, logarithmic beyond the median.
 
     A linear scale would let one block trade wash out every other cell, so values within the
@@ -320,7 +320,7 @@ def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, titl
     bar = fig.colorbar(mesh, ax=fig.axes[::2], location="bottom", shrink=0.5, aspect=40, pad=0.01,
                        label="net pressure (ask − bid), contracts: symmetric log scale centred at 0; "
                              "white = no trades")
-    limit = norm.vmax
+    limit = float(norm.vmax or 1.0)
     decades = [10.0**k for k in range(int(np.log10(limit)) + 1) if norm.linthresh <= 10.0**k <= limit / 2]
     ticks = sorted({0.0, limit, -limit, *decades, *(-d for d in decades)})
     bar.set_ticks(ticks, labels=[f"{v:+,.0f}" if v else "0" for v in ticks])
@@ -390,7 +390,7 @@ ORDER BY window_start_s
 """
 
 
-def _scalar(store: ClickHouseStore, sql: str) -> object:
+def _scalar(store: ClickHouseStore, sql: str) -> int | str | None:
     table = store.query_arrow(sql)
     if table.num_rows == 0 or table.num_columns == 0:
         return None
