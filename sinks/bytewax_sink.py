@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from bytewax.outputs import (
     DynamicSink,
@@ -46,25 +45,18 @@ class _Writer:
         self.flush_interval_s = flush_interval_s
         self._last_flush = time.monotonic()
 
-    def write(self, items: list[Any]) -> None:
+    def write(self, items: list[SinkItem]) -> None:
         for item in items:
             if isinstance(item, WindowResult):
-                self.writer.add_parts(item.parts)
+                self.writer.add(item.parts)
                 contracts = len(set(item.parts.cols["contract_key"].tolist()))
                 self.report.on_window(item.correction, contracts)
-            elif isinstance(item, BatchStats):
-                self.writer.add_stats(item)
+                continue
+            self.writer.add(item)  # TypeError for an item with no table
+            if isinstance(item, BatchStats):
                 self.report.on_stats(item)
-            elif isinstance(item, DeadLetters):
-                self.writer.add_dead_letters(item)
             elif isinstance(item, Signal):
-                self.writer.add_signals([item])
                 self.report.on_signal(item)
-            elif isinstance(item, UsageRow):
-                self.writer.add_usage([item])
-            else:
-                msg = f"unexpected item for the ClickHouse sink: {type(item).__name__}"
-                raise TypeError(msg)
         now = time.monotonic()
         if self.writer.pending and now - self._last_flush >= self.flush_interval_s:
             self.flush()

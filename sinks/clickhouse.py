@@ -3,8 +3,11 @@
 - :func:`open_store` picks :class:`ChdbStore` (``IFD_CLICKHOUSE_URL`` unset;
   data in ``IFD_CHDB_PATH``; one process per directory) or
   :class:`ServerStore` (clickhouse-connect over HTTP).
-- :func:`apply_schema` runs ``sinks/schema.sql`` (idempotent).
-- :class:`IFDWriter` buffers window parts, batch stats and dead letters and
+- :func:`apply_schema` runs ``sinks/schema.sql`` (idempotent), once per run, at flow build.
+- Queries bind their values server-side (``{name:Type}`` placeholders: chdb ``params=``,
+  clickhouse-connect ``parameters=``); no value is ever formatted into SQL.
+- :data:`TABLES` registers every table the dataflow writes (item type, Arrow
+  encoding, dedup token); :class:`IFDWriter` buffers items per table and
   writes them as columnar Arrow inserts with explicit column names, an
   ``insert_deduplication_token`` per block and retries with exponential
   backoff on retryable errors (decided by ClickHouse error code).
@@ -20,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -56,6 +60,8 @@ RETRYABLE_CODES = frozenset({159, 164, 202, 209, 210, 241, 252, 285, 319, 425, 9
 NETWORK_ERROR, MEMORY_LIMIT_EXCEEDED, TOO_MANY_PARTS, TOO_FEW_LIVE_REPLICAS,
 UNKNOWN_STATUS_OF_INSERT, SYSTEM_ERROR, KEEPER_EXCEPTION."""
 _CODE_RE = re.compile(r"Code:\s*(\d+)")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+_TOKEN = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def _classify(exc: Exception, what: str) -> SinkError:
@@ -76,8 +82,11 @@ class ClickHouseStore(Protocol):
     def command(self, sql: str) -> None:
         """Run a statement that returns nothing."""
 
-    def query_arrow(self, sql: str) -> pa.Table:
-        """Run a query and return its result as an Arrow table."""
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """Run a query and return its result as an Arrow table.
+
+        ``parameters`` are bound server-side to ``{name:Type}`` placeholders in ``sql``.
+        """
 
     def insert_arrow(self, table: str, data: pa.Table, *, dedup_token: str) -> None:
         """Insert ``data`` (column names = Arrow field names) into ``table``."""
@@ -113,10 +122,10 @@ class ChdbStore:
         except Exception as exc:
             raise _classify(exc, "chdb statement") from exc
 
-    def query_arrow(self, sql: str) -> pa.Table:
-        """Run a query; result as Arrow."""
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """Run a query; result as Arrow; ``parameters`` bound to ``{name:Type}`` placeholders."""
         try:
-            result = self._session.query(sql, "ArrowStream")
+            result = self._session.query(sql, "ArrowStream", params=parameters)
         except Exception as exc:
             raise _classify(exc, "chdb query") from exc
         data = result.bytes()
@@ -125,7 +134,20 @@ class ChdbStore:
         return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
 
     def insert_arrow(self, table: str, data: pa.Table, *, dedup_token: str) -> None:
-        """Insert an Arrow table through chdb's ``Python()`` table function."""
+        """Insert an Arrow table through chdb's ``Python()`` table function.
+
+        ClickHouse cannot bind identifiers or ``SETTINGS`` values, so the table, column
+        names and token are checked first (plain identifiers; token of ``[A-Za-z0-9_.:-]``).
+
+        Raises
+        ------
+        SinkFatalError
+            A name or the token has a character outside those sets.
+        """
+        names = [table, *data.column_names]
+        if not all(_IDENTIFIER.fullmatch(n) for n in names) or not _TOKEN.fullmatch(dedup_token):
+            msg = f"refusing insert into {table!r}: table, columns and token must be plain identifiers"
+            raise SinkFatalError(msg)
         cols = ", ".join(data.column_names)
         sql = (
             f"INSERT INTO {table} ({cols}) "  # noqa: S608 - identifiers are ours
@@ -179,10 +201,10 @@ class ServerStore:
         except Exception as exc:
             raise _classify(exc, "ClickHouse statement") from exc
 
-    def query_arrow(self, sql: str) -> pa.Table:
-        """Run a query; result as Arrow."""
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """Run a query; result as Arrow; ``parameters`` bound to ``{name:Type}`` placeholders."""
         try:
-            return self._client.query_arrow(sql)
+            return self._client.query_arrow(sql, parameters=parameters)
         except Exception as exc:
             raise _classify(exc, "ClickHouse query") from exc
 
@@ -380,9 +402,7 @@ def load_history(store: ClickHouseStore, since_s: int, until_s: int) -> pa.Table
     pyarrow.Table
         contract_key, window_start_s, total_volume, total_trades, abs_imbalance.
     """
-    sql = HISTORY_SQL.replace("{since_s:Int64}", str(int(since_s))).replace(
-        "{until_s:Int64}", str(int(until_s)))
-    return store.query_arrow(sql)
+    return store.query_arrow(HISTORY_SQL, {"since_s": int(since_s), "until_s": int(until_s)})
 
 
 def _token(table: str, *identity: np.ndarray | Sequence[object]) -> str:
@@ -396,14 +416,75 @@ def _token(table: str, *identity: np.ndarray | Sequence[object]) -> str:
     return digest.hexdigest()
 
 
+def _encode_parts(blocks: list[PartBlock]) -> tuple[pa.Table, str]:
+    block = PartBlock.concat(blocks)
+    c = block.cols
+    # identity + resolution: a retry is dropped, a re-resolved row replaces the old one
+    token = _token("ifd.pressure_parts", c["window_start_ns"], c["seq"], c["instrument_id"],
+                   c["first_ts_ns"], c["source"], c["contract_key"])
+    return parts_table(block), token
+
+
+def _encode_stats(stats: list[BatchStats]) -> tuple[pa.Table, str]:
+    return stats_table(stats), _token("ifd.ingest_batches", [(s.source, s.seq) for s in stats])
+
+
+def _encode_dead_letters(blocks: list[DeadLetters]) -> tuple[pa.Table, str]:
+    token = _token("ifd.dead_letters", [(b.source, int(b.position[0]), len(b)) for b in blocks])
+    return dead_letters_table(blocks), token
+
+
+def _encode_signals(signals: list[Signal]) -> tuple[pa.Table, str]:
+    return signals_table(signals), _token("ifd.ifd_signals", [s.alert_key for s in signals])
+
+
+def _encode_usage(rows: list[UsageRow]) -> tuple[pa.Table, str]:
+    return usage_table(rows), _token("ifd.usage", [(u.source, u.minute_s) for u in rows])
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How one kind of sink item becomes rows of one table.
+
+    Attributes
+    ----------
+    table : str
+        Target table (``sinks/schema.sql``).
+    item_type : type
+        The sink item buffered for it.
+    encode : callable
+        ``list[item] -> (pyarrow.Table, dedup_token)``; the token is a function of the rows'
+        identities, so a retried or replayed block is dropped by ClickHouse.
+    rows : callable
+        Rows one item adds (the flush threshold counts these).
+    """
+
+    table: str
+    item_type: type
+    encode: Callable[[list[Any]], tuple[pa.Table, str]]
+    rows: Callable[[Any], int] = lambda _item: 1
+
+
+TABLES: tuple[TableSpec, ...] = (
+    TableSpec("ifd.pressure_parts", PartBlock, _encode_parts, len),
+    TableSpec("ifd.ingest_batches", BatchStats, _encode_stats),
+    TableSpec("ifd.dead_letters", DeadLetters, _encode_dead_letters, len),
+    TableSpec("ifd.ifd_signals", Signal, _encode_signals),
+    TableSpec("ifd.usage", UsageRow, _encode_usage),
+)
+"""Every table the dataflow writes, in flush order (parts before the counters that describe them)."""
+
+WriterItem = PartBlock | BatchStats | DeadLetters | Signal | UsageRow
+
+
 class IFDWriter:
-    """Buffered, idempotent, retrying writer of the dataflow's outputs.
+    """Buffered, idempotent, retrying writer of the dataflow's outputs, one buffer per :data:`TABLES` entry.
 
     Parameters
     ----------
     store : ClickHouseStore
     batch_rows : int
-        Flush a table's buffer once it holds this many rows.
+        Flush once a table's buffer holds this many rows.
     max_attempts : int
         Attempts per insert before giving up.
     backoff_initial_s : float
@@ -413,21 +494,19 @@ class IFDWriter:
     Raises
     ------
     SinkFatalError
-        From ``flush`` when an insert fails with a non-retryable error, or a
+        From ``add``/``flush`` when an insert fails with a non-retryable error, or a
         retryable one persists past ``max_attempts``.
+    TypeError
+        From ``add``: the item has no table in :data:`TABLES`.
     """
 
     def __init__(self, store: ClickHouseStore, *, batch_rows: int = 20_000,
                  max_attempts: int = 6, backoff_initial_s: float = 0.2) -> None:
         self.store = store
         self.batch_rows = batch_rows
-        self._parts: list[PartBlock] = []
-        self._part_rows = 0
-        self._stats: list[BatchStats] = []
-        self._dead: list[DeadLetters] = []
-        self._dead_rows = 0
-        self._signals: list[Signal] = []
-        self._usage: list[UsageRow] = []
+        self._spec = {spec.item_type: spec for spec in TABLES}
+        self._buffers: dict[str, list[Any]] = {spec.table: [] for spec in TABLES}
+        self._rows: dict[str, int] = dict.fromkeys(self._buffers, 0)
         self.rows_written: dict[str, int] = {}
         self._insert = retry(
             retry=retry_if_exception_type(SinkRetryableError),
@@ -444,74 +523,36 @@ class IFDWriter:
     def _insert_once(self, table: str, data: pa.Table, token: str) -> None:
         self.store.insert_arrow(table, data, dedup_token=token)
 
-    def add_parts(self, parts: PartBlock) -> None:
-        """Buffer a block of window parts; flushes when the buffer is full."""
-        self._parts.append(parts)
-        self._part_rows += len(parts)
-        if self._part_rows >= self.batch_rows:
-            self.flush()
-
-    def add_stats(self, stats: BatchStats) -> None:
-        """Buffer one batch's counters."""
-        self._stats.append(stats)
-        if len(self._stats) >= self.batch_rows:
-            self.flush()
-
-    def add_dead_letters(self, dead: DeadLetters) -> None:
-        """Buffer dead-letter records."""
-        self._dead.append(dead)
-        self._dead_rows += len(dead)
-        if self._dead_rows >= self.batch_rows:
-            self.flush()
-
-    def add_usage(self, rows: list[UsageRow]) -> None:
-        """Buffer live usage rows (written at the next flush)."""
-        self._usage.extend(rows)
-
-    def add_signals(self, signals: list[Signal]) -> None:
-        """Buffer IFD signals."""
-        self._signals.extend(signals)
-        if len(self._signals) >= self.batch_rows:
-            self.flush()
+    def add(self, item: WriterItem) -> None:
+        """Buffer one item in its table's buffer; flushes that table once it holds ``batch_rows``."""
+        spec = self._spec.get(type(item))
+        if spec is None:
+            msg = f"no ClickHouse table for {type(item).__name__}"
+            raise TypeError(msg)
+        self._buffers[spec.table].append(item)
+        self._rows[spec.table] += spec.rows(item)
+        if self._rows[spec.table] >= self.batch_rows:
+            self._flush_table(spec)
 
     @property
     def pending(self) -> int:
         """Rows buffered and not yet written."""
-        return (self._part_rows + len(self._stats) + self._dead_rows + len(self._signals)
-                + len(self._usage))
+        return sum(self._rows.values())
 
     def flush(self) -> None:
-        """Write every buffer (parts first, then stats, then dead letters)."""
-        if self._parts:
-            block = PartBlock.concat(self._parts)
-            c = block.cols
-            # identity + resolution: a retry is dropped, a re-resolved row replaces the old one
-            token = _token("ifd.pressure_parts", c["window_start_ns"], c["seq"],
-                           c["instrument_id"], c["first_ts_ns"], c["source"], c["contract_key"])
-            self._write("ifd.pressure_parts", parts_table(block), token)
-            self._parts, self._part_rows = [], 0
-        if self._stats:
-            token = _token("ifd.ingest_batches", [(s.source, s.seq) for s in self._stats])
-            self._write("ifd.ingest_batches", stats_table(self._stats), token)
-            self._stats = []
-        if self._dead:
-            token = _token("ifd.dead_letters",
-                           [(b.source, int(b.position[0]), len(b)) for b in self._dead])
-            self._write("ifd.dead_letters", dead_letters_table(self._dead), token)
-            self._dead, self._dead_rows = [], 0
-        if self._signals:
-            token = _token("ifd.ifd_signals", [s.alert_key for s in self._signals])
-            self._write("ifd.ifd_signals", signals_table(self._signals), token)
-            self._signals = []
-        if self._usage:
-            token = _token("ifd.usage", [(u.source, u.minute_s) for u in self._usage])
-            self._write("ifd.usage", usage_table(self._usage), token)
-            self._usage = []
+        """Write every buffer, in :data:`TABLES` order."""
+        for spec in TABLES:
+            self._flush_table(spec)
 
-    def _write(self, table: str, data: pa.Table, token: str) -> None:
+    def _flush_table(self, spec: TableSpec) -> None:
+        items = self._buffers[spec.table]
+        if not items:
+            return
+        data, token = spec.encode(items)
         try:
-            self._insert(table, data, token)
+            self._insert(spec.table, data, token)
         except SinkRetryableError as exc:
-            msg = f"giving up on insert into {table} after retries: {exc}"
+            msg = f"giving up on insert into {spec.table} after retries: {exc}"
             raise SinkFatalError(msg) from exc
-        self.rows_written[table] = self.rows_written.get(table, 0) + data.num_rows
+        self._buffers[spec.table], self._rows[spec.table] = [], 0
+        self.rows_written[spec.table] = self.rows_written.get(spec.table, 0) + data.num_rows

@@ -42,6 +42,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -366,8 +367,8 @@ SELECT
     sum(toInt64(ask_volume)) - sum(toInt64(bid_volume)) AS net_pressure,
     max(toUnixTimestamp(window_end) - toUnixTimestamp(window_start)) AS window_s
 FROM ifd.pressure_metrics
-WHERE window_start >= toDateTime({start_s}, 'UTC') AND window_start < toDateTime({end_s}, 'UTC')
-  AND underlying = '{underlying}'
+WHERE window_start >= toDateTime({start_s:Int64}, 'UTC') AND window_start < toDateTime({end_s:Int64}, 'UTC')
+  AND underlying = {underlying:String}
   AND option_type IN ('C', 'P')
   AND strike IS NOT NULL
 GROUP BY window_start_s, strike, option_type
@@ -382,16 +383,17 @@ SELECT
     toString(direction) AS direction,
     toString(signal_class) AS signal_class
 FROM ifd.ifd_signals FINAL
-WHERE window_start >= toDateTime({start_s}, 'UTC') AND window_start < toDateTime({end_s}, 'UTC')
-  AND underlying = '{underlying}'
+WHERE window_start >= toDateTime({start_s:Int64}, 'UTC') AND window_start < toDateTime({end_s:Int64}, 'UTC')
+  AND underlying = {underlying:String}
   AND option_type IN ('C', 'P')
   AND strike IS NOT NULL
 ORDER BY window_start_s
 """
 
 
-def _scalar(store: ClickHouseStore, sql: str) -> int | str | None:
-    table = store.query_arrow(sql)
+def _scalar(store: ClickHouseStore, sql: str,
+            parameters: dict[str, Any] | None = None) -> int | str | None:
+    table = store.query_arrow(sql, parameters)
     if table.num_rows == 0 or table.num_columns == 0:
         return None
     return table.column(0)[0].as_py()
@@ -428,11 +430,13 @@ def default_range(store: ClickHouseStore) -> tuple[int, int]:
 
 def default_underlying(store: ClickHouseStore, start_s: int, end_s: int) -> str | None:
     """Return the underlying with the most option volume in ``[start_s, end_s)``, or None."""
-    found = _scalar(store, f"""
+    found = _scalar(store, """
         SELECT underlying FROM ifd.pressure_metrics
-        WHERE window_start >= toDateTime({start_s}, 'UTC') AND window_start < toDateTime({end_s}, 'UTC')
+        WHERE window_start >= toDateTime({start_s:Int64}, 'UTC')
+          AND window_start < toDateTime({end_s:Int64}, 'UTC')
           AND option_type IN ('C', 'P')
-        GROUP BY underlying ORDER BY sum(total_volume) DESC LIMIT 1""")
+        GROUP BY underlying ORDER BY sum(total_volume) DESC LIMIT 1""",
+        {"start_s": int(start_s), "end_s": int(end_s)})
     return None if found is None else str(found)
 
 
@@ -446,7 +450,7 @@ def load_report_data(store: ClickHouseStore, start_s: int, end_s: int,
         No option windows in the range.
     """
     params = {"start_s": int(start_s), "end_s": int(end_s), "underlying": underlying}
-    table = store.query_arrow(CELLS_SQL.format(**params))
+    table = store.query_arrow(CELLS_SQL, params)
     if table.num_rows == 0:
         msg = (f"no option windows for {underlying} in ifd.pressure_metrics between "
                f"{_iso(start_s)} and {_iso(end_s)} (UTC)")
@@ -455,7 +459,7 @@ def load_report_data(store: ClickHouseStore, start_s: int, end_s: int,
     cells = PressureCells.from_arrow(table, window_s)
     signals = SignalMarks.empty()
     if signals_table_exists(store):
-        signals = SignalMarks.from_arrow(store.query_arrow(SIGNALS_SQL.format(**params)))
+        signals = SignalMarks.from_arrow(store.query_arrow(SIGNALS_SQL, params))
     return cells, signals
 
 

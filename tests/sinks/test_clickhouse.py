@@ -9,7 +9,7 @@ import pytest
 
 from flows.pressure import merge_parts
 from models.errors import SinkFatalError, SinkRetryableError
-from models.records import PartBlock, WindowPart
+from models.records import PartBlock, WindowPart, WindowResult
 from sinks.clickhouse import ChdbStore, IFDWriter, apply_schema
 
 W0 = 1_715_248_800 * 10**9
@@ -54,7 +54,7 @@ def test_view_recomputes_the_python_merge_from_parts(store):
     parts = [_part(rng, f"K{k}", w, seq) for k in range(4) for w in range(3) for seq in range(3)]
     writer = IFDWriter(store, batch_rows=7)
     for i in range(0, len(parts), 5):
-        writer.add_parts(PartBlock.from_parts(parts[i:i + 5], W_NS))
+        writer.add(PartBlock.from_parts(parts[i:i + 5], W_NS))
     writer.flush()
     got = _metrics(store)
     assert len(got) == 12
@@ -79,16 +79,16 @@ def test_replayed_and_reemitted_parts_do_not_change_final_numbers(store):
     rng = random.Random(9)
     parts = [_part(rng, "K", w, seq) for w in range(2) for seq in range(4)]
     writer = IFDWriter(store)
-    writer.add_parts(PartBlock.from_parts(parts, W_NS))
+    writer.add(PartBlock.from_parts(parts, W_NS))
     writer.flush()
     before = _metrics(store)
-    writer.add_parts(PartBlock.from_parts(parts[2:5], W_NS))  # re-emission after a restart
+    writer.add(PartBlock.from_parts(parts[2:5], W_NS))  # re-emission after a restart
     writer.flush()
-    writer.add_parts(PartBlock.from_parts(parts, W_NS))  # full replay of the same files
+    writer.add(PartBlock.from_parts(parts, W_NS))  # full replay of the same files
     writer.flush()
     assert _metrics(store) == before
     late = _part(rng, "K", 0, 99)  # a genuinely new (late) part adds
-    writer.add_parts(PartBlock.from_parts([late], W_NS))
+    writer.add(PartBlock.from_parts([late], W_NS))
     writer.flush()
     after = _metrics(store)[("K", W0 // 10**6)]
     assert after["bid_volume"] == before[("K", W0 // 10**6)]["bid_volume"] + late.bid_volume
@@ -108,7 +108,7 @@ class FlakyStore:
 def test_retryable_insert_errors_are_retried_then_written_once(store):
     flaky = FlakyStore(store, 2, SinkRetryableError("Code: 252. TOO_MANY_PARTS"))
     writer = IFDWriter(flaky, max_attempts=4, backoff_initial_s=0)
-    writer.add_parts(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
+    writer.add(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
     writer.flush()
     assert flaky.calls == 3
     assert store.query_arrow("SELECT count() AS n FROM ifd.pressure_parts").to_pylist() == [{"n": 1}]
@@ -117,7 +117,7 @@ def test_retryable_insert_errors_are_retried_then_written_once(store):
 def test_fatal_insert_error_is_not_retried(store):
     flaky = FlakyStore(store, 10, SinkFatalError("Code: 60. UNKNOWN_TABLE"))
     writer = IFDWriter(flaky, max_attempts=4)
-    writer.add_parts(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
+    writer.add(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
     with pytest.raises(SinkFatalError, match="UNKNOWN_TABLE"):
         writer.flush()
     assert flaky.calls == 1
@@ -126,7 +126,36 @@ def test_fatal_insert_error_is_not_retried(store):
 def test_persistent_retryable_error_gives_up_with_fatal_error(store):
     flaky = FlakyStore(store, 10, SinkRetryableError("Code: 209. SOCKET_TIMEOUT"))
     writer = IFDWriter(flaky, max_attempts=3, backoff_initial_s=0)
-    writer.add_parts(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
+    writer.add(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
     with pytest.raises(SinkFatalError, match="giving up on insert into ifd.pressure_parts"):
         writer.flush()
     assert flaky.calls == 3
+
+
+def test_every_sink_item_has_one_registered_table_that_exists(store):
+    import typing
+
+    from sinks.bytewax_sink import SinkItem
+    from sinks.clickhouse import TABLES
+
+    item_types = set(typing.get_args(SinkItem)) - {WindowResult} | {PartBlock}
+    assert {spec.item_type for spec in TABLES} == item_types
+    assert len({spec.table for spec in TABLES}) == len(TABLES)
+    names = {f"ifd.{r['name']}" for r in store.query_arrow(
+        "SELECT name FROM system.tables WHERE database = 'ifd'").to_pylist()}
+    assert {spec.table for spec in TABLES} <= names
+
+
+def test_writer_refuses_an_item_with_no_table(store):
+    with pytest.raises(TypeError, match="no ClickHouse table for dict"):
+        IFDWriter(store).add({"a": 1})
+
+
+def test_values_are_bound_not_formatted_into_sql(store):
+    hostile = "NQZ6'; DROP TABLE ifd.pressure_parts; --"
+    got = store.query_arrow("SELECT {u:String} AS u, {n:Int64} + 1 AS n", {"u": hostile, "n": 41})
+    assert got.to_pylist() == [{"u": hostile, "n": 42}]
+    with pytest.raises(SinkFatalError, match="plain identifiers"):
+        store.insert_arrow("ifd.pressure_parts; DROP", pa.table({"a": [1]}), dedup_token="t")
+    with pytest.raises(SinkFatalError, match="plain identifiers"):
+        store.insert_arrow("ifd.usage", pa.table({"a": [1]}), dedup_token="t' SELECT 1")
