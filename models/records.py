@@ -364,26 +364,8 @@ class PartBlock:
         cols = {name: np.concatenate([b.cols[name] for b in blocks]) for name in PART_COLUMNS}
         return PartBlock(head.key, head.window_start_ns, head.window_ns, cols)
 
-    @staticmethod
-    def from_parts(parts: list[WindowPart], window_ns: int, key: str = "") -> PartBlock:
-        """Columnar block of row objects (inverse of :meth:`to_parts`)."""
-        values: dict[str, list] = {name: [] for name in PART_COLUMNS}
-        for p in parts:
-            for name in PART_COLUMNS:
-                if name == "contract_key":
-                    values[name].append(p.key)
-                elif name == "expiration_ns":
-                    values[name].append(-1 if p.expiration_ns is None else p.expiration_ns)
-                elif name == "strike_price":
-                    values[name].append(UNDEF_PRICE if p.strike_price is None else p.strike_price)
-                else:
-                    values[name].append(getattr(p, name))
-        cols = {name: np.asarray(v, dtype=PART_COLUMNS[name]) for name, v in values.items()}
-        starts = {p.window_start_ns for p in parts}
-        return PartBlock(key, starts.pop() if len(starts) == 1 else None, window_ns, cols)
-
     def to_parts(self) -> list[WindowPart]:
-        """Row objects (for tests, debugging and per-contract consumers)."""
+        """Row objects (for tests, debugging and per-contract consumers); ``tests/partblocks.py`` inverts it."""
         c = self.cols
         rows = []
         for i in range(len(self)):

@@ -21,6 +21,7 @@ from flows.pressure import (
     split_by_shard_and_window,
 )
 from models.records import DominantSide, Heartbeat, InstrumentDefinition, PartBlock, WindowPart
+from tests.partblocks import block_of
 
 PX = 1_000_000_000
 SEC = 1_000_000_000
@@ -536,5 +537,5 @@ def test_concatenated_window_pieces_merge_to_each_contracts_row_sums() -> None:
 
 def test_part_block_round_trips_through_rows() -> None:
     block = _random_block(4, 300)
-    again = PartBlock.from_parts(block.to_parts(), WINDOW_NS)
+    again = block_of(block.to_parts(), WINDOW_NS)
     assert again.to_parts() == block.to_parts()

@@ -21,6 +21,7 @@ from flows.scoring import (
 from flows.spreads import spread_legs
 from models.records import PartBlock, PressureMetrics, WindowPart
 from models.signals import Direction, SignalClass
+from tests.partblocks import block_of
 
 DAY = 86_400
 D0 = 20_400 * DAY  # a UTC midnight (2025-11-08)
@@ -191,7 +192,7 @@ def _block(day: int, bid: int, ask: int, trades: int) -> PartBlock:
         max_trade_size=50, first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask,
         quote_volume=0, tick_volume=0,
     )
-    return PartBlock.from_parts([part], 300 * 10**9, key="s000")
+    return block_of([part], 300 * 10**9, key="s000")
 
 
 def test_scorer_learns_baselines_online_then_flags_the_abnormal_window():
@@ -223,7 +224,7 @@ def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int) 
         )
         for k in strikes
     ]
-    return PartBlock.from_parts(parts, 300 * 10**9, key="s000")
+    return block_of(parts, 300 * 10**9, key="s000")
 
 
 @pytest.mark.parametrize(("swept_strikes", "expected_signals"), [(4, 4), (2, 0)])

@@ -14,6 +14,7 @@ from flows.baselines import BaselineBook
 from flows.scoring import CLASS_RANK, Scorer, ScoringParams
 from models.records import PartBlock, WindowPart
 from models.signals import Direction, SignalClass
+from tests.partblocks import block_of
 
 DAY = 86_400
 D0 = 20_400 * DAY
@@ -33,7 +34,7 @@ def block(day: int, seq: int, bid: int, ask: int, trades: int, *, key: str = KEY
         unknown_trades=0, notional=10.0 * (bid + ask), max_trade_size=50, first_ts_ns=start + seq,
         last_ts_ns=start + seq + 1, flag_volume=bid + ask, quote_volume=0, tick_volume=0,
     )
-    return PartBlock.from_parts([part], 300 * 10**9, key="s000")
+    return block_of([part], 300 * 10**9, key="s000")
 
 
 def quiet_history(scorer: Scorer):

@@ -11,6 +11,7 @@ from flows.pressure import merge_parts
 from models.errors import SinkFatalError, SinkRetryableError
 from models.records import PartBlock, WindowPart, WindowResult
 from sinks.clickhouse import ChdbStore, IFDWriter, apply_schema
+from tests.partblocks import block_of
 
 W0 = 1_715_248_800 * 10**9
 W_NS = 300 * 10**9
@@ -54,7 +55,7 @@ def test_view_recomputes_the_python_merge_from_parts(store):
     parts = [_part(rng, f"K{k}", w, seq) for k in range(4) for w in range(3) for seq in range(3)]
     writer = IFDWriter(store, batch_rows=7)
     for i in range(0, len(parts), 5):
-        writer.add(PartBlock.from_parts(parts[i:i + 5], W_NS))
+        writer.add(block_of(parts[i:i + 5], W_NS))
     writer.flush()
     got = _metrics(store)
     assert len(got) == 12
@@ -79,16 +80,16 @@ def test_replayed_and_reemitted_parts_do_not_change_final_numbers(store):
     rng = random.Random(9)
     parts = [_part(rng, "K", w, seq) for w in range(2) for seq in range(4)]
     writer = IFDWriter(store)
-    writer.add(PartBlock.from_parts(parts, W_NS))
+    writer.add(block_of(parts, W_NS))
     writer.flush()
     before = _metrics(store)
-    writer.add(PartBlock.from_parts(parts[2:5], W_NS))  # re-emission after a restart
+    writer.add(block_of(parts[2:5], W_NS))  # re-emission after a restart
     writer.flush()
-    writer.add(PartBlock.from_parts(parts, W_NS))  # full replay of the same files
+    writer.add(block_of(parts, W_NS))  # full replay of the same files
     writer.flush()
     assert _metrics(store) == before
     late = _part(rng, "K", 0, 99)  # a genuinely new (late) part adds
-    writer.add(PartBlock.from_parts([late], W_NS))
+    writer.add(block_of([late], W_NS))
     writer.flush()
     after = _metrics(store)[("K", W0 // 10**6)]
     assert after["bid_volume"] == before[("K", W0 // 10**6)]["bid_volume"] + late.bid_volume
@@ -108,7 +109,7 @@ class FlakyStore:
 def test_retryable_insert_errors_are_retried_then_written_once(store):
     flaky = FlakyStore(store, 2, SinkRetryableError("Code: 252. TOO_MANY_PARTS"))
     writer = IFDWriter(flaky, max_attempts=4, backoff_initial_s=0)
-    writer.add(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
+    writer.add(block_of([_part(random.Random(1), "K", 0, 0)], W_NS))
     writer.flush()
     assert flaky.calls == 3
     assert store.query_arrow("SELECT count() AS n FROM ifd.pressure_parts").to_pylist() == [{"n": 1}]
@@ -117,7 +118,7 @@ def test_retryable_insert_errors_are_retried_then_written_once(store):
 def test_fatal_insert_error_is_not_retried(store):
     flaky = FlakyStore(store, 10, SinkFatalError("Code: 60. UNKNOWN_TABLE"))
     writer = IFDWriter(flaky, max_attempts=4)
-    writer.add(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
+    writer.add(block_of([_part(random.Random(1), "K", 0, 0)], W_NS))
     with pytest.raises(SinkFatalError, match="UNKNOWN_TABLE"):
         writer.flush()
     assert flaky.calls == 1
@@ -126,7 +127,7 @@ def test_fatal_insert_error_is_not_retried(store):
 def test_persistent_retryable_error_gives_up_with_fatal_error(store):
     flaky = FlakyStore(store, 10, SinkRetryableError("Code: 209. SOCKET_TIMEOUT"))
     writer = IFDWriter(flaky, max_attempts=3, backoff_initial_s=0)
-    writer.add(PartBlock.from_parts([_part(random.Random(1), "K", 0, 0)], W_NS))
+    writer.add(block_of([_part(random.Random(1), "K", 0, 0)], W_NS))
     with pytest.raises(SinkFatalError, match="giving up on insert into ifd.pressure_parts"):
         writer.flush()
     assert flaky.calls == 3
