@@ -82,6 +82,7 @@ from connectors.live_resume import (
 )
 from models.errors import ConfigError, SourceError
 from models.records import F_MAYBE_BAD_BOOK, UsageRow
+from models.redact import SecretFilter
 from models.settings import LiveSettings
 
 log = logging.getLogger(__name__)
@@ -102,23 +103,6 @@ class LiveConfigError(ConfigError):
     """The subscription cannot work: unknown symbols, bad schema, gap beyond replay (exit code 4)."""
 
     exit_code = 4
-
-
-class _ScrubKey(logging.Filter):
-    """Drop databento DEBUG lines that carry the CRAM response (it ends with the key's last 5 chars)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__()
-        self._tail = key[-5:]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken log record must not break the feed
-            return True
-        if self._tail and self._tail in text:
-            record.msg, record.args = "[databento message withheld: contains key material]", ()
-        return True
 
 
 def _databento_loggers() -> list[str]:
@@ -290,10 +274,11 @@ class LiveFeed:
         self._idle_rebased = False
         self.finished = False
         self._stop_requested = ""
-        self._scrub = _ScrubKey(self._key)
+        # the key, and databento's DEBUG lines carrying the CRAM response (it ends with the key's
+        # last 5 characters), never reach a log
+        self._scrub = SecretFilter([self._key], withhold=[self._key[-5:]]).attach(_databento_loggers())
         for name in _databento_loggers():
             logger = logging.getLogger(name)
-            logger.addFilter(self._scrub)
             if name == "databento" and logger.level == logging.NOTSET:
                 logger.setLevel(logging.WARNING)  # it logs every symbol mapping at INFO
         if resume is not None and resume.position_ns is not None:
@@ -351,7 +336,7 @@ class LiveFeed:
             client.start()
         except Exception as exc:
             self._close_quietly(client)
-            text = str(exc).replace(self._key, "***")
+            text = self._scrub.scrub(str(exc))
             if "auth" in text.lower():
                 msg = f"Databento rejected the API key ({text}); check DATABENTO_API_KEY"
                 raise LiveAuthError(msg) from None
@@ -399,7 +384,7 @@ class LiveFeed:
                     self._received_position = pos
 
     def _on_callback_error(self, exc: Exception) -> None:
-        self.last_error = str(exc).replace(self._key, "***")
+        self.last_error = self._scrub.scrub(str(exc))
         log.warning("live: callback error: %s", self.last_error)
 
     @staticmethod
@@ -461,7 +446,7 @@ class LiveFeed:
 
     def _handle_error(self, event: dbn.ErrorMsg, now_s: float) -> None:
         code = event.code
-        text = str(event.err).replace(self._key, "***")
+        text = self._scrub.scrub(str(event.err))
         self._count(f"error_{getattr(code, 'name', code)}".lower())
         if code in (dbn.ErrorCode.AUTH_FAILED, dbn.ErrorCode.API_KEY_DEACTIVATED):
             self._disconnect(now_s, text)
@@ -646,8 +631,7 @@ class LiveFeed:
     def close(self) -> None:
         """Close the connection and flush the current minute's usage."""
         self._disconnect(self._now(), "source closed")
-        for name in _databento_loggers():
-            logging.getLogger(name).removeFilter(self._scrub)
+        self._scrub.detach()
 
 
 __all__ = ["BudgetMeter", "LiveAuthError", "LiveConfigError", "LiveFeed", "LiveResume",

@@ -31,7 +31,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeGuard
 
@@ -48,14 +48,14 @@ from connectors.live_source import LiveSource
 from flows.baselines import BaselineBook
 from flows.clock import PartitionClock, Progress
 from flows.instruments import InstrumentCatalog
-from flows.scoring import Scorer, ScorerState, ScoringParams
+from flows.scoring import Scorer, ScorerState
 from flows.stream import StreamItem, StreamProcessor, normalise_batch
 from models.batch import SourceBatch
 from models.errors import PipelineError, fatal_errors
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
-from models.settings import LiveSettings, Settings, load_live_settings, load_settings
+from models.settings import AlertSettings, LiveSettings, Settings, load_settings, masked
 from samples import ensure_sample
-from sinks.alerts import AlertDispatcher, AlertSettings, load_alert_settings
+from sinks.alerts import AlertDispatcher
 from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink
 from sinks.clickhouse import apply_schema, load_history, open_store
 
@@ -123,7 +123,7 @@ def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
     lateness = timedelta(seconds=settings.allowed_lateness_s)
     extra_outputs: list[Any] = []
     live.key()  # fail fast with a clear message when DATABENTO_API_KEY is missing
-    log.info("live settings: %s", live.masked())
+    log.info("live settings: %s", masked(live))
     total_bytes, first_day = 0, int(time.time() // 86_400)
     catalog = InstrumentCatalog()  # definitions arrive in-stream
     raw = op.input("read_live", flow, LiveSource(
@@ -186,10 +186,10 @@ def build_flow(
         Replace the ClickHouse sink (tests use ``bytewax.testing.TestingSink``
         to see every output item in emission order).
     alerts : AlertSettings | None | bool
-        Alert delivery for signals: True reads ``IFD_ALERT_*``; None/False
+        Alert delivery for signals: True uses ``settings.alerts`` (``IFD_ALERT_*``); None/False
         turns alerts off.
     live : LiveSettings | None
-        With ``IFD_MODE=live``: the live settings (None reads ``IFD_LIVE_*``).
+        With ``IFD_MODE=live``: replaces ``settings.live`` (``IFD_LIVE_*``).
     live_client_factory : callable | None
         Replaces ``databento.Live`` (tests).
 
@@ -199,18 +199,14 @@ def build_flow(
         Bad settings, missing inputs, or a header that is not DBN.
     """
     settings = settings or load_settings()
-    alerts = load_alert_settings() if alerts is True else alerts or None
-    if alerts is not None and "jsonl_path" not in alerts.model_fields_set:
-        alerts = alerts.model_copy(update={"jsonl_path": settings.data_dir / "alerts.jsonl"})
+    alerts = settings.alerts if alerts is True else alerts or None
     _configure_logging()
-    log.info("effective settings: %s", settings.masked())
-    if alerts is not None:
-        log.info("alert settings: %s", alerts.masked())
+    log.info("effective settings: %s", masked(settings))
     flow = Dataflow("ifd")
     window_ns = settings.window_length_s * 1_000_000_000
     lateness = timedelta(seconds=settings.allowed_lateness_s)
     if settings.mode == "live":
-        inp = _live_input(flow, settings, live or load_live_settings(), live_client_factory, alerts)
+        inp = _live_input(flow, settings, live or settings.live, live_client_factory, alerts)
     else:
         inp = _replay_input(flow, settings)
     batches, clock, catalog = inp.batches, inp.clock, inp.catalog
@@ -242,8 +238,8 @@ def build_flow(
     closed = op.filter_map("finish_window", windows.down, _finish)
     late = op.filter_map("late_parts", windows.late, _late)
     streams = [closed, late, split.falses, *extra_outputs]
-    if settings.scoring_enabled:
-        scorer = Scorer(_scoring_params(settings), lambda: _new_book(settings),
+    if settings.scoring.enabled:
+        scorer = Scorer(settings.scoring, lambda: _new_book(settings),
                         history=_load_history(settings, first_day))
 
         def score(state: ScorerState | None, result: WindowResult) -> tuple[ScorerState, list]:
@@ -270,17 +266,11 @@ def build_flow(
     return flow
 
 
-def _scoring_params(settings: Settings) -> ScoringParams:
-    prefix = "scoring_"
-    values = {f.name: getattr(settings, prefix + f.name) for f in fields(ScoringParams)}
-    return ScoringParams(**values)
-
-
 def _new_book(settings: Settings) -> BaselineBook:
     return BaselineBook(
-        lookback_days=settings.scoring_lookback_days,
-        min_days=settings.scoring_min_days,
-        tod_bucket_s=settings.scoring_tod_bucket_s,
+        lookback_days=settings.scoring.lookback_days,
+        min_days=settings.scoring.min_days,
+        tod_bucket_s=settings.scoring.tod_bucket_s,
         window_s=settings.window_length_s,
     )
 
@@ -299,7 +289,7 @@ def _load_history(settings: Settings, first_day: int) -> BaselineBook | None:
     if settings.embedded and not settings.effective_chdb_path.exists():
         return None
     until_s = first_day * 86_400
-    since_s = until_s - (settings.scoring_lookback_days * 2 + 7) * 86_400
+    since_s = until_s - (settings.scoring.lookback_days * 2 + 7) * 86_400
     store = open_store(settings)
     try:
         table = load_history(store, since_s, until_s)

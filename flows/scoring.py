@@ -1,6 +1,6 @@
 """IFD v3 scoring: one closed (contract, window) → confidence, class and reason.
 
-Factors, each in [0, 1] (weights in :class:`ScoringParams`, i.e. ``IFD_SCORING_*``):
+Factors, each in [0, 1] (weights in :class:`ScoringSettings`, i.e. ``IFD_SCORING_*``):
 
 | factor     | formula                                                        | meaning                                   |
 |------------|----------------------------------------------------------------|-------------------------------------------|
@@ -59,28 +59,8 @@ import numpy as np
 from flows.baselines import Baseline, BaselineBook
 from flows.pressure import merge_parts
 from models.records import FIXED_PRICE_SCALE, UNDEF_PRICE, PartBlock, PressureMetrics
+from models.settings import ScoringSettings
 from models.signals import Direction, Signal, SignalClass
-
-
-@dataclass(frozen=True)
-class ScoringParams:
-    """Weights and thresholds of the IFD score (see module docstring)."""
-
-    w_volume: float = 0.45
-    w_dominance: float = 0.35
-    w_size: float = 0.20
-    mm_penalty: float = 1.0
-    z_low: float = 2.0
-    z_high: float = 6.0
-    size_full: float = 8.0
-    sample_volume: float = 100.0
-    sweep_min_strikes: int = 3
-    sweep_dominance: float = 0.8
-    sweep_min_volume: float = 20.0
-    strong: float = 0.75
-    moderate: float = 0.55
-    monitor: float = 0.35
-    moneyness_step_pct: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +112,7 @@ def mm_score(w: WindowNumbers, size_ratio: float) -> float:
     return max(balance * small * many, _clip(spread_share))
 
 
-def factors(w: WindowNumbers, baseline: Baseline | None, p: ScoringParams,
+def factors(w: WindowNumbers, baseline: Baseline | None, p: ScoringSettings,
             sweep_strikes: int = 0, sweep_volume: float = 0.0) -> Factors:
     """Compute every factor and the confidence of one window.
 
@@ -159,7 +139,7 @@ def factors(w: WindowNumbers, baseline: Baseline | None, p: ScoringParams,
                    sweep_strikes if swept else 0)
 
 
-def signal_class(confidence: float, p: ScoringParams) -> SignalClass | None:
+def signal_class(confidence: float, p: ScoringSettings) -> SignalClass | None:
     """Class for a confidence, None below the MONITOR threshold."""
     if confidence >= p.strong:
         return SignalClass.STRONG
@@ -257,7 +237,7 @@ class Scorer:
 
     Parameters
     ----------
-    params : ScoringParams
+    params : ScoringSettings
     new_book : callable
         Builds an empty :class:`BaselineBook` (lookback, min days, buckets).
     history : BaselineBook | None
@@ -275,7 +255,7 @@ class Scorer:
     scored, alerted or added to baselines.
     """
 
-    def __init__(self, params: ScoringParams, new_book: Callable[[], BaselineBook],
+    def __init__(self, params: ScoringSettings, new_book: Callable[[], BaselineBook],
                  history: BaselineBook | None = None, *, correction_horizon_s: int = 3_600) -> None:
         self.params = params
         self.new_book = new_book

@@ -19,26 +19,217 @@
 | ``IFD_PROGRESS_INTERVAL_S``| ``2``               | seconds between progress lines (0 disables)                 |
 | ``IFD_SCORING_ENABLED``   | ``true``             | score closed windows into ``ifd.ifd_signals``               |
 | ``IFD_SCORING_*``         | see fields           | baseline lookback/min days/tod bucket, factor weights,      |
-|                           |                      | thresholds (:mod:`flows.scoring`)                           |
+|                           |                      | thresholds (:class:`ScoringSettings`, :mod:`flows.scoring`) |
+| ``IFD_ALERT_*``           | see fields           | alert channels and outbox (:class:`AlertSettings`)          |
+| ``IFD_LIVE_*``            | see fields           | the live Databento source (:class:`LiveSettings`)           |
+| ``IFD_HISTORY_BUDGET_USD``| ``0``                | Databento Historical spend cap (:class:`HistorySettings`)   |
 
-Secrets (``IFD_CLICKHOUSE_URL``, ``DATABENTO_API_KEY``) are ``SecretStr``: ``repr``, ``masked()``
-and every :class:`ConfigError` show the URL with its password replaced by ``***`` (a value that
-does not parse shows only a masked shape), and the key never.
+The tree: :class:`Settings` holds the run's own fields and one section per concern
+(``settings.scoring``, ``settings.alerts``, ``settings.live``, ``settings.history``); each
+section reads its own prefix. :func:`load_settings` is the one loader (the whole tree) and
+:func:`load_section` loads one section; both turn a ``ValidationError`` into a
+:class:`ConfigError` that names the variable. :func:`masked` is the one redactor for logs.
+
+Secrets (``IFD_CLICKHOUSE_URL``, ``DATABENTO_API_KEY``, ``IFD_ALERT_URLS``) are ``SecretStr``:
+``repr``, :func:`masked` and every :class:`ConfigError` show the URL with its password replaced
+by ``***`` (a value that does not parse shows only a masked shape), alert URLs as channel labels
+(:mod:`models.redact`), and the key never.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.errors import ConfigError
+from models.redact import MASK, channel_labels, mask_url
 
 TradeSchema = Literal["auto", "mbo", "mbp-10", "mbp-1", "tbbo", "trades"]
 SECONDS_PER_DAY = 86_400
+
+
+def _section_config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore", frozen=True,
+                              populate_by_name=True, hide_input_in_errors=True)
+
+
+class ScoringSettings(BaseSettings):
+    """Baselines, weights and thresholds of the IFD score (``IFD_SCORING_*``; :mod:`flows.scoring`)."""
+
+    model_config = _section_config("IFD_SCORING_")
+
+    enabled: bool = True
+    lookback_days: int = Field(default=20, ge=1)
+    min_days: int = Field(default=5, ge=1)
+    tod_bucket_s: int = Field(default=1800, gt=0)
+    w_volume: float = Field(default=0.45, ge=0)
+    w_dominance: float = Field(default=0.35, ge=0)
+    w_size: float = Field(default=0.20, ge=0)
+    mm_penalty: float = Field(default=1.0, ge=0, le=1)
+    z_low: float = 2.0
+    z_high: float = 6.0
+    size_full: float = Field(default=8.0, gt=1)
+    sample_volume: float = Field(default=100.0, gt=0)
+    sweep_min_strikes: int = Field(default=3, ge=2)
+    sweep_dominance: float = Field(default=0.8, ge=0, le=1)
+    sweep_min_volume: float = Field(default=20.0, ge=0)
+    strong: float = Field(default=0.75, ge=0, le=1)
+    moderate: float = Field(default=0.55, ge=0, le=1)
+    monitor: float = Field(default=0.35, ge=0, le=1)
+    moneyness_step_pct: float = Field(default=0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoringSettings:
+        if not self.monitor <= self.moderate <= self.strong:
+            msg = "IFD_SCORING_MONITOR <= IFD_SCORING_MODERATE <= IFD_SCORING_STRONG must hold"
+            raise ValueError(msg)
+        if self.z_high <= self.z_low:
+            msg = "IFD_SCORING_Z_HIGH must exceed IFD_SCORING_Z_LOW"
+            raise ValueError(msg)
+        if SECONDS_PER_DAY % self.tod_bucket_s:
+            msg = "IFD_SCORING_TOD_BUCKET_S must divide 86400"
+            raise ValueError(msg)
+        if self.w_volume + self.w_dominance + self.w_size <= 0:
+            msg = "IFD_SCORING_W_* weights must not all be 0"
+            raise ValueError(msg)
+        return self
+
+
+AlertClass = Literal["STRONG", "MODERATE", "MONITOR"]
+_URL_SPLIT_RE = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+class AlertSettings(BaseSettings):
+    """Alert channels, threshold and outbox (``IFD_ALERT_*``; :mod:`sinks.alerts`)."""
+
+    model_config = _section_config("IFD_ALERT_")
+
+    urls: SecretStr | None = Field(
+        default=None, description="Comma-separated Apprise URLs; unset = JSONL file only."
+    )
+    min_class: AlertClass = "STRONG"
+    jsonl_path: Path | None = Path("data/alerts.jsonl")
+    outbox_path: Path | None = Field(
+        default=None,
+        description="SQLite outbox; None = beside jsonl_path (in memory when that is None too).",
+    )
+    max_per_minute: int = Field(default=30, ge=1)
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    backoff_initial_s: float = Field(default=0.5, ge=0.0)
+    timeout_s: float = Field(default=10.0, gt=0.0)
+    queue_size: int = Field(
+        default=1000, ge=1,
+        description="Outbox rows the worker reads per query (prefetch); never causes drops.",
+    )
+
+    @field_validator("jsonl_path", "outbox_path", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        """Read an empty variable (``IFD_ALERT_JSONL_PATH=``) as no file, not the current directory."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def url_list(self) -> list[str]:
+        """Return the configured Apprise URLs (secret!), blanks removed; empty when unset."""
+        if self.urls is None:
+            return []
+        raw = self.urls.get_secret_value().strip()
+        return [part.strip() for part in _URL_SPLIT_RE.split(raw) if part.strip()]
+
+    def channel_labels(self) -> list[str]:
+        """Return the redacted channel names (``json://***``, ``json://***#2`` …), URL order."""
+        return channel_labels(self.url_list())
+
+    def outbox_file(self) -> Path | None:
+        """Return the outbox file: ``outbox_path``, else ``<jsonl stem>.outbox.sqlite`` beside the JSONL file.
+
+        Returns
+        -------
+        Path | None
+            None when both paths are unset: the dispatcher then keeps its
+            outbox in memory (not durable).
+        """
+        if self.outbox_path is not None:
+            return self.outbox_path
+        if self.jsonl_path is not None:
+            return self.jsonl_path.with_name(f"{self.jsonl_path.stem}.outbox.sqlite")
+        return None
+
+
+class _DatabentoKey(BaseSettings):
+    """The Databento API key (``DATABENTO_API_KEY``), shared by the live and historical sections."""
+
+    api_key: SecretStr | None = Field(default=None, validation_alias="DATABENTO_API_KEY")
+
+    def key(self) -> str:
+        """Return the Databento API key (secret).
+
+        Raises
+        ------
+        ConfigError
+            When ``DATABENTO_API_KEY`` is not set.
+        """
+        if self.api_key is None or not self.api_key.get_secret_value().strip():
+            msg = ("DATABENTO_API_KEY is not set: export it or put DATABENTO_API_KEY=db-… in .env "
+                   "(keys: https://databento.com/portal/keys)")
+            raise ConfigError(msg)
+        return self.api_key.get_secret_value().strip()
+
+
+class HistorySettings(_DatabentoKey):
+    """Databento Historical fetches of the baseline job (``IFD_HISTORY_*``)."""
+
+    model_config = _section_config("IFD_HISTORY_")
+
+    budget_usd: float = Field(
+        default=0.0, ge=0,
+        description="Most USD `tools.baseline_job --fetch-days` may spend on Databento Historical; 0 = refuse.")
+
+
+LiveSchema = Literal["trades", "tbbo", "mbp-1", "mbo"]
+SessionPreset = Literal["globex", "rth", "always"]
+
+
+class LiveSettings(_DatabentoKey):
+    """Live Databento source settings (``IFD_LIVE_*``; the key is ``DATABENTO_API_KEY``).
+
+    Cost model defaults are placeholders: set them to your plan's rates.
+    """
+
+    model_config = _section_config("IFD_LIVE_")
+
+    dataset: str = "GLBX.MDP3"
+    symbols: str = "NQ.OPT"
+    stype_in: Literal["parent", "raw_symbol", "instrument_id"] = "parent"
+    schema_name: LiveSchema = Field(default="tbbo", validation_alias="IFD_LIVE_SCHEMA")
+    gateway: str | None = None
+    port: int = Field(default=13000, gt=0, lt=65536)
+    heartbeat_interval_s: int = Field(default=5, ge=1)
+    """Gateway heartbeat after this much silence (Databento allows 5-1800 s); a heartbeat seals the
+    open ``ts_recv`` second, so it bounds how long a quiet second's trades wait."""
+    heartbeat_grace_s: float = Field(default=10.0, ge=0)
+    reconnect_initial_s: float = Field(default=1.0, ge=0)
+    reconnect_max_s: float = Field(default=60.0, ge=0)
+    reconnect_max_attempts: int = Field(default=20, ge=1)
+    replay_overlap_s: float = Field(default=2.0, ge=0)
+    replay_horizon_s: float = Field(default=86_400.0, gt=0)
+    daily_budget_usd: float = Field(default=50.0, gt=0)
+    budget_stop_fraction: float = Field(default=0.8, gt=0, le=1)
+    cost_per_gb_usd: float = Field(default=1.0, ge=0)
+    cost_per_hour_usd: float = Field(default=0.0, ge=0)
+    session: SessionPreset = "globex"
+    batch_records: int = Field(default=65_536, ge=1, le=1 << 20)
+    idle_exit_s: float | None = Field(default=None, gt=0)
+    """Exit when no new data record was accepted for this long, counted from the last new record
+    or the first reconnect after it (tests, one-off catch-up runs)."""
+
+    def symbol_list(self) -> list[str]:
+        """``IFD_LIVE_SYMBOLS`` split on commas."""
+        return [s.strip() for s in self.symbols.split(",") if s.strip()]
 
 
 class Settings(BaseSettings):
@@ -48,6 +239,7 @@ class Settings(BaseSettings):
         env_prefix="IFD_", env_file=".env", extra="ignore", frozen=True,
         hide_input_in_errors=True,  # a raw ValidationError must not print a secret either
     )
+    # the sections are whole models, never read from IFD_SCORING / IFD_ALERTS / ... themselves
 
     mode: Literal["replay", "live"] = "replay"
     source: str | None = Field(
@@ -58,33 +250,15 @@ class Settings(BaseSettings):
     chdb_path: Path | None = None
     trade_schema: TradeSchema = "auto"
     window_length_s: int = Field(default=300, gt=0)
-    history_budget_usd: float = Field(
-        default=0.0, ge=0,
-        description="Most USD `tools.baseline_job --fetch-days` may spend on Databento Historical; 0 = refuse.")
     allowed_lateness_s: float = Field(default=10.0, ge=0)
     batch_records: int = Field(default=262_144, ge=1, le=16_777_216)
     window_shards: int = Field(default=16, ge=1, le=4096)
     sink_batch_rows: int = Field(default=20_000, ge=1)
     progress_interval_s: float = Field(default=2.0, ge=0)
-    scoring_enabled: bool = True
-    scoring_lookback_days: int = Field(default=20, ge=1)
-    scoring_min_days: int = Field(default=5, ge=1)
-    scoring_tod_bucket_s: int = Field(default=1800, gt=0)
-    scoring_w_volume: float = Field(default=0.45, ge=0)
-    scoring_w_dominance: float = Field(default=0.35, ge=0)
-    scoring_w_size: float = Field(default=0.20, ge=0)
-    scoring_mm_penalty: float = Field(default=1.0, ge=0, le=1)
-    scoring_z_low: float = 2.0
-    scoring_z_high: float = 6.0
-    scoring_size_full: float = Field(default=8.0, gt=1)
-    scoring_sample_volume: float = Field(default=100.0, gt=0)
-    scoring_sweep_min_strikes: int = Field(default=3, ge=2)
-    scoring_sweep_dominance: float = Field(default=0.8, ge=0, le=1)
-    scoring_sweep_min_volume: float = Field(default=20.0, ge=0)
-    scoring_strong: float = Field(default=0.75, ge=0, le=1)
-    scoring_moderate: float = Field(default=0.55, ge=0, le=1)
-    scoring_monitor: float = Field(default=0.35, ge=0, le=1)
-    scoring_moneyness_step_pct: float = Field(default=0.5, gt=0)
+    scoring: ScoringSettings = Field(default_factory=lambda: ScoringSettings())
+    alerts: AlertSettings = Field(default_factory=lambda: AlertSettings())
+    live: LiveSettings = Field(default_factory=lambda: LiveSettings())
+    history: HistorySettings = Field(default_factory=lambda: HistorySettings())
 
     @field_validator("source")
     @classmethod
@@ -108,7 +282,7 @@ class Settings(BaseSettings):
         problem = _url_problem(url)
         if problem:
             # without "://" or "@" nothing says which part is a password: show only the length
-            given = (f"given, password masked: {_mask_url(url)}" if "://" in url or "@" in url
+            given = (f"given, password masked: {mask_url(url)}" if "://" in url or "@" in url
                      else f"given: {len(url)} characters, not shown")
             msg = f"{problem}; expected http(s)://user:password@host:8123/database ({given})"
             raise ValueError(msg)
@@ -123,18 +297,10 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _scoring_consistent(self) -> Settings:
-        if not self.scoring_monitor <= self.scoring_moderate <= self.scoring_strong:
-            msg = "IFD_SCORING_MONITOR <= IFD_SCORING_MODERATE <= IFD_SCORING_STRONG must hold"
-            raise ValueError(msg)
-        if self.scoring_z_high <= self.scoring_z_low:
-            msg = "IFD_SCORING_Z_HIGH must exceed IFD_SCORING_Z_LOW"
-            raise ValueError(msg)
-        if SECONDS_PER_DAY % self.scoring_tod_bucket_s or self.scoring_tod_bucket_s % self.window_length_s:
-            msg = "IFD_SCORING_TOD_BUCKET_S must divide 86400 and be a multiple of IFD_WINDOW_LENGTH_S"
-            raise ValueError(msg)
-        if self.scoring_w_volume + self.scoring_w_dominance + self.scoring_w_size <= 0:
-            msg = "IFD_SCORING_W_* weights must not all be 0"
+    def _sections_consistent(self) -> Settings:
+        bucket = self.scoring.tod_bucket_s
+        if bucket % self.window_length_s:
+            msg = "IFD_SCORING_TOD_BUCKET_S must be a multiple of IFD_WINDOW_LENGTH_S"
             raise ValueError(msg)
         return self
 
@@ -153,37 +319,6 @@ class Settings(BaseSettings):
         if not self.source:
             return []
         return [part.strip() for part in self.source.split(",") if part.strip()]
-
-    def masked(self) -> dict[str, object]:
-        """Effective settings for logging, with secrets masked."""
-        shown = self.model_dump()
-        if self.clickhouse_url is not None:
-            shown["clickhouse_url"] = _mask_url(self.clickhouse_url.get_secret_value())
-        return shown
-
-
-def _mask_url(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``; safe for any input.
-
-    Handles ``scheme://user:pass@host``, ``user:pass@host`` (no scheme), a password holding
-    ``@`` or ``/`` (the last ``@`` ends the credentials), ``user:pass`` with no host (what follows
-    the ``:`` is masked unless it is a port number) and a query string (``?***``: it may carry
-    a password parameter).
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    if "@" in rest:
-        creds, _, after = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        rest = f"{user}:***@{after}" if ":" in creds else f"{user}@{after}"
-    else:
-        authority, slash, path = rest.partition("/")
-        host, colon, port = authority.rpartition(":")
-        if colon and not port.isdigit() and not host.endswith("]"):
-            rest = f"{host}:***{slash}{path}"
-    base, question, _query = rest.partition("?")
-    return f"{scheme}{sep}{base}{'?***' if question else ''}"
 
 
 def _url_problem(url: str) -> str:
@@ -254,101 +389,80 @@ def _problems(exc: ValidationError, model: type[BaseSettings], prefix: str) -> l
     return problems
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment (and ``.env``), applying overrides.
+SECTIONS: dict[str, type[BaseSettings]] = {
+    "scoring": ScoringSettings, "alerts": AlertSettings, "live": LiveSettings, "history": HistorySettings,
+}
+"""Sections of :class:`Settings` by field name."""
+
+_S = TypeVar("_S", bound=BaseSettings)
+
+
+def load_section(model: type[_S], **overrides: Any) -> _S:
+    """Read one section (or :class:`Settings` without sections) from the environment and ``.env``.
 
     Raises
     ------
     ConfigError
-        When a variable is invalid; the message names ``IFD_<NAME>``, the value given (masked
-        for ``IFD_CLICKHOUSE_URL``) and the accepted values.
+        When a variable is invalid; the message names the variable (``IFD_<SECTION>_<NAME>``), the
+        value given (masked for secrets) and what is accepted.
     """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return model(**overrides)
     except ValidationError as exc:
-        problems = _problems(exc, Settings, "IFD_")
+        candidates: list[type[BaseSettings]] = [model, *SECTIONS.values()]
+        failed = next((m for m in candidates if m.__name__ == exc.title), model)
+        problems = _problems(exc, failed, str(failed.model_config.get("env_prefix", "")))
     # raised outside the handler: no __context__ holding the raw (secret) input
-    msg = "invalid configuration: " + "; ".join(problems)
+    what = {"LiveSettings": "live ", "AlertSettings": "alert "}.get(failed.__name__, "")
+    msg = f"invalid {what}configuration: " + "; ".join(problems)
     raise ConfigError(msg)
 
 
-LiveSchema = Literal["trades", "tbbo", "mbp-1", "mbo"]
-SessionPreset = Literal["globex", "rth", "always"]
+def load_settings(**overrides: Any) -> Settings:
+    """Read the whole settings tree from the environment (and ``.env``), applying overrides.
 
-
-class LiveSettings(BaseSettings):
-    """Live Databento source settings (``IFD_LIVE_*``; the key is ``DATABENTO_API_KEY``).
-
-    Cost model defaults are placeholders: set them to your plan's rates.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix="IFD_LIVE_", env_file=".env", extra="ignore", frozen=True,
-        populate_by_name=True, hide_input_in_errors=True,
-    )
-
-    api_key: SecretStr | None = Field(default=None, validation_alias="DATABENTO_API_KEY")
-    dataset: str = "GLBX.MDP3"
-    symbols: str = "NQ.OPT"
-    stype_in: Literal["parent", "raw_symbol", "instrument_id"] = "parent"
-    schema_name: LiveSchema = Field(default="tbbo", validation_alias="IFD_LIVE_SCHEMA")
-    gateway: str | None = None
-    port: int = Field(default=13000, gt=0, lt=65536)
-    heartbeat_interval_s: int = Field(default=5, ge=1)
-    """Gateway heartbeat after this much silence (Databento allows 5-1800 s); a heartbeat seals the
-    open ``ts_recv`` second, so it bounds how long a quiet second's trades wait."""
-    heartbeat_grace_s: float = Field(default=10.0, ge=0)
-    reconnect_initial_s: float = Field(default=1.0, ge=0)
-    reconnect_max_s: float = Field(default=60.0, ge=0)
-    reconnect_max_attempts: int = Field(default=20, ge=1)
-    replay_overlap_s: float = Field(default=2.0, ge=0)
-    replay_horizon_s: float = Field(default=86_400.0, gt=0)
-    daily_budget_usd: float = Field(default=50.0, gt=0)
-    budget_stop_fraction: float = Field(default=0.8, gt=0, le=1)
-    cost_per_gb_usd: float = Field(default=1.0, ge=0)
-    cost_per_hour_usd: float = Field(default=0.0, ge=0)
-    session: SessionPreset = "globex"
-    batch_records: int = Field(default=65_536, ge=1, le=1 << 20)
-    idle_exit_s: float | None = Field(default=None, gt=0)
-    """Exit when no new data record was accepted for this long, counted from the last new record
-    or the first reconnect after it (tests, one-off catch-up runs)."""
-
-    def symbol_list(self) -> list[str]:
-        """``IFD_LIVE_SYMBOLS`` split on commas."""
-        return [s.strip() for s in self.symbols.split(",") if s.strip()]
-
-    def key(self) -> str:
-        """Return the Databento API key (secret).
-
-        Raises
-        ------
-        ConfigError
-            When ``DATABENTO_API_KEY`` is not set.
-        """
-        if self.api_key is None or not self.api_key.get_secret_value().strip():
-            msg = ("DATABENTO_API_KEY is not set: export it or put DATABENTO_API_KEY=db-… in .env "
-                   "(keys: https://databento.com/portal/keys)")
-            raise ConfigError(msg)
-        return self.api_key.get_secret_value().strip()
-
-    def masked(self) -> dict[str, object]:
-        """Return the settings for logging, key masked."""
-        shown = self.model_dump()
-        shown["api_key"] = "***" if self.api_key is not None else None
-        return shown
-
-
-def load_live_settings(**overrides: object) -> LiveSettings:
-    """Read ``IFD_LIVE_*`` settings.
+    Parameters
+    ----------
+    **overrides
+        Top-level fields by name (``data_dir=…``); a section by its name, as a dict of its fields
+        (``scoring={"enabled": False}``) or as a built section model.
 
     Raises
     ------
     ConfigError
-        An invalid value, naming the variable.
+        When a variable is invalid (see :func:`load_section`).
     """
-    try:
-        return LiveSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = _problems(exc, LiveSettings, "IFD_LIVE_")
-    msg = "invalid live configuration: " + "; ".join(problems)
-    raise ConfigError(msg)
+    for name, model in SECTIONS.items():
+        given = overrides.get(name)
+        if not isinstance(given, model):
+            overrides[name] = load_section(model, **(given or {}))
+    settings = load_section(Settings, **overrides)
+    if "jsonl_path" not in settings.alerts.model_fields_set:  # the audit file lives with the data
+        alerts = settings.alerts.model_copy(update={"jsonl_path": settings.data_dir / "alerts.jsonl"})
+        settings = settings.model_copy(update={"alerts": alerts})
+    return settings
+
+
+def masked(model: BaseModel) -> dict[str, object]:
+    """Return ``model``'s values for logging, secrets shown through :mod:`models.redact` only.
+
+    A URL secret shows with its password masked, alert URLs as channel labels, any other secret
+    (the API key) as ``***``; nested sections are masked the same way.
+    """
+    shown: dict[str, object] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            shown[name] = masked(value)
+        elif isinstance(value, SecretStr):
+            if isinstance(model, AlertSettings) and name == "urls":
+                shown[name] = model.channel_labels()
+            elif "://" in value.get_secret_value():
+                shown[name] = mask_url(value.get_secret_value())
+            else:
+                shown[name] = MASK
+        elif isinstance(model, AlertSettings) and name == "outbox_path":
+            shown[name] = model.outbox_file() or ":memory:"
+        else:
+            shown[name] = value
+    return shown

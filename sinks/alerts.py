@@ -141,7 +141,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -151,12 +150,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal
-from urllib.parse import unquote
+from typing import IO, Any
 
 import apprise
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -167,6 +164,8 @@ from tenacity import (
 )
 
 from models.errors import ConfigError, SinkFatalError, SinkRetryableError
+from models.redact import SecretFilter, channel_labels, url_secret_fragments
+from models.settings import AlertSettings, masked
 from models.signals import Signal, SignalClass
 
 try:
@@ -175,8 +174,6 @@ except ImportError:  # Windows: no outbox lock (one dispatcher per file is then 
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
-
-AlertClass = Literal["STRONG", "MODERATE", "MONITOR"]
 
 CLASS_RANK: dict[str, int] = {
     SignalClass.MONITOR.value: 0,
@@ -209,174 +206,6 @@ _IDLE_POLL_S = 0.5
 _ERROR_PAUSE_S = 1.0
 """Pause of the worker after an unexpected error, so a broken outbox does not spin."""
 
-_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}$")
-_URL_SPLIT_RE = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
-_TOKEN_SPLIT_RE = re.compile(r"[/?&=:@,;#]+")
-_MIN_PATH_TOKEN = 6
-"""Path/query parts at least this long are treated as secrets by the log filter."""
-
-
-class AlertSettings(BaseSettings):
-    """Frozen alert settings from ``IFD_ALERT_*`` variables; build with :func:`load_alert_settings`."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="IFD_ALERT_", env_file=".env", extra="ignore", frozen=True
-    )
-
-    urls: SecretStr | None = Field(
-        default=None, description="Comma-separated Apprise URLs; unset = JSONL file only."
-    )
-    min_class: AlertClass = "STRONG"
-    jsonl_path: Path | None = Path("data/alerts.jsonl")
-    outbox_path: Path | None = Field(
-        default=None,
-        description="SQLite outbox; None = beside jsonl_path (in memory when that is None too).",
-    )
-    max_per_minute: int = Field(default=30, ge=1)
-    max_attempts: int = Field(default=4, ge=1, le=20)
-    backoff_initial_s: float = Field(default=0.5, ge=0.0)
-    timeout_s: float = Field(default=10.0, gt=0.0)
-    queue_size: int = Field(
-        default=1000, ge=1,
-        description="Outbox rows the worker reads per query (prefetch); never causes drops.",
-    )
-
-    @field_validator("jsonl_path", "outbox_path", mode="before")
-    @classmethod
-    def _empty_is_off(cls, value: object) -> object:
-        """Read an empty variable (``IFD_ALERT_JSONL_PATH=``) as no file, not the current directory."""
-        return None if isinstance(value, str) and not value.strip() else value
-
-    def url_list(self) -> list[str]:
-        """Return the configured Apprise URLs (secret!), blanks removed; empty when unset."""
-        if self.urls is None:
-            return []
-        raw = self.urls.get_secret_value().strip()
-        return [part.strip() for part in _URL_SPLIT_RE.split(raw) if part.strip()]
-
-    def channel_labels(self) -> list[str]:
-        """Return the redacted channel names (``json://***``, ``json://***#2`` …), URL order."""
-        return _labels(self.url_list())
-
-    def outbox_file(self) -> Path | None:
-        """Return the outbox file: ``outbox_path``, else ``<jsonl stem>.outbox.sqlite`` beside the JSONL file.
-
-        Returns
-        -------
-        Path | None
-            None when both paths are unset: the dispatcher then keeps its
-            outbox in memory (not durable).
-        """
-        if self.outbox_path is not None:
-            return self.outbox_path
-        if self.jsonl_path is not None:
-            return self.jsonl_path.with_name(f"{self.jsonl_path.stem}.outbox.sqlite")
-        return None
-
-    def masked(self) -> dict[str, object]:
-        """Effective settings for logging, with the URLs replaced by their labels."""
-        shown = self.model_dump()
-        shown["urls"] = self.channel_labels()
-        shown["outbox_path"] = self.outbox_file() or ":memory:"
-        return shown
-
-
-def load_alert_settings(**overrides: object) -> AlertSettings:
-    """Read alert settings from the environment (and ``.env``), applying overrides.
-
-    Raises
-    ------
-    ConfigError
-        When a variable is invalid; the message names ``IFD_ALERT_<NAME>``
-        and the value given (masked for ``IFD_ALERT_URLS``).
-    """
-    try:
-        return AlertSettings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            given = "***" if field == "urls" else repr(err.get("input"))
-            problems.append(f"IFD_ALERT_{field.upper()}={given}: {err['msg']}")
-        msg = "invalid alert configuration: " + "; ".join(problems)
-        raise ConfigError(msg) from None
-
-
-def _scheme_label(url: str) -> str:
-    """``scheme://***`` for a URL; ``invalid://***`` when it has no plausible scheme."""
-    scheme, sep, _ = url.partition("://")
-    if not sep or not _SCHEME_RE.match(scheme):
-        scheme = "invalid"
-    return f"{scheme.lower()}://***"
-
-
-def _labels(urls: list[str]) -> list[str]:
-    """Redacted, unique channel labels in URL order (``#n`` suffix for repeated schemes)."""
-    seen: dict[str, int] = {}
-    labels = []
-    for url in urls:
-        base = _scheme_label(url)
-        seen[base] = seen.get(base, 0) + 1
-        labels.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
-    return labels
-
-
-def _secret_fragments(url: str) -> set[str]:
-    """Parts of an Apprise URL that may be credentials: userinfo, long path/query tokens.
-
-    The password is always treated as secret; the user, path and query parts
-    and a dot-less host (Apprise puts tokens there: ``slack://TokenA/...``)
-    when at least :data:`_MIN_PATH_TOKEN` characters. DNS names, IP
-    addresses and ports stay visible.
-    """
-    fragments: set[str] = set()
-    _, sep, rest = url.partition("://")
-    if not sep:
-        return {url} if url else set()
-    netloc, _, tail = rest.partition("/")
-    userinfo, at, host = netloc.rpartition("@")
-    if at:
-        user, _, password = userinfo.partition(":")
-        if len(password) >= 3:
-            fragments.add(password)
-        if len(user) >= _MIN_PATH_TOKEN:
-            fragments.add(user)
-    else:
-        host = netloc
-    hostname = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    tokens = _TOKEN_SPLIT_RE.split(tail) + (_TOKEN_SPLIT_RE.split(hostname) if "." not in hostname else [])
-    fragments.update(t for t in tokens if len(t) >= _MIN_PATH_TOKEN)
-    fragments.update({unquote(f) for f in fragments})
-    return {f for f in fragments if f}
-
-
-class _SecretScrubber(logging.Filter):
-    """Replace secret URL fragments in log records of third-party loggers by ``***``."""
-
-    def __init__(self, secrets: set[str]) -> None:
-        super().__init__()
-        # longest first so a token containing another is replaced whole
-        self._secrets = sorted(secrets, key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message in place; never drops a record."""
-        if not self._secrets:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string is the emitter's problem
-            return True
-        scrubbed = message
-        for secret in self._secrets:
-            scrubbed = scrubbed.replace(secret, "***")
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = str(record.exc_info[1])
-            if any(secret in text for secret in self._secrets):
-                record.exc_info, record.exc_text = None, None
-                record.msg = f"{record.msg} [exception details withheld: contains a secret]"
-        return True
 
 
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
@@ -732,13 +561,11 @@ class AlertDispatcher:
         self.notices_only = notices_only
         self._min_rank = CLASS_RANK[settings.min_class]
         urls = settings.url_list()
-        labels = _labels(urls)
+        labels = channel_labels(urls)
         secrets: set[str] = set()
         for url in urls:
-            secrets |= _secret_fragments(url)
-        self._scrubber = _SecretScrubber(secrets)
-        for name in _SCRUBBED_LOGGERS:
-            logging.getLogger(name).addFilter(self._scrubber)
+            secrets |= url_secret_fragments(url)
+        self._scrubber = SecretFilter(secrets).attach(_SCRUBBED_LOGGERS)
         try:
             self._channels = [
                 _Channel(label, self._notifier(position, label, url))
@@ -801,7 +628,7 @@ class AlertDispatcher:
         )
         self._thread = threading.Thread(target=self._run, name="ifd-alerts", daemon=True)
         self._thread.start()
-        shown = settings.masked()
+        shown = masked(settings)
         if notices_only:
             shown.update(outbox_path=None, jsonl_path=None, queue_size=None)  # not used
         log.info("alerts%s: %s", " (notices only)" if notices_only else "", shown)
@@ -1043,8 +870,7 @@ class AlertDispatcher:
     # ---------------------------------------------------------------- worker side
 
     def _remove_scrubber(self) -> None:
-        for name in _SCRUBBED_LOGGERS:
-            logging.getLogger(name).removeFilter(self._scrubber)
+        self._scrubber.detach()
 
     def _count(self, name: str, n: int = 1) -> int:
         with self._lock:

@@ -30,7 +30,7 @@ def live_settings(port: int, **overrides: object) -> LiveSettings:
 def run_live(tmp_path: Path, port: int, alerts: object = None, **overrides: object) -> dict:
     """Run the live flow to its idle exit; return stored windows, usage rows and fatal errors."""
     settings = Settings(mode="live", data_dir=tmp_path, progress_interval_s=0,
-                        scoring_enabled=False)
+                        scoring={"enabled": False})
     clear_fatal_errors()
     run_main(build_flow(settings, live=live_settings(port, **overrides), alerts=alerts))
     store = ChdbStore(tmp_path / "chdb")

@@ -93,7 +93,7 @@ def test_fetch_without_a_key_or_with_a_bad_budget_is_one_clear_error(tmp_path, m
     monkeypatch.delenv("DATABENTO_API_KEY", raising=False)
     monkeypatch.setenv("IFD_DATA_DIR", str(tmp_path))
     assert main(["--fetch-days", "3"]) == 2
-    assert "set DATABENTO_API_KEY" in capsys.readouterr().err
+    assert "DATABENTO_API_KEY is not set" in capsys.readouterr().err
     monkeypatch.setenv("DATABENTO_API_KEY", "db-test_not_a_real_key_QWERT")
     monkeypatch.setenv("IFD_HISTORY_BUDGET_USD", "-1")
     assert main(["--fetch-days", "3"]) == 2

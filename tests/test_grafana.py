@@ -49,8 +49,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from models.settings import LiveSettings, Settings
-from sinks.alerts import AlertSettings
+from models.settings import SECTIONS, Settings
 from sinks.clickhouse import ChdbStore
 from tests.dbnfiles import NS, PX, T0, trades_file
 
@@ -542,14 +541,16 @@ def test_flow_processes_form_one_bytewax_cluster():
 
 
 def _app_variables() -> set[str]:
-    """Every environment variable the app's settings models read, plus the baseline job's two."""
+    """Every environment variable the settings tree reads (the root and each section)."""
     names = set()
-    for model in (Settings, AlertSettings, LiveSettings):
+    for model in (Settings, *SECTIONS.values()):
         prefix = model.model_config["env_prefix"]
         for name, field in model.model_fields.items():
+            if name in SECTIONS and model is Settings:
+                continue  # a section, read through its own prefix
             alias = field.validation_alias
             names.add(alias if isinstance(alias, str) else f"{prefix}{name}".upper())
-    return names | {"IFD_HISTORY_BUDGET_USD", "DATABENTO_API_KEY"}  # read by tools.baseline_job
+    return names
 
 
 _ASSIGN_RE = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=(.*)$")

@@ -169,7 +169,7 @@ def test_rerun_with_definitions_replaces_the_undefined_rows(tmp_path):
 
     for sources in ([data], [defs, data]):
         settings = Settings(source=",".join(map(str, sources)), data_dir=tmp_path,
-                            progress_interval_s=0, scoring_enabled=False)
+                            progress_interval_s=0, scoring={"enabled": False})
         run_main(build_flow(settings, alerts=None))
     from sinks.clickhouse import ChdbStore
 

@@ -95,7 +95,7 @@ def test_budget_cutoff_stops_the_stream_at_the_threshold(tmp_path, day):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from sinks.alerts import AlertSettings
+    from models.settings import AlertSettings
 
     received: list[dict] = []
 

@@ -190,7 +190,7 @@ def test_scoring_state_survives_a_restart_same_signals(tmp_path):
         generate_session(tmp_path / "src", session_date=day, seed=seed, n_trades=6000)
     settings = Settings(
         source=str(tmp_path / "src" / "*.dbn.zst"), data_dir=tmp_path, progress_interval_s=0,
-        batch_records=1500, scoring_min_days=2,
+        batch_records=1500, scoring={"min_days": 2},
     )
 
     def build(sink):

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from flows.baselines import BaselineBook
 from models.errors import ConfigError, PipelineError
-from models.settings import Settings, load_live_settings, load_settings
+from models.settings import Settings, load_settings
 from sinks.clickhouse import apply_schema, load_history, open_store
 
 log = logging.getLogger("ifd.baseline_job")
@@ -140,11 +140,11 @@ def compute_baselines(settings: Settings, as_of: date | None = None) -> tuple[da
                 raise ConfigError(msg)
             as_of = datetime.fromtimestamp(t, UTC).date() + timedelta(days=1)
         until_s = int(datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC).timestamp())
-        since_s = until_s - (settings.scoring_lookback_days * 2 + 7) * 86_400
+        since_s = until_s - (settings.scoring.lookback_days * 2 + 7) * 86_400
         history = load_history(store, since_s, until_s)
-        book = BaselineBook(lookback_days=settings.scoring_lookback_days,
-                            min_days=settings.scoring_min_days,
-                            tod_bucket_s=settings.scoring_tod_bucket_s,
+        book = BaselineBook(lookback_days=settings.scoring.lookback_days,
+                            min_days=settings.scoring.min_days,
+                            tod_bucket_s=settings.scoring.tod_bucket_s,
                             window_s=settings.window_length_s)
         cols = history.to_pydict()
         for key, start, volume, trades, imbalance in zip(
@@ -167,8 +167,8 @@ def replay(settings: Settings, sources: list[str]) -> None:
 
     from flows.ifd import build_flow
 
-    replay_settings = settings.model_copy(
-        update={"source": ",".join(sources), "scoring_enabled": False})
+    replay_settings = settings.model_copy(update={
+        "source": ",".join(sources), "scoring": settings.scoring.model_copy(update={"enabled": False})})
     run_main(build_flow(replay_settings))
 
 
@@ -190,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.fetch_days:
             import databento
 
-            secret = load_live_settings().api_key
-            if secret is None or not secret.get_secret_value().strip():
-                msg = "set DATABENTO_API_KEY (environment or .env) to fetch history"
-                raise ConfigError(msg)
-            key, budget = secret.get_secret_value(), settings.history_budget_usd
+            key, budget = settings.history.key(), settings.history.budget_usd
             end = args.as_of or datetime.now(UTC).date()
             files = fetch_history(
                 databento.Historical(key), symbols=args.symbols.split(","), schema=args.schema,

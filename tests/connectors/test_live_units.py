@@ -8,7 +8,7 @@ import pytest
 
 from connectors.live import BudgetMeter, MarketSessions
 from models.errors import ConfigError
-from models.settings import load_live_settings
+from models.settings import LiveSettings, load_section, masked
 
 
 def test_budget_meter_prices_bytes_and_hours_and_stops_at_the_fraction():
@@ -44,11 +44,11 @@ def test_missing_api_key_says_how_to_set_it(monkeypatch):
     monkeypatch.delenv("DATABENTO_API_KEY", raising=False)
     monkeypatch.chdir("/")  # no .env here
     with pytest.raises(ConfigError, match="DATABENTO_API_KEY is not set: export it or put"):
-        load_live_settings().key()
+        load_section(LiveSettings).key()
 
 
 def test_api_key_never_appears_in_settings_repr_or_masked(monkeypatch):
     monkeypatch.setenv("DATABENTO_API_KEY", "db-test_SECRET_key_12345")
-    s = load_live_settings()
-    assert "test_SECRET" not in repr(s) and "test_SECRET" not in str(s.masked())
+    s = load_section(LiveSettings)
+    assert "test_SECRET" not in repr(s) and "test_SECRET" not in str(masked(s))
     assert s.key() == "db-test_SECRET_key_12345"

@@ -12,7 +12,7 @@ from benchmarks.naive_rule import naive_pressure_signal
 from flows.baselines import BaselineBook
 from flows.scoring import (
     Scorer,
-    ScoringParams,
+    ScoringSettings,
     WindowNumbers,
     bucket_key,
     forward_estimates,
@@ -91,7 +91,7 @@ def _baseline(median=10.0, scale=5.0, avg=4.0):
 
 
 def test_one_sided_block_far_above_baseline_is_strong_buy():
-    p = ScoringParams()
+    p = ScoringSettings()
     m = metrics(bid=0, ask=80, trades=1)  # z = (80-10)/5 = 14, size 80 vs 4 = 20x
     f = factors(m, _baseline(), p)
     assert f.volume_z == pytest.approx(14.0)
@@ -102,14 +102,14 @@ def test_one_sided_block_far_above_baseline_is_strong_buy():
 
 
 def test_small_one_sided_window_is_at_most_monitor_however_abnormal():
-    p = ScoringParams()
+    p = ScoringSettings()
     f = factors(metrics(bid=0, ask=40, trades=1), _baseline(), p)  # 40 contracts: sample 0.4
     assert f.confidence == pytest.approx(0.4)
     assert signal_class(f.confidence, p) is SignalClass.MONITOR
 
 
 def test_sweep_member_is_judged_on_the_cluster_volume_and_gets_the_size_factor():
-    p = ScoringParams()
+    p = ScoringSettings()
     m = metrics(bid=0, ask=30, trades=6)  # avg size 5 ≈ baseline 4: no block
     alone = factors(m, _baseline(), p)
     swept = factors(m, _baseline(), p, sweep_strikes=4, sweep_volume=150)
@@ -122,7 +122,7 @@ def test_sweep_member_is_judged_on_the_cluster_volume_and_gets_the_size_factor()
 
 
 def test_balanced_small_lot_churn_is_suppressed_by_the_mm_filter():
-    p = ScoringParams()
+    p = ScoringSettings()
     m = metrics(bid=100, ask=100, trades=80)  # z = 38, avg size 2.5 < 4
     f = factors(m, _baseline(), p)
     # balance 1, small 1 (ratio 0.625 < 1), many 80/100 = 0.8 → mm 0.8
@@ -132,12 +132,12 @@ def test_balanced_small_lot_churn_is_suppressed_by_the_mm_filter():
 
 
 def test_spread_legs_count_as_mm_flow():
-    f = factors(metrics(bid=0, ask=100, trades=2, spread=100), _baseline(), ScoringParams())
+    f = factors(metrics(bid=0, ask=100, trades=2, spread=100), _baseline(), ScoringSettings())
     assert f.mm == 1.0 and f.confidence == 0.0
 
 
 def test_no_baseline_caps_confidence_below_moderate():
-    p = ScoringParams()
+    p = ScoringSettings()
     f = factors(metrics(bid=0, ask=500, trades=5), None, p)
     assert f.volume == 0.0 and f.size == 0.0
     assert f.confidence == pytest.approx(0.35)
@@ -196,7 +196,7 @@ def _block(day: int, bid: int, ask: int, trades: int) -> PartBlock:
 
 
 def test_scorer_learns_baselines_online_then_flags_the_abnormal_window():
-    scorer = Scorer(ScoringParams(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
     state = scorer.new_state()
     for day in range(6):  # quiet days: 6 contracts per window, both sides, 2-lot trades
         assert scorer.score(state, _block(day, 3, 3, 3)) == []
@@ -230,7 +230,7 @@ def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int) 
 @pytest.mark.parametrize(("swept_strikes", "expected_signals"), [(4, 4), (2, 0)])
 def test_scorer_flags_a_same_side_sweep_across_strikes_not_two_strikes(swept_strikes,
                                                                        expected_signals):
-    scorer = Scorer(ScoringParams(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
     state = scorer.new_state()
     chain = [21400, 21450, 21500, 21550, 21600, 21650]
     for day in range(6):

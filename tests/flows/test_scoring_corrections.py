@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from flows.baselines import BaselineBook
-from flows.scoring import CLASS_RANK, Scorer, ScoringParams
+from flows.scoring import CLASS_RANK, Scorer, ScoringSettings
 from models.records import PartBlock, WindowPart
 from models.signals import Direction, SignalClass
 from tests.partblocks import block_of
@@ -53,7 +53,7 @@ def day_cell(book: BaselineBook, key: str, day: int) -> np.ndarray | None:
 
 
 def test_late_part_rescoring_uses_combined_numbers_counts_baseline_once_and_alerts_on_rise():
-    scorer = Scorer(ScoringParams(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
     state = quiet_history(scorer)
     first = scorer.score(state, block(6, 100, 0, 30, 1))
     first_rank = max((CLASS_RANK[s.signal_class] for s in first), default=0)
@@ -74,7 +74,7 @@ def test_late_part_rescoring_uses_combined_numbers_counts_baseline_once_and_aler
 
 
 def test_late_part_beyond_the_horizon_only_updates_the_baseline():
-    scorer = Scorer(ScoringParams(), lambda: BaselineBook(lookback_days=20, min_days=5),
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5),
                     correction_horizon_s=3_600)
     state = quiet_history(scorer)
     scorer.score(state, block(6, 100, 0, 30, 1))
@@ -84,7 +84,7 @@ def test_late_part_beyond_the_horizon_only_updates_the_baseline():
 
 
 def test_undefined_instrument_rows_are_never_scored_nor_baselined():
-    scorer = Scorer(ScoringParams(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
     state = quiet_history(scorer)
     undefined = "ID|77"
     assert scorer.score(state, block(6, 100, 0, 5_000, 5, key=undefined, defined=False)) == []

@@ -4,7 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from models.errors import ConfigError
-from models.settings import Settings, _mask_url, load_live_settings, load_settings
+from models.redact import mask_url
+from models.settings import LiveSettings, Settings, load_section, load_settings, masked
 
 
 def test_invalid_trade_schema_names_variable_and_accepted_values(monkeypatch):
@@ -32,7 +33,7 @@ def test_source_list_and_defaults(monkeypatch):
 def test_clickhouse_password_is_masked(monkeypatch):
     monkeypatch.setenv("IFD_CLICKHOUSE_URL", "http://ifd:s3cret-pw@db.internal:8123/ifd")
     s = load_settings()
-    shown = repr(s.masked()) + repr(s)
+    shown = repr(masked(s)) + repr(s)
     assert "s3cret-pw" not in shown
     assert "http://ifd:***@db.internal:8123/ifd" in shown
     assert not s.embedded
@@ -79,7 +80,7 @@ def test_valid_clickhouse_url_is_kept_and_masked(monkeypatch):
     monkeypatch.setenv("IFD_CLICKHOUSE_URL", "https://ifd:s3cretpw@ch.example:8443/ifd")
     s = load_settings()
     assert s.clickhouse_url.get_secret_value() == "https://ifd:s3cretpw@ch.example:8443/ifd"
-    assert "s3cretpw" not in str(s.masked()) and "s3cretpw" not in repr(s)
+    assert "s3cretpw" not in str(masked(s)) and "s3cretpw" not in repr(s)
 
 
 def test_source_error_says_what_was_given_and_what_is_expected(monkeypatch):
@@ -123,15 +124,15 @@ def test_raw_validation_error_hides_the_input():
     ("garbage", "garbage"),
 ])
 def test_mask_url_shapes(url, shown):
-    assert _mask_url(url) == shown
+    assert mask_url(url) == shown
 
 
 def test_masked_hides_a_password_holding_at_and_percent_escapes(monkeypatch):
     monkeypatch.setenv("IFD_CLICKHOUSE_URL", "https://ifd:p%40ss%2Fw0rd@ch.example:8443/ifd")
     s = load_settings()
-    shown = repr(s.masked()) + repr(s) + str(s)
+    shown = repr(masked(s)) + repr(s) + str(s)
     assert "p%40ss" not in shown and "w0rd" not in shown
-    assert s.masked()["clickhouse_url"] == "https://ifd:***@ch.example:8443/ifd"
+    assert masked(s)["clickhouse_url"] == "https://ifd:***@ch.example:8443/ifd"
 
 
 def test_empty_clickhouse_url_means_embedded(monkeypatch):
@@ -142,5 +143,48 @@ def test_empty_clickhouse_url_means_embedded(monkeypatch):
 def test_live_alias_variable_is_named_once(monkeypatch):
     monkeypatch.setenv("IFD_LIVE_SCHEMA", "bbo-1s")
     with pytest.raises(ConfigError) as err:
-        load_live_settings()
+        load_section(LiveSettings)
     assert "IFD_LIVE_SCHEMA='bbo-1s'" in str(err.value) and "IFD_LIVE_IFD_LIVE" not in str(err.value)
+
+
+def test_one_tree_reads_every_section_from_its_own_prefix(monkeypatch):
+    monkeypatch.setenv("IFD_SCORING_MIN_DAYS", "3")
+    monkeypatch.setenv("IFD_ALERT_MIN_CLASS", "MODERATE")
+    monkeypatch.setenv("IFD_LIVE_SYMBOLS", "ES.OPT")
+    monkeypatch.setenv("IFD_HISTORY_BUDGET_USD", "2.5")
+    monkeypatch.setenv("IFD_DATA_DIR", "/tmp/somewhere")
+    s = load_settings(scoring={"enabled": False})
+    assert (s.scoring.min_days, s.scoring.enabled) == (3, False)  # env and override merge
+    assert s.alerts.min_class == "MODERATE" and s.live.symbols == "ES.OPT"
+    assert s.history.budget_usd == 2.5
+    assert str(s.alerts.jsonl_path) == "/tmp/somewhere/alerts.jsonl"  # the audit file follows the data
+
+
+@pytest.mark.parametrize(("var", "value"), [
+    ("IFD_SCORING_Z_HIGH", "1"), ("IFD_ALERT_MAX_PER_MINUTE", "0"), ("IFD_LIVE_PORT", "70000"),
+    ("IFD_HISTORY_BUDGET_USD", "-1"), ("IFD_SCORING_TOD_BUCKET_S", "450"),
+])
+def test_a_bad_section_variable_is_named_by_the_one_loader(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError, match=var):
+        load_settings()
+
+
+def test_masked_tree_shows_no_secret_of_any_section(monkeypatch):
+    monkeypatch.setenv("DATABENTO_API_KEY", "db-KEYKEYKEYKEY")
+    monkeypatch.setenv("IFD_CLICKHOUSE_URL", "https://ifd:chpassw0rd@ch.example:8443/ifd")
+    monkeypatch.setenv("IFD_ALERT_URLS", "slack://TokenAAAAAA/TokenBBBBBB/TokenCCCCCC")
+    shown = repr(masked(load_settings()))
+    for secret in ("KEYKEYKEY", "chpassw0rd", "TokenAAAAAA", "TokenBBBBBB", "TokenCCCCCC"):
+        assert secret not in shown
+    assert "slack://***" in shown and "https://ifd:***@ch.example:8443/ifd" in shown
+
+
+def test_the_package_never_reads_the_environment_directly():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    rooms = ("connectors", "flows", "models", "sinks", "samples", "tools")
+    offenders = [str(p.relative_to(root)) for room in rooms for p in (root / room).rglob("*.py")
+                 if "os.environ" in p.read_text() or "getenv(" in p.read_text()]
+    assert offenders == []

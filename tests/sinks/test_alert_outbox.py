@@ -24,8 +24,9 @@ from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from models.settings import AlertSettings
 from models.signals import Signal
-from sinks.alerts import AlertDispatcher, AlertSettings
+from sinks.alerts import AlertDispatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,7 +152,8 @@ def child_env() -> dict[str, str]:
 _CHILD = """
 import sys
 from pathlib import Path
-from sinks.alerts import AlertDispatcher, AlertSettings
+from models.settings import AlertSettings
+from sinks.alerts import AlertDispatcher
 from tests.sinks.test_alerts import make_signal
 
 url, outbox, jsonl, n = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])

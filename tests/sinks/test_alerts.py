@@ -16,14 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from models.errors import ConfigError, SinkFatalError, SinkRetryableError
+from models.settings import AlertSettings, load_section, masked
 from models.signals import Direction, Signal, SignalClass
-from sinks.alerts import (
-    AlertDispatcher,
-    AlertSettings,
-    alert_body,
-    alert_title,
-    load_alert_settings,
-)
+from sinks.alerts import AlertDispatcher, alert_body, alert_title
 
 SECRET = "S3cretTok"
 W0 = datetime(2026, 11, 20, 13, 35, tzinfo=UTC)
@@ -278,7 +273,7 @@ def test_secret_in_url_never_reaches_logs_repr_stats_or_jsonl(server, dispatcher
     assert SECRET not in caplog.text
     assert all(SECRET not in r.getMessage() for r in caplog.records)
     assert SECRET not in repr(settings) and SECRET not in str(settings)
-    assert SECRET not in json.dumps(settings.masked(), default=str)
+    assert SECRET not in json.dumps(masked(settings), default=str)
     assert SECRET not in repr(d.stats)
     assert SECRET not in (tmp_path / "alerts.jsonl").read_text()
     outbox_files = list(tmp_path.glob("alerts.outbox.sqlite*"))
@@ -356,7 +351,7 @@ def test_settings_from_environment_split_urls_and_name_bad_variables(monkeypatch
         f" json://h:1/a , mailto://u:{SECRET}@gmail.com?to=a@x.com,b@x.com,slack://A/B/C ",
     )
     monkeypatch.setenv("IFD_ALERT_MAX_PER_MINUTE", "5")
-    s = load_alert_settings()
+    s = load_section(AlertSettings, )
     assert s.url_list() == [
         "json://h:1/a", f"mailto://u:{SECRET}@gmail.com?to=a@x.com,b@x.com", "slack://A/B/C",
     ]
@@ -365,7 +360,7 @@ def test_settings_from_environment_split_urls_and_name_bad_variables(monkeypatch
 
     monkeypatch.setenv("IFD_ALERT_MIN_CLASS", "HUGE")
     with pytest.raises(ConfigError, match="IFD_ALERT_MIN_CLASS='HUGE'"):
-        load_alert_settings()
+        load_section(AlertSettings, )
 
 
 def test_title_and_body_carry_the_key_numbers():
@@ -385,9 +380,9 @@ def test_outbox_defaults_beside_the_jsonl_file_and_empty_paths_mean_off(monkeypa
     assert AlertSettings(jsonl_path=None).outbox_file() is None  # in memory
     monkeypatch.setenv("IFD_ALERT_JSONL_PATH", "")
     monkeypatch.setenv("IFD_ALERT_OUTBOX_PATH", str(tmp_path / "env.sqlite"))
-    s = load_alert_settings()
+    s = load_section(AlertSettings, )
     assert s.jsonl_path is None and s.outbox_file() == tmp_path / "env.sqlite"
-    assert s.masked()["outbox_path"] == tmp_path / "env.sqlite"
+    assert masked(s)["outbox_path"] == tmp_path / "env.sqlite"
 
 
 def test_in_memory_outbox_without_paths_still_delivers_and_de_duplicates(server, dispatcher, tmp_path):
