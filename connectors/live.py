@@ -48,61 +48,53 @@ closes the connection, emits every record already received, and finishes.
 
 The API key is never logged, stored or put in exceptions; databento's own
 DEBUG logging of the CRAM response is filtered.
+
+The feed is the state machine; each concern has its own module:
+:mod:`connectors.live_connection` (the connection, its client-thread queue, the
+backoff), :mod:`connectors.live_budget` (budget, sessions, per-minute usage) and
+:mod:`connectors.live_resume` (replay de-duplication, ``ts_recv`` seconds, resume).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 import databento_dbn as dbn
 import numpy as np
 
 from connectors.dbn import (
     SCHEMA_RTYPE,
-    DecodedChunk,
     SourceBatch,
     decode_records,
 )
+from connectors.live_budget import BudgetMeter, MarketSessions, UsageMeter
+from connectors.live_connection import (
+    NS,
+    SEAL,
+    LiveAuthError,
+    LiveClient,
+    LiveConfigError,
+    LiveConnection,
+    ReconnectBackoff,
+)
 from connectors.live_resume import (
     DATA,
-    DEFINITIONS,
-    GATEWAY_RTYPES,
-    RTYPE_SYMBOL_MAPPING,
     LiveResume,
     LiveSequencer,
     Unit,
 )
-from models.errors import ConfigError, SourceError
 from models.records import F_MAYBE_BAD_BOOK, UsageRow
 from models.redact import SecretFilter
 from models.settings import LiveSettings
 
 log = logging.getLogger(__name__)
 
-NS = 1_000_000_000
 RECORDS_PER_UNIT_MAX = 1 << 20
 """Dead letters of a live unit are numbered ``unit_id * RECORDS_PER_UNIT_MAX + index``."""
-_SEAL = b""
-
-
-class LiveAuthError(ConfigError):
-    """The gateway rejected the API key (exit code 3)."""
-
-    exit_code = 3
-
-
-class LiveConfigError(ConfigError):
-    """The subscription cannot work: unknown symbols, bad schema, gap beyond replay (exit code 4)."""
-
-    exit_code = 4
 
 
 def _databento_loggers() -> list[str]:
@@ -111,88 +103,6 @@ def _databento_loggers() -> list[str]:
 
     names = [n for n in logging.root.manager.loggerDict if n.startswith("databento")]
     return sorted({"databento", *names})
-
-
-@dataclass
-class BudgetMeter:
-    """Bytes, records and connected seconds per UTC day, priced by a cost model."""
-
-    daily_budget_usd: float
-    stop_fraction: float
-    cost_per_gb_usd: float
-    cost_per_hour_usd: float
-    day: int = 0
-    bytes: int = 0
-    records: int = 0
-    connected_s: float = 0.0
-
-    def roll(self, now_s: float) -> None:
-        """Start a new day's totals when the UTC day changes (bytes are metered on receipt)."""
-        day = int(now_s // 86_400)
-        if day != self.day:
-            self.day, self.bytes, self.records, self.connected_s = day, 0, 0, 0.0
-
-    def cost_usd(self) -> float:
-        """Estimated spend today, USD."""
-        return (self.bytes / 1e9 * self.cost_per_gb_usd
-                + self.connected_s / 3600 * self.cost_per_hour_usd)
-
-    def exhausted(self) -> bool:
-        """Tell whether today's spend reached the stop fraction of the budget."""
-        return self.cost_usd() >= self.stop_fraction * self.daily_budget_usd
-
-
-class MarketSessions:
-    """Trading sessions from exchange_calendars (see module docstring for presets)."""
-
-    CALENDARS = {"globex": "CMES", "rth": "XNYS"}
-
-    def __init__(self, preset: str) -> None:
-        self.preset = preset
-        self._calendar = None
-        if preset != "always":
-            import exchange_calendars as xc  # heavy import: only when a calendar is used
-
-            self._calendar = xc.get_calendar(self.CALENDARS[preset])
-
-    def is_open(self, now_s: float) -> bool:
-        """Whether ``now_s`` (s since epoch UTC) falls inside a session."""
-        if self._calendar is None:
-            return True
-        import pandas as pd
-
-        return bool(self._calendar.is_open_on_minute(pd.Timestamp(int(now_s), unit="s", tz="UTC"),
-                                                     ignore_breaks=True))
-
-    def next_open_s(self, now_s: float) -> float:
-        """Start of the next session after ``now_s`` (s since epoch UTC)."""
-        if self._calendar is None:
-            return now_s
-        import pandas as pd
-
-        nxt = self._calendar.next_open(pd.Timestamp(int(now_s), unit="s", tz="UTC"))
-        return float(nxt.timestamp())
-
-
-@dataclass
-class _Minute:
-    minute: int = 0
-    records: int = 0
-    bytes: int = 0
-    lag_sum_ms: float = 0.0
-    lag_n: int = 0
-
-
-class LiveClient(Protocol):
-    """The part of :class:`databento.Live` the feed uses (a test gateway client can stand in)."""
-
-    def subscribe(self, dataset: str, schema: str, symbols: list[str], stype_in: str,
-                  start: int | None) -> object: ...
-    def add_callback(self, record_callback: Callable[[Any], None],
-                     exception_callback: Callable[[Exception], None] | None) -> None: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def is_connected(self) -> bool: ...
 
 
 class LiveFeed:
@@ -249,25 +159,14 @@ class LiveFeed:
         self.meter = BudgetMeter(settings.daily_budget_usd, settings.budget_stop_fraction,
                                  settings.cost_per_gb_usd, settings.cost_per_hour_usd)
         self.sessions = MarketSessions(settings.session)
-        self._client: LiveClient | None = None
-        self._lock = threading.Lock()
-        self._records: deque[tuple[int, bytes, int, int | None]] = deque()
-        """(connection, raw record, ts_event, ts_recv) in arrival order; raw ``_SEAL`` = heartbeat."""
-        self._gen = 0
-        """Newest connection number; records of any other connection are ignored."""
-        self._gen_open = False
-        self._received_position: int | None = None
-        self._events: deque[dbn.ErrorMsg | dbn.SystemMsg] = deque()
-        self._last_heard = 0.0
-        self._connected_at = 0.0
-        self._attempts = 0
+        self.backoff = ReconnectBackoff(settings.reconnect_initial_s, settings.reconnect_max_s,
+                                        settings.reconnect_max_attempts, self._rng)
         self._next_attempt_s = 0.0
         self.reconnects = 0
         self.counters: dict[str, int] = {}
         self.last_error = ""
         self.stopped_reason = ""
-        self._minute = _Minute()
-        self._usage: list[UsageRow] = []
+        self.usage = UsageMeter(self.source_id)
         self._last_data_s = now()
         self._idle_since_s = self._last_data_s
         """Idle-exit baseline: the last new data, or the first connection made after it."""
@@ -277,6 +176,8 @@ class LiveFeed:
         # the key, and databento's DEBUG lines carrying the CRAM response (it ends with the key's
         # last 5 characters), never reach a log
         self._scrub = SecretFilter([self._key], withhold=[self._key[-5:]]).attach(_databento_loggers())
+        self.connection = LiveConnection(settings, client_factory, self.meter, now, self._scrub,
+                                         self._count, self._set_last_error)
         for name in _databento_loggers():
             logger = logging.getLogger(name)
             if name == "databento" and logger.level == logging.NOTSET:
@@ -291,12 +192,16 @@ class LiveFeed:
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
 
+    def _set_last_error(self, text: str) -> None:
+        self.last_error = text
+
     def _replay_starts(self) -> dict[str, int] | None:
         """``start=`` per subscription kind; None for the very first, live connection."""
-        if self._gen == 0 and not self._replay_on_first_connect:
+        conn = self.connection
+        if conn.gen == 0 and not self._replay_on_first_connect:
             return None
-        with self._lock:
-            received = self._received_position
+        with conn.lock:
+            received = conn.received_position
         return self.sequencer.replay_starts(received)
 
     def _connect(self, now_s: float) -> None:
@@ -312,116 +217,22 @@ class LiveFeed:
                        "with `python -m tools.baseline_job --source …` (Databento Historical) and restart "
                        "without the recovery snapshot")
                 raise LiveConfigError(msg)
-        if self._client_factory is None:
-            import databento
-
-            factory: Callable[..., LiveClient] = databento.Live
-        else:
-            factory = self._client_factory
-        kwargs: dict[str, object] = dict(key=self._key, heartbeat_interval_s=s.heartbeat_interval_s)
-        if s.gateway:
-            kwargs.update(gateway=s.gateway, port=s.port)
-        client = factory(**kwargs)
-        gen = self._gen + 1
-        try:
-            for schema, kind in (("definition", DEFINITIONS), (s.schema_name, DATA)):
-                client.subscribe(dataset=s.dataset, schema=schema, symbols=s.symbol_list(),
-                                 stype_in=s.stype_in,
-                                 start=starts[kind] if starts is not None else None)
-            client.add_callback(lambda record: self._on_record(gen, record),
-                                self._on_callback_error)
-            with self._lock:
-                self._gen, self._gen_open = gen, True
-            self.sequencer.begin(gen, starts)
-            client.start()
-        except Exception as exc:
-            self._close_quietly(client)
-            text = self._scrub.scrub(str(exc))
-            if "auth" in text.lower():
-                msg = f"Databento rejected the API key ({text}); check DATABENTO_API_KEY"
-                raise LiveAuthError(msg) from None
-            raise ConnectionError(text) from None
-        self._client = client
-        self._connected_at = self._last_heard = now_s
+        self.connection.open(now_s, self._key, starts, lambda gen: self.sequencer.begin(gen, starts))
         if not self._idle_rebased:
             # a reconnect after a silence gets its full idle time to replay (a stall, a drop)
             self._idle_since_s, self._idle_rebased = max(self._idle_since_s, now_s), True
-        if starts is not None:
-            shown = {k: datetime.fromtimestamp(v / NS, UTC).isoformat() if v else "start of history"
-                     for k, v in starts.items()}
-            log.info("live: connected with intraday replay from %s", shown)
-        else:
-            log.info("live: connected to %s (%s %s)", s.gateway or "Databento", s.schema_name,
-                     s.symbols)
-
-    def _on_record(self, gen: int, record: Any) -> None:
-        """Client-thread callback: queue one record of connection ``gen`` (see module docstring)."""
-        raw = bytes(record)
-        with self._lock:
-            if gen != self._gen or not self._gen_open:
-                self._count("stale_connection_records")  # replayed by the next connection
-                return
-            self._last_heard = self._now()
-            # metered on receipt: what the gateway sent is what is billed
-            self.meter.bytes += len(raw)
-            self.meter.records += 1
-            rtype = raw[1]
-            if rtype in GATEWAY_RTYPES:
-                if rtype == RTYPE_SYMBOL_MAPPING:
-                    self._count("symbol_mappings")
-                    return
-                if isinstance(record, dbn.SystemMsg) and record.is_heartbeat():
-                    self._records.append((gen, _SEAL, 0, None))
-                self._events.append(record)
-                return
-            ts_event = int(record.ts_event)
-            ts_recv = getattr(record, "ts_recv", None)
-            self._records.append((gen, raw, ts_event, ts_recv))
-            if ts_event != 2**64 - 1:
-                # received, not yet accepted: a reconnect replays from the newest arrival
-                pos = min(ts_event, ts_recv) if ts_recv is not None else ts_event
-                if self._received_position is None or pos > self._received_position:
-                    self._received_position = pos
-
-    def _on_callback_error(self, exc: Exception) -> None:
-        self.last_error = self._scrub.scrub(str(exc))
-        log.warning("live: callback error: %s", self.last_error)
-
-    @staticmethod
-    def _close_quietly(client: object) -> None:
-        for method in ("stop", "terminate"):
-            try:
-                getattr(client, method)()
-                return
-            except Exception:  # noqa: BLE001, S112 - best effort on a dead connection
-                continue
 
     def _disconnect(self, now_s: float, reason: str) -> bool:
         """Close the connection (its later callbacks are ignored); True if one was open."""
-        with self._lock:
-            self._gen_open = False
-        if self._client is None:
-            return False
-        self._close_quietly(self._client)
-        self.meter.connected_s += max(0.0, now_s - self._connected_at)
-        self._client = None
-        log.info("live: disconnected (%s)", reason)
-        return True
+        return self.connection.close(now_s, reason)
 
     def _schedule_reconnect(self, now_s: float, reason: str) -> None:
         self._disconnect(now_s, reason)
-        self._attempts += 1
         self.reconnects += 1
         self.last_error = reason
-        if self._attempts > self.settings.reconnect_max_attempts:
-            msg = (f"live: giving up after {self.settings.reconnect_max_attempts} reconnect attempts; "
-                   f"last error: {reason}")
-            raise SourceError(msg)
-        delay = min(self.settings.reconnect_max_s,
-                    self.settings.reconnect_initial_s * 2 ** (self._attempts - 1))
-        delay = self._rng.uniform(0, delay)  # full jitter
+        delay = self.backoff.next_delay_s(reason)  # SourceError after the last attempt
         self._next_attempt_s = now_s + delay
-        log.warning("live: %s; reconnect attempt %d in %.2f s", reason, self._attempts, delay)
+        log.warning("live: %s; reconnect attempt %d in %.2f s", reason, self.backoff.attempts, delay)
 
     def backoff_delay_s(self) -> float:
         """Seconds until the next connection attempt (0 when connected or due)."""
@@ -429,11 +240,7 @@ class LiveFeed:
 
     # --- events -------------------------------------------------------------------------
     def _handle_events(self, now_s: float) -> None:
-        while True:
-            with self._lock:
-                if not self._events:
-                    return
-                event = self._events.popleft()
+        while (event := self.connection.next_event()) is not None:
             if isinstance(event, dbn.ErrorMsg):
                 self._handle_error(event, now_s)
             else:
@@ -467,16 +274,14 @@ class LiveFeed:
     def next_wake_s(self) -> float:
         """When :meth:`poll` next has something to do (s since epoch)."""
         now_s = self._now()
-        with self._lock:
-            backlog = bool(self._records or self._events)
-        if backlog:
+        if self.connection.backlog:
             return now_s  # received records are processed whatever the state
         wake: float
         if self.stopped_reason == "budget":
             wake = (now_s // 86_400 + 1) * 86_400
         elif not self.sessions.is_open(now_s):
             wake = self.sessions.next_open_s(now_s)
-        elif self._client is None:
+        elif self.connection.client is None:
             wake = max(now_s, self._next_attempt_s)
         else:
             wake = now_s + 0.05
@@ -529,25 +334,26 @@ class LiveFeed:
                     day = datetime.fromtimestamp(now_s, UTC).date()
                     self._notify(f"budget-{self.source_id}-{day}", "IFD live budget reached", text)
             flush_all = self._disconnect(now_s, "daily budget reached")
-        elif self._client is None and now_s >= self._next_attempt_s:
+        elif self.connection.client is None and now_s >= self._next_attempt_s:
             try:
                 self._connect(now_s)  # attempts reset only once fresh data flows (below)
             except ConnectionError as exc:
                 self._schedule_reconnect(now_s, f"connect failed: {exc}")
-        if self._client is not None:
+        if self.connection.client is not None:
             self._handle_events(now_s)
-        if self._client is not None:
-            silent = now_s - self._last_heard
+        client = self.connection.client
+        if client is not None:
+            silent = now_s - self.connection.last_heard
             if silent > self.settings.heartbeat_interval_s + self.settings.heartbeat_grace_s:
                 self._schedule_reconnect(now_s, f"no data or heartbeat for {silent:.0f} s")
-            elif not self._client.is_connected():
+            elif not client.is_connected():
                 self._schedule_reconnect(now_s, "connection closed by the gateway")
         accepted = self.sequencer.accepted
         batches = self._drain(now_s, flush_all=flush_all)
         if self.sequencer.accepted > accepted:
             self._last_data_s = self._idle_since_s = now_s
             self._idle_rebased = False
-            self._attempts = 0  # a connection that delivers new data ends the backoff run
+            self.backoff.reset()  # a connection that delivers new data ends the backoff run
         elif self.settings.idle_exit_s and now_s - self._idle_since_s > self.settings.idle_exit_s:
             log.info("live: no new data for %.1f s: exiting (IFD_LIVE_IDLE_EXIT_S)",
                      now_s - self._last_data_s)
@@ -560,20 +366,16 @@ class LiveFeed:
         self._disconnect(now_s, reason)
         batches = self._drain(now_s, flush_all=True)
         self.finished = True
-        if self._minute.minute:
-            self._flush_minute()
         log.info("live: finished (%s); %s", reason, self.counters or "no faults counted")
-        return batches, self._take_usage(now_s)
+        return batches, self._take_usage(None)
 
     def _drain(self, now_s: float, *, flush_all: bool = False) -> list[SourceBatch]:
         """Accept queued records (dropping replayed copies) and turn sealed seconds into batches."""
-        with self._lock:
-            entries = list(self._records)
-            self._records.clear()
+        entries = self.connection.take_records()
         seq = self.sequencer
         duplicates = seq.duplicates
         for gen, raw, ts_event, ts_recv in entries:
-            if raw is _SEAL:
+            if raw is SEAL:
                 seq.seal()
             else:
                 seq.accept(gen, raw, ts_event, ts_recv)
@@ -589,40 +391,17 @@ class LiveFeed:
                        for rows in chunk.trades.values())
         if bad_book:
             self._count("maybe_bad_book", bad_book)
-        self._account(now_s, len(unit.records), len(buf), chunk)
+        self.usage.account(now_s, len(unit.records), len(buf), chunk, cost_usd=self.meter.cost_usd(),
+                           reconnects=self.reconnects, last_error=self.last_error)
         self.batches += 1
         return SourceBatch(source=self.source_id, seq=unit.unit_id, trade_rtype=self.trade_rtype,
                            chunk=chunk, bytes_read=0, total_bytes=0, eof=False,
                            partition=self.source_id)
 
-    def _account(self, now_s: float, records: int, nbytes: int, chunk: DecodedChunk) -> None:
-        minute = int(now_s // 60)
-        if self._minute.minute and minute != self._minute.minute:
-            self._flush_minute()
-        self._minute.minute = minute
-        self._minute.records += records
-        self._minute.bytes += nbytes
-        for rows in chunk.trades.values():
-            if len(rows):
-                lag = now_s * 1e3 - rows["ts_recv"].astype(np.float64) / 1e6
-                self._minute.lag_sum_ms += float(lag.sum())
-                self._minute.lag_n += len(rows)
-
-    def _flush_minute(self) -> None:
-        m = self._minute
-        self._usage.append(UsageRow(
-            minute_s=m.minute * 60, records=m.records, bytes=m.bytes,
-            est_cost_usd=self.meter.cost_usd(), reconnects=self.reconnects,
-            lag_ms=m.lag_sum_ms / m.lag_n if m.lag_n else 0.0,
-            last_error=self.last_error, source=self.source_id,
-        ))
-        self._minute = _Minute()
-
-    def _take_usage(self, now_s: float) -> list[UsageRow]:
-        if self._minute.minute and int(now_s // 60) != self._minute.minute:
-            self._flush_minute()
-        rows, self._usage = self._usage, []
-        return rows
+    def _take_usage(self, now_s: float | None) -> list[UsageRow]:
+        """Usage rows of completed minutes (all of them when ``now_s`` is None)."""
+        return self.usage.take(now_s, cost_usd=self.meter.cost_usd(), reconnects=self.reconnects,
+                               last_error=self.last_error)
 
     def snapshot(self) -> LiveResume:
         """Resume point for bytewax recovery: exactly the records emitted so far."""
@@ -634,5 +413,5 @@ class LiveFeed:
         self._scrub.detach()
 
 
-__all__ = ["BudgetMeter", "LiveAuthError", "LiveConfigError", "LiveFeed", "LiveResume",
+__all__ = ["BudgetMeter", "LiveAuthError", "LiveClient", "LiveConfigError", "LiveFeed", "LiveResume",
            "MarketSessions"]
