@@ -20,7 +20,7 @@ variable                        default                 meaning
                                                         .outbox.sqlite`` in the JSONL file's directory, e.g.
                                                         ``data/alerts.outbox.sqlite``; in memory (not
                                                         durable) when the JSONL path is unset too
-``IFD_ALERT_MAX_PER_MINUTE``    ``30``                  global token bucket: burst and refill per minute
+``IFD_ALERT_MAX_PER_MINUTE``    ``30``                  deliveries allowed in any 60 s (moving window)
 ``IFD_ALERT_MAX_ATTEMPTS``      ``4``                   attempts per channel (1 = no retry)
 ``IFD_ALERT_BACKOFF_INITIAL_S`` ``0.5``                 first retry delay; doubles per attempt (max 30 s),
                                                         plus up to the same amount of random jitter
@@ -148,11 +148,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from datetime import datetime
+from typing import Any
 
 import apprise
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from pydantic import ValidationError
 from tenacity import (
     RetryCallState,
@@ -167,11 +169,8 @@ from models.errors import ConfigError, SinkFatalError, SinkRetryableError
 from models.redact import SecretFilter, channel_labels, url_secret_fragments
 from models.settings import AlertSettings, masked
 from models.signals import Signal, SignalClass
-
-try:
-    import fcntl
-except ImportError:  # Windows: no outbox lock (one dispatcher per file is then up to the caller)
-    fcntl = None  # type: ignore[assignment]
+from sinks.alert_outbox import FINAL_STATUSES, OUTBOX_STATUSES, AlertOutbox, now_iso
+from sinks.alert_text import alert_body, alert_title
 
 log = logging.getLogger(__name__)
 
@@ -181,18 +180,6 @@ CLASS_RANK: dict[str, int] = {
     SignalClass.STRONG.value: 2,
 }
 """Order of signal classes: a signal is alerted when its rank ≥ ``min_class``'s."""
-
-OUTBOX_STATUSES = ("pending", "in_flight", "delivered", "failed", "rate_limited", "jsonl_only")
-"""Every ``alert_outbox.status`` value; the last four are final."""
-
-FINAL_STATUSES = frozenset(OUTBOX_STATUSES[2:])
-"""Statuses a row never leaves on its own (see "Not retried" in the module docstring)."""
-
-OUTBOX_SCHEMA_VERSION = 1
-"""``PRAGMA user_version`` of the outbox file this module writes."""
-
-OUTBOX_BUSY_TIMEOUT_S = 5.0
-"""Longest wait for a locked outbox database before an insert or update fails, in seconds."""
 
 DEFAULT_CLOSE_TIMEOUT_S = 30.0
 """How long :meth:`AlertDispatcher.close` waits for deliveries by default, in seconds."""
@@ -211,35 +198,6 @@ _ERROR_PAUSE_S = 1.0
 _SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool")
 
 
-class _TokenBucket:
-    """Token bucket: ``capacity`` tokens, refilled at ``capacity`` per 60 s.
-
-    Parameters
-    ----------
-    per_minute : int
-        Burst size and refill rate in tokens per minute (≥ 1).
-    clock : callable
-        Monotonic clock in seconds.
-    """
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._capacity = float(per_minute)
-        self._rate_per_s = per_minute / 60.0
-        self._tokens = float(per_minute)
-        self._clock = clock
-        self._last = clock()
-
-    def take(self) -> bool:
-        """Take one token if available; ``False`` means rate-limited."""
-        now = self._clock()
-        self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate_per_s)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
 class _NotDelivered(Exception):
     """One attempt on one channel failed; carries a message free of secrets."""
 
@@ -248,44 +206,6 @@ class _NotDelivered(Exception):
 class _Channel:
     label: str
     notifier: apprise.Apprise
-
-
-def _utc(value: datetime) -> datetime:
-    """Aware UTC (naive values are taken as UTC)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def alert_title(signal: Signal) -> str:
-    """One-line title, e.g. ``IFD STRONG BUY NQZ6 C21500 2026-11-20 13:35Z`` (window start, UTC)."""
-    start = _utc(signal.window_start)
-    return (
-        f"IFD {signal.signal_class.value} {signal.direction.value} {signal.symbol} "
-        f"{start:%Y-%m-%d %H:%M}Z"
-    )
-
-
-def alert_body(signal: Signal) -> str:
-    """Plain-text body: ``signal.reason`` then the key numbers (volumes in contracts)."""
-    start, end = _utc(signal.window_start), _utc(signal.window_end)
-    expiry = f"{_utc(signal.expiration):%Y-%m-%d}" if signal.expiration is not None else "n/a"
-    strike = f"{signal.strike:g}" if signal.strike is not None else "n/a"
-    return "\n".join(
-        [
-            signal.reason,
-            "",
-            f"contract: {signal.symbol} ({signal.contract_key}, id {signal.instrument_id})",
-            f"underlying {signal.underlying}, {signal.option_type} strike {strike}, expires {expiry}",
-            f"window: {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z",
-            f"class {signal.signal_class.value}, {signal.direction.value}, "
-            f"confidence {signal.confidence:.2f}",
-            f"volume {signal.total_volume:,} (bid {signal.bid_volume:,} / ask {signal.ask_volume:,}), "
-            f"{signal.total_trades:,} trades, avg size {signal.avg_trade_size:.1f}",
-            f"volume z {signal.volume_z:.2f}, dominance {signal.dominance:.2f}, "
-            f"size ratio {signal.size_ratio:.2f}, mm score {signal.mm_score:.2f}",
-            f"baseline {signal.baseline_scope}: {signal.baseline_windows} windows, "
-            f"volume {signal.baseline_volume:.1f}, avg size {signal.baseline_avg_size:.1f}",
-        ]
-    )
 
 
 @dataclass(frozen=True)
@@ -297,224 +217,6 @@ class Notice:
     body: str
 
 
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-_OUTBOX_DDL = (
-    """
-    CREATE TABLE IF NOT EXISTS alert_outbox (
-        alert_key   TEXT PRIMARY KEY,
-        status      TEXT NOT NULL CHECK (status IN
-                        ('pending', 'in_flight', 'delivered', 'failed', 'rate_limited', 'jsonl_only')),
-        attempts    INTEGER NOT NULL DEFAULT 0,
-        payload     TEXT NOT NULL,
-        channels    TEXT NOT NULL DEFAULT '{}',
-        accepted_at TEXT NOT NULL,
-        updated_at  TEXT NOT NULL
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS alert_outbox_by_status ON alert_outbox (status)",
-)
-_SET_SCHEMA_VERSION = "PRAGMA user_version = 1"  # = OUTBOX_SCHEMA_VERSION
-
-
-class AlertOutbox:
-    """Durable alert queue: one SQLite row per ``alert_key`` (table in the module docstring).
-
-    Thread-safe: one connection, guarded by a lock, serves the caller's thread
-    (:meth:`add`) and the dispatcher's worker. Every write is its own
-    transaction, committed before the method returns.
-
-    Parameters
-    ----------
-    path : Path | None
-        Database file (parents created); None keeps the outbox in memory.
-    busy_timeout_s : float
-        Longest wait for a lock held by another connection, in seconds.
-
-    Raises
-    ------
-    SinkFatalError
-        The file cannot be opened or is not an outbox of a known schema
-        version, or another dispatcher holds its lock file (``<path>.lock``).
-    """
-
-    def __init__(self, path: Path | None, *, busy_timeout_s: float = OUTBOX_BUSY_TIMEOUT_S) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._claim: IO[str] | None = None
-        if path is not None:
-            self._claim = self._claim_file(path)
-        try:
-            self._conn = sqlite3.connect(
-                ":memory:" if path is None else str(path),
-                timeout=busy_timeout_s,  # sqlite3_busy_timeout
-                isolation_level=None,  # autocommit: each statement is one committed transaction
-                check_same_thread=False,
-            )
-            self.created = self._prepare()
-        except sqlite3.Error as exc:
-            self._release()
-            msg = f"cannot open the alert outbox {path}: {exc}"
-            raise SinkFatalError(msg) from exc
-        except SinkFatalError:
-            self._release()
-            raise
-
-    @staticmethod
-    def _claim_file(path: Path) -> IO[str] | None:
-        """Take the exclusive, non-blocking ``flock`` that makes this the file's only dispatcher."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            return None
-        handle = path.with_name(path.name + ".lock").open("a", encoding="utf-8")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            msg = (
-                f"the alert outbox {path} is in use by another dispatcher (one per file: give each "
-                "flow process its own IFD_ALERT_OUTBOX_PATH; notice senders use notices_only=True)"
-            )
-            raise SinkFatalError(msg) from None
-        return handle
-
-    def _prepare(self) -> bool:
-        """Set the journal, create the table; ``True`` when the table is new."""
-        conn = self._conn
-        conn.execute("PRAGMA journal_mode = WAL")  # 'memory' for an in-memory database
-        conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: commits survive a killed process
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > OUTBOX_SCHEMA_VERSION:
-            msg = (
-                f"alert outbox {self.path} has schema version {version}; this version of "
-                f"sinks/alerts.py writes {OUTBOX_SCHEMA_VERSION}"
-            )
-            raise SinkFatalError(msg)
-        exists = conn.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alert_outbox'"
-        ).fetchone()[0]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in _OUTBOX_DDL:
-                conn.execute(statement)
-            conn.execute(_SET_SCHEMA_VERSION)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return not exists
-
-    def add(self, key: str, payload: str) -> bool:
-        """Insert a ``pending`` row and commit it.
-
-        Parameters
-        ----------
-        key : str
-            ``signal.alert_key``.
-        payload : str
-            ``signal.model_dump_json()``.
-
-        Returns
-        -------
-        bool
-            ``True`` when inserted; ``False`` when ``key`` is already in the outbox.
-
-        Raises
-        ------
-        sqlite3.Error
-            The row could not be written (the signal is not in the outbox).
-        """
-        now = _now_iso()
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO alert_outbox (alert_key, status, attempts, payload, channels,"
-                " accepted_at, updated_at) VALUES (?, 'pending', 0, ?, '{}', ?, ?)",
-                (key, payload, now, now),
-            )
-        return cursor.rowcount == 1
-
-    def add_finished(self, key: str, status: str, payload: str, at: str) -> bool:
-        """Insert a row in a final status (JSONL import); ``False`` when ``key`` exists."""
-        with self._lock:
-            cursor = self._conn.execute(
-                "INSERT OR IGNORE INTO alert_outbox (alert_key, status, attempts, payload, channels,"
-                " accepted_at, updated_at) VALUES (?, ?, 0, ?, '{}', ?, ?)",
-                (key, status, payload, at, at),
-            )
-        return cursor.rowcount == 1
-
-    def requeue(self) -> tuple[int, int]:
-        """Make every ``in_flight`` row ``pending`` again (start of a dispatcher).
-
-        Returns
-        -------
-        tuple of int
-            ``(pending, in_flight)`` rows found: all of them will be sent.
-        """
-        with self._lock:
-            counts = dict(self._conn.execute(
-                "SELECT status, count(*) FROM alert_outbox"
-                " WHERE status IN ('pending', 'in_flight') GROUP BY status"
-            ).fetchall())
-            self._conn.execute(
-                "UPDATE alert_outbox SET status = 'pending', updated_at = ? WHERE status = 'in_flight'",
-                (_now_iso(),),
-            )
-        return counts.get("pending", 0), counts.get("in_flight", 0)
-
-    def pending(self, limit: int) -> list[tuple[int, str, str]]:
-        """Return up to ``limit`` ``(rowid, alert_key, payload)`` of pending rows in acceptance order."""
-        with self._lock:
-            return self._conn.execute(
-                "SELECT rowid, alert_key, payload FROM alert_outbox"
-                " WHERE status = 'pending' ORDER BY rowid LIMIT ?",
-                (limit,),
-            ).fetchall()
-
-    def mark_in_flight(self, key: str) -> None:
-        """``pending`` → ``in_flight`` and count the attempt, committed before anything is sent."""
-        with self._lock:
-            self._conn.execute(
-                "UPDATE alert_outbox SET status = 'in_flight', attempts = attempts + 1, updated_at = ?"
-                " WHERE alert_key = ?",
-                (_now_iso(), key),
-            )
-
-    def finish(self, key: str, status: str, channels: dict[str, bool]) -> None:
-        """Record a final status and the per-channel outcome (labels only, never URLs)."""
-        if status not in FINAL_STATUSES:
-            msg = f"not a final outbox status: {status!r}"
-            raise ValueError(msg)
-        with self._lock:
-            self._conn.execute(
-                "UPDATE alert_outbox SET status = ?, channels = ?, updated_at = ? WHERE alert_key = ?",
-                (status, json.dumps(channels, separators=(",", ":")), _now_iso(), key),
-            )
-
-    def counts(self) -> dict[str, int]:
-        """Rows per status (every status in :data:`OUTBOX_STATUSES`, zeros included)."""
-        with self._lock:
-            found = dict(self._conn.execute(
-                "SELECT status, count(*) FROM alert_outbox GROUP BY status"
-            ).fetchall())
-        return {status: found.get(status, 0) for status in OUTBOX_STATUSES}
-
-    def close(self) -> None:
-        """Close the connection and release the lock file. Idempotent."""
-        with self._lock:
-            try:
-                self._conn.close()
-            finally:
-                self._release()
-
-    def _release(self) -> None:
-        if self._claim is not None:
-            self._claim.close()  # closing the descriptor drops the flock
-            self._claim = None
 
 
 @dataclass
@@ -586,7 +288,9 @@ class AlertDispatcher:
         self._notices: deque[Notice] = deque()
         self._notice_keys: set[str] = set()
         self._prefetched: deque[_Row] = deque()
-        self._bucket = _TokenBucket(settings.max_per_minute)
+        # at most max_per_minute deliveries in any 60 s (moving window, `limits`)
+        self._rate = MovingWindowRateLimiter(MemoryStorage())
+        self._per_minute = RateLimitItemPerMinute(settings.max_per_minute)
         self._counts: dict[str, int] = dict.fromkeys(
             (
                 "submitted", "duplicates", "below_min_class", "rejected_closed", "requeued",
@@ -966,7 +670,7 @@ class AlertDispatcher:
         if not self._channels:  # nothing is sent, so nothing to rate-limit
             self._finish(outbox, signal, "jsonl_only", {})
             return
-        if not self._bucket.take():
+        if not self._rate.hit(self._per_minute, "alerts"):
             limited = self._count("rate_limited")
             log.log(
                 logging.WARNING if limited == 1 or limited % 100 == 0 else logging.DEBUG,
@@ -1080,7 +784,7 @@ class AlertDispatcher:
                 if key is None:  # written before lines carried alert_key
                     start = datetime.fromisoformat(record["window_start"].replace("Z", "+00:00"))
                     key = f"{record['contract_key']}@{start.isoformat()}#{record['signal_class']}"
-                at = str(record.get("alerted_at") or _now_iso())
+                at = str(record.get("alerted_at") or now_iso())
                 imported += outbox.add_finished(str(key), status, line, at)
             except (ValueError, KeyError, TypeError, AttributeError):
                 self._count("jsonl_unreadable_lines")
@@ -1097,7 +801,7 @@ class AlertDispatcher:
         record = signal.model_dump(mode="json")
         record.update(
             alert_key=signal.alert_key,
-            alerted_at=_now_iso(),
+            alerted_at=now_iso(),
             status=status,
             delivered=status == "delivered",
             channels=channels,

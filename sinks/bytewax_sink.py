@@ -24,9 +24,9 @@ from bytewax.outputs import (
 from typing_extensions import override
 
 from models.records import BatchStats, DeadLetters, UsageRow, WindowResult
-from models.settings import Settings
+from models.settings import AlertSettings, Settings
 from models.signals import Signal
-from sinks.alerts import AlertDispatcher, AlertSettings
+from sinks.alerts import AlertDispatcher
 from sinks.clickhouse import IFDWriter, open_store
 from sinks.run_report import RunReport
 

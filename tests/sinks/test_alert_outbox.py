@@ -298,7 +298,7 @@ def test_dataflow_killed_while_alerting_delivers_every_signal_after_a_recovery_r
 
 
 def test_post_key_matches_signal_key_of_the_alerted_signal():
-    from sinks.alerts import alert_body, alert_title
+    from sinks.alert_text import alert_body, alert_title
     from tests.sinks.test_alerts import make_signal
 
     s: Signal = make_signal(minute=3)

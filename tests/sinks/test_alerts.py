@@ -18,7 +18,8 @@ import pytest
 from models.errors import ConfigError, SinkFatalError, SinkRetryableError
 from models.settings import AlertSettings, load_section, masked
 from models.signals import Direction, Signal, SignalClass
-from sinks.alerts import AlertDispatcher, alert_body, alert_title
+from sinks.alert_text import alert_body, alert_title
+from sinks.alerts import AlertDispatcher
 
 SECRET = "S3cretTok"
 W0 = datetime(2026, 11, 20, 13, 35, tzinfo=UTC)

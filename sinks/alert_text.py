@@ -1,0 +1,45 @@
+"""Alert message text: title and plain-text body of a signal (times UTC, volumes in contracts)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from models.signals import Signal
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware UTC (naive values are taken as UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def alert_title(signal: Signal) -> str:
+    """One-line title, e.g. ``IFD STRONG BUY NQZ6 C21500 2026-11-20 13:35Z`` (window start, UTC)."""
+    start = _utc(signal.window_start)
+    return (
+        f"IFD {signal.signal_class.value} {signal.direction.value} {signal.symbol} "
+        f"{start:%Y-%m-%d %H:%M}Z"
+    )
+
+
+def alert_body(signal: Signal) -> str:
+    """Plain-text body: ``signal.reason`` then the key numbers (volumes in contracts)."""
+    start, end = _utc(signal.window_start), _utc(signal.window_end)
+    expiry = f"{_utc(signal.expiration):%Y-%m-%d}" if signal.expiration is not None else "n/a"
+    strike = f"{signal.strike:g}" if signal.strike is not None else "n/a"
+    return "\n".join(
+        [
+            signal.reason,
+            "",
+            f"contract: {signal.symbol} ({signal.contract_key}, id {signal.instrument_id})",
+            f"underlying {signal.underlying}, {signal.option_type} strike {strike}, expires {expiry}",
+            f"window: {start:%Y-%m-%d %H:%M}-{end:%H:%M}Z",
+            f"class {signal.signal_class.value}, {signal.direction.value}, "
+            f"confidence {signal.confidence:.2f}",
+            f"volume {signal.total_volume:,} (bid {signal.bid_volume:,} / ask {signal.ask_volume:,}), "
+            f"{signal.total_trades:,} trades, avg size {signal.avg_trade_size:.1f}",
+            f"volume z {signal.volume_z:.2f}, dominance {signal.dominance:.2f}, "
+            f"size ratio {signal.size_ratio:.2f}, mm score {signal.mm_score:.2f}",
+            f"baseline {signal.baseline_scope}: {signal.baseline_windows} windows, "
+            f"volume {signal.baseline_volume:.1f}, avg size {signal.baseline_avg_size:.1f}",
+        ]
+    )
