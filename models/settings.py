@@ -255,6 +255,9 @@ class Settings(BaseSettings):
     window_shards: int = Field(default=16, ge=1, le=4096)
     sink_batch_rows: int = Field(default=20_000, ge=1)
     progress_interval_s: float = Field(default=2.0, ge=0)
+    bytewax_addresses: str | None = Field(
+        default=None, validation_alias="BYTEWAX_ADDRESSES",
+        description="bytewax's own -a/--addresses variable, read to refuse embedded chdb across processes.")
     scoring: ScoringSettings = Field(default_factory=lambda: ScoringSettings())
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings())
     live: LiveSettings = Field(default_factory=lambda: LiveSettings())

@@ -23,11 +23,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -95,8 +97,33 @@ class ClickHouseStore(Protocol):
         """Release the connection/session."""
 
 
+_CHDB_THREAD: ThreadPoolExecutor | None = None
+_CHDB_THREAD_LOCK = threading.Lock()
+_T = TypeVar("_T")
+
+
+def on_chdb_thread(fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` on the process's one chdb thread (a Python-created thread) and return its result.
+
+    Every chdb call of the process goes through here: opening and closing sessions, statements,
+    queries and ``Python()`` inserts. bytewax runs ``-w N`` workers on threads it creates in Rust;
+    chdb used from those threads hung on the second ``INSERT … FROM Python(data)`` when its
+    session had been opened there (reproduced at e0b2abf: stuck in ``Session.query`` on worker 1
+    while worker 0 ran the dataflow). On one dedicated thread the engine always sees the same
+    Python thread state, whichever worker the sink partition lands on. Exceptions propagate.
+    """
+    global _CHDB_THREAD
+    if threading.current_thread().name.startswith("chdb"):
+        return fn()  # already on it (a call made by a function running there)
+    with _CHDB_THREAD_LOCK:
+        if _CHDB_THREAD is None:
+            _CHDB_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chdb")
+        executor = _CHDB_THREAD
+    return executor.submit(fn).result()
+
+
 class ChdbStore:
-    """Embedded ClickHouse (chdb) with data in ``path``.
+    """Embedded ClickHouse (chdb) with data in ``path``; every call runs on :func:`on_chdb_thread`.
 
     Raises
     ------
@@ -105,11 +132,15 @@ class ChdbStore:
     """
 
     def __init__(self, path: Path) -> None:
-        from chdb import session  # imported lazily: it loads a large engine
-
         path.mkdir(parents=True, exist_ok=True)
+
+        def open_session() -> Any:
+            from chdb import session  # imported lazily: it loads a large engine
+
+            return session.Session(str(path))
+
         try:
-            self._session = session.Session(str(path))
+            self._session = on_chdb_thread(open_session)
         except Exception as exc:  # chdb raises plain RuntimeError
             msg = f"cannot open embedded ClickHouse at {path} (one process per directory): {exc}"
             raise SinkFatalError(msg) from exc
@@ -118,17 +149,16 @@ class ChdbStore:
     def command(self, sql: str) -> None:
         """Run one statement."""
         try:
-            self._session.query(sql)
+            on_chdb_thread(lambda: self._session.query(sql))
         except Exception as exc:
             raise _classify(exc, "chdb statement") from exc
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
         """Run a query; result as Arrow; ``parameters`` bound to ``{name:Type}`` placeholders."""
         try:
-            result = self._session.query(sql, "ArrowStream", params=parameters)
+            data = on_chdb_thread(lambda: self._session.query(sql, "ArrowStream", params=parameters).bytes())
         except Exception as exc:
             raise _classify(exc, "chdb query") from exc
-        data = result.bytes()
         if not data:
             return pa.table({})
         return pa.ipc.open_stream(pa.BufferReader(data)).read_all()
@@ -150,18 +180,22 @@ class ChdbStore:
             raise SinkFatalError(msg)
         cols = ", ".join(data.column_names)
         sql = (
-            f"INSERT INTO {table} ({cols}) "  # noqa: S608 - identifiers are ours
+            f"INSERT INTO {table} ({cols}) "  # noqa: S608 - identifiers checked above
             f"SETTINGS insert_deduplication_token = '{dedup_token}' "
-            f"SELECT {cols} FROM Python(data)"  # chdb resolves `data` in this frame
+            f"SELECT {cols} FROM Python(data)"
         )
+
+        def insert(data: pa.Table = data) -> None:
+            self._session.query(sql)  # chdb resolves `data` in this frame
+
         try:
-            self._session.query(sql)
+            on_chdb_thread(insert)
         except Exception as exc:
             raise _classify(exc, f"insert into {table}") from exc
 
     def close(self) -> None:
         """Close the session (releases the directory lock)."""
-        self._session.close()
+        on_chdb_thread(self._session.close)
 
 
 class ServerStore:

@@ -550,7 +550,7 @@ def _app_variables() -> set[str]:
                 continue  # a section, read through its own prefix
             alias = field.validation_alias
             names.add(alias if isinstance(alias, str) else f"{prefix}{name}".upper())
-    return names
+    return {n for n in names if not n.startswith("BYTEWAX_")}  # bytewax's own, set by its CLI
 
 
 _ASSIGN_RE = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=(.*)$")

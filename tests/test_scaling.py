@@ -1,0 +1,91 @@
+"""Worker threads (``-w N``) give the same stored rows as one worker; embedded chdb refuses ``-i/-a``.
+
+Each run is ``python -m bytewax.run flows.ifd`` in a subprocess (bytewax runs ``-w`` workers on its
+own threads), bounded by a timeout, over the bundled multi-day sample (6 days, 12 files).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.ifd import cluster_processes
+from samples import ensure_sample
+from sinks.clickhouse import ChdbStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+METRICS_SQL = """
+SELECT contract_key, toUnixTimestamp(window_start) AS ws, bid_volume, ask_volume, unknown_volume,
+       total_volume, total_trades, round(vwap, 6) AS vwap, max_trade_size
+FROM ifd.pressure_metrics ORDER BY contract_key, ws
+"""
+SIGNALS_SQL = """
+SELECT contract_key, toUnixTimestamp(window_start) AS ws, toString(direction) AS direction,
+       toString(signal_class) AS cls, round(confidence, 9) AS confidence, total_volume, reason
+FROM ifd.ifd_signals FINAL ORDER BY contract_key, ws, cls
+"""
+
+
+def _run(data_dir: Path, source: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IFD_", "BYTEWAX_"))}
+    env.update(IFD_DATA_DIR=str(data_dir), IFD_SOURCE=source, IFD_PROGRESS_INTERVAL_S="0",
+               IFD_ALERT_JSONL_PATH="")
+    return subprocess.run([sys.executable, "-m", "bytewax.run", "flows.ifd", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def _stored(data_dir: Path) -> tuple[list[dict], list[dict]]:
+    store = ChdbStore(data_dir / "chdb")
+    try:
+        return store.query_arrow(METRICS_SQL).to_pylist(), store.query_arrow(SIGNALS_SQL).to_pylist()
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def sample_source(tmp_path_factory) -> str:
+    files = ensure_sample(tmp_path_factory.mktemp("sample"))
+    return ",".join(str(f) for f in files)
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory, sample_source):
+    data_dir = tmp_path_factory.mktemp("w1")
+    proc = _run(data_dir, sample_source)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return _stored(data_dir)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_worker_threads_store_exactly_what_one_worker_stores(tmp_path, sample_source, one_worker, workers):
+    proc = _run(tmp_path, sample_source, "-w", str(workers))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    metrics, signals = _stored(tmp_path)
+    expected_metrics, expected_signals = one_worker
+    assert len(expected_metrics) > 10_000 and len(expected_signals) > 10  # a real workload
+    assert metrics == expected_metrics
+    assert signals == expected_signals
+
+
+def test_embedded_chdb_refuses_a_multi_process_run_with_a_one_line_error(tmp_path, sample_source):
+    proc = _run(tmp_path, sample_source, "-i", "0", "-a", "127.0.0.1:1;127.0.0.1:2")
+    assert proc.returncode == 2
+    assert "embedded chdb allows one process per data directory" in proc.stderr
+    assert "IFD_CLICKHOUSE_URL" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "chdb").exists()  # refused before anything was opened
+
+
+@pytest.mark.parametrize(("argv", "env", "expected"), [
+    ([], None, 1),
+    (["flows.ifd", "-w", "2"], None, 1),
+    (["flows.ifd", "-i", "0", "-a", "h1:2101;h2:2101"], None, 2),
+    (["flows.ifd", "--addresses=h1:1;h2:1;h3:1"], None, 3),
+    ([], "h1:2101;h2:2101", 2),
+])
+def test_cluster_size_comes_from_bytewax_addresses(argv, env, expected):
+    assert cluster_processes(argv, env) == expected
