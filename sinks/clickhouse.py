@@ -102,22 +102,30 @@ _CHDB_THREAD_LOCK = threading.Lock()
 _T = TypeVar("_T")
 
 
+_ON_CHDB_THREAD = threading.local()
+
+
+def _mark_chdb_thread() -> None:
+    _ON_CHDB_THREAD.active = True
+
+
 def on_chdb_thread(fn: Callable[[], _T]) -> _T:
     """Run ``fn`` on the process's one chdb thread (a Python-created thread) and return its result.
 
     Every chdb call of the process goes through here: opening and closing sessions, statements,
-    queries and ``Python()`` inserts. bytewax runs ``-w N`` workers on threads it creates in Rust;
-    chdb used from those threads hung on the second ``INSERT … FROM Python(data)`` when its
-    session had been opened there (reproduced at e0b2abf: stuck in ``Session.query`` on worker 1
-    while worker 0 ran the dataflow). On one dedicated thread the engine always sees the same
-    Python thread state, whichever worker the sink partition lands on. Exceptions propagate.
+    queries and ``Python()`` inserts, so the engine is used from one thread whichever bytewax
+    worker (``-w N`` workers are threads bytewax creates) the sink partition lands on. This is a
+    safeguard, not a proven fix: the hang seen at e0b2abf (stuck in ``Session.query`` on worker 1)
+    came from opening chdb and running DDL while a worker-thread partition was built, which the
+    flow no longer does (the schema is applied once at build). Exceptions propagate.
     """
     global _CHDB_THREAD
-    if threading.current_thread().name.startswith("chdb"):
+    if getattr(_ON_CHDB_THREAD, "active", False):
         return fn()  # already on it (a call made by a function running there)
     with _CHDB_THREAD_LOCK:
         if _CHDB_THREAD is None:
-            _CHDB_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chdb")
+            _CHDB_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chdb",
+                                              initializer=_mark_chdb_thread)
         executor = _CHDB_THREAD
     return executor.submit(fn).result()
 
