@@ -171,6 +171,9 @@ class LiveFeed:
         self._idle_since_s = self._last_data_s
         """Idle-exit baseline: the last new data, or the first connection made after it."""
         self._idle_rebased = False
+        """Whether a connection was made since the last new data (idle exit needs one)."""
+        self._idle_heard = False
+        """Whether that connection delivered any record yet (the baseline moves to the first)."""
         self.finished = False
         self._stop_requested = ""
         # the key, and databento's DEBUG lines carrying the CRAM response (it ends with the key's
@@ -221,6 +224,7 @@ class LiveFeed:
         if not self._idle_rebased:
             # a reconnect after a silence gets its full idle time to replay (a stall, a drop)
             self._idle_since_s, self._idle_rebased = max(self._idle_since_s, now_s), True
+            self._idle_heard = False
 
     def _disconnect(self, now_s: float, reason: str) -> bool:
         """Close the connection (its later callbacks are ignored); True if one was open."""
@@ -348,18 +352,41 @@ class LiveFeed:
                 self._schedule_reconnect(now_s, f"no data or heartbeat for {silent:.0f} s")
             elif not client.is_connected():
                 self._schedule_reconnect(now_s, "connection closed by the gateway")
-        accepted = self.sequencer.accepted
+        seq = self.sequencer
+        accepted, received = seq.accepted, seq.accepted + seq.duplicates
         batches = self._drain(now_s, flush_all=flush_all)
         if self.sequencer.accepted > accepted:
             self._last_data_s = self._idle_since_s = now_s
             self._idle_rebased = False
             self.backoff.reset()  # a connection that delivers new data ends the backoff run
-        elif self.settings.idle_exit_s and now_s - self._idle_since_s > self.settings.idle_exit_s:
+        elif self._idle_due(now_s, heard=seq.accepted + seq.duplicates > received):
             log.info("live: no new data for %.1f s: exiting (IFD_LIVE_IDLE_EXIT_S)",
                      now_s - self._last_data_s)
             final, usage = self._finish(now_s, "idle exit")
             return batches + final, usage
         return batches, self._take_usage(now_s)
+
+    def _idle_due(self, now_s: float, *, heard: bool) -> bool:
+        """Whether the idle exit is due: no new data for ``idle_exit_s`` on a working connection.
+
+        Idle means the gateway is reachable and has nothing new: either the connection is open
+        and heard from within the heartbeat limit, or a connection was made since the last new
+        data (the idle time then counts from it, and from the first record, a replayed copy
+        included, that it delivered), or the feed closed it on purpose (budget, session closed).
+        A stall noticed late, a poll delayed by a busy flow or a
+        slow reconnect never ends the run while the gap is still to be replayed.
+        """
+        if not self.settings.idle_exit_s:
+            return False
+        s, conn = self.settings, self.connection
+        closed_on_purpose = self.stopped_reason == "budget" or not self.sessions.is_open(now_s)
+        healthy = (conn.client is not None
+                   and now_s - conn.last_heard <= s.heartbeat_interval_s + s.heartbeat_grace_s)
+        if not (healthy or closed_on_purpose or self._idle_rebased):
+            return False
+        if heard and not self._idle_heard:
+            self._idle_since_s, self._idle_heard = max(self._idle_since_s, now_s), True
+        return now_s - self._idle_since_s > self.settings.idle_exit_s
 
     def _finish(self, now_s: float, reason: str) -> tuple[list[SourceBatch], list[UsageRow]]:
         """Close the connection, emit every accepted record (open second included), finish."""

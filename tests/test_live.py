@@ -68,6 +68,39 @@ def _poll_until(feed: LiveFeed, predicate, limit: int = 2000):
     raise AssertionError(message)
 
 
+def test_a_stall_noticed_late_reconnects_instead_of_taking_the_idle_exit(day):
+    """A poll delayed past both the stall and the idle limits (a busy flow) must not end the run.
+
+    The feed's clock is a test clock: the stall is noticed at one poll 10 s after the last data,
+    beyond heartbeat + grace (1.5 s) and the idle exit (2.5 s). The feed schedules a reconnect and
+    keeps going; the idle time counts only from the reconnection.
+    """
+    import time
+
+    clock = [1_000_000.0]
+    with LiveGateway(list(day), api_key=KEY, faults=Faults(stall_after=700)) as gw:
+        feed = LiveFeed(live_settings(gw.port), now=lambda: clock[0])
+        try:
+            deadline = time.monotonic() + 120  # a failure bound, not a synchronisation
+            # every record the gateway wrote before its stall has reached the feed; the clock has not moved
+            while not (gw.stalled and feed.sequencer.accepted == gw.records_sent):
+                feed.poll()
+                assert time.monotonic() < deadline, "the gateway never stalled"
+                time.sleep(0.005)
+            assert feed.sequencer.accepted > 0 and not feed.finished
+            clock[0] += 10.0
+            feed.poll()
+            assert not feed.finished and feed.reconnects == 1 and feed.connection.client is None
+            clock[0] += feed.backoff_delay_s() + 1e-6
+            feed.poll()  # reconnects with an intraday replay
+            assert not feed.finished and feed.connection.client is not None
+            clock[0] += 2.0  # within the idle exit, counted from the reconnection
+            feed.poll()
+            assert not feed.finished
+        finally:
+            feed.close()
+
+
 def test_rejected_key_is_a_fatal_clear_error_without_the_key(day):
     with LiveGateway(list(day), api_key=KEY, faults=Faults(reject_auth=True)) as gw:
         feed = LiveFeed(live_settings(gw.port))
