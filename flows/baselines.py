@@ -25,9 +25,8 @@ average trade size (volume ÷ trades), median trade count and mean |imbalance|.
 
 from __future__ import annotations
 
-import math
-import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -71,14 +70,47 @@ class Baseline:
         return (volume - self.volume_median) / self.volume_scale
 
 
-_VOLUME, _TRADES, _IMBALANCE = 0, 1, 2
-"""Positions in a cell: ``[volume, trades, |ask − bid| volume]`` of one key × bucket × day."""
-_EMPTY = (0, 0, 0)
+_VOLUME, _TRADES, _IMBALANCE, _ADDS = 0, 1, 2, 3
+"""Columns of a day array: volume, trades, |ask − bid| volume, number of adds (presence)."""
 
 
-@dataclass
+class BaselineArrays(NamedTuple):
+    """Baselines of many keys at once (one time-of-day bucket, one scored day).
+
+    Every attribute is a float64 array of shape (k,) aligned with the codes asked for, except
+    ``valid`` (bool, (k,): a baseline exists) and ``days`` (trading days covered, same for all).
+    Meanings and units as in :class:`Baseline`; entries where ``valid`` is false are 0.
+    """
+
+    valid: np.ndarray
+    days: int
+    volume_median: np.ndarray
+    volume_scale: np.ndarray
+    avg_trade_size: np.ndarray
+    trades_median: np.ndarray
+    abs_imbalance: np.ndarray
+
+    def at(self, i: int, scope: str) -> Baseline | None:
+        """Return the :class:`Baseline` of entry ``i`` (None where ``valid`` is false)."""
+        if not self.valid[i]:
+            return None
+        return Baseline(scope=scope, days=self.days, volume_median=float(self.volume_median[i]),
+                        volume_scale=float(self.volume_scale[i]),
+                        avg_trade_size=float(self.avg_trade_size[i]),
+                        trades_median=float(self.trades_median[i]),
+                        abs_imbalance=float(self.abs_imbalance[i]))
+
+
 class BaselineBook:
-    """Daily observations per (key, tod bucket) for the last trading days.
+    """Daily observations per (key, tod bucket) for the last trading days, held as arrays.
+
+    Layout: every key (contract or bucket key) gets an integer code (:meth:`codes`); each
+    (code, tod bucket) pair that ever received a window gets a row; each trading day holds one
+    int64 array of shape (rows, 4): volume, trades, |ask − bid| volume (contracts) and the
+    number of windows added. Adds are vectorised (``np.add.at``); a day beyond the lookback is
+    dropped whole. :meth:`snapshot` is copy-on-write: it shares every array and whichever side
+    writes first copies only the array it writes (in practice the current day), so a snapshot
+    costs a dict copy, independent of the history held.
 
     Parameters
     ----------
@@ -92,103 +124,258 @@ class BaselineBook:
         Window length, seconds (a bucket holds ``tod_bucket_s / window_s`` windows).
     """
 
-    lookback_days: int = 20
-    min_days: int = 5
-    tod_bucket_s: int = 1800
-    window_s: int = 300
-    cells: dict[tuple[str, int], dict[int, list[int]]] = field(default_factory=dict)
-    """(key, tod bucket start s) → day number (days since epoch) → [volume, trades, |imbalance|]."""
-    trading_days: list[int] = field(default_factory=list)
-    """Sorted day numbers that had any window."""
-    _cache: dict[tuple[str, int, int], Baseline | None] = field(default_factory=dict, repr=False)
+    def __init__(self, lookback_days: int = 20, min_days: int = 5, tod_bucket_s: int = 1800,
+                 window_s: int = 300) -> None:
+        self.lookback_days = lookback_days
+        self.min_days = min_days
+        self.tod_bucket_s = tod_bucket_s
+        self.window_s = window_s
+        self.trading_days: list[int] = []
+        """Sorted day numbers (days since epoch, UTC) that had any window."""
+        self._codes: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._rows = np.full((0, 86_400 // tod_bucket_s), -1, dtype=np.int64)
+        """code × tod slot → row (−1: none)."""
+        self._n_rows = 0
+        self._days: dict[int, np.ndarray] = {}
+        self._shared: set[int] = set()
+        self._rows_shared = False
+
+    # --- keys and rows ------------------------------------------------------------------------
+
+    def codes(self, keys: list[str]) -> np.ndarray:
+        """Integer codes of ``keys`` (int64, shape (len(keys),)); unseen keys get new codes."""
+        get = self._codes.get
+        out = np.empty(len(keys), dtype=np.int64)
+        for i, key in enumerate(keys):
+            code = get(key)
+            if code is None:
+                code = self._codes[key] = len(self._keys)
+                self._keys.append(key)
+            out[i] = code
+        return out
+
+    def known(self, keys: list[str]) -> np.ndarray:
+        """Codes of ``keys``, −1 for keys never added (int64, shape (len(keys),))."""
+        get = self._codes.get
+        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
     def tod_bucket(self, window_start_s: int) -> int:
         """Start of the time-of-day bucket (seconds after UTC midnight) of a window."""
         return (window_start_s % 86_400) // self.tod_bucket_s * self.tod_bucket_s
 
-    def add(self, key: str, window_start_s: int, volume: int, trades: int,
-            abs_imbalance_volume: int) -> None:
-        """Add one closed window's numbers under ``key`` (contract or bucket key)."""
-        day = window_start_s // 86_400
+    def _slot(self, window_start_s: int) -> int:
+        return (window_start_s % 86_400) // self.tod_bucket_s
+
+    def _row_ids(self, codes: np.ndarray, slot: int, *, create: bool) -> np.ndarray:
+        rows = self._rows
+        if create and len(self._keys) > rows.shape[0]:
+            grown = np.full((max(len(self._keys), 2 * rows.shape[0], 64), rows.shape[1]), -1,
+                            dtype=np.int64)
+            grown[: rows.shape[0]] = rows
+            self._rows, self._rows_shared, rows = grown, False, grown
+        inside = (codes >= 0) & (codes < rows.shape[0])
+        ids = np.full(len(codes), -1, dtype=np.int64)
+        ids[inside] = rows[codes[inside], slot]
+        if create:
+            missing = np.flatnonzero(ids < 0)
+            if len(missing):
+                if self._rows_shared:
+                    self._rows, self._rows_shared = self._rows.copy(), False
+                new_codes, first = np.unique(codes[missing], return_inverse=True)
+                fresh = np.arange(self._n_rows, self._n_rows + len(new_codes), dtype=np.int64)
+                self._rows[new_codes, slot] = fresh
+                self._n_rows += len(new_codes)
+                ids[missing] = fresh[first]
+        return ids
+
+    def cell_keys(self) -> list[tuple[str, int]]:
+        """Every (key, tod bucket start s) that holds data, sorted."""
+        codes, slots = np.nonzero(self._rows >= 0)
+        return sorted((self._keys[c], int(s) * self.tod_bucket_s)
+                      for c, s in zip(codes.tolist(), slots.tolist(), strict=True))
+
+    def cell(self, key: str, window_start_s: int) -> tuple[int, int, int] | None:
+        """(volume, trades, |imbalance|) held for ``key`` on the window's day and bucket, or None."""
+        row = self._row_ids(self.known([key]), self._slot(window_start_s), create=False)[0]
+        arr = self._days.get(window_start_s // 86_400)
+        if row < 0 or arr is None or row >= len(arr) or arr[row, _ADDS] == 0:
+            return None
+        return int(arr[row, _VOLUME]), int(arr[row, _TRADES]), int(arr[row, _IMBALANCE])
+
+    # --- updates ------------------------------------------------------------------------------
+
+    def _note_day(self, day: int) -> None:
         if not self.trading_days or self.trading_days[-1] < day:
             self.trading_days.append(day)
             self._evict()
         elif day not in self.trading_days:
             self.trading_days.append(day)
             self.trading_days.sort()
-        days = self.cells.get((key, self.tod_bucket(window_start_s)))
-        if days is None:
-            days = self.cells[(key, self.tod_bucket(window_start_s))] = {}
-        cell = days.get(day)
-        if cell is None:
-            days[day] = [volume, trades, abs_imbalance_volume]
+
+    def _day_array(self, day: int, rows: int) -> np.ndarray:
+        arr = self._days.get(day)
+        if arr is None:
+            arr = np.zeros((max(rows, 64), 4), dtype=np.int64)
+        elif len(arr) < rows:
+            grown = np.zeros((max(rows, 2 * len(arr)), 4), dtype=np.int64)
+            grown[: len(arr)] = arr
+            arr = grown
+        elif day in self._shared:
+            arr = arr.copy()
         else:
-            cell[_VOLUME] += volume
-            cell[_TRADES] += trades
-            cell[_IMBALANCE] += abs_imbalance_volume
+            return arr
+        self._days[day] = arr
+        self._shared.discard(day)
+        return arr
+
+    def add_codes(self, codes: np.ndarray, window_start_s: int, volume: np.ndarray,
+                  trades: np.ndarray, abs_imbalance_volume: np.ndarray) -> None:
+        """Add closed windows' numbers of one window start (vectorised; codes may repeat).
+
+        Parameters
+        ----------
+        codes : ndarray of int64, shape (k,)
+            Key codes from :meth:`codes`.
+        window_start_s : int
+            Window start, s since epoch UTC (sets the day and tod bucket).
+        volume, trades, abs_imbalance_volume : array-like of int, shape (k,)
+            Contracts, trades and |ask − bid| contracts (differences are allowed).
+        """
+        if len(codes) == 0:
+            return
+        self._note_day(window_start_s // 86_400)
+        rows = self._row_ids(np.asarray(codes, dtype=np.int64), self._slot(window_start_s),
+                             create=True)
+        arr = self._day_array(window_start_s // 86_400, self._n_rows)
+        values = np.stack([np.asarray(volume, dtype=np.int64), np.asarray(trades, dtype=np.int64),
+                           np.asarray(abs_imbalance_volume, dtype=np.int64),
+                           np.ones(len(rows), dtype=np.int64)], axis=1)
+        np.add.at(arr, rows, values)
+
+    def add(self, key: str, window_start_s: int, volume: int, trades: int,
+            abs_imbalance_volume: int) -> None:
+        """Add one closed window's numbers under ``key`` (contract or bucket key)."""
+        self.add_codes(self.codes([key]), window_start_s, np.array([volume]), np.array([trades]),
+                       np.array([abs_imbalance_volume]))
+
+    def add_many(self, keys: list[str], window_start_s: np.ndarray, volume: np.ndarray,
+                 trades: np.ndarray, abs_imbalance_volume: np.ndarray) -> None:
+        """Add many windows at once (history preload); same units as :meth:`add_codes`."""
+        codes = self.codes(keys)
+        start = np.asarray(window_start_s, dtype=np.int64)
+        groups = start // 86_400 * (86_400 // self.tod_bucket_s) + start % 86_400 // self.tod_bucket_s
+        order = np.argsort(groups, kind="stable")
+        bounds = np.flatnonzero(np.diff(groups[order])) + 1
+        for idx in np.split(order, bounds):
+            if len(idx):
+                self.add_codes(codes[idx], int(start[idx[0]]), np.asarray(volume)[idx],
+                               np.asarray(trades)[idx], np.asarray(abs_imbalance_volume)[idx])
+
+    def _evict(self) -> None:
+        """Forget days older than the lookback (+ the current day)."""
+        keep = self.lookback_days + 1
+        if len(self.trading_days) > keep:
+            self.trading_days = self.trading_days[-keep:]
+            kept = set(self.trading_days)
+            for day in [d for d in self._days if d not in kept]:
+                del self._days[day]
+                self._shared.discard(day)
+
+    # --- copies -------------------------------------------------------------------------------
+
+    def snapshot(self) -> BaselineBook:
+        """Copy-on-write copy: shares every array; costs O(keys + days), not O(history)."""
+        clone = BaselineBook.__new__(BaselineBook)
+        clone.__dict__.update(self.__dict__)
+        clone.trading_days = list(self.trading_days)
+        clone._codes = dict(self._codes)
+        clone._keys = list(self._keys)
+        clone._days = dict(self._days)
+        clone._shared = set(self._days)
+        clone._rows_shared = True
+        self._shared = set(self._days)
+        self._rows_shared = True
+        return clone
 
     def __deepcopy__(self, memo: dict) -> BaselineBook:
-        """Copy via pickle (C speed; bytewax deep-copies state at every snapshot)."""
-        clone = pickle.loads(pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL))  # noqa: S301
+        """Copy-on-write copy (see :meth:`snapshot`)."""
+        clone = self.snapshot()
         memo[id(self)] = clone
         return clone
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_cache"] = {}  # derived; rebuilt on demand
+        state["_days"] = {d: a[: self._n_rows] for d, a in self._days.items()}
+        state["_rows"] = self._rows[: len(self._keys)]
+        state["_shared"] = set(self._days)  # views of live arrays: copy before writing
+        state["_rows_shared"] = True
         return state
 
-    def _evict(self) -> None:
-        """Forget days older than the lookback (+ the current day) and stale cache."""
-        keep = self.lookback_days + 1
-        if len(self.trading_days) > keep:
-            cutoff = self.trading_days[-keep]
-            self.trading_days = self.trading_days[-keep:]
-            for key in list(self.cells):
-                days = self.cells[key]
-                for d in [d for d in days if d < cutoff]:
-                    del days[d]
-                if not days:
-                    del self.cells[key]
-        self._cache.clear()
+    # --- statistics ---------------------------------------------------------------------------
+
+    def baselines(self, codes: np.ndarray, window_start_s: int) -> BaselineArrays:
+        """Baselines of ``codes`` (int64, (k,), −1 allowed) for one window, from prior days.
+
+        Statistics over the last ``lookback_days`` trading days before the window's day (module
+        docstring); ``valid`` is false with fewer than ``min_days`` prior trading days or when
+        the key has no window in this bucket on any of them.
+        """
+        day = window_start_s // 86_400
+        prior = [d for d in self.trading_days if d < day][-self.lookback_days:]
+        k = len(codes)
+        zeros = np.zeros(k)
+        if len(prior) < self.min_days or k == 0:
+            return BaselineArrays(np.zeros(k, dtype=bool), len(prior), zeros, zeros, zeros,
+                                  zeros, zeros)
+        rows = self._row_ids(np.asarray(codes, dtype=np.int64), self._slot(window_start_s),
+                             create=False)
+        cube = np.zeros((k, len(prior), 4))
+        have = rows >= 0
+        for j, d in enumerate(prior):
+            arr = self._days.get(d)
+            if arr is None:
+                continue
+            inside = have & (rows < len(arr))
+            cube[inside, j] = arr[rows[inside]]
+        valid = np.asarray((cube[:, :, _ADDS] > 0).any(axis=1), dtype=bool)
+        per_bucket = max(1, self.tod_bucket_s // self.window_s)
+        volume = cube[:, :, _VOLUME] / per_bucket
+        trades = cube[:, :, _TRADES] / per_bucket
+        median = np.median(volume, axis=1)
+        mad = np.median(np.abs(volume - median[:, None]), axis=1)
+        total_volume = cube[:, :, _VOLUME].sum(axis=1)
+        total_trades = cube[:, :, _TRADES].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pooled = np.where(total_trades != 0, total_volume / total_trades, 1.0)
+            imbalance = np.where(total_volume != 0,
+                                 cube[:, :, _IMBALANCE].sum(axis=1) / total_volume, 0.0)
+        scale = np.maximum(MAD_TO_SIGMA * mad, np.sqrt(2.0 * volume.mean(axis=1) * pooled + 1.0))
+
+        def keep(x: np.ndarray) -> np.ndarray:
+            return np.where(valid, x, 0.0)
+
+        return BaselineArrays(valid, len(prior), keep(median), keep(scale),
+                              keep(np.where(total_trades != 0, pooled, 0.0)),
+                              keep(np.median(trades, axis=1)), keep(imbalance))
 
     def baseline(self, key: str, scope: str, window_start_s: int) -> Baseline | None:
         """Baseline of ``key`` for the window's tod bucket from days *before* its day.
 
-        Returns None with fewer than ``min_days`` prior trading days.
+        Returns None with fewer than ``min_days`` prior trading days or no history in the bucket.
         """
-        day = window_start_s // 86_400
-        bucket = self.tod_bucket(window_start_s)
-        cache_key = (key, bucket, day)
-        if cache_key in self._cache:
-            return self._cache[cache_key]
-        prior = [d for d in self.trading_days if d < day][-self.lookback_days:]
-        result = None
-        if len(prior) >= self.min_days:
-            cells = self.cells.get((key, bucket), {})
-            if any(d in cells for d in prior):
-                result = self._stats(scope, prior, cells)
-        self._cache[cache_key] = result
-        return result
+        return self.baselines(self.known([key]), window_start_s).at(0, scope)
 
-    def _stats(self, scope: str, prior: list[int], cells: dict[int, list[int]]) -> Baseline:
-        per_bucket = max(1, self.tod_bucket_s // self.window_s)
-        rows = np.array([cells.get(d, _EMPTY) for d in prior], dtype=float)
-        volume = rows[:, _VOLUME] / per_bucket
-        trades = rows[:, _TRADES] / per_bucket
-        median = float(np.median(volume))
-        mad = float(np.median(np.abs(volume - median)))
-        total_volume = float(rows[:, _VOLUME].sum())
-        total_trades = float(rows[:, _TRADES].sum())
-        avg_size = total_volume / total_trades if total_trades else 1.0
-        scale = max(MAD_TO_SIGMA * mad, math.sqrt(2.0 * float(volume.mean()) * avg_size + 1.0))
-        return Baseline(
-            scope=scope,
-            days=len(prior),
-            volume_median=median,
-            volume_scale=scale,
-            avg_trade_size=avg_size if total_trades else 0.0,
-            trades_median=float(np.median(trades)),
-            abs_imbalance=(float(rows[:, _IMBALANCE].sum()) / total_volume
-                           if total_volume else 0.0),
-        )
+
+def add_history(book: BaselineBook, table: Any) -> None:
+    """Add closed windows read from storage (``sinks.clickhouse.load_history``) to ``book``.
+
+    ``table`` is a pyarrow Table (any object with ``column(name).to_numpy()`` / ``to_pylist()``)
+    with contract_key, window_start_s (s since epoch UTC), total_volume, total_trades and
+    abs_imbalance (contracts); days are added oldest first.
+    """
+    book.add_many(table.column("contract_key").to_pylist(),
+                  np.asarray(table.column("window_start_s").to_numpy(), dtype=np.int64),
+                  np.asarray(table.column("total_volume").to_numpy(), dtype=np.int64),
+                  np.asarray(table.column("total_trades").to_numpy(), dtype=np.int64),
+                  np.asarray(table.column("abs_imbalance").to_numpy(), dtype=np.int64))

@@ -38,6 +38,7 @@ from typing import Any, TypeGuard
 import bytewax.operators as op
 import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
 
 from connectors.dbn import read_definitions
@@ -45,7 +46,7 @@ from connectors.files import DBNFileSource
 from connectors.inputs import partition_inputs, plan_inputs
 from connectors.live import LiveClient
 from connectors.live_source import LiveSource
-from flows.baselines import BaselineBook
+from flows.baselines import BaselineBook, add_history
 from flows.clock import PartitionClock, Progress
 from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState
@@ -54,6 +55,7 @@ from models.batch import SourceBatch
 from models.errors import ConfigError, PipelineError, fatal_errors
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import AlertSettings, LiveSettings, Settings, load_settings, masked
+from models.signals import Signal
 from samples import ensure_sample
 from sinks.alerts import AlertDispatcher
 from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink
@@ -243,16 +245,12 @@ def build_flow(
         scorer = Scorer(settings.scoring, lambda: _new_book(settings),
                         history=_load_history(settings, first_day))
 
-        def score(state: ScorerState | None, result: WindowResult) -> tuple[ScorerState, list]:
-            state = state or scorer.new_state()
-            return state, scorer.score(state, result.parts, correction=result.correction)
-
         # one scoring state: bucket baselines and parity forwards span every shard; late parts
         # re-score their window (a signal only when its class rises)
         to_score = op.key_on("key_for_scoring", op.merge("closed_and_late", closed, late),
                              lambda _r: "ifd")
-        scored = op.stateful_map("score_ifd", to_score, score)
-        signals = op.flat_map("signals", scored, lambda key_signals: key_signals[1])
+        scored = op.stateful("score_ifd", to_score, lambda resumed: ScoringLogic(scorer, resumed))
+        signals = op.map("signals", scored, lambda key_signal: key_signal[1])
         streams.append(signals)
         if alerts is not None:
             op.output("alerts", op.key_on("route_to_alerts", signals, lambda _s: "alerts"), AlertSink(alerts))
@@ -265,6 +263,27 @@ def build_flow(
     else:
         op.output("clickhouse", outputs, ClickHouseDynamicSink(settings, total_bytes))
     return flow
+
+
+class ScoringLogic(StatefulLogic[WindowResult, Signal, ScorerState]):
+    """The scoring step's bytewax state: one :class:`ScorerState`, snapshotted copy-on-write.
+
+    bytewax's ``stateful_map`` deep-copies its state at every epoch; this logic hands bytewax a
+    :meth:`ScorerState.snapshot` instead, whose cost does not grow with the baselines held.
+    """
+
+    def __init__(self, scorer: Scorer, resumed: ScorerState | None) -> None:
+        self.scorer = scorer
+        self.state = resumed if resumed is not None else scorer.new_state()
+
+    def on_item(self, value: WindowResult) -> tuple[list[Signal], bool]:
+        """Score one closed window (or late correction); never discard the state."""
+        signals = self.scorer.score(self.state, value.parts, correction=value.correction)
+        return signals, StatefulLogic.RETAIN
+
+    def snapshot(self) -> ScorerState:
+        """Copy-on-write copy of the state (see :meth:`ScorerState.snapshot`)."""
+        return self.state.snapshot()
 
 
 def _new_book(settings: Settings) -> BaselineBook:
@@ -299,12 +318,7 @@ def _load_history(settings: Settings, first_day: int) -> BaselineBook | None:
     if table.num_rows == 0:
         return None
     book = _new_book(settings)
-    cols = table.to_pydict()
-    for key, start, volume, trades, imbalance in zip(
-        cols["contract_key"], cols["window_start_s"], cols["total_volume"],
-        cols["total_trades"], cols["abs_imbalance"], strict=True,
-    ):
-        book.add(key, int(start), int(volume), int(trades), int(imbalance))
+    add_history(book, table)
     log.info("baselines: %d windows of history over %d trading days loaded from ClickHouse",
              table.num_rows, len(book.trading_days))
     return book

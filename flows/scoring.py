@@ -48,7 +48,6 @@ over strikes is kept per (underlying, expiration).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from flows.baselines import Baseline, BaselineBook
+from flows.baselines import Baseline, BaselineArrays, BaselineBook
 from flows.pressure import merge_parts
 from models.records import FIXED_PRICE_SCALE, UNDEF_PRICE, PartBlock, PressureMetrics
 from models.settings import ScoringSettings
@@ -112,31 +111,84 @@ def mm_score(w: WindowNumbers, size_ratio: float) -> float:
     return max(balance * small * many, _clip(spread_share))
 
 
+class FactorArrays(NamedTuple):
+    """:class:`Factors` of many windows: float64 arrays of shape (k,), ``sweep_strikes`` int64."""
+
+    volume_z: np.ndarray
+    volume: np.ndarray
+    dominance: np.ndarray
+    size_ratio: np.ndarray
+    size: np.ndarray
+    sample: np.ndarray
+    mm: np.ndarray
+    confidence: np.ndarray
+    sweep_strikes: np.ndarray
+
+    def at(self, i: int) -> Factors:
+        """Return the :class:`Factors` of window ``i``."""
+        return Factors(float(self.volume_z[i]), float(self.volume[i]), float(self.dominance[i]),
+                       float(self.size_ratio[i]), float(self.size[i]), float(self.sample[i]),
+                       float(self.mm[i]), float(self.confidence[i]), int(self.sweep_strikes[i]))
+
+
+def factor_arrays(bid: np.ndarray, ask: np.ndarray, volume: np.ndarray, trades: np.ndarray,
+                  spread: np.ndarray, baselines: BaselineArrays, p: ScoringSettings,
+                  sweep_strikes: np.ndarray, sweep_volume: np.ndarray) -> FactorArrays:
+    """Every factor and the confidence of k windows at once (module docstring).
+
+    Parameters
+    ----------
+    bid, ask, volume, trades, spread : ndarray of float64, shape (k,)
+        Window totals (contracts, trades; ``spread`` = spread-leg contracts).
+    baselines : BaselineArrays
+        Their baselines (entries with ``valid`` false score as "no baseline": z = 0, size 1×).
+    sweep_strikes, sweep_volume : ndarray, shape (k,)
+        Size of the same-side cluster each window belongs to (0 when none).
+    """
+    b = baselines
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(b.valid, (volume - b.volume_median) / np.where(b.valid, b.volume_scale, 1.0),
+                     0.0)
+        avg_size = np.where(trades != 0, volume / trades, 0.0)
+        size_ratio = np.where(b.valid & (b.avg_trade_size != 0), avg_size / b.avg_trade_size, 1.0)
+        volume_f = np.clip((z - p.z_low) / (p.z_high - p.z_low), 0.0, 1.0)
+        dominance = np.where(volume != 0, np.abs(ask - bid) / volume, 0.0)
+        log_ratio = np.log2(np.where(size_ratio > 0, size_ratio, 1.0))
+        size = np.where(size_ratio > 0, np.clip(log_ratio / math.log2(p.size_full), 0.0, 1.0), 0.0)
+        swept = sweep_strikes >= p.sweep_min_strikes
+        size = np.where(swept, 1.0, size)
+        sample = np.minimum(1.0, np.maximum(volume, np.where(swept, sweep_volume, 0.0))
+                            / p.sample_volume)
+        classified = bid + ask
+        balance = np.where(classified != 0, 1.0 - np.abs(ask - bid) / classified, 0.0)
+        small = np.where(size_ratio > 0, np.clip(1.0 - log_ratio / 3.0, 0.0, 1.0), 1.0)
+        many = trades / (trades + 20.0)
+        spread_share = np.where(volume != 0, spread / volume, 0.0)
+        mm = np.maximum(balance * small * many, np.clip(spread_share, 0.0, 1.0))
+    weights = p.w_volume + p.w_dominance + p.w_size
+    base = (p.w_volume * volume_f + p.w_dominance * dominance + p.w_size * size) / weights
+    conf = np.clip(base * sample * (1.0 - p.mm_penalty * mm), 0.0, 1.0)
+    return FactorArrays(z, volume_f, dominance, size_ratio, size, sample, mm, conf,
+                        np.where(swept, sweep_strikes, 0).astype(np.int64))
+
+
 def factors(w: WindowNumbers, baseline: Baseline | None, p: ScoringSettings,
             sweep_strikes: int = 0, sweep_volume: float = 0.0) -> Factors:
-    """Compute every factor and the confidence of one window.
+    """Compute every factor and the confidence of one window (:func:`factor_arrays` of one).
 
     ``sweep_strikes`` / ``sweep_volume``: size of the same-side cluster this
     contract belongs to in the window (0 when none; see module docstring).
     """
-    if baseline is not None:
-        z = baseline.volume_z(w.volume)
-        size_ratio = w.avg_size / baseline.avg_trade_size if baseline.avg_trade_size else 1.0
+    one = np.ones(1)
+    if baseline is None:
+        arrays = BaselineArrays(np.zeros(1, dtype=bool), 0, 0 * one, one, 0 * one, 0 * one, 0 * one)
     else:
-        z, size_ratio = 0.0, 1.0
-    volume = _clip((z - p.z_low) / (p.z_high - p.z_low))
-    dominance = abs(w.ask - w.bid) / w.volume if w.volume else 0.0
-    size = _clip(math.log2(size_ratio) / math.log2(p.size_full)) if size_ratio > 0 else 0.0
-    swept = sweep_strikes >= p.sweep_min_strikes
-    if swept:
-        size = 1.0
-    sample = min(1.0, max(w.volume, sweep_volume if swept else 0.0) / p.sample_volume)
-    mm = mm_score(w, size_ratio)
-    weights = p.w_volume + p.w_dominance + p.w_size
-    base = (p.w_volume * volume + p.w_dominance * dominance + p.w_size * size) / weights
-    conf = _clip(base * sample * (1.0 - p.mm_penalty * mm))
-    return Factors(z, volume, dominance, size_ratio, size, sample, mm, conf,
-                   sweep_strikes if swept else 0)
+        arrays = BaselineArrays(np.ones(1, dtype=bool), baseline.days,
+                                baseline.volume_median * one, baseline.volume_scale * one,
+                                baseline.avg_trade_size * one, baseline.trades_median * one,
+                                baseline.abs_imbalance * one)
+    return factor_arrays(w.bid * one, w.ask * one, w.volume * one, w.trades * one, w.spread * one,
+                         arrays, p, np.array([sweep_strikes]), sweep_volume * one).at(0)
 
 
 def signal_class(confidence: float, p: ScoringSettings) -> SignalClass | None:
@@ -231,6 +283,22 @@ class ScorerState:
     recent: dict[int, list[PartBlock]] = field(default_factory=dict)
     emitted: dict[tuple[str, int], int] = field(default_factory=dict)
 
+    def snapshot(self) -> ScorerState:
+        """Copy the state so later scoring leaves the copy alone, in time independent of history.
+
+        The book is copied on write (:meth:`BaselineBook.snapshot`); the recent windows' part
+        blocks are immutable and shared; the small dicts are copied.
+        """
+        return ScorerState(book=self.book.snapshot(), forwards=dict(self.forwards),
+                           recent={w: list(parts) for w, parts in self.recent.items()},
+                           emitted=dict(self.emitted))
+
+    def __deepcopy__(self, memo: dict) -> ScorerState:
+        """Copy as :meth:`snapshot` does (bytewax and tests deep-copy state)."""
+        clone = self.snapshot()
+        memo[id(self)] = clone
+        return clone
+
 
 class Scorer:
     """Score closed windows against online baselines; emit :class:`Signal` s.
@@ -264,7 +332,7 @@ class Scorer:
 
     def new_state(self) -> ScorerState:
         """Fresh shard state (a deep copy of the preloaded history, if any)."""
-        book = copy.deepcopy(self.history) if self.history is not None else self.new_book()
+        book = self.history.snapshot() if self.history is not None else self.new_book()
         return ScorerState(book=book, forwards={})
 
     def score(self, state: ScorerState, block: PartBlock, *, correction: bool = False) -> list[Signal]:
@@ -361,35 +429,95 @@ class Scorer:
                 forward_estimates(underlying, expiration, strike, option_type, vwap.tolist()))
 
         clusters = self._sweep_clusters(bid, ask, volume, underlying, expiration, option_type)
-        min_volume = p.monitor * p.sample_volume
+        sweep_strikes = np.zeros(k, dtype=np.int64)
+        sweep_volume = np.zeros(k)
+        for i, (n, v) in clusters.items():
+            sweep_strikes[i], sweep_volume[i] = n, v
+        key_list = keys.tolist()
+        bucket_keys = self._bucket_keys(state, underlying, expiration, option_type, strike)
+        book = state.book
+        codes = book.codes(key_list)
+        has_bucket = np.fromiter((b is not None for b in bucket_keys), dtype=bool, count=k)
+        bucket_codes = book.codes([b for b in bucket_keys if b is not None])
+        scoped = np.ones(k, dtype=bool)
+        if only is not None:
+            scoped = np.fromiter((key in only for key in key_list), dtype=bool, count=k)
+        # confidence ≤ sample factor: only windows that can reach MONITOR get baselines
+        candidates = np.flatnonzero(scoped & (np.maximum(volume, sweep_volume)
+                                              >= p.monitor * p.sample_volume))
         signals = []
-        for i, key in enumerate(keys.tolist()):
-            if only is not None and key not in only:
+        if len(candidates):
+            signals = self._score_candidates(
+                state, block, inverse, start_s, candidates, key_list, codes, bucket_keys,
+                (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume))
+        imbalance = np.abs(ask - bid).astype(np.int64)
+        d_volume, d_trades = volume.astype(np.int64), trades.astype(np.int64)
+        if only is not None:
+            before = np.array([only.get(key, (0, 0, 0)) for key in key_list],
+                              dtype=np.int64).reshape(k, 3)
+            d_volume, d_trades = d_volume - before[:, 0], d_trades - before[:, 1]
+            imbalance = imbalance - before[:, 2]
+        book.add_codes(codes[scoped], start_s, d_volume[scoped], d_trades[scoped],
+                       imbalance[scoped])
+        in_bucket = scoped[has_bucket]
+        book.add_codes(bucket_codes[in_bucket], start_s, d_volume[has_bucket][in_bucket],
+                       d_trades[has_bucket][in_bucket], imbalance[has_bucket][in_bucket])
+        return signals
+
+    def _bucket_keys(self, state: ScorerState, underlying: list[str], expiration: list[int],
+                     option_type: list[str], strike: list[float]) -> list[str | None]:
+        """Strike-distance bucket key of each contract (None without a forward or strike)."""
+        step = self.params.moneyness_step_pct
+        out: list[str | None] = []
+        for u, e, t, k in zip(underlying, expiration, option_type, strike, strict=True):
+            out.append(bucket_key(u, t, k, state.forwards.get((u, e)), step))
+        return out
+
+    def _score_candidates(self, state: ScorerState, block: PartBlock, inverse: np.ndarray,
+                          start_s: int, idx: np.ndarray, key_list: list[str], codes: np.ndarray,
+                          bucket_keys: list[str | None], numbers: tuple) -> list[Signal]:
+        """Baselines and factors of the candidate windows ``idx`` in one go; Python per signal."""
+        p = self.params
+        bid, ask, volume, trades, spread, sweep_strikes, sweep_volume = (x[idx] for x in numbers)
+        book = state.book
+        contract = book.baselines(codes[idx], start_s)
+        fallback = [j for j in range(len(idx))
+                    if not contract.valid[j] and bucket_keys[idx[j]] is not None]
+        bucket = None
+        if fallback:
+            bucket = book.baselines(book.known([bucket_keys[idx[j]] or "" for j in fallback]),
+                                    start_s)
+            merged = [np.array(x, dtype=float, copy=True) for x in contract[2:]]
+            valid = contract.valid.copy()
+            for pos, j in enumerate(fallback):
+                if bucket.valid[pos]:
+                    valid[j] = True
+                    for arr, src in zip(merged, bucket[2:], strict=True):
+                        arr[j] = src[pos]
+            chosen = BaselineArrays(valid, contract.days, *merged)
+        else:
+            chosen = contract
+        f = factor_arrays(bid, ask, volume, trades, spread, chosen, p, sweep_strikes, sweep_volume)
+        conf = f.confidence
+        hits = np.flatnonzero((conf >= p.monitor) & (ask != bid))
+        signals = []
+        fallback_pos = {j: pos for pos, j in enumerate(fallback)}
+        for j in hits.tolist():
+            cls = signal_class(float(conf[j]), p)
+            i = int(idx[j])
+            key = key_list[i]
+            if cls is None or CLASS_RANK[cls] <= state.emitted.get((key, start_s), 0):
                 continue
-            strikes, cluster_volume = clusters.get(i, (0, 0.0))
-            forward = state.forwards.get((underlying[i], expiration[i]))
-            bkey = bucket_key(underlying[i], option_type[i], strike[i], forward,
-                              p.moneyness_step_pct)
-            if max(volume[i], cluster_volume) >= min_volume:
-                baseline = state.book.baseline(key, "contract", start_s)
-                if baseline is None and bkey is not None:
-                    baseline = state.book.baseline(bkey, "bucket", start_s)
-                w = WindowNumbers(bid[i], ask[i], volume[i], trades[i], spread[i])
-                f = factors(w, baseline, p, strikes, cluster_volume)
-                cls = signal_class(f.confidence, p)
-                emitted = state.emitted.get((key, start_s), 0)
-                if cls is not None and ask[i] != bid[i] and CLASS_RANK[cls] > emitted:
-                    m = merge_parts(block.take(inverse == i).to_parts())
-                    direction = Direction.BUY if ask[i] > bid[i] else Direction.SELL
-                    signals.append(self._signal(m, f, baseline, cls, direction))
-                    state.emitted[(key, start_s)] = CLASS_RANK[cls]
-            imbalance = int(abs(ask[i] - bid[i]))
-            before = only.get(key, (0, 0, 0)) if only is not None else (0, 0, 0)
-            d_volume, d_trades = int(volume[i]) - before[0], int(trades[i]) - before[1]
-            d_imbalance = imbalance - before[2]
-            state.book.add(key, start_s, d_volume, d_trades, d_imbalance)
-            if bkey is not None:
-                state.book.add(bkey, start_s, d_volume, d_trades, d_imbalance)
+            if contract.valid[j]:
+                baseline = contract.at(j, "contract")
+            elif j in fallback_pos and bucket is not None:
+                baseline = bucket.at(fallback_pos[j], "bucket")
+            else:
+                baseline = None
+            m = merge_parts(block.take(inverse == i).to_parts())
+            direction = Direction.BUY if ask[j] > bid[j] else Direction.SELL
+            signals.append(self._signal(m, f.at(j), baseline, cls, direction))
+            state.emitted[(key, start_s)] = CLASS_RANK[cls]
         return signals
 
     def _sweep_clusters(

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from flows.baselines import BaselineBook
+from flows.baselines import BaselineBook, add_history
 from models.errors import ConfigError, PipelineError
 from models.settings import Settings, load_settings
 from sinks.clickhouse import apply_schema, load_history, open_store
@@ -102,7 +102,7 @@ def baselines_table(book: BaselineBook, as_of: date) -> pa.Table:
     rows: dict[str, list] = {name: [] for name in (
         "as_of", "baseline_key", "scope", "tod_bucket", "days", "volume_median", "volume_scale",
         "avg_trade_size", "trades_median", "abs_imbalance")}
-    for key, bucket in sorted(book.cells):
+    for key, bucket in book.cell_keys():
         baseline = book.baseline(key, "contract", as_of_s + bucket)
         if baseline is None:
             continue
@@ -146,13 +146,8 @@ def compute_baselines(settings: Settings, as_of: date | None = None) -> tuple[da
                             min_days=settings.scoring.min_days,
                             tod_bucket_s=settings.scoring.tod_bucket_s,
                             window_s=settings.window_length_s)
-        cols = history.to_pydict()
-        for key, start, volume, trades, imbalance in zip(
-            cols.get("contract_key", []), cols.get("window_start_s", []),
-            cols.get("total_volume", []), cols.get("total_trades", []),
-            cols.get("abs_imbalance", []), strict=True,
-        ):
-            book.add(key, int(start), int(volume), int(trades), int(imbalance))
+        if history.num_rows:
+            add_history(book, history)
         table = baselines_table(book, as_of)
         if table.num_rows:
             store.insert_arrow("ifd.baselines", table, dedup_token=f"baselines-{as_of}-{table.num_rows}")

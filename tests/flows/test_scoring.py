@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.naive_rule import naive_pressure_signal
-from flows.baselines import BaselineBook
+from flows.baselines import Baseline, BaselineBook
 from flows.scoring import (
     Scorer,
     ScoringSettings,
@@ -85,9 +85,7 @@ def test_baseline_needs_min_days_and_forgets_days_past_the_lookback():
 
 
 def _baseline(median=10.0, scale=5.0, avg=4.0):
-    book = BaselineBook(lookback_days=20, min_days=1)
-    b = book._stats("contract", [0], {})
-    return type(b)("contract", 20, median, scale, avg, 3.0, 0.2)
+    return Baseline("contract", 20, median, scale, avg, 3.0, 0.2)
 
 
 def test_one_sided_block_far_above_baseline_is_strong_buy():

@@ -47,9 +47,8 @@ def quiet_history(scorer: Scorer):
 def day_cell(book: BaselineBook, key: str, day: int) -> np.ndarray | None:
     """(volume, trades, |imbalance|) the book holds for ``key`` on ``day`` in the 13:30 bucket."""
     start_s = D0 + day * DAY + T1330
-    cells = book.cells.get((key, book.tod_bucket(start_s)), {})
-    cell = cells.get(start_s // DAY)
-    return None if cell is None else np.asarray(cell, dtype=float)[:3]
+    cell = book.cell(key, start_s)
+    return None if cell is None else np.asarray(cell, dtype=float)
 
 
 def test_late_part_rescoring_uses_combined_numbers_counts_baseline_once_and_alerts_on_rise():
@@ -91,4 +90,4 @@ def test_undefined_instrument_rows_are_never_scored_nor_baselined():
     assert scorer.score(state, block(6, 101, 0, 5_000, 5, key=undefined, defined=False),
                         correction=True) == []
     assert day_cell(state.book, undefined, 6) is None
-    assert not any(k[0] == undefined for k in state.book.cells)
+    assert not any(k[0] == undefined for k in state.book.cell_keys())
