@@ -248,10 +248,13 @@ class BaselineBook:
         rows = self._row_ids(np.asarray(codes, dtype=np.int64), self._slot(window_start_s),
                              create=True)
         arr = self._day_array(window_start_s // 86_400, self._n_rows)
-        values = np.stack([np.asarray(volume, dtype=np.int64), np.asarray(trades, dtype=np.int64),
-                           np.asarray(abs_imbalance_volume, dtype=np.int64),
-                           np.ones(len(rows), dtype=np.int64)], axis=1)
-        np.add.at(arr, rows, values)
+        values = np.empty((len(rows), 4), dtype=np.int64)
+        values[:, _VOLUME], values[:, _TRADES] = volume, trades
+        values[:, _IMBALANCE], values[:, _ADDS] = abs_imbalance_volume, 1
+        if len(rows) < 2 or (np.diff(np.sort(rows)) != 0).all():
+            arr[rows] += values  # distinct rows (a window's contracts): plain fancy-index add
+        else:
+            np.add.at(arr, rows, values)
 
     def add(self, key: str, window_start_s: int, volume: int, trades: int,
             abs_imbalance_volume: int) -> None:

@@ -329,6 +329,7 @@ class Scorer:
         self.new_book = new_book
         self.history = history
         self.correction_horizon_s = correction_horizon_s
+        self._bucket_names: dict[tuple[str, str, int], str] = {}
 
     def new_state(self) -> ScorerState:
         """Fresh shard state (a deep copy of the preloaded history, if any)."""
@@ -405,8 +406,10 @@ class Scorer:
         """
         p = self.params
         c = block.cols
-        keys, first, inverse = np.unique(c["contract_key"], return_index=True,
-                                         return_inverse=True)
+        # integer codes instead of a string sort: contracts in order of their first code
+        row_codes = state.book.codes(c["contract_key"].tolist())
+        codes, first, inverse = np.unique(row_codes, return_index=True, return_inverse=True)
+        keys = c["contract_key"][first]
         k = len(keys)
 
         def total(name: str) -> np.ndarray:
@@ -436,7 +439,6 @@ class Scorer:
         key_list = keys.tolist()
         bucket_keys = self._bucket_keys(state, underlying, expiration, option_type, strike)
         book = state.book
-        codes = book.codes(key_list)
         has_bucket = np.fromiter((b is not None for b in bucket_keys), dtype=bool, count=k)
         bucket_codes = book.codes([b for b in bucket_keys if b is not None])
         scoped = np.ones(k, dtype=bool)
@@ -466,11 +468,28 @@ class Scorer:
 
     def _bucket_keys(self, state: ScorerState, underlying: list[str], expiration: list[int],
                      option_type: list[str], strike: list[float]) -> list[str | None]:
-        """Strike-distance bucket key of each contract (None without a forward or strike)."""
+        """Strike-distance bucket key of each contract (None without a forward or strike).
+
+        Same keys as :func:`bucket_key`, with the steps computed for the whole block at once.
+        """
         step = self.params.moneyness_step_pct
-        out: list[str | None] = []
-        for u, e, t, k in zip(underlying, expiration, option_type, strike, strict=True):
-            out.append(bucket_key(u, t, k, state.forwards.get((u, e)), step))
+        get = state.forwards.get
+        forward = np.array([get((u, e), np.nan) for u, e in zip(underlying, expiration, strict=True)],
+                           dtype=float)
+        k = np.asarray(strike, dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            steps = np.round((k - forward) / forward * 100.0 / step)
+        ok = (forward > 0) & ~np.isnan(k) & ~np.isnan(steps)
+        names = self._bucket_names
+        out: list[str | None] = [None] * len(k)
+        for i in np.flatnonzero(ok).tolist():
+            t = option_type[i]
+            if t in ("C", "P"):
+                triple = (underlying[i], t, int(steps[i]))
+                name = names.get(triple)
+                if name is None:
+                    name = names[triple] = f"{triple[0]}|{t}|{triple[2]:+d}"
+                out[i] = name
         return out
 
     def _score_candidates(self, state: ScorerState, block: PartBlock, inverse: np.ndarray,
