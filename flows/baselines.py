@@ -72,6 +72,8 @@ class Baseline:
 
 _VOLUME, _TRADES, _IMBALANCE, _ADDS = 0, 1, 2, 3
 """Columns of a day array: volume, trades, |ask − bid| volume, number of adds (presence)."""
+_CELL = np.int32
+"""Day-array dtype: a contract's volume in one 30-minute slot of one day stays far below 2^31."""
 
 
 class BaselineArrays(NamedTuple):
@@ -106,7 +108,7 @@ class BaselineBook:
 
     Layout: every key (contract or bucket key) gets an integer code (:meth:`codes`); each
     (code, tod bucket) pair that ever received a window gets a row; each trading day holds one
-    int64 array of shape (rows, 4): volume, trades, |ask − bid| volume (contracts) and the
+    int32 array of shape (rows, 4): volume, trades, |ask − bid| volume (contracts) and the
     number of windows added. Adds are vectorised (``np.add.at``); a day beyond the lookback is
     dropped whole. :meth:`snapshot` is copy-on-write: it shares every array and whichever side
     writes first copies only the array it writes (in practice the current day), so a snapshot
@@ -134,7 +136,7 @@ class BaselineBook:
         """Sorted day numbers (days since epoch, UTC) that had any window."""
         self._codes: dict[str, int] = {}
         self._keys: list[str] = []
-        self._rows = np.full((0, 86_400 // tod_bucket_s), -1, dtype=np.int64)
+        self._rows = np.full((0, 86_400 // tod_bucket_s), -1, dtype=np.int32)
         """code × tod slot → row (−1: none)."""
         self._n_rows = 0
         self._days: dict[int, np.ndarray] = {}
@@ -171,7 +173,7 @@ class BaselineBook:
         rows = self._rows
         if create and len(self._keys) > rows.shape[0]:
             grown = np.full((max(len(self._keys), 2 * rows.shape[0], 64), rows.shape[1]), -1,
-                            dtype=np.int64)
+                            dtype=np.int32)
             grown[: rows.shape[0]] = rows
             self._rows, self._rows_shared, rows = grown, False, grown
         inside = (codes >= 0) & (codes < rows.shape[0])
@@ -216,9 +218,9 @@ class BaselineBook:
     def _day_array(self, day: int, rows: int) -> np.ndarray:
         arr = self._days.get(day)
         if arr is None:
-            arr = np.zeros((max(rows, 64), 4), dtype=np.int64)
+            arr = np.zeros((max(rows, 64), 4), dtype=_CELL)
         elif len(arr) < rows:
-            grown = np.zeros((max(rows, 2 * len(arr)), 4), dtype=np.int64)
+            grown = np.zeros((max(rows, 2 * len(arr)), 4), dtype=_CELL)
             grown[: len(arr)] = arr
             arr = grown
         elif day in self._shared:
@@ -248,7 +250,7 @@ class BaselineBook:
         rows = self._row_ids(np.asarray(codes, dtype=np.int64), self._slot(window_start_s),
                              create=True)
         arr = self._day_array(window_start_s // 86_400, self._n_rows)
-        values = np.empty((len(rows), 4), dtype=np.int64)
+        values = np.empty((len(rows), 4), dtype=_CELL)
         values[:, _VOLUME], values[:, _TRADES] = volume, trades
         values[:, _IMBALANCE], values[:, _ADDS] = abs_imbalance_volume, 1
         if len(rows) < 2 or (np.diff(np.sort(rows)) != 0).all():
