@@ -220,7 +220,7 @@ def build_flow(
         catalog,
         window_ns=window_ns,
         lateness_ns=int(lateness.total_seconds() * 1e9),
-        shards=settings.window_shards,
+        shards=settings.window_shards or bytewax_workers(env_addresses=settings.bytewax_addresses),
         symbology=symbology,
         merged_clock=len(partition_keys) > 1,
     )
@@ -322,6 +322,32 @@ def _load_history(settings: Settings, first_day: int) -> BaselineBook | None:
     log.info("baselines: %d windows of history over %d trading days loaded from ClickHouse",
              table.num_rows, len(book.trading_days))
     return book
+
+
+def _bytewax_argv() -> list[str]:
+    """Return the ``python -m bytewax.run`` arguments of this process ([] when not started that way)."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return sys.argv[1:] if main_spec is not None and main_spec.name == "bytewax.run" else []
+
+
+def bytewax_workers(argv: list[str] | None = None, env_addresses: str | None = None) -> int:
+    """Return the run's total bytewax workers: ``-w/--workers-per-process`` × processes (``-a``).
+
+    The default window shard count: one shard per worker spreads the window work over every
+    worker, and no more keys than that (each shard costs a scoring call per window: measured
+    in README "Scaling", 16 shards cost 25 % more CPU than 1 on one worker).
+    """
+    argv = _bytewax_argv() if argv is None else argv
+    workers = 1
+    for i, arg in enumerate(argv):
+        value = None
+        if arg in ("-w", "--workers-per-process") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--workers-per-process="):
+            value = arg.split("=", 1)[1]
+        if value is not None and value.isdigit():
+            workers = max(1, int(value))
+    return workers * cluster_processes(argv, env_addresses)
 
 
 def cluster_processes(argv: list[str] | None = None, env_addresses: str | None = None) -> int:

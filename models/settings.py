@@ -252,7 +252,8 @@ class Settings(BaseSettings):
     window_length_s: int = Field(default=300, gt=0)
     allowed_lateness_s: float = Field(default=10.0, ge=0)
     batch_records: int = Field(default=262_144, ge=1, le=16_777_216)
-    window_shards: int = Field(default=16, ge=1, le=4096)
+    window_shards: int = Field(default=0, ge=0, le=4096)
+    """Window keys contracts are hashed onto; 0 (default) = one per bytewax worker of the run."""
     sink_batch_rows: int = Field(default=20_000, ge=1)
     progress_interval_s: float = Field(default=2.0, ge=0)
     bytewax_addresses: str | None = Field(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.ifd import cluster_processes
+from flows.ifd import bytewax_workers, cluster_processes
 from samples import ensure_sample
 from sinks.clickhouse import ChdbStore
 
@@ -89,3 +89,13 @@ def test_embedded_chdb_refuses_a_multi_process_run_with_a_one_line_error(tmp_pat
 ])
 def test_cluster_size_comes_from_bytewax_addresses(argv, env, expected):
     assert cluster_processes(argv, env) == expected
+
+
+@pytest.mark.parametrize(("argv", "env", "expected"), [
+    ([], None, 1),
+    (["flows.ifd", "-w", "3"], None, 3),
+    (["flows.ifd", "--workers-per-process=2", "-i", "0", "-a", "h1:2101;h2:2101"], None, 4),
+    (["flows.ifd", "-w", "2"], "h1:1;h2:1;h3:1", 6),
+])
+def test_default_window_shards_are_one_per_worker_of_the_run(argv, env, expected):
+    assert bytewax_workers(argv, env) == expected
