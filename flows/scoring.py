@@ -97,19 +97,6 @@ class WindowNumbers(NamedTuple):
         return self.volume / self.trades if self.trades else 0.0
 
 
-def _clip(x: float) -> float:
-    return 0.0 if x < 0 else 1.0 if x > 1 else x
-
-
-def mm_score(w: WindowNumbers, size_ratio: float) -> float:
-    """Market-maker likelihood of a window in [0, 1] (module docstring)."""
-    classified = w.bid + w.ask
-    balance = 1.0 - abs(w.ask - w.bid) / classified if classified else 0.0
-    small = _clip(1.0 - math.log2(size_ratio) / 3.0) if size_ratio > 0 else 1.0
-    many = w.trades / (w.trades + 20.0)
-    spread_share = w.spread / w.volume if w.volume else 0.0
-    return max(balance * small * many, _clip(spread_share))
-
 
 class FactorArrays(NamedTuple):
     """:class:`Factors` of many windows: float64 arrays of shape (k,), ``sweep_strikes`` int64."""
