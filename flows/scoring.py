@@ -97,7 +97,6 @@ class WindowNumbers(NamedTuple):
         return self.volume / self.trades if self.trades else 0.0
 
 
-
 class FactorArrays(NamedTuple):
     """:class:`Factors` of many windows: float64 arrays of shape (k,), ``sweep_strikes`` int64."""
 
