@@ -52,7 +52,7 @@ from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState
 from flows.stream import StreamItem, StreamProcessor, normalise_batch
 from models.batch import SourceBatch
-from models.errors import ConfigError, PipelineError, fatal_errors
+from models.errors import PipelineError, fatal_errors
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
 from models.settings import AlertSettings, LiveSettings, Settings, load_settings, masked
 from models.signals import Signal
@@ -201,7 +201,6 @@ def build_flow(
         Bad settings, missing inputs, or a header that is not DBN.
     """
     settings = settings or load_settings()
-    _check_cluster(settings)
     alerts = settings.alerts if alerts is True else alerts or None
     _configure_logging()
     log.info("effective settings: %s", masked(settings))
@@ -357,32 +356,13 @@ def cluster_processes(argv: list[str] | None = None, env_addresses: str | None =
     ``__main__`` is ``bytewax.run``) or from ``BYTEWAX_ADDRESSES`` (bytewax's own variable).
     """
     addresses = env_addresses
-    if argv is None:
-        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        argv = sys.argv[1:] if main_spec is not None and main_spec.name == "bytewax.run" else []
+    argv = _bytewax_argv() if argv is None else argv
     for i, arg in enumerate(argv):
         if arg in ("-a", "--addresses") and i + 1 < len(argv):
             addresses = argv[i + 1]
         elif arg.startswith("--addresses="):
             addresses = arg.split("=", 1)[1]
     return len([a for a in (addresses or "").split(";") if a.strip()]) or 1
-
-
-def _check_cluster(settings: Settings) -> None:
-    """Refuse embedded chdb in a multi-process run (it would lock every process but one out).
-
-    Raises
-    ------
-    ConfigError
-        ``-i/-a`` lists more than one process and ``IFD_CLICKHOUSE_URL`` is unset.
-    """
-    processes = cluster_processes(env_addresses=settings.bytewax_addresses)
-    if processes > 1 and settings.embedded:
-        msg = (f"this run is one of {processes} bytewax processes (-i/-a), but embedded chdb allows one "
-               "process per data directory: give every process IFD_CLICKHOUSE_URL (a ClickHouse "
-               "server; each process then writes its own rows), or use -w N worker threads in one "
-               "process")
-        raise ConfigError(msg)
 
 
 def _configure_logging() -> None:

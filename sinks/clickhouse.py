@@ -34,6 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pyarrow as pa
+from filelock import FileLock, Timeout
 from tenacity import (
     retry,
     retry_if_exception_type,
@@ -130,17 +131,46 @@ def on_chdb_thread(fn: Callable[[], _T]) -> _T:
     return executor.submit(fn).result()
 
 
+CHDB_LOCK_TIMEOUT_S = 300.0
+"""Longest wait for another process of the run to release the chdb data directory."""
+
+
 class ChdbStore:
     """Embedded ClickHouse (chdb) with data in ``path``; every call runs on :func:`on_chdb_thread`.
+
+    chdb allows one process per data directory. The store holds an advisory file lock
+    (``<path>.lock``, the ``filelock`` library: ``flock`` on POSIX) from open to :meth:`close`, so
+    processes of one multi-process run (``-i/-a``) take turns instead of failing: each applies the
+    schema and reads its history at flow build, then only the process holding the sink partition
+    opens it while the flow runs.
+
+    Parameters
+    ----------
+    path : Path
+        The chdb data directory (created when missing).
+    lock_timeout_s : float
+        Longest wait in seconds for another process to release the directory.
 
     Raises
     ------
     SinkFatalError
-        The directory is in use by another process or cannot be opened.
+        The directory stayed locked by another process for ``lock_timeout_s``, or cannot be opened.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lock_timeout_s: float = CHDB_LOCK_TIMEOUT_S) -> None:
         path.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(path.with_name(path.name + ".lock"), thread_local=False)
+        try:
+            try:
+                self._lock.acquire(timeout=0)
+            except Timeout:
+                log.info("waiting up to %.0f s for another process to release %s", lock_timeout_s, path)
+                self._lock.acquire(timeout=lock_timeout_s)
+        except Timeout as exc:
+            msg = (f"embedded ClickHouse at {path} stayed in use by another process for "
+                   f"{lock_timeout_s:.0f} s (lock {self._lock.lock_file}); stop it or use another "
+                   "IFD_DATA_DIR")
+            raise SinkFatalError(msg) from exc
 
         def open_session() -> Any:
             from chdb import session  # imported lazily: it loads a large engine
@@ -150,6 +180,7 @@ class ChdbStore:
         try:
             self._session = on_chdb_thread(open_session)
         except Exception as exc:  # chdb raises plain RuntimeError
+            self._lock.release()
             msg = f"cannot open embedded ClickHouse at {path} (one process per directory): {exc}"
             raise SinkFatalError(msg) from exc
         self.path = path
@@ -202,8 +233,12 @@ class ChdbStore:
             raise _classify(exc, f"insert into {table}") from exc
 
     def close(self) -> None:
-        """Close the session (releases the directory lock)."""
-        on_chdb_thread(self._session.close)
+        """Close the session, then release the directory lock (idempotent)."""
+        if self._lock.is_locked:
+            try:
+                on_chdb_thread(self._session.close)
+            finally:
+                self._lock.release()
 
 
 class ServerStore:

@@ -160,3 +160,47 @@ def test_values_are_bound_not_formatted_into_sql(store):
         store.insert_arrow("ifd.pressure_parts; DROP", pa.table({"a": [1]}), dedup_token="t")
     with pytest.raises(SinkFatalError, match="plain identifiers"):
         store.insert_arrow("ifd.usage", pa.table({"a": [1]}), dedup_token="t' SELECT 1")
+
+
+_OPEN_IN_CHILD = """
+import sys, time
+from pathlib import Path
+from models.errors import SinkFatalError
+from sinks.clickhouse import ChdbStore
+t0 = time.monotonic()
+try:
+    store = ChdbStore(Path(sys.argv[1]), lock_timeout_s=float(sys.argv[2]))
+except SinkFatalError as exc:
+    print("refused", exc)
+else:
+    print("opened", store.query_arrow("SELECT count() AS n FROM ifd.pressure_parts").column("n")[0])
+    store.close()
+"""
+
+
+def _open_in_child(path, timeout_s: float):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.Popen([sys.executable, "-c", _OPEN_IN_CHILD, str(path), str(timeout_s)], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_process_waits_for_the_directory_lock_then_opens_the_same_data(tmp_path):
+    path = tmp_path / "chdb"
+    store = ChdbStore(path)
+    apply_schema(store)
+    refused = _open_in_child(path, 0.2)
+    out, err = refused.communicate(timeout=120)
+    assert out.startswith("refused"), err[-2000:]
+    assert "in use by another process" in out and "chdb.lock" in out
+    waiting = _open_in_child(path, 120)
+    writer = IFDWriter(store)
+    rng = random.Random(1)
+    writer.add(block_of([_part(rng, "NQ C21500", 0, 0), _part(rng, "NQ P21500", 0, 1)], W_NS))
+    writer.flush()
+    store.close()
+    out, err = waiting.communicate(timeout=120)
+    assert out.split() == ["opened", "2"], err[-2000:]  # it saw what this process wrote
