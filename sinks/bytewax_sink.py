@@ -2,7 +2,8 @@
 
 Embedded chdb allows one process per data directory, so with
 ``IFD_CLICKHOUSE_URL`` unset every row is routed to the single partition of
-:class:`ClickHouseSink` (one worker opens chdb). With a server each worker
+:class:`ClickHouseSink` (one worker of one process opens chdb, holding its
+directory lock while the flow runs). With a server each worker
 writes its own rows (:class:`ClickHouseDynamicSink`).
 
 Rows are buffered and flushed when a buffer is full, at least every

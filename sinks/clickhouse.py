@@ -299,11 +299,19 @@ class ServerStore:
         self._client.close()
 
 
-def open_store(settings: Settings) -> ClickHouseStore:
-    """Open the configured store (server when ``IFD_CLICKHOUSE_URL`` is set)."""
+TOOL_LOCK_TIMEOUT_S = 5.0
+"""How long a command-line reader waits for embedded chdb held by a running flow."""
+
+
+def open_store(settings: Settings, *, lock_timeout_s: float = CHDB_LOCK_TIMEOUT_S) -> ClickHouseStore:
+    """Open the configured store (server when ``IFD_CLICKHOUSE_URL`` is set).
+
+    ``lock_timeout_s`` bounds the wait for another process holding embedded chdb (see
+    :class:`ChdbStore`); command-line readers pass :data:`TOOL_LOCK_TIMEOUT_S`.
+    """
     if settings.clickhouse_url is not None:
         return ServerStore(settings.clickhouse_url.get_secret_value())
-    return ChdbStore(settings.effective_chdb_path)
+    return ChdbStore(settings.effective_chdb_path, lock_timeout_s=lock_timeout_s)
 
 
 def schema_statements() -> list[str]:

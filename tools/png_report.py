@@ -55,7 +55,7 @@ from matplotlib.lines import Line2D
 
 from models.errors import PipelineError
 from models.settings import load_settings
-from sinks.clickhouse import ClickHouseStore, open_store
+from sinks.clickhouse import TOOL_LOCK_TIMEOUT_S, ClickHouseStore, open_store
 
 OPTION_TYPES = (("C", "calls"), ("P", "puts"))
 MARKER_SIZE = {"STRONG": 110.0, "MODERATE": 70.0, "MONITOR": 40.0}
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = load_settings()
-        store = open_store(settings)
+        store = open_store(settings, lock_timeout_s=TOOL_LOCK_TIMEOUT_S)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

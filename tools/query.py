@@ -29,7 +29,8 @@ as epoch seconds (UInt32); cast them (``toDateTime64(x, 0, 'UTC')``) for readabl
 
 Uses the same settings as the flow (``IFD_CLICKHOUSE_URL`` / ``IFD_CHDB_PATH`` /
 ``IFD_DATA_DIR``). Stop the flow first when embedded: chdb allows one process per data
-directory. Errors print one line ``error: ...`` to stderr: exit 1 when the query fails,
+directory, so during a run this waits 5 s for its lock, then stops with an error saying so.
+Errors print one line ``error: ...`` to stderr: exit 1 when the query fails,
 2 for usage, settings, opening the store or writing the output.
 """
 
@@ -54,7 +55,7 @@ import pyarrow.parquet as pq
 
 from models.errors import PipelineError
 from models.settings import load_settings
-from sinks.clickhouse import open_store
+from sinks.clickhouse import TOOL_LOCK_TIMEOUT_S, open_store
 
 FORMATS = ("table", "csv", "tsv", "json", "jsonl", "parquet")
 CLICKHOUSE_FORMATS = {
@@ -333,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if fmt == "parquet" and args.output == "-" and sys.stdout.isatty():
         return _fail("parquet is binary: give --output PATH or redirect stdout", 2)
     try:
-        store = open_store(load_settings())
+        store = open_store(load_settings(), lock_timeout_s=TOOL_LOCK_TIMEOUT_S)
     except PipelineError as exc:
         return _fail(exc, 2)
     except OSError as exc:  # e.g. IFD_CHDB_PATH is a file: the store creates the directory
