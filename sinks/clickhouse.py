@@ -353,13 +353,14 @@ def apply_schema(store: ClickHouseStore) -> None:
 def _ts(values: list[int] | np.ndarray, unit: str = "ns") -> pa.Array:
     """int64 ns since epoch → Arrow UTC timestamp (``unit`` ns or ms).
 
-    Built as int64 then cast: pyarrow's direct int → timestamp conversion
-    goes element by element (~1000× slower).
+    Built as int64 and re-typed with ``view`` (zero-copy): pyarrow's direct
+    int → timestamp conversion goes element by element, and ``cast`` to a
+    coarser unit checks every value (~5 ms per 20 k rows, 250× the view).
     """
     arr = np.asarray(values, dtype=np.int64)
     if unit == "ms":
         arr = arr // 1_000_000
-    return pa.array(arr, type=pa.int64()).cast(pa.timestamp(unit, tz="UTC"))
+    return pa.array(arr, type=pa.int64()).view(pa.timestamp(unit, tz="UTC"))
 
 
 def parts_table(block: PartBlock) -> pa.Table:
@@ -378,7 +379,7 @@ def parts_table(block: PartBlock) -> pa.Table:
             "symbol": pa.array(c["symbol"], pa.string()),
             "underlying": pa.array(c["underlying"], pa.string()),
             "expiration": pa.array(expiration // 1_000_000, pa.int64(), mask=expiration < 0)
-            .cast(pa.timestamp("ms", tz="UTC")),
+            .view(pa.timestamp("ms", tz="UTC")),
             "strike": pa.array(strike / FIXED_PRICE_SCALE, pa.float64(),
                                mask=strike == UNDEF_PRICE),
             "option_type": pa.array(c["option_type"], pa.string()),
@@ -449,7 +450,7 @@ def dead_letters_table(blocks: list[DeadLetters]) -> pa.Table:
 def usage_table(rows: list[UsageRow]) -> pa.Table:
     """Arrow block for ``ifd.usage``."""
     return pa.table({
-        "minute": pa.array([r.minute_s for r in rows], pa.int64()).cast(pa.timestamp("s", tz="UTC")),
+        "minute": pa.array([r.minute_s for r in rows], pa.int64()).view(pa.timestamp("s", tz="UTC")),
         "source": pa.array([r.source for r in rows], pa.string()),
         "records": pa.array([r.records for r in rows], pa.uint64()),
         "bytes": pa.array([r.bytes for r in rows], pa.uint64()),
