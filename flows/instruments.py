@@ -119,6 +119,8 @@ class InstrumentCatalog:
         self._versions: dict[int, list[InstrumentDefinition]] = {}
         self._symbols: dict[int, str] = dict(symbols or {})
         self._cache: dict[int, Contract] = {}
+        self._timelines: dict[int, tuple[int, list[InstrumentDefinition] | None, int,
+                                         np.ndarray, list[Contract]]] = {}
         self.update(definitions)
 
     def __len__(self) -> int:
@@ -132,16 +134,54 @@ class InstrumentCatalog:
         for definition in definitions:
             if _add_version(self._versions, definition):
                 self._cache.pop(definition.instrument_id, None)
+                self._timelines.pop(definition.instrument_id, None)
 
     def add_symbols(self, symbols: dict[int, str]) -> None:
         """Add metadata symbology fallbacks (existing entries win)."""
         for instrument_id, symbol in symbols.items():
             if self._symbols.setdefault(instrument_id, symbol) == symbol:
                 self._cache.pop(instrument_id, None)
+                self._timelines.pop(instrument_id, None)
 
     def history(self, instrument_id: int) -> list[InstrumentDefinition]:
         """Every known definition of ``instrument_id``, by ``ts_recv`` (may be empty)."""
         return self._versions.get(instrument_id, [])
+
+    def timeline(self, instrument_id: int, own: list[InstrumentDefinition] | None = None,
+                 ) -> tuple[np.ndarray, list[Contract]]:
+        """Return the id's contract over time: ``(ts_recv int64[k], k contracts)``, k ≥ 1.
+
+        Merges the catalog's history with ``own`` (a stream's in-band
+        definitions, ``ts_recv``-sorted, append-only) and collapses runs of
+        versions that give the same contract (a daily definition file repeats
+        every instrument), keeping each run's first ``ts_recv``;
+        :func:`version_index` over it picks the same contract as over the full
+        history. An id with no definition gives its :meth:`undefined` contract.
+        Cached per id until the catalog's history or ``own`` grows (both only
+        grow; the cache holds ``own`` itself, so identity is never confused).
+        """
+        history = self._versions.get(instrument_id, [])
+        n_own = len(own) if own else 0
+        hit = self._timelines.get(instrument_id)
+        if hit is not None and hit[0] == len(history) and hit[1] is own and hit[2] == n_own:
+            return hit[3], hit[4]
+        if n_own:
+            assert own is not None
+            history = sorted({*history, *own}, key=lambda d: d.ts_recv)
+        if not history:
+            ts, contracts = np.zeros(1, dtype=np.int64), [self.resolve(instrument_id)]
+        else:
+            starts: list[int] = []
+            contracts = []
+            for definition in history:
+                contract = contract_for(definition)
+                if not contracts or contract != contracts[-1]:
+                    starts.append(definition.ts_recv)
+                    contracts.append(contract)
+            ts = np.array(starts, dtype=np.int64)
+        self._timelines[instrument_id] = (len(self._versions.get(instrument_id, [])), own, n_own,
+                                          ts, contracts)
+        return ts, contracts
 
     def undefined(self, instrument_id: int) -> Contract:
         """Return the contract of an id with no definition (keyed by symbology or id)."""
@@ -210,24 +250,19 @@ def resolve_trades(
         return found
 
     per_id = np.zeros(len(ids), dtype=np.int64)
-    multi: list[tuple[int, list[InstrumentDefinition]]] = []
+    multi: list[tuple[int, np.ndarray, list[Contract]]] = []
     for pos, iid in enumerate(ids.tolist()):
-        history = catalog.history(iid)
-        own = inline.get(iid) if inline else None
-        if own:
-            history = sorted({*history, *own}, key=lambda d: d.ts_recv)
-        if len(history) <= 1:
-            per_id[pos] = index(contract_for(history[0]) if history else catalog.resolve(iid))
+        starts, versions = catalog.timeline(iid, inline.get(iid) if inline else None)
+        if len(versions) == 1:
+            per_id[pos] = index(versions[0])
         else:
-            multi.append((pos, history))
+            multi.append((pos, starts, versions))
     group = per_id[which]
-    if multi:  # ids with several definitions: pick the version per trade
+    if multi:  # ids whose contract changed over time: pick the version per trade
         order = np.argsort(which, kind="stable")
         bounds = np.searchsorted(which[order], np.arange(len(ids) + 1))
-        for pos, history in multi:
+        for pos, starts, versions in multi:
             rows = order[bounds[pos]:bounds[pos + 1]]
-            version = version_index(np.array([d.ts_recv for d in history], dtype=np.int64),
-                                    ts_recv[rows])
-            mapping = np.array([index(contract_for(d)) for d in history], dtype=np.int64)
-            group[rows] = mapping[version]
+            mapping = np.array([index(contract) for contract in versions], dtype=np.int64)
+            group[rows] = mapping[version_index(starts, ts_recv[rows])]
     return group, contracts

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from flows.instruments import InstrumentCatalog, contract_for, format_strike
+from flows.instruments import InstrumentCatalog, contract_for, format_strike, resolve_trades
 from flows.pressure import (
     WindowTracker,
     aggregate_parts,
@@ -196,6 +196,45 @@ def test_catalog_update_defines_previously_undefined_id() -> None:
     catalog.update([FUTURE])
     assert catalog.resolve(102).key == "F|ESU4"
     assert catalog.resolve(102).defined is True
+
+
+def _keys_of(catalog: InstrumentCatalog, ids: list[int], ts: list[int],
+             inline: dict | None = None) -> list[str]:
+    group, contracts = resolve_trades(np.array(ids, dtype=np.uint32), np.array(ts, dtype=np.int64),
+                                      catalog, inline)
+    return [contracts[g].key for g in group.tolist()]
+
+
+def test_resolve_trades_after_repeated_daily_definitions_and_a_reused_id() -> None:
+    # a daily file repeats the put each day; on day 3 CME reuses id 101 for another strike
+    day = 86_400 * SEC
+    repeats = [dataclasses.replace(PUT, ts_recv=PUT.ts_recv + d * day) for d in range(3)]
+    reused = dataclasses.replace(PUT, strike_price=5300 * PX, raw_symbol="ESM4 P5300",
+                                 ts_recv=PUT.ts_recv + 3 * day)
+    catalog = InstrumentCatalog([*repeats, reused])
+    other = "ESM4|2024-06-21T13:30:00Z|P|5300|ESM4"
+    ts = [PUT.ts_recv - 1, PUT.ts_recv + day + 5, reused.ts_recv - 1, reused.ts_recv, reused.ts_recv + day]
+    expected = [PUT_KEY, PUT_KEY, PUT_KEY, other, other]  # before the first: the first definition
+    assert _keys_of(catalog, [101] * 5, ts) == expected
+    assert _keys_of(catalog, [101] * 5, ts) == expected  # same answer from the cached timeline
+
+
+def test_resolve_trades_sees_definitions_added_after_a_cached_resolution() -> None:
+    catalog = InstrumentCatalog([PUT])
+    later = PUT.ts_recv + 100
+    assert _keys_of(catalog, [101, 104], [later, later]) == [PUT_KEY, "ID|104"]
+    catalog.add_symbols({104: "ESH4"})
+    changed = dataclasses.replace(PUT, strike_price=5235 * PX, raw_symbol="ESM4 P5235",
+                                  ts_recv=PUT.ts_recv + 50)
+    catalog.update([changed])
+    assert _keys_of(catalog, [101, 101, 104], [PUT.ts_recv + 10, later, later]) == [
+        PUT_KEY, "ESM4|2024-06-21T13:30:00Z|P|5235|ESM4", "SYM|ESH4"]
+    # a stream's own in-band definition, then the same list grown by one more
+    own = {105: [dataclasses.replace(FUTURE, instrument_id=105, ts_recv=FUTURE.ts_recv)]}
+    assert _keys_of(catalog, [105], [later], own) == ["F|ESU4"]
+    own[105].append(dataclasses.replace(FUTURE, instrument_id=105, raw_symbol="ESZ4",
+                                        ts_recv=later - 1))
+    assert _keys_of(catalog, [105, 105], [later - 2, later], own) == ["F|ESU4", "F|ESZ4"]
 
 
 # --- aggregate_parts ----------------------------------------------------------
