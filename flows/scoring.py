@@ -219,17 +219,67 @@ def forward_estimates(
     -------
     dict
         (underlying, expiration ns) → median over strikes of K + C − P, only
-        where a call and a put of the same strike traded.
+        where a call and a put of the same strike traded (:func:`chain_forwards`).
     """
-    legs: dict[tuple[str, int, float], dict[str, float]] = {}
-    for u, e, k, t, v in zip(underlying, expiration, strike, option_type, vwap, strict=True):
-        if t in ("C", "P") and e >= 0 and not math.isnan(k) and not math.isnan(v):
-            legs.setdefault((u, e, k), {})[t] = v
-    by_chain: dict[tuple[str, int], list[float]] = {}
-    for (u, e, k), px in legs.items():
-        if "C" in px and "P" in px:
-            by_chain.setdefault((u, e), []).append(k + px["C"] - px["P"])
-    return {key: float(np.median(v)) for key, v in by_chain.items()}
+    chains: dict[tuple[str, int], int] = {}
+    chain = np.array([chains.setdefault((u, e), len(chains))
+                      for u, e in zip(underlying, expiration, strict=True)], dtype=np.int64)
+    names = list(chains)
+    kind = np.array([OPTION_TYPE_CODES.get(t, -1) for t in option_type], dtype=np.int8)
+    codes, forwards = chain_forwards(chain, np.asarray(expiration, dtype=np.int64),
+                                     np.asarray(strike, dtype=float), kind,
+                                     np.asarray(vwap, dtype=float))
+    return {names[c]: f for c, f in zip(codes.tolist(), forwards.tolist(), strict=True)}
+
+
+OPTION_TYPE_CODES = {"C": 0, "P": 1}
+"""Option type → int8 code (−1 for every other instrument class)."""
+
+
+def chain_forwards(chain: np.ndarray, expiration: np.ndarray, strike: np.ndarray,
+                   option_type: np.ndarray, vwap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Put-call parity forwards of one window, vectorised.
+
+    Parameters
+    ----------
+    chain : int64[k]
+        Code of each contract's (underlying, expiration).
+    expiration : int64[k]
+        ns since epoch UTC, −1 = none (such contracts are skipped).
+    strike, vwap : float64[k]
+        USD index points; NaN = none / no volume (skipped).
+    option_type : int8[k]
+        :data:`OPTION_TYPE_CODES` (−1 skipped).
+
+    Returns
+    -------
+    (int64[m], float64[m])
+        Chains with at least one strike where a call and a put traded, and
+        the median over those strikes of K + C − P. Where two contracts have
+        the same chain, strike and type, the later one in the input counts.
+    """
+    ok = (option_type >= 0) & (expiration >= 0) & ~np.isnan(strike) & ~np.isnan(vwap)
+    pos = np.flatnonzero(ok)
+    if len(pos) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    ch, k, t = chain[pos], strike[pos], option_type[pos]
+    order = np.lexsort((pos, t, k, ch))
+    ch, k, t, v = ch[order], k[order], t[order], vwap[pos][order]
+    same_next = (ch[1:] == ch[:-1]) & (k[1:] == k[:-1])
+    last = np.ones(len(ch), dtype=bool)  # last of each (chain, strike, type) run wins
+    last[:-1] = ~(same_next & (t[1:] == t[:-1]))
+    ch, k, t, v = ch[last], k[last], t[last], v[last]
+    pair = np.flatnonzero((ch[1:] == ch[:-1]) & (k[1:] == k[:-1]) & (t[:-1] == 0) & (t[1:] == 1))
+    if len(pair) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    chains = ch[pair]
+    parity = k[pair] + v[pair] - v[pair + 1]
+    order = np.lexsort((parity, chains))
+    chains, parity = chains[order], parity[order]
+    starts = np.flatnonzero(np.r_[True, chains[1:] != chains[:-1]])
+    counts = np.diff(np.r_[starts, len(chains)])
+    median = (parity[starts + (counts - 1) // 2] + parity[starts + counts // 2]) / 2.0
+    return chains[starts], median
 
 
 def bucket_key(underlying: str, option_type: str, strike: float, forward: float | None,
@@ -239,6 +289,85 @@ def bucket_key(underlying: str, option_type: str, strike: float, forward: float 
         return None
     steps = round((strike - forward) / forward * 100.0 / step_pct)
     return f"{underlying}|{option_type}|{steps:+d}"
+
+
+class ContractAttributes:
+    """Static attributes of contracts by baseline-book code, for vectorised scoring.
+
+    Arrays indexed by :meth:`BaselineBook.codes` code (bucket keys share the code space and are
+    never registered): ``chain`` int64 (code of (underlying, expiration ns); −1 = not
+    registered), ``expiration`` int64 (ns UTC, −1 none), ``strike`` float64 (USD index points,
+    NaN none), ``option_type`` int8 (:data:`OPTION_TYPE_CODES`, −1 other) and ``underlying``
+    int64 (code into ``underlyings``). A contract key fixes all of them, so a code is registered
+    once, from the first window it trades in (Python per new contract, numpy per window after).
+    :meth:`snapshot` shares the arrays copy-on-write.
+    """
+
+    def __init__(self) -> None:
+        self.chain = np.full(0, -1, dtype=np.int64)
+        self.expiration = np.zeros(0, dtype=np.int64)
+        self.strike = np.zeros(0)
+        self.option_type = np.zeros(0, dtype=np.int8)
+        self.underlying = np.zeros(0, dtype=np.int64)
+        self.chains: list[tuple[str, int]] = []
+        self.underlyings: list[str] = []
+        self._chain_codes: dict[tuple[str, int], int] = {}
+        self._underlying_codes: dict[str, int] = {}
+        self._shared = False
+
+    def ensure(self, codes: np.ndarray, cols: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        """Register the codes not yet known, from block columns ``cols`` at ``rows``.
+
+        ``codes`` (int64[k]) and ``rows`` (int64[k], row of each code in ``cols``, a
+        :class:`PartBlock`'s columns) are aligned.
+        """
+        if len(codes) == 0:
+            return
+        size = int(codes.max()) + 1
+        if size > len(self.chain):
+            self._grow(max(size, 2 * len(self.chain), 64))
+        missing = np.flatnonzero(self.chain[codes] < 0)
+        if len(missing) == 0:
+            return
+        if self._shared:
+            self._grow(len(self.chain))
+        for j in missing.tolist():
+            code, row = int(codes[j]), int(rows[j])
+            underlying = str(cols["underlying"][row])
+            expiration = int(cols["expiration_ns"][row])
+            strike = int(cols["strike_price"][row])
+            chain = self._chain_codes.setdefault((underlying, expiration), len(self.chains))
+            if chain == len(self.chains):
+                self.chains.append((underlying, expiration))
+            self.chain[code] = chain
+            self.expiration[code] = expiration
+            self.strike[code] = np.nan if strike == UNDEF_PRICE else strike / FIXED_PRICE_SCALE
+            self.option_type[code] = OPTION_TYPE_CODES.get(str(cols["option_type"][row]), -1)
+            self.underlying[code] = self._underlying_codes.setdefault(underlying,
+                                                                      len(self.underlyings))
+            if self.underlying[code] == len(self.underlyings):
+                self.underlyings.append(underlying)
+
+    def _grow(self, size: int) -> None:
+        """Copy every array into new ones of ``size`` entries (also ends sharing)."""
+        n = len(self.chain)
+        for name, fill in (("chain", -1), ("expiration", -1), ("strike", np.nan),
+                           ("option_type", -1), ("underlying", -1)):
+            old = getattr(self, name)
+            new = np.full(size, fill, dtype=old.dtype)
+            new[:n] = old
+            setattr(self, name, new)
+        self._shared = False
+
+    def snapshot(self) -> ContractAttributes:
+        """Copy-on-write copy (shares the arrays; lists and dicts copied)."""
+        clone = ContractAttributes.__new__(ContractAttributes)
+        clone.__dict__.update(self.__dict__)
+        clone.chains, clone.underlyings = list(self.chains), list(self.underlyings)
+        clone._chain_codes = dict(self._chain_codes)
+        clone._underlying_codes = dict(self._underlying_codes)
+        clone._shared = self._shared = True
+        return clone
 
 
 CLASS_RANK: dict[SignalClass | None, int] = {
@@ -268,6 +397,13 @@ class ScorerState:
     forwards: dict[tuple[str, int], float]
     recent: dict[int, list[PartBlock]] = field(default_factory=dict)
     emitted: dict[tuple[str, int], int] = field(default_factory=dict)
+    attrs: ContractAttributes = field(default_factory=ContractAttributes)
+    """Contract attributes by book code (a cache: rebuilt from the windows when missing)."""
+
+    def __setstate__(self, state: dict) -> None:
+        """Restore a pickled state (one written before ``attrs`` existed gets an empty one)."""
+        state.setdefault("attrs", ContractAttributes())
+        self.__dict__.update(state)
 
     def snapshot(self) -> ScorerState:
         """Copy the state so later scoring leaves the copy alone, in time independent of history.
@@ -277,7 +413,7 @@ class ScorerState:
         """
         return ScorerState(book=self.book.snapshot(), forwards=dict(self.forwards),
                            recent={w: list(parts) for w, parts in self.recent.items()},
-                           emitted=dict(self.emitted))
+                           emitted=dict(self.emitted), attrs=self.attrs.snapshot())
 
     def __deepcopy__(self, memo: dict) -> ScorerState:
         """Copy as :meth:`snapshot` does (bytewax and tests deep-copy state)."""
@@ -389,14 +525,16 @@ class Scorer:
 
         ``only`` maps a correction's contract keys to the (volume, trades,
         imbalance) already in the baselines, so they receive the difference.
+        Numpy per window; Python per new contract, per bucket and per signal.
         """
         p = self.params
         c = block.cols
+        book, attrs = state.book, state.attrs
         # integer codes instead of a string sort: contracts in order of their first code
-        row_codes = state.book.codes(c["contract_key"].tolist())
+        row_codes = book.codes(c["contract_key"].tolist())
         codes, first, inverse = np.unique(row_codes, return_index=True, return_inverse=True)
-        keys = c["contract_key"][first]
-        k = len(keys)
+        attrs.ensure(codes, c, first)
+        k = len(codes)
 
         def total(name: str) -> np.ndarray:
             return np.bincount(inverse, weights=c[name], minlength=k)
@@ -407,98 +545,97 @@ class Scorer:
         spread = total("spread_volume")
         with np.errstate(invalid="ignore", divide="ignore"):
             vwap = total("notional") / volume
-        underlying = c["underlying"][first].tolist()
-        expiration = c["expiration_ns"][first].tolist()
-        strike_raw = c["strike_price"][first]
-        strike = np.where(strike_raw == UNDEF_PRICE, np.nan,
-                          strike_raw / FIXED_PRICE_SCALE).tolist()
-        option_type = c["option_type"][first].tolist()
+        chain, strike = attrs.chain[codes], attrs.strike[codes]
+        option_type = attrs.option_type[codes]
         if update_forwards:
-            state.forwards.update(
-                forward_estimates(underlying, expiration, strike, option_type, vwap.tolist()))
+            chains, forwards = chain_forwards(chain, attrs.expiration[codes], strike, option_type,
+                                              vwap)
+            names = attrs.chains
+            state.forwards.update(zip([names[x] for x in chains.tolist()], forwards.tolist(),
+                                      strict=True))
 
-        clusters = self._sweep_clusters(bid, ask, volume, underlying, expiration, option_type)
-        sweep_strikes = np.zeros(k, dtype=np.int64)
-        sweep_volume = np.zeros(k)
-        for i, (n, v) in clusters.items():
-            sweep_strikes[i], sweep_volume[i] = n, v
-        key_list = keys.tolist()
-        bucket_keys = self._bucket_keys(state, underlying, expiration, option_type, strike)
-        book = state.book
-        has_bucket = np.fromiter((b is not None for b in bucket_keys), dtype=bool, count=k)
-        bucket_codes = book.codes([b for b in bucket_keys if b is not None])
+        sweep_strikes, sweep_volume = self._sweep_clusters(bid, ask, volume, chain, option_type)
+        bucket_codes = self._bucket_codes(state, codes, chain, strike, option_type)
+        has_bucket = bucket_codes >= 0
         scoped = np.ones(k, dtype=bool)
+        keys = c["contract_key"][first]
         if only is not None:
-            scoped = np.fromiter((key in only for key in key_list), dtype=bool, count=k)
+            scoped = np.fromiter((key in only for key in keys.tolist()), dtype=bool, count=k)
         # confidence ≤ sample factor: only windows that can reach MONITOR get baselines
         candidates = np.flatnonzero(scoped & (np.maximum(volume, sweep_volume)
                                               >= p.monitor * p.sample_volume))
         signals = []
         if len(candidates):
             signals = self._score_candidates(
-                state, block, inverse, start_s, candidates, key_list, codes, bucket_keys,
+                state, block, inverse, start_s, candidates, keys, codes, bucket_codes,
                 (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume))
         imbalance = np.abs(ask - bid).astype(np.int64)
         d_volume, d_trades = volume.astype(np.int64), trades.astype(np.int64)
         if only is not None:
-            before = np.array([only.get(key, (0, 0, 0)) for key in key_list],
+            before = np.array([only.get(key, (0, 0, 0)) for key in keys.tolist()],
                               dtype=np.int64).reshape(k, 3)
             d_volume, d_trades = d_volume - before[:, 0], d_trades - before[:, 1]
             imbalance = imbalance - before[:, 2]
-        book.add_codes(codes[scoped], start_s, d_volume[scoped], d_trades[scoped],
-                       imbalance[scoped])
-        in_bucket = scoped[has_bucket]
-        book.add_codes(bucket_codes[in_bucket], start_s, d_volume[has_bucket][in_bucket],
-                       d_trades[has_bucket][in_bucket], imbalance[has_bucket][in_bucket])
+        # the contracts' and their buckets' rows in one vectorised add
+        to = np.concatenate([np.flatnonzero(scoped), np.flatnonzero(scoped & has_bucket)])
+        book.add_codes(np.concatenate([codes[scoped], bucket_codes[scoped & has_bucket]]),
+                       start_s, d_volume[to], d_trades[to], imbalance[to])
         return signals
 
-    def _bucket_keys(self, state: ScorerState, underlying: list[str], expiration: list[int],
-                     option_type: list[str], strike: list[float]) -> list[str | None]:
-        """Strike-distance bucket key of each contract (None without a forward or strike).
+    def _bucket_codes(self, state: ScorerState, codes: np.ndarray, chain: np.ndarray,
+                      strike: np.ndarray, option_type: np.ndarray) -> np.ndarray:
+        """Book code of each contract's strike-distance bucket (int64[k], −1 without one).
 
-        Same keys as :func:`bucket_key`, with the steps computed for the whole block at once.
+        Same keys as :func:`bucket_key`: steps for the whole window at once, Python per bucket.
         """
-        step = self.params.moneyness_step_pct
+        k = len(codes)
+        out = np.full(k, -1, dtype=np.int64)
+        if k == 0:
+            return out
+        attrs = state.attrs
+        window_chains, which = np.unique(chain, return_inverse=True)
         get = state.forwards.get
-        forward = np.array([get((u, e), np.nan) for u, e in zip(underlying, expiration, strict=True)],
-                           dtype=float)
-        k = np.asarray(strike, dtype=float)
+        forward = np.array([get(attrs.chains[x], np.nan) for x in window_chains.tolist()],
+                           dtype=float)[which]
         with np.errstate(invalid="ignore", divide="ignore"):
-            steps = np.round((k - forward) / forward * 100.0 / step)
-        ok = (forward > 0) & ~np.isnan(k) & ~np.isnan(steps)
+            steps = np.round((strike - forward) / forward * 100.0 / self.params.moneyness_step_pct)
+        ok = np.flatnonzero((forward > 0) & ~np.isnan(strike) & ~np.isnan(steps)
+                            & (option_type >= 0))
+        if len(ok) == 0:
+            return out
+        step = np.clip(steps[ok], -(1 << 38), 1 << 38).astype(np.int64)  # fits the packed id
+        underlying = attrs.underlying[codes[ok]]
+        ident = (underlying * 2 + option_type[ok]) * (1 << 40) + step + (1 << 39)
+        buckets, at = np.unique(ident, return_inverse=True)
         names = self._bucket_names
-        out: list[str | None] = [None] * len(k)
-        for i in np.flatnonzero(ok).tolist():
-            t = option_type[i]
-            if t in ("C", "P"):
-                triple = (underlying[i], t, int(steps[i]))
-                name = names.get(triple)
-                if name is None:
-                    name = names[triple] = f"{triple[0]}|{t}|{triple[2]:+d}"
-                out[i] = name
+        keys = []
+        for x in buckets.tolist():
+            triple = (attrs.underlyings[x >> 41], "CP"[(x >> 40) & 1], (x & ((1 << 40) - 1)) - (1 << 39))
+            name = names.get(triple)
+            if name is None:
+                name = names[triple] = f"{triple[0]}|{triple[1]}|{triple[2]:+d}"
+            keys.append(name)
+        out[ok] = state.book.codes(keys)[at]
         return out
 
     def _score_candidates(self, state: ScorerState, block: PartBlock, inverse: np.ndarray,
-                          start_s: int, idx: np.ndarray, key_list: list[str], codes: np.ndarray,
-                          bucket_keys: list[str | None], numbers: tuple) -> list[Signal]:
+                          start_s: int, idx: np.ndarray, keys: np.ndarray, codes: np.ndarray,
+                          bucket_codes: np.ndarray, numbers: tuple) -> list[Signal]:
         """Baselines and factors of the candidate windows ``idx`` in one go; Python per signal."""
         p = self.params
         bid, ask, volume, trades, spread, sweep_strikes, sweep_volume = (x[idx] for x in numbers)
         book = state.book
         contract = book.baselines(codes[idx], start_s)
-        fallback = [j for j in range(len(idx))
-                    if not contract.valid[j] and bucket_keys[idx[j]] is not None]
+        fallback = np.flatnonzero(~contract.valid & (bucket_codes[idx] >= 0))
         bucket = None
-        if fallback:
-            bucket = book.baselines(book.known([bucket_keys[idx[j]] or "" for j in fallback]),
-                                    start_s)
+        if len(fallback):
+            bucket = book.baselines(bucket_codes[idx[fallback]], start_s)
+            use = fallback[bucket.valid]
             merged = [np.array(x, dtype=float, copy=True) for x in contract[2:]]
+            for arr, src in zip(merged, bucket[2:], strict=True):
+                arr[use] = src[bucket.valid]
             valid = contract.valid.copy()
-            for pos, j in enumerate(fallback):
-                if bucket.valid[pos]:
-                    valid[j] = True
-                    for arr, src in zip(merged, bucket[2:], strict=True):
-                        arr[j] = src[pos]
+            valid[use] = True
             chosen = BaselineArrays(valid, contract.days, *merged)
         else:
             chosen = contract
@@ -506,11 +643,11 @@ class Scorer:
         conf = f.confidence
         hits = np.flatnonzero((conf >= p.monitor) & (ask != bid))
         signals = []
-        fallback_pos = {j: pos for pos, j in enumerate(fallback)}
+        fallback_pos = {j: pos for pos, j in enumerate(fallback.tolist())}
         for j in hits.tolist():
             cls = signal_class(float(conf[j]), p)
             i = int(idx[j])
-            key = key_list[i]
+            key = str(keys[i])
             if cls is None or CLASS_RANK[cls] <= state.emitted.get((key, start_s), 0):
                 continue
             if contract.valid[j]:
@@ -525,27 +662,29 @@ class Scorer:
             state.emitted[(key, start_s)] = CLASS_RANK[cls]
         return signals
 
-    def _sweep_clusters(
-        self, bid: np.ndarray, ask: np.ndarray, volume: np.ndarray, underlying: list[str],
-        expiration: list[int], option_type: list[str],
-    ) -> dict[int, tuple[int, float]]:
-        """Contract index → (strikes, volume) of its same-side cluster, for clusters big enough."""
+    def _sweep_clusters(self, bid: np.ndarray, ask: np.ndarray, volume: np.ndarray,
+                        chain: np.ndarray, option_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per contract (strikes, volume) of its same-side cluster, where big enough, else 0.
+
+        A cluster is the contracts of one (underlying, expiration) chain, type and side with
+        dominance and volume at or above the sweep thresholds (module docstring).
+        """
         p = self.params
+        k = len(volume)
+        strikes, total = np.zeros(k, dtype=np.int64), np.zeros(k)
         with np.errstate(invalid="ignore", divide="ignore"):
             dominance = np.abs(ask - bid) / volume
-        members: dict[tuple, list[int]] = {}
-        for i in np.flatnonzero((dominance >= p.sweep_dominance)
-                                & (volume >= p.sweep_min_volume)).tolist():
-            if option_type[i] in ("C", "P"):
-                side = 1 if ask[i] > bid[i] else -1
-                members.setdefault((underlying[i], expiration[i], option_type[i], side), []).append(i)
-        out = {}
-        for group in members.values():
-            if len(group) >= p.sweep_min_strikes:
-                total_volume = float(volume[group].sum())
-                for i in group:
-                    out[i] = (len(group), total_volume)
-        return out
+        member = np.flatnonzero((dominance >= p.sweep_dominance) & (volume >= p.sweep_min_volume)
+                                & (option_type >= 0))
+        if len(member) < max(p.sweep_min_strikes, 1):
+            return strikes, total
+        group = (chain[member] * 2 + option_type[member]) * 2 + (ask[member] > bid[member])
+        _, which, counts = np.unique(group, return_inverse=True, return_counts=True)
+        sums = np.bincount(which, weights=volume[member])
+        big = counts[which] >= p.sweep_min_strikes
+        strikes[member[big]] = counts[which][big]
+        total[member[big]] = sums[which][big]
+        return strikes, total
 
     @staticmethod
     def _signal(m: PressureMetrics, f: Factors, baseline: Baseline | None,

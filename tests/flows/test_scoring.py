@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import pickle
+import statistics
+from collections import defaultdict
 from datetime import UTC, datetime
 
 import numpy as np
@@ -169,6 +172,28 @@ def test_forward_from_put_call_parity_is_the_median_over_strikes():
     assert fwd == {("NQZ6", 7): pytest.approx(105.25)}
 
 
+def test_forward_estimates_equal_a_plain_dict_computation_on_random_chains() -> None:
+    rng = np.random.default_rng(5)
+    nan = float("nan")
+    for _ in range(400):
+        n = int(rng.integers(0, 25))
+        u = rng.choice(["NQZ6", "ESZ6"], n).tolist()
+        e = rng.choice([-1, 7, 8], n).tolist()
+        k = rng.choice([100.0, 110.0, 120.0, nan], n).tolist()
+        t = rng.choice(["C", "P", "F"], n).tolist()
+        v = [float(x) if x > 5 else nan for x in rng.uniform(0, 50, n)]
+        legs: dict = {}
+        for row in zip(u, e, k, t, v, strict=True):  # the definition: later rows overwrite
+            if row[3] in "CP" and row[1] >= 0 and not math.isnan(row[2]) and not math.isnan(row[4]):
+                legs.setdefault(row[:3], {})[row[3]] = row[4]
+        chains: dict = defaultdict(list)
+        for (uu, ee, kk), px in legs.items():
+            if len(px) == 2:
+                chains[(uu, ee)].append(kk + px["C"] - px["P"])
+        expected = {chain: statistics.median(values) for chain, values in chains.items()}
+        assert forward_estimates(u, e, k, t, v) == pytest.approx(expected, rel=1e-15)
+
+
 def test_bucket_key_rounds_strike_distance_to_steps_of_the_forward():
     assert bucket_key("NQZ6", "C", 21500.0, 21400.0, 0.5) == "NQZ6|C|+1"  # 0.47 % → 1 step
     assert bucket_key("NQZ6", "P", 21000.0, 21400.0, 0.5) == "NQZ6|P|-4"  # -1.87 % → -4
@@ -241,3 +266,45 @@ def test_scorer_flags_a_same_side_sweep_across_strikes_not_two_strikes(swept_str
     for s in signals:
         assert s.sweep_strikes == 4 and s.direction is Direction.BUY
         assert "sweep across 4 strikes" in s.reason
+
+
+def _puts(block: PartBlock) -> PartBlock:
+    cols = dict(block.cols)
+    cols["contract_key"] = np.array([k.replace("|C|", "|P|") for k in cols["contract_key"]],
+                                    dtype=object)
+    cols["option_type"] = np.full(len(block), "P", dtype=object)
+    return PartBlock(block.key, block.window_start_ns, block.window_ns, cols)
+
+
+def test_scorer_state_snapshot_keeps_its_contracts_when_the_live_state_learns_new_ones():
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    state, reference = scorer.new_state(), scorer.new_state()
+    chain = [21400, 21450]
+    for day in range(6):
+        scorer.score(state, _chain_block(day, chain, 3, 3, 3))
+        scorer.score(reference, _chain_block(day, chain, 3, 3, 3))
+    clone = state.snapshot()
+    new = [21500, 21550, 21600]  # calls in the live state, puts in the snapshot: same new codes
+    scorer.score(state, _chain_block(6, new, 0, 30, 6))
+    puts = _puts(_chain_block(6, new, 30, 0, 6))
+    from_clone = scorer.score(clone, puts)
+    assert [s.model_dump() for s in from_clone] == [
+        s.model_dump() for s in scorer.score(reference, puts)]
+    assert {s.option_type for s in from_clone} == {"P"} and len(from_clone) == 3
+    put_codes = clone.book.known(puts.cols["contract_key"].tolist())
+    call_codes = state.book.known([k.replace("|P|", "|C|") for k in puts.cols["contract_key"]])
+    assert put_codes.tolist() == call_codes.tolist()
+    assert (clone.attrs.option_type[put_codes] == 1).all()
+    assert (state.attrs.option_type[call_codes] == 0).all()
+
+
+def test_scorer_state_pickled_before_contract_attributes_existed_still_scores():
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    state = scorer.new_state()
+    for day in range(6):
+        scorer.score(state, _block(day, 3, 3, 3))
+    old = pickle.loads(pickle.dumps(state))
+    del old.__dict__["attrs"]  # the layout of an older recovery snapshot
+    restored = pickle.loads(pickle.dumps(old))
+    (signal,) = scorer.score(restored, _block(6, 0, 400, 4))
+    assert signal.signal_class is SignalClass.STRONG and signal.baseline_windows == 6
