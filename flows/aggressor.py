@@ -17,8 +17,12 @@ from Intraday Data", J. Finance 46(2); Databento trades schema ``side``):
    stream, or no price change seen so far).
 
 The tick reference is the previous *trade* (any side method) of the same
-instrument in the same input stream; :class:`TickState` carries it across
-micro-batches and is part of the step's recovery snapshot.
+instrument in the same input stream and the same CME trading day
+(:mod:`flows.exchange_time`: sessions open 17:00 CT): the memory resets at each
+session open, so an opening-auction print (side ``N``) is classified only from
+what its own session shows, never from the previous day's close.
+:class:`TickState` carries the memory across micro-batches and is part of the
+step's recovery snapshot.
 """
 
 from __future__ import annotations
@@ -40,10 +44,17 @@ class TickState:
         instrument_id → last trade price (fixed-point 1e-9).
     last_direction : dict[int, int]
         instrument_id → sign of the last non-zero price change (+1 / -1).
+    last_session : dict[int, int]
+        instrument_id → trading day (days since epoch) of that last trade.
     """
 
     last_price: dict[int, int] = field(default_factory=dict)
     last_direction: dict[int, int] = field(default_factory=dict)
+    last_session: dict[int, int] = field(default_factory=dict)
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("last_session", {})  # snapshots from before session resets
+        self.__dict__.update(state)
 
 
 def classify_aggressor(
@@ -53,6 +64,7 @@ def classify_aggressor(
     bid_px: np.ndarray,
     ask_px: np.ndarray,
     state: TickState,
+    session: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Classify each trade's aggressor side, updating ``state``.
 
@@ -67,6 +79,9 @@ def classify_aggressor(
         BBO carried by each record, ``UNDEF_PRICE`` where absent.
     state : TickState
         Tick memory from earlier batches; updated in place.
+    session : int64[n], optional
+        Trading day of each trade (:meth:`flows.exchange_time.CmeSessions.locate_ns` of
+        ``ts_event``); the tick memory never crosses a change of it. None: one session.
 
     Returns
     -------
@@ -80,7 +95,9 @@ def classify_aggressor(
     method = np.zeros(n, dtype=np.int8)
     if n == 0:
         return side, method
-    tick_dir = _tick_directions(instrument_id, price, state)
+    if session is None:
+        session = np.zeros(n, dtype=np.int64)
+    tick_dir = _tick_directions(instrument_id, price, np.asarray(session, dtype=np.int64), state)
 
     flagged = flag_side != 0
     side[flagged] = flag_side[flagged]
@@ -101,42 +118,49 @@ def classify_aggressor(
     return side, method
 
 
-def _tick_directions(instrument_id: np.ndarray, price: np.ndarray, state: TickState) -> np.ndarray:
-    """Tick-test direction (+1/-1/0) of every trade, grouped per instrument."""
+def _tick_directions(instrument_id: np.ndarray, price: np.ndarray, session: np.ndarray,
+                     state: TickState) -> np.ndarray:
+    """Tick-test direction (+1/-1/0) of every trade, grouped per instrument and session."""
     n = len(price)
     order = np.argsort(instrument_id, kind="stable")
     iid = instrument_id[order]
     px = price[order]
+    sess = session[order]
     starts = np.flatnonzero(np.r_[True, iid[1:] != iid[:-1]])
     ends = np.r_[starts[1:], n] - 1
 
     prev = np.empty(n, dtype=np.int64)
     prev[1:] = px[:-1]
     has_prev = np.ones(n, dtype=bool)
+    has_prev[1:] = sess[1:] == sess[:-1]  # a new session within the batch: no reference
     seed = np.zeros(len(starts), dtype=np.int8)
     for g, (start, inst) in enumerate(zip(starts.tolist(), iid[starts].tolist(), strict=True)):
         last = state.last_price.get(inst)
-        if last is None:
+        if last is None or state.last_session.get(inst, int(sess[start])) != sess[start]:
             has_prev[start] = False
             prev[start] = px[start]
         else:
+            has_prev[start] = True
             prev[start] = last
-        seed[g] = state.last_direction.get(inst, 0)
+            seed[g] = state.last_direction.get(inst, 0)
 
     change = np.sign(px - prev).astype(np.int8)
     change[~has_prev] = 0
     value = change.copy()
     at_start = value[starts] == 0
     value[starts[at_start]] = seed[at_start]
-    anchor = value != 0
+    anchor = (value != 0) | ~has_prev  # a session's first trade anchors "unknown"
     anchor[starts] = True
     carried = np.maximum.accumulate(np.where(anchor, np.arange(n), 0))
     direction_sorted = value[carried]
 
     for inst, end in zip(iid[starts].tolist(), ends.tolist(), strict=True):
         state.last_price[inst] = int(px[end])
+        state.last_session[inst] = int(sess[end])
         if direction_sorted[end] != 0:
             state.last_direction[inst] = int(direction_sorted[end])
+        else:
+            state.last_direction.pop(inst, None)
 
     direction = np.empty(n, dtype=np.int8)
     direction[order] = direction_sorted

@@ -1,11 +1,19 @@
 """Per-contract 20-day baselines by time of day, kept online.
 
 A baseline answers "what does this contract normally do in this half hour?".
-Observations are *daily*: for each trading day, each baseline key and each
+Observations are *daily*: for each CME trading day, each baseline key and each
 time-of-day bucket (``tod_bucket_s``, default 30 min) the book sums the
 closed windows' total volume, trade count and |ask − bid| volume. A day on
 which the contract did not trade in that bucket counts as zero, so thin
 strikes get a low baseline instead of one conditioned on trading.
+
+**Exchange time** (:mod:`flows.exchange_time`): a trading day is a CME Globex
+session (exchange_calendars ``CMES``: it opens 17:00 America/Chicago the
+evening before, weekends and holidays have none), and a bucket is a span of
+time since that 17:00 CT open, so 08:30 CT falls in the same bucket before and
+after a DST change. The Sunday-evening open and a holiday's evening belong to
+the next trading day. A session that closed early (e.g. 12:00 CT) is left out
+of the baselines of the buckets after its close instead of counting as zero.
 
 Two scopes (Issue: "per contract and per strike-distance × option type
 bucket, so a new weekly contract still has a reference"):
@@ -29,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from flows.exchange_time import cme_sessions, locate_one
 
 MAD_TO_SIGMA = 1.4826
 """Consistency constant: σ ≈ 1.4826 · MAD for normal data."""
@@ -133,7 +143,7 @@ class BaselineBook:
         self.tod_bucket_s = tod_bucket_s
         self.window_s = window_s
         self.trading_days: list[int] = []
-        """Sorted day numbers (days since epoch, UTC) that had any window."""
+        """Sorted CME trading days (days since epoch of the session date) that had any window."""
         self._codes: dict[str, int] = {}
         self._keys: list[str] = []
         self._rows = np.full((0, 86_400 // tod_bucket_s), -1, dtype=np.int32)
@@ -163,11 +173,15 @@ class BaselineBook:
         return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
     def tod_bucket(self, window_start_s: int) -> int:
-        """Start of the time-of-day bucket (seconds after UTC midnight) of a window."""
-        return (window_start_s % 86_400) // self.tod_bucket_s * self.tod_bucket_s
+        """Start of the window's time-of-day bucket, seconds after its session's 17:00 CT open."""
+        return self._slot(window_start_s) * self.tod_bucket_s
 
     def _slot(self, window_start_s: int) -> int:
-        return (window_start_s % 86_400) // self.tod_bucket_s
+        return min(locate_one(window_start_s)[1] // self.tod_bucket_s, self._rows.shape[1] - 1)
+
+    @staticmethod
+    def _day(window_start_s: int) -> int:
+        return locate_one(window_start_s)[0]
 
     def _row_ids(self, codes: np.ndarray, slot: int, *, create: bool) -> np.ndarray:
         rows = self._rows
@@ -200,7 +214,7 @@ class BaselineBook:
     def cell(self, key: str, window_start_s: int) -> tuple[int, int, int] | None:
         """(volume, trades, |imbalance|) held for ``key`` on the window's day and bucket, or None."""
         row = self._row_ids(self.known([key]), self._slot(window_start_s), create=False)[0]
-        arr = self._days.get(window_start_s // 86_400)
+        arr = self._days.get(self._day(window_start_s))
         if row < 0 or arr is None or row >= len(arr) or arr[row, _ADDS] == 0:
             return None
         return int(arr[row, _VOLUME]), int(arr[row, _TRADES]), int(arr[row, _IMBALANCE])
@@ -246,10 +260,11 @@ class BaselineBook:
         """
         if len(codes) == 0:
             return
-        self._note_day(window_start_s // 86_400)
+        day = self._day(window_start_s)
+        self._note_day(day)
         rows = self._row_ids(np.asarray(codes, dtype=np.int64), self._slot(window_start_s),
                              create=True)
-        arr = self._day_array(window_start_s // 86_400, self._n_rows)
+        arr = self._day_array(day, self._n_rows)
         values = np.empty((len(rows), 4), dtype=_CELL)
         values[:, _VOLUME], values[:, _TRADES] = volume, trades
         values[:, _IMBALANCE], values[:, _ADDS] = abs_imbalance_volume, 1
@@ -269,7 +284,8 @@ class BaselineBook:
         """Add many windows at once (history preload); same units as :meth:`add_codes`."""
         codes = self.codes(keys)
         start = np.asarray(window_start_s, dtype=np.int64)
-        groups = start // 86_400 * (86_400 // self.tod_bucket_s) + start % 86_400 // self.tod_bucket_s
+        day, second = cme_sessions().locate(start)
+        groups = day * (86_400 // self.tod_bucket_s) + second // self.tod_bucket_s
         order = np.argsort(groups, kind="stable")
         bounds = np.flatnonzero(np.diff(groups[order])) + 1
         for idx in np.split(order, bounds):
@@ -326,15 +342,17 @@ class BaselineBook:
         docstring); ``valid`` is false with fewer than ``min_days`` prior trading days or when
         the key has no window in this bucket on any of them.
         """
-        day = window_start_s // 86_400
-        prior = [d for d in self.trading_days if d < day][-self.lookback_days:]
+        day, slot = self._day(window_start_s), self._slot(window_start_s)
+        bucket_start = slot * self.tod_bucket_s
+        sessions = cme_sessions()
+        prior = [d for d in self.trading_days
+                 if d < day and bucket_start < sessions.close_second(d)][-self.lookback_days:]
         k = len(codes)
         zeros = np.zeros(k)
         if len(prior) < self.min_days or k == 0:
             return BaselineArrays(np.zeros(k, dtype=bool), len(prior), zeros, zeros, zeros,
                                   zeros, zeros)
-        rows = self._row_ids(np.asarray(codes, dtype=np.int64), self._slot(window_start_s),
-                             create=False)
+        rows = self._row_ids(np.asarray(codes, dtype=np.int64), slot, create=False)
         cube = np.zeros((k, len(prior), 4))
         have = rows >= 0
         for j, d in enumerate(prior):

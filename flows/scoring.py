@@ -56,6 +56,7 @@ from typing import NamedTuple
 import numpy as np
 
 from flows.baselines import Baseline, BaselineArrays, BaselineBook
+from flows.exchange_time import exchange_clock, locate_one
 from flows.pressure import merge_parts
 from models.records import FIXED_PRICE_SCALE, UNDEF_PRICE, PartBlock, PressureMetrics
 from models.settings import ScoringSettings
@@ -189,11 +190,16 @@ def signal_class(confidence: float, p: ScoringSettings) -> SignalClass | None:
 
 
 def reason(m: PressureMetrics, f: Factors, baseline: Baseline | None,
-           direction: Direction) -> str:
-    """One line a trader can read, e.g. ``ask volume 1,240 = 6.1σ above 20-day 13:30 median …``."""
+           direction: Direction, bucket_s: int = 1800) -> str:
+    """One line a trader can read, e.g. ``ask volume 1,240 … 6.1σ vs 20-day 08:30 CT … median``.
+
+    The time of day is the start of the baseline's bucket (``bucket_s`` long, counted from the
+    session's 17:00 CT open) on the exchange clock, America/Chicago.
+    """
     side = "ask" if direction is Direction.BUY else "bid"
     vol = m.ask_volume if direction is Direction.BUY else m.bid_volume
-    tod = f"{m.window_start:%H}:{m.window_start.minute // 30 * 30:02d}"
+    start_s = int(m.window_start.timestamp())
+    tod = exchange_clock(start_s - locate_one(start_s)[1] % bucket_s)
     if baseline is None:
         ref = "no baseline yet"
         size = f"avg size {m.avg_trade_size:,.1f}"
@@ -658,7 +664,8 @@ class Scorer:
                 baseline = None
             m = merge_parts(block.take(inverse == i).to_parts())
             direction = Direction.BUY if ask[j] > bid[j] else Direction.SELL
-            signals.append(self._signal(m, f.at(j), baseline, cls, direction))
+            signals.append(self._signal(m, f.at(j), baseline, cls, direction,
+                                        state.book.tod_bucket_s))
             state.emitted[(key, start_s)] = CLASS_RANK[cls]
         return signals
 
@@ -688,7 +695,7 @@ class Scorer:
 
     @staticmethod
     def _signal(m: PressureMetrics, f: Factors, baseline: Baseline | None,
-                cls: SignalClass, direction: Direction) -> Signal:
+                cls: SignalClass, direction: Direction, bucket_s: int) -> Signal:
         return Signal(
             window_start=m.window_start, window_end=m.window_end, contract_key=m.contract_key,
             instrument_id=m.instrument_id, symbol=m.symbol, underlying=m.underlying,
@@ -703,7 +710,7 @@ class Scorer:
             baseline_volume=baseline.volume_median if baseline else 0.0,
             baseline_avg_size=baseline.avg_trade_size if baseline else 0.0,
             sweep_strikes=f.sweep_strikes,
-            reason=reason(m, f, baseline, direction),
+            reason=reason(m, f, baseline, direction, bucket_s),
         )
 
 

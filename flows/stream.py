@@ -15,6 +15,7 @@ import numpy as np
 
 from flows.aggressor import TickState, classify_aggressor
 from flows.clock import Progress
+from flows.exchange_time import cme_sessions
 from flows.instruments import InstrumentCatalog, resolve_trades
 from flows.normalise import NormalisedBatch, normalise_chunk
 from flows.pressure import WindowTracker, aggregate_parts, shard_key, split_by_shard_and_window
@@ -121,6 +122,7 @@ class StreamProcessor:
         side, method = classify_aggressor(
             trades.instrument_id, trades.price, trades.flag_side,
             trades.bid_px, trades.ask_px, state.tick,
+            session=cme_sessions().locate_ns(trades.ts_event),
         )
         parts = aggregate_parts(
             trades.ts_event, trades.instrument_id, trades.price, trades.size, side, method,

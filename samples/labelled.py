@@ -1,9 +1,9 @@
 """Labelled multi-day synthetic NQ options tape: ground truth for institutional-flow scoring.
 
-:func:`generate_labelled_days` writes ``n_days`` consecutive trading days (Saturdays and
-Sundays skipped) as DBN v3 zstd files named like :mod:`samples.generator`
-(``nq-opt-glbx-mdp3-YYYYMMDD.definition.dbn.zst`` / ``.tbbo.dbn.zst``) plus
-``labels.jsonl``.  Every day lists the SAME option chain with the SAME instrument ids
+:func:`generate_labelled_days` writes ``n_days`` consecutive CME trading days (weekends
+and exchange holidays skipped, exchange_calendars ``CMES``) as DBN v3 zstd files named like
+:mod:`samples.generator` (``nq-opt-glbx-mdp3-YYYYMMDD.definition.dbn.zst`` /
+``.tbbo.dbn.zst``) plus ``labels.jsonl``.  Every day lists the SAME option chain with the SAME instrument ids
 (:func:`samples.generator.build_chain` for the calendar day after the last trading day,
 so every expiry lies after the last day).  Days ``0 .. first_scored_day - 1`` only build
 baselines; institutional flow is injected on days ``>= first_scored_day``.  Everything is
@@ -11,8 +11,10 @@ drawn from :func:`numpy.random.default_rng` seeded per day: the same arguments g
 byte-identical files.
 
 Background (never labelled): U-shaped RTH intensity (:func:`samples.generator._intensity_cdf`,
-~92 % of trades 13:30-20:00 UTC), strikes drawn around the current underlying with a
-Gaussian of width 80 pts (+50 % per later expiry), front-expiry heavy, put/call skewed to
+~92 % of trades in regular hours 08:30-15:00 America/Chicago, i.e. 13:30-20:00 UTC in
+summer time and 14:30-21:00 UTC in winter: each day's timeline follows the exchange clock),
+strikes drawn around the current underlying with a Gaussian of width 80 pts (+50 % per
+later expiry), front-expiry heavy, put/call skewed to
 OTM, aggressor B/A/N ~47/47/6 % at ask/bid/inside, sizes ``min(1 + floor(LN(0, 1)), 49)``
 contracts (no background blocks), day-to-day activity factor U(0.8, 1.2), daily open
 21500 * exp(N(0, 0.2 %)) and a quiet 5 %-vol intraday underlying so that per-contract
@@ -25,7 +27,7 @@ injected prints of earlier days, so it equals ``baseline_volume`` unless that co
 and window of day carried a label on one of those days.
 
 ===============  =============  ==================================================================
-label            kind           injected (one 5-minute UTC window, one label per contract+window)
+label            kind           injected (one 5-minute window, one label per contract+window)
 ===============  =============  ==================================================================
 institutional    block          1 contract, 1-5 prints of 50-500 (lognormal, multiples of 5 when
                                 strong) within ~4 s, all B at the ask (BUY) or all A at the bid
@@ -71,6 +73,7 @@ from pathlib import Path
 import databento_dbn as dbn
 import numpy as np
 
+from flows.exchange_time import CHICAGO, cme_sessions
 from samples.generator import (
     _DEF_DTYPE,
     _MBP1_DTYPE,
@@ -86,7 +89,6 @@ from samples.generator import (
     _event_times,
     _intensity_cdf,
     _metadata,
-    _ns,
     _option_theo,
     _stamp,
     _underlying_path,
@@ -100,8 +102,8 @@ logger = logging.getLogger("samples.labelled")
 DEFAULT_FIRST_DAY = dt.date(2026, 10, 19)
 UNDERLYING_PRICE = 21500.0  # index points, centre of the fixed strike grid
 WINDOW_S = 300  # scoring window, seconds
-FIRST_WINDOW = RTH_OPEN_S // WINDOW_S  # window-of-day index of 13:30 UTC
-N_WINDOWS = (CLOSE_S - RTH_OPEN_S) // WINDOW_S  # 78 RTH windows 13:30-20:00 UTC
+FIRST_WINDOW = RTH_OPEN_S // WINDOW_S  # window index of 08:30 CT after the day's session_start
+N_WINDOWS = (CLOSE_S - RTH_OPEN_S) // WINDOW_S  # 78 RTH windows 08:30-15:00 CT
 HISTORY_DAYS = 20  # days averaged into baseline_volume
 SPOT_VOL = 0.05  # annualised intraday volatility of the underlying
 OPEN_SD = 0.002  # relative sd of the daily open around UNDERLYING_PRICE
@@ -141,14 +143,17 @@ class LabelledDays:
 
 
 def trading_days(first_day: dt.date, n_days: int) -> list[dt.date]:
-    """Return the first ``n_days`` Monday-Friday dates on or after ``first_day``."""
-    out: list[dt.date] = []
-    day = first_day
-    while len(out) < n_days:
-        if day.weekday() < 5:
-            out.append(day)
-        day += dt.timedelta(days=1)
-    return out
+    """Return the first ``n_days`` CME trading days on or after ``first_day``.
+
+    Sessions of exchange_calendars ``CMES`` (weekends and CME holidays skipped).
+    """
+    sessions = cme_sessions()
+    first = (first_day - dt.date(1970, 1, 1)).days
+    days = sessions.days[sessions.days >= first][:n_days]
+    if len(days) < n_days:
+        msg = f"the CME calendar lists only {len(days)} sessions from {first_day}"
+        raise ValueError(msg)
+    return [dt.date(1970, 1, 1) + dt.timedelta(days=int(d)) for d in days]
 
 
 def fixed_chain(last_day: dt.date, underlying_price: float = UNDERLYING_PRICE) -> Chain:
@@ -161,9 +166,16 @@ def fixed_chain(last_day: dt.date, underlying_price: float = UNDERLYING_PRICE) -
 
 
 def day_chain(chain: Chain, day: dt.date, open_price: float | None = None) -> Chain:
-    """Return ``chain`` with ``session_start`` = 00:00 UTC of ``day`` (same ids, strikes, expiries)."""
+    """Return ``chain`` for ``day`` (same ids, strikes, expiries) on the exchange clock.
+
+    ``session_start`` is placed so that :data:`RTH_OPEN_S` after it is 08:30 America/Chicago
+    (00:00 UTC in CDT, 01:00 UTC in CST): the day's timeline follows the CME clock across a
+    DST change, as the real market does.
+    """
     price = chain.underlying_price if open_price is None else open_price
-    return dataclasses.replace(chain, session_start=_ns(day), underlying_price=float(price))
+    open_ct = dt.datetime.combine(day, dt.time(8, 30), CHICAGO)
+    start = int(open_ct.timestamp()) * NS - RTH_OPEN_S * NS
+    return dataclasses.replace(chain, session_start=start, underlying_price=float(price))
 
 
 def write_chain_definitions(path: Path, chain: Chain) -> Path:

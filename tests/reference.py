@@ -35,13 +35,16 @@ def lee_ready_windows(df: pl.DataFrame, window_s: int = 300) -> dict[tuple[int, 
     """(instrument_id, window_start_s) → bid/ask/unknown volume and trade count.
 
     flag, else quote rule vs mid, else tick test with zero ticks carrying the
-    last non-zero change, per instrument over the whole file.
+    last non-zero change, per instrument and CME trading day (the day rolls at
+    17:00 America/Chicago: polars' time-zone conversion, shifted by 7 h).
     """
-    df = df.with_columns(
-        chg=(pl.col("price") - pl.col("price").shift(1).over("iid")).sign(),
+    session = (pl.from_epoch("ts", time_unit="ns").dt.replace_time_zone("UTC")
+               .dt.convert_time_zone("America/Chicago").dt.offset_by("7h").dt.date())
+    df = df.with_columns(session=session).with_columns(
+        chg=(pl.col("price") - pl.col("price").shift(1).over("iid", "session")).sign(),
     ).with_columns(
         tick=pl.when(pl.col("chg") != 0).then(pl.col("chg")).otherwise(None)
-        .forward_fill().over("iid").fill_null(0),
+        .forward_fill().over("iid", "session").fill_null(0),
         quote=pl.when((pl.col("bid") != UNDEF) & (pl.col("ask") != UNDEF)
                       & (pl.col("bid") <= pl.col("ask")))
         .then((2 * pl.col("price") - pl.col("bid") - pl.col("ask")).sign())

@@ -75,13 +75,15 @@ def test_job_replays_dbn_files_and_writes_baselines_equal_to_independent_stats(
     finally:
         store.close()
     # independent: per day and 30-min bucket, sum / 6 windows; days without trades count as 0
+    # (the sample's trades lie 00:00-20:00 UTC: inside the session of the same date)
     daily = (windows.with_columns(day=pl.col("ws") // 86_400,
                                   bucket=(pl.col("ws") % 86_400) // 1800 * 1800)
              .group_by("contract_key", "bucket", "day").agg(v=pl.col("total_volume").sum() / 6))
     expected = {}
     for (key, bucket), group in daily.group_by("contract_key", "bucket"):
         values = group["v"].to_list() + [0.0] * (2 - group.height)
-        expected[(key, f"{bucket // 3600:02d}:{bucket % 3600 // 60:02d}")] = sum(values) / 2
+        ct = (bucket - 6 * 3600) % 86_400  # both days are in CST (UTC-6): label on the CT clock
+        expected[(key, f"{ct // 3600:02d}:{ct % 3600 // 60:02d}")] = sum(values) / 2
     assert got.height == len(expected) > 100
     for row in got.iter_rows(named=True):
         assert row["days"] == 2

@@ -74,7 +74,7 @@ def test_default_run_generates_sample_and_prints_summary(sample_run):
 def test_default_run_windows_equal_independent_lee_ready(sample_run):
     data_dir, _ = sample_run
     days = sorted((data_dir / "sample").glob("*.tbbo.dbn.zst"))
-    # one partition reads the days in order, so the tick test carries across days
+    # one partition reads the days in order; the tick test carries within each CME session
     expected = lee_ready_windows(pl.concat([trades_frame(p) for p in days]))
     assert stored_windows(data_dir) == expected
     assert sum(v["trades"] for v in expected.values()) > 200_000

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from flows.baselines import BaselineBook, add_history
+from flows.exchange_time import CHICAGO, cme_sessions
 from models.errors import ConfigError, PipelineError
 from models.settings import Settings, load_settings
 from sinks.clickhouse import apply_schema, load_history, open_store
@@ -97,19 +98,23 @@ def fetch_history(
 
 
 def baselines_table(book: BaselineBook, as_of: date) -> pa.Table:
-    """Every contract-scope baseline valid for ``as_of`` as an ``ifd.baselines`` block."""
-    as_of_s = int(datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC).timestamp())
+    """Every contract-scope baseline valid for ``as_of`` as an ``ifd.baselines`` block.
+
+    ``as_of`` is a CME trading day (a non-trading day means the next one); ``tod_bucket`` is
+    the bucket's start on the exchange clock, ``HH:MM`` America/Chicago.
+    """
+    open_s = cme_sessions().open_of((as_of - date(1970, 1, 1)).days)
     rows: dict[str, list] = {name: [] for name in (
         "as_of", "baseline_key", "scope", "tod_bucket", "days", "volume_median", "volume_scale",
         "avg_trade_size", "trades_median", "abs_imbalance")}
     for key, bucket in book.cell_keys():
-        baseline = book.baseline(key, "contract", as_of_s + bucket)
+        baseline = book.baseline(key, "contract", open_s + bucket)
         if baseline is None:
             continue
         rows["as_of"].append(as_of)
         rows["baseline_key"].append(key)
         rows["scope"].append(baseline.scope)
-        rows["tod_bucket"].append(f"{bucket // 3600:02d}:{bucket % 3600 // 60:02d}")
+        rows["tod_bucket"].append(f"{datetime.fromtimestamp(open_s + bucket, CHICAGO):%H:%M}")
         rows["days"].append(baseline.days)
         rows["volume_median"].append(baseline.volume_median)
         rows["volume_scale"].append(baseline.volume_scale)

@@ -341,3 +341,68 @@ def test_classify_matches_reference_on_random_batches() -> None:
     assert got_method == exp_method
     assert state.last_price == exp_last_price
     assert state.last_direction == exp_last_dir
+
+
+def test_tick_memory_resets_at_each_session_open_on_random_batches() -> None:
+    # four trading days inside one stream, batch cuts independent of the session changes
+    rng = random.Random(7)
+    instruments = [11, 42, 3]
+    trades, sessions = [], []
+    day = 19_700
+    for i in range(3000):
+        if i in (700, 1500, 1501, 2600):  # 1501: a session holding a single print
+            day += 1
+        iid = rng.choice(instruments)
+        price = (5000 + rng.randint(-2, 2)) * PX
+        trades.append((iid, price, rng.choice([0, 0, 0, 1]), UNDEF, UNDEF))
+        sessions.append(day)
+
+    last_price: dict[int, int] = {}
+    last_dir: dict[int, int] = {}
+    last_session: dict[int, int] = {}
+    exp_side, exp_method = [], []
+    for trade, s in zip(trades, sessions, strict=True):
+        if last_session.get(trade[0]) != s:  # a new session: the reference is forgotten
+            last_price.pop(trade[0], None)
+            last_dir.pop(trade[0], None)
+        last_session[trade[0]] = s
+        side, method = reference_classify([trade], last_price, last_dir)
+        exp_side += side
+        exp_method += method
+    opening = [i for i in range(1, len(trades)) if sessions[i] != sessions[i - 1]]
+    assert all(exp_method[i] in (M_FLAG, M_UNKNOWN) for i in opening)
+
+    cuts = sorted(rng.sample(range(1, len(trades)), 30))
+    state = TickState()
+    got_side: list[int] = []
+    got_method: list[int] = []
+    for lo, hi in zip([0, *cuts], [*cuts, len(trades)], strict=True):
+        batch = trades[lo:hi]
+        side, method = classify_aggressor(
+            np.array([t[0] for t in batch], dtype=np.uint32),
+            np.array([t[1] for t in batch], dtype=np.int64),
+            np.array([t[2] for t in batch], dtype=np.int8),
+            np.array([t[3] for t in batch], dtype=np.int64),
+            np.array([t[4] for t in batch], dtype=np.int64),
+            state,
+            session=np.array(sessions[lo:hi], dtype=np.int64),
+        )
+        got_side += side.tolist()
+        got_method += method.tolist()
+    assert got_method == exp_method
+    assert got_side == exp_side
+    assert state.last_price == last_price and state.last_direction == last_dir
+
+
+def test_tick_state_from_an_older_snapshot_keeps_its_reference() -> None:
+    import pickle
+
+    state = TickState(last_price={11: 5000 * PX}, last_direction={11: 1})
+    old = pickle.loads(pickle.dumps(state))  # noqa: S301 - our own bytes
+    del old.__dict__["last_session"]
+    restored = pickle.loads(pickle.dumps(old))  # noqa: S301
+    side, method = classify_aggressor(
+        np.array([11], dtype=np.uint32), np.array([5000 * PX], dtype=np.int64),
+        np.array([0], dtype=np.int8), np.array([UNDEF]), np.array([UNDEF]), restored,
+        session=np.array([19_700]))
+    assert side.tolist() == [1] and method.tolist() == [M_TICK]  # zero-uptick from the old memory

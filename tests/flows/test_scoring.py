@@ -25,9 +25,10 @@ from flows.spreads import spread_legs
 from models.records import PartBlock, PressureMetrics, WindowPart
 from models.signals import Direction, SignalClass
 from tests.partblocks import block_of
+from tests.sessions import session_midnights
 
 DAY = 86_400
-D0 = 20_400 * DAY  # a UTC midnight (2025-11-08)
+SESSIONS = session_midnights("2025-11-10", 32)  # UTC midnights of CME trading days (13:30 UTC = 07:30 CST)
 T1330 = 13 * 3600 + 1800
 KEY = "NQZ6|2026-12-18T13:30:00Z|C|21500|NQZ6"
 
@@ -40,7 +41,7 @@ def factors(m: PressureMetrics, *args, **kw):
 
 def metrics(bid: int, ask: int, trades: int, unknown: int = 0, spread: int = 0) -> PressureMetrics:
     volume = bid + ask + unknown
-    ts = datetime.fromtimestamp(D0 + 30 * DAY + T1330, UTC)
+    ts = datetime.fromtimestamp(SESSIONS[30] + T1330, UTC)
     return PressureMetrics(
         window_start=ts, window_end=ts, contract_key=KEY, instrument_id=1, symbol="NQZ6 C21500",
         underlying="NQZ6", expiration=None, strike=21500.0, option_type="C", bid_volume=bid,
@@ -60,11 +61,11 @@ def test_baseline_uses_daily_bucket_totals_with_zero_days_and_excludes_the_score
     # 6 trading days; K trades in the 13:30 bucket on days 0,1,2,4 (days 3 and 5 trade elsewhere)
     daily = {0: 60, 1: 120, 2: 30, 4: 600}
     for d in range(6):
-        book.add("OTHER", D0 + d * DAY + 3600, 1, 1, 0)
+        book.add("OTHER", SESSIONS[d] + 3600, 1, 1, 0)
         if d in daily:
-            book.add(KEY, D0 + d * DAY + T1330 + 300, daily[d], daily[d] // 10, daily[d] // 2)
-    book.add(KEY, D0 + 6 * DAY + T1330, 9999, 1, 0)  # the scored day itself: must not count
-    b = book.baseline(KEY, "contract", D0 + 6 * DAY + T1330 + 600)
+            book.add(KEY, SESSIONS[d] + T1330 + 300, daily[d], daily[d] // 10, daily[d] // 2)
+    book.add(KEY, SESSIONS[6] + T1330, 9999, 1, 0)  # the scored day itself: must not count
+    b = book.baseline(KEY, "contract", SESSIONS[6] + T1330 + 600)
     # per-window values = daily / 6 windows: [10, 20, 5, 0, 100, 0] → sorted [0,0,5,10,20,100]
     assert b.days == 6
     assert b.volume_median == pytest.approx(7.5)
@@ -78,9 +79,9 @@ def test_baseline_uses_daily_bucket_totals_with_zero_days_and_excludes_the_score
 def test_baseline_needs_min_days_and_forgets_days_past_the_lookback():
     book = BaselineBook(lookback_days=3, min_days=2, tod_bucket_s=1800, window_s=300)
     for d, v in enumerate([600, 6, 6, 6]):
-        book.add(KEY, D0 + d * DAY + T1330, v, 1, 0)
-    assert book.baseline(KEY, "contract", D0 + 1 * DAY + T1330) is None  # one prior day only
-    b = book.baseline(KEY, "contract", D0 + 4 * DAY + T1330)
+        book.add(KEY, SESSIONS[d] + T1330, v, 1, 0)
+    assert book.baseline(KEY, "contract", SESSIONS[1] + T1330) is None  # one prior day only
+    b = book.baseline(KEY, "contract", SESSIONS[4] + T1330)
     assert b.days == 3 and b.volume_median == pytest.approx(1.0)  # day 0 (600) is outside
 
 
@@ -205,7 +206,7 @@ def test_bucket_key_rounds_strike_distance_to_steps_of_the_forward():
 
 
 def _block(day: int, bid: int, ask: int, trades: int) -> PartBlock:
-    start = (D0 + day * DAY + T1330) * 10**9
+    start = (SESSIONS[day] + T1330) * 10**9
     part = WindowPart(
         key=KEY, window_start_ns=start, window_end_ns=start + 300 * 10**9, source="f", seq=day,
         instrument_id=1, symbol="NQZ6 C21500", underlying="NQZ6", expiration_ns=1_797_600_000 * 10**9,
@@ -229,11 +230,11 @@ def test_scorer_learns_baselines_online_then_flags_the_abnormal_window():
     assert signal.baseline_scope == "contract" and signal.baseline_windows == 6
     assert signal.baseline_volume == pytest.approx(1.0)  # 6 per bucket-day / 6 windows
     assert signal.reason.startswith("ask volume 400 of 400 (100% one-sided)")
-    assert "6-day 13:30 contract median" in signal.reason
+    assert "6-day 07:30 CT contract median" in signal.reason
 
 
 def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int) -> PartBlock:
-    start = (D0 + day * DAY + T1330) * 10**9
+    start = (SESSIONS[day] + T1330) * 10**9
     parts = [
         WindowPart(
             key=f"NQZ6|2026-12-18T13:30:00Z|C|{k}|NQZ6", window_start_ns=start,

@@ -15,16 +15,17 @@ from flows.scoring import CLASS_RANK, Scorer, ScoringSettings
 from models.records import PartBlock, WindowPart
 from models.signals import Direction, SignalClass
 from tests.partblocks import block_of
+from tests.sessions import session_midnights
 
 DAY = 86_400
-D0 = 20_400 * DAY
+SESSIONS = session_midnights("2025-11-10", 32)  # UTC midnights of CME trading days
 T1330 = 13 * 3600 + 1800
 KEY = "NQZ6|2026-12-18T13:30:00Z|C|21500|NQZ6"
 
 
 def block(day: int, seq: int, bid: int, ask: int, trades: int, *, key: str = KEY,
           defined: bool = True) -> PartBlock:
-    start = (D0 + day * DAY + T1330) * 10**9
+    start = (SESSIONS[day] + T1330) * 10**9
     part = WindowPart(
         key=key, window_start_ns=start, window_end_ns=start + 300 * 10**9, source="f", seq=seq,
         instrument_id=1, symbol="NQZ6 C21500", underlying="NQZ6",
@@ -46,7 +47,7 @@ def quiet_history(scorer: Scorer):
 
 def day_cell(book: BaselineBook, key: str, day: int) -> np.ndarray | None:
     """(volume, trades, |imbalance|) the book holds for ``key`` on ``day`` in the 13:30 bucket."""
-    start_s = D0 + day * DAY + T1330
+    start_s = SESSIONS[day] + T1330
     cell = book.cell(key, start_s)
     return None if cell is None else np.asarray(cell, dtype=float)
 
