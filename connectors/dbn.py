@@ -53,7 +53,13 @@ from models.batch import (  # noqa: F401 - re-exported: the reader's public cont
     rtype_name,
 )
 from models.errors import DBNDecodeError
-from models.records import UNDEF_PRICE, UNDEF_TIMESTAMP, InstrumentDefinition
+from models.records import (
+    UNDEF_PRICE,
+    UNDEF_TIMESTAMP,
+    InstrumentDefinition,
+    SpreadLeg,
+    merge_leg_records,
+)
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 DBN_MAGIC = b"DBN"
@@ -274,6 +280,17 @@ def read_header(path: str | Path) -> DBNHeader:
         raw.close()
 
 
+def _leg_from_msg(msg: dbn.InstrumentDefMsg) -> tuple[SpreadLeg, ...]:
+    """Return the leg this record describes (DBN v3 leg fields; none when ``leg_count`` is 0)."""
+    if not int(msg.leg_count):
+        return ()
+    side = str(getattr(msg.leg_side, "value", msg.leg_side) or "N")
+    numerator, denominator = int(msg.leg_ratio_qty_numerator), int(msg.leg_ratio_qty_denominator)
+    ratio = max(1, numerator // denominator if denominator else numerator)
+    return (SpreadLeg(index=int(msg.leg_index), instrument_id=int(msg.leg_instrument_id),
+                      side=1 if side == "B" else -1 if side == "A" else 0, ratio=ratio),)
+
+
 def _definition_from_msg(msg: dbn.InstrumentDefMsg) -> InstrumentDefinition:
     strike = int(msg.strike_price)
     expiration = int(msg.expiration)
@@ -285,6 +302,7 @@ def _definition_from_msg(msg: dbn.InstrumentDefMsg) -> InstrumentDefinition:
         expiration_ns=None if expiration >= UNDEF_TIMESTAMP else expiration,
         strike_price=None if strike == UNDEF_PRICE else strike,
         ts_recv=int(msg.ts_recv),
+        legs=_leg_from_msg(msg),
     )
 
 
@@ -480,6 +498,14 @@ class DBNReader:
             records = np.ascontiguousarray(head[:, : dtype.itemsize]).view(dtype).reshape(n)
         else:
             records = np.frombuffer(buf, dtype=dtype, count=n)
+        if n > 1 and (not self._eof or len(buf) > n * size):
+            # never split one match event (equal ts_event: a spread and its legs, one
+            # aggressor filling several levels) across chunks: its trailing run waits
+            ts = records["ts_event"]
+            changes = np.flatnonzero(ts[1:] != ts[:-1])
+            if len(changes):
+                n = int(changes[-1]) + 1
+                records = records[:n]
         self._carry = buf[n * size :]  # a partial tail raises on the next call
         chunk = DecodedChunk(
             start_record=self._record,
@@ -627,7 +653,8 @@ def _decode_definitions(
         msgs = decoder.decode()
     except Exception as exc:  # databento_dbn.DBNError is not exported as a class
         raise DBNDecodeError(path, offset, f"bad definition record: {exc}") from exc
-    return [_definition_from_msg(m) for m in msgs if isinstance(m, dbn.InstrumentDefMsg)]
+    return merge_leg_records(
+        [_definition_from_msg(m) for m in msgs if isinstance(m, dbn.InstrumentDefMsg)])
 
 
 def read_definitions(path: str | Path) -> list[InstrumentDefinition]:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from models.records import FIXED_PRICE_SCALE, Contract, InstrumentDefinition
+from models.records import FIXED_PRICE_SCALE, Contract, InstrumentDefinition, SpreadLeg
 
 OPTION_CLASSES = frozenset({"C", "P"})
 
@@ -74,14 +74,28 @@ def contract_for(definition: InstrumentDefinition) -> Contract:
     )
 
 
-def _add_version(versions: dict[int, list[InstrumentDefinition]], definition: InstrumentDefinition) -> bool:
-    """Insert ``definition`` into its id's ``ts_recv``-sorted history; False if already known."""
-    history = versions.setdefault(definition.instrument_id, [])
+def add_version(history: list[InstrumentDefinition], definition: InstrumentDefinition) -> bool:
+    """Insert ``definition`` into an id's ``ts_recv``-sorted history; False if already known.
+
+    Another leg record of a spread definition already held (same id, ``ts_recv`` and symbol:
+    Databento sends one record per leg) is merged into it instead of becoming a version.
+    """
     if definition in history:
         return False
+    for i, known in enumerate(history):
+        if known.same_message(definition):
+            merged = known.with_legs_of(definition)
+            if merged == known:
+                return False
+            history[i] = merged
+            return True
     history.append(definition)
     history.sort(key=lambda d: d.ts_recv)
     return True
+
+
+def _add_version(versions: dict[int, list[InstrumentDefinition]], definition: InstrumentDefinition) -> bool:
+    return add_version(versions.setdefault(definition.instrument_id, []), definition)
 
 
 def version_index(history_ts: np.ndarray, ts_recv: np.ndarray) -> np.ndarray:
@@ -119,6 +133,7 @@ class InstrumentCatalog:
         self._versions: dict[int, list[InstrumentDefinition]] = {}
         self._symbols: dict[int, str] = dict(symbols or {})
         self._cache: dict[int, Contract] = {}
+        self._with_legs: set[int] = set()
         self._timelines: dict[int, tuple[int, list[InstrumentDefinition] | None, int,
                                          np.ndarray, list[Contract]]] = {}
         self.update(definitions)
@@ -132,6 +147,8 @@ class InstrumentCatalog:
     def update(self, definitions: Iterable[InstrumentDefinition]) -> None:
         """Add definitions to each id's history (identical repeats are ignored)."""
         for definition in definitions:
+            if definition.legs:
+                self._with_legs.add(definition.instrument_id)
             if _add_version(self._versions, definition):
                 self._cache.pop(definition.instrument_id, None)
                 self._timelines.pop(definition.instrument_id, None)
@@ -142,6 +159,25 @@ class InstrumentCatalog:
             if self._symbols.setdefault(instrument_id, symbol) == symbol:
                 self._cache.pop(instrument_id, None)
                 self._timelines.pop(instrument_id, None)
+
+    def legs(self, instrument_ids: Iterable[int], own: dict[int, list[InstrumentDefinition]] | None = None,
+             ) -> dict[int, tuple[SpreadLeg, ...]]:
+        """Spread instruments among ``instrument_ids`` → their legs (latest definition with legs).
+
+        ``own`` are a stream's in-band definitions by id. Ids that are not spreads, or whose
+        definitions list no legs (DBN v1/v2), are left out.
+        """
+        out: dict[int, tuple[SpreadLeg, ...]] = {}
+        own = own or {}
+        spreads = self._with_legs | {iid for iid, v in own.items() if any(d.legs for d in v)}
+        if not spreads:
+            return out
+        for iid in spreads.intersection(instrument_ids):
+            versions = [*self._versions.get(iid, ()), *own.get(iid, ())]
+            with_legs = [d for d in versions if d.legs]
+            if with_legs:
+                out[iid] = max(with_legs, key=lambda d: d.ts_recv).legs
+        return out
 
     def history(self, instrument_id: int) -> list[InstrumentDefinition]:
         """Every known definition of ``instrument_id``, by ``ts_recv`` (may be empty)."""

@@ -31,11 +31,13 @@ lifted) exceeds bid volume, SELL otherwise.
 and end flat; their windows are two-sided, balanced and made of many small
 trades. The churn score is ``balance × small × many`` with ``balance = 1 −
 |ask − bid| / (ask + bid)``, ``small = clip(1 − log2(size ratio) / 3)`` and
-``many = trades / (trades + 20)``. Spread legs (prints on several strikes at
-the same matching-engine timestamp with both sides present: a multi-leg
-order fills all legs in one match event, CME MDP 3.0 "Trade Summary") look
-one-sided per strike, so their share of the window's volume counts as MM
-flow too. This is a heuristic of this project, in the spirit of the
+``many = trades / (trades + 20)``. Spread volume (``spread_volume``,
+:mod:`flows.spreads`: a spread instrument's own trades, and the leg prints a
+spread match puts on its outrights, attributed from the spread's aggressor
+through the legs in its definition; without leg definitions, same-timestamp
+prints on several strikes with both sides present) is spread flow, not
+outright direction: its share of the window's volume counts as MM flow, so a
+window made only of legs or spread trades scores 0. This is a heuristic of this project, in the spirit of the
 informed-vs-liquidity flow split of Easley, O'Hara & Srinivas (1998,
 "Option Volume and Stock Prices", J. Finance 53(2)); it is evaluated on
 labelled data by ``benchmarks/bench_ifd_eval.py``.

@@ -1,18 +1,30 @@
-"""Spread-leg detection: multi-leg orders fill all legs in one match event.
+"""Spread trades and their leg prints.
 
-A spread or combo order on CME (e.g. a vertical: buy one strike, sell
-another) is matched in one event whose leg trades carry the same
-matching-engine timestamp (CME MDP 3.0 "Trade Summary": one event per match;
-Databento ``ts_event`` = transact time). Per strike the legs look like
-one-sided prints, so without this step a spread would read as institutional
-directional flow. Rule: trades sharing a ``ts_event`` on two or more
-instruments with both aggressor sides present are spread legs. Same-time
+CME lists spreads (exchange-listed and user-defined, UDS) as instruments of their own
+(Databento ``instrument_class`` ``T`` option spread, ``M`` mixed, ``S`` future spread), with
+their legs in the definition (DBN v3 leg fields, one definition record per leg; CME MDP 3.0
+SecurityDefinition ``NoLegs`` group: LegSecurityID, LegSide, LegRatioQty). A spread match is
+one event: the spread's own trade, which carries the aggressor (tag 5797 AggressorSide), and one
+trade per leg on the leg's outright at an exchange-allocated price, with the same transact time
+(Databento ``ts_event``) and no aggressor (side ``N``) (CME MDP 3.0 "Trade Summary"; Databento
+"Trades" schema: ``side`` N for trades without an aggressor).
+
+:func:`attribute_spread_legs` (definitions known): the spread trade keeps its aggressor; each
+leg print gets ``spread aggressor × leg side`` (a bought vertical: its buy leg is bought, its
+sell leg sold) and is marked as spread volume; it is never classified by the quote rule or
+the tick test against the outright's own quotes and prices, which mean nothing for it. A leg
+of a spread with no aggressor stays unknown.
+
+:func:`spread_legs` (fallback, no leg definitions, e.g. DBN v1/v2 inputs): trades sharing a
+``ts_event`` on two or more instruments with both aggressor sides present are legs. Same-time
 prints that are all on one side (a sweep across strikes) are *not* legs.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from models.records import SpreadLeg
 
 
 def spread_legs(ts_event: np.ndarray, instrument_id: np.ndarray, side: np.ndarray) -> np.ndarray:
@@ -55,3 +67,57 @@ def spread_legs(ts_event: np.ndarray, instrument_id: np.ndarray, side: np.ndarra
     is_leg_group = multi & has_other_iid & has_buy & has_sell
     legs[order] = is_leg_group[group]
     return legs
+
+
+def attribute_spread_legs(
+    ts_event: np.ndarray, instrument_id: np.ndarray, flag_side: np.ndarray,
+    legs_by_spread: dict[int, tuple[SpreadLeg, ...]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Find spread trades and their leg prints; attribute each leg from the spread's aggressor.
+
+    Parameters
+    ----------
+    ts_event : int64[n]
+        Match time, ns since epoch UTC.
+    instrument_id : uint32[n]
+    flag_side : int8[n]
+        Exchange aggressor, +1 buy / -1 sell / 0 none (``N``).
+    legs_by_spread : dict
+        Spread instrument id → its legs (:meth:`flows.instruments.InstrumentCatalog.legs`).
+
+    Returns
+    -------
+    is_spread : bool[n]
+        Trades of a spread instrument itself.
+    is_leg : bool[n]
+        Leg prints: side ``N`` trades on a leg's outright with the ``ts_event`` of a trade of
+        a spread listing that leg (in the same batch).
+    leg_side : int8[n]
+        For leg prints, spread aggressor × leg side (+1 bought, −1 sold, 0 unknown); else 0.
+        Where two spreads at one ``ts_event`` share a leg instrument, the first in stream
+        order gives the side.
+    """
+    n = len(ts_event)
+    is_leg = np.zeros(n, dtype=bool)
+    leg_side = np.zeros(n, dtype=np.int8)
+    if n == 0 or not legs_by_spread:
+        return np.zeros(n, dtype=bool), is_leg, leg_side
+    spread_ids = np.fromiter(legs_by_spread, dtype=np.int64, count=len(legs_by_spread))
+    is_spread = np.isin(instrument_id, spread_ids)
+    rows = np.flatnonzero(is_spread)
+    if len(rows) == 0:
+        return is_spread, is_leg, leg_side
+    expected: dict[tuple[int, int], int] = {}
+    for ts, iid, side in zip(ts_event[rows].tolist(), instrument_id[rows].tolist(),
+                             flag_side[rows].tolist(), strict=True):
+        for leg in legs_by_spread[iid]:
+            expected.setdefault((ts, leg.instrument_id), side * leg.side)
+    candidates = np.flatnonzero(~is_spread & (flag_side == 0)
+                                & np.isin(ts_event, ts_event[rows]))
+    for i, ts, iid in zip(candidates.tolist(), ts_event[candidates].tolist(),
+                          instrument_id[candidates].tolist(), strict=True):
+        side = expected.get((ts, iid))
+        if side is not None:
+            is_leg[i] = True
+            leg_side[i] = side
+    return is_spread, is_leg, leg_side

@@ -16,10 +16,10 @@ import numpy as np
 from flows.aggressor import TickState, classify_aggressor
 from flows.clock import Progress
 from flows.exchange_time import cme_sessions
-from flows.instruments import InstrumentCatalog, resolve_trades
-from flows.normalise import NormalisedBatch, normalise_chunk
+from flows.instruments import InstrumentCatalog, add_version, resolve_trades
+from flows.normalise import NormalisedBatch, TradeBatch, normalise_chunk
 from flows.pressure import WindowTracker, aggregate_parts, shard_key, split_by_shard_and_window
-from flows.spreads import spread_legs
+from flows.spreads import attribute_spread_legs, spread_legs
 from flows.validate import MAX_SKEW_NS, plausible_clock, validate_trades
 from models.batch import SourceBatch
 from models.records import (
@@ -28,9 +28,39 @@ from models.records import (
     Heartbeat,
     InstrumentDefinition,
     PartBlock,
+    SideMethod,
 )
 
 StreamItem = PartBlock | Heartbeat | Progress | BatchStats | DeadLetters
+
+
+def _classify(trades: TradeBatch, state: StreamState, catalog: InstrumentCatalog,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Aggressor side, side method and spread mask of a batch's trades (:mod:`flows.spreads`).
+
+    Leg prints of spreads with known legs take their side from the spread's aggressor (method
+    ``FLAG``: derived from the exchange flag) and stay out of the tick memory; every other trade
+    goes through :func:`~flows.aggressor.classify_aggressor`. Spread trades, their legs and
+    the fallback's same-time two-sided prints form the spread mask (``spread_volume``).
+    """
+    ids = trades.instrument_id
+    legs = catalog.legs(np.unique(ids).tolist(), state.definitions) if len(ids) else {}
+    is_spread, is_leg, leg_side = attribute_spread_legs(trades.ts_event, ids, trades.flag_side, legs)
+    session = cme_sessions().locate_ns(trades.ts_event)
+    if not is_leg.any():
+        side, method = classify_aggressor(ids, trades.price, trades.flag_side, trades.bid_px,
+                                          trades.ask_px, state.tick, session=session)
+    else:
+        rest = ~is_leg
+        side = np.zeros(len(ids), dtype=np.int8)
+        method = np.zeros(len(ids), dtype=np.int8)
+        side[rest], method[rest] = classify_aggressor(
+            ids[rest], trades.price[rest], trades.flag_side[rest], trades.bid_px[rest],
+            trades.ask_px[rest], state.tick, session=session[rest])
+        side[is_leg] = leg_side[is_leg]
+        method[is_leg] = np.where(leg_side[is_leg] != 0, SideMethod.FLAG, SideMethod.UNKNOWN)
+    spread = spread_legs(trades.ts_event, ids, side) | is_leg | is_spread
+    return side, method, spread
 
 
 def normalise_batch(batch: SourceBatch) -> tuple[SourceBatch, NormalisedBatch]:
@@ -105,10 +135,7 @@ class StreamProcessor:
             state = self.new_state()
         assert state.tracker is not None
         for definition in batch.chunk.definitions:
-            history = state.definitions.setdefault(definition.instrument_id, [])
-            if definition not in history:
-                history.append(definition)
-                history.sort(key=lambda d: d.ts_recv)
+            add_version(state.definitions.setdefault(definition.instrument_id, []), definition)
 
         norm = validate_trades(
             norm, source=batch.source, rtype=batch.trade_rtype or 0, valid_ns=batch.valid_ns,
@@ -119,17 +146,13 @@ class StreamProcessor:
         trades = norm.trades
         contract_of, contracts = resolve_trades(
             trades.instrument_id, trades.ts_recv, self.catalog, state.definitions)
-        side, method = classify_aggressor(
-            trades.instrument_id, trades.price, trades.flag_side,
-            trades.bid_px, trades.ask_px, state.tick,
-            session=cme_sessions().locate_ns(trades.ts_event),
-        )
+        side, method, spread = _classify(trades, state, self.catalog)
         parts = aggregate_parts(
             trades.ts_event, trades.instrument_id, trades.price, trades.size, side, method,
             window_ns=self.window_ns,
             source=batch.source,
             seq=batch.seq,
-            spread=spread_legs(trades.ts_event, trades.instrument_id, side),
+            spread=spread,
             contract_of=contract_of,
             contracts=contracts,
         )

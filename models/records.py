@@ -18,6 +18,7 @@ Sentinels (Databento, "Standards and conventions"):
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,6 +78,38 @@ def ns_to_datetime(ts_ns: int) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class SpreadLeg:
+    """One leg of a spread (multi-leg) instrument, from DBN v3 definition leg fields.
+
+    Databento publishes a spread's definition as one ``InstrumentDefMsg`` per leg (``leg_count``
+    records, ``leg_index`` 0..leg_count-1, same ``instrument_id``); CME MDP 3.0
+    SecurityDefinition repeating group ``NoLegs`` (tags 602 LegSecurityID, 624 LegSide,
+    623 LegRatioQty).
+
+    Attributes
+    ----------
+    index : int
+        ``leg_index``.
+    instrument_id : int
+        ``leg_instrument_id``: the outright the leg trades.
+    side : int
+        ``leg_side`` when the spread is *bought*: +1 the leg is bought, -1 sold, 0 unknown.
+    ratio : int
+        Leg contracts per spread contract (``leg_ratio_qty_numerator / _denominator``, ≥ 1).
+    """
+
+    index: int
+    instrument_id: int
+    side: int
+    ratio: int
+
+
+SPREAD_CLASSES = frozenset({"S", "T", "M"})
+"""Databento ``instrument_class`` of multi-leg instruments: future spread, option spread,
+mixed spread (Databento "Instrument definitions": InstrumentClass)."""
+
+
+@dataclass(frozen=True, slots=True)
 class InstrumentDefinition:
     """The fields of a Databento ``InstrumentDefMsg`` the pipeline uses.
 
@@ -96,6 +129,8 @@ class InstrumentDefinition:
         Strike, int64 fixed-point 1e-9 USD index points; None when undefined.
     ts_recv : int
         When the definition was received (ns UTC); later definitions win.
+    legs : tuple of SpreadLeg
+        A spread's legs by index (empty for outrights and for DBN v1/v2 definitions).
     """
 
     instrument_id: int
@@ -105,6 +140,33 @@ class InstrumentDefinition:
     expiration_ns: int | None
     strike_price: int | None
     ts_recv: int
+    legs: tuple[SpreadLeg, ...] = ()
+
+    @property
+    def is_spread(self) -> bool:
+        """Tell whether this is a multi-leg instrument (legs listed or a spread class)."""
+        return bool(self.legs) or self.instrument_class in SPREAD_CLASSES
+
+    def same_message(self, other: InstrumentDefinition) -> bool:
+        """Tell whether ``other`` is another leg record of the same spread definition."""
+        return (bool(self.legs) and bool(other.legs) and self.instrument_id == other.instrument_id
+                and self.ts_recv == other.ts_recv and self.raw_symbol == other.raw_symbol)
+
+    def with_legs_of(self, other: InstrumentDefinition) -> InstrumentDefinition:
+        """Return this definition with the union of both records' legs, by leg index."""
+        legs = {leg.index: leg for leg in (*self.legs, *other.legs)}
+        return dataclasses.replace(self, legs=tuple(legs[i] for i in sorted(legs)))
+
+
+def merge_leg_records(definitions: list[InstrumentDefinition]) -> list[InstrumentDefinition]:
+    """Merge the per-leg records of each spread definition into one (order kept otherwise)."""
+    out: list[InstrumentDefinition] = []
+    for definition in definitions:
+        if out and out[-1].same_message(definition):
+            out[-1] = out[-1].with_legs_of(definition)
+        else:
+            out.append(definition)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,9 +40,12 @@ institutional    accumulation   1 contract, 15-36 prints of 10-40 on the labelle
 mm               churn          1 active contract, 30-120 prints of 1-5 lots, B/A mixed so that
                                 |B - A| / (B + A) < 0.15 (injected) and the window incl. background
                                 stays balanced; ``volume`` = B + A injected; direction null
-mm               spread         1-4 pairs of simultaneous prints on two strikes (1-3 grid steps
-                                apart, same expiry and C/P), opposite sides, equal sizes 5-50;
-                                one label per leg, ``volume`` = leg volume; direction null
+mm               spread         a user-defined vertical (UDS, instrument class ``T``, its legs
+                                in the day's definition file) on two strikes 1-3 grid steps
+                                apart (same expiry and C/P) traded 1-4 times, 5-50 lots: each
+                                spread print has an aggressor (B/A), each leg prints side ``N``
+                                at the same ``ts_event``; one label per leg, ``volume`` = leg
+                                volume; direction null
 ===============  =============  ==================================================================
 
 ``strength`` (institutional only): ``weak`` = labelled-side volume drawn as U(3, 4) times
@@ -81,6 +84,7 @@ from samples.generator import (
     NS,
     NS_PER_YEAR,
     PARENT_SYMBOL,
+    PUBLISHER_ID,
     RTH_OPEN_S,
     TICK,
     TICK_PTS,
@@ -117,6 +121,7 @@ _KIND_P = (0.35, 0.30, 0.35)
 _WIDTH_PTS, _WIDTH_GROWTH = 80.0, 0.5  # strike dispersion of the front expiry, growth per expiry
 _EXP_DECAY, _QUARTERLY_BOOST = 0.55, 2.0
 _CHUNK = 65_536
+SPREAD_ID_BASE = 7_000_000  # instrument ids of the generated user-defined spreads (day × 100 + j)
 
 
 @dataclass(frozen=True)
@@ -178,16 +183,18 @@ def day_chain(chain: Chain, day: dt.date, open_price: float | None = None) -> Ch
     return dataclasses.replace(chain, session_start=start, underlying_price=float(price))
 
 
-def write_chain_definitions(path: Path, chain: Chain) -> Path:
+def write_chain_definitions(path: Path, chain: Chain, extra: bytes = b"") -> Path:
     """Write ``chain`` as a DBN v3 ``definition`` file.
 
     Thin wrapper around the private encoders of :mod:`samples.generator`
     (:func:`samples.generator.write_definitions` rebuilds the chain from a date, which
-    would change the expiries and hence the contracts from day to day).
+    would change the expiries and hence the contracts from day to day). ``extra``: more
+    encoded definition records appended (e.g. the day's spreads).
     """
     ids = np.concatenate([[chain.future_id], chain.ids])
     header = _metadata(chain, dbn.Schema("definition"), ["NQ.FUT", PARENT_SYMBOL], ids)
-    return _write_dbn(path, header, [np.frombuffer(_definition_bytes(chain), dtype=_DEF_DTYPE)])
+    records = np.frombuffer(_definition_bytes(chain) + extra, dtype=_DEF_DTYPE)
+    return _write_dbn(path, header, [records])
 
 
 # --------------------------------------------------------------------------- background
@@ -293,8 +300,14 @@ class _Day:
         path: np.ndarray,
         baseline: np.ndarray | None,
         bg: tuple[np.ndarray, ...],
+        index: int = 0,
     ) -> None:
         self.rng, self.chain, self.day, self.path = rng, chain, day, path
+        self.index = index
+        self.spreads: list[tuple[int, int, int]] = []
+        """User-defined verticals listed today: (spread id, option index bought, sold)."""
+        self.spread_prints: list[tuple[int, int, bytes, int]] = []
+        """Their prints: (ts_event ns, spread id, aggressor, contracts)."""
         n_opt = len(chain.ids)
         self.has_history = baseline is not None
         self.base = np.zeros((n_opt, N_WINDOWS)) if baseline is None else baseline
@@ -564,7 +577,14 @@ class _Day:
             return
 
     def spread(self) -> None:
-        """Inject 1-4 simultaneous equal-size opposite-side print pairs on two strikes; label both legs."""
+        """Inject a user-defined vertical (UDS) traded 1-4 times; label both legs.
+
+        CME's shape of a spread match (MDP 3.0 Trade Summary): the spread instrument's own
+        print carries the aggressor (B or A), and each leg prints on its outright with side
+        ``N`` at the same ``ts_event`` for the same quantity (ratio 1:1). The spread's
+        definition (instrument class ``T``, legs: buy the lower strike, sell the higher) goes
+        into the day's definition file.
+        """
         rng = self.rng
         n_k = self.n_k
         for _ in range(50):
@@ -581,14 +601,62 @@ class _Day:
             pairs = int(rng.integers(1, 5))
             sizes = rng.integers(1, 11, pairs) * 5
             ts = self.window_start(w) + np.sort(rng.integers(1 * NS, 299 * NS, pairs))
-            buy_first = rng.random() < 0.5
-            for o, buy in ((o0, buy_first), (o1, not buy_first)):
-                self.add(ts, o, b"B" if buy else b"A", sizes)
+            spread_id = SPREAD_ID_BASE + 100 * self.index + len(self.spreads)
+            self.spreads.append((spread_id, o0, o1))
+            sides = rng.choice(np.array([b"B", b"A"]), size=pairs)
+            self.spread_prints += list(zip(ts.tolist(), [spread_id] * pairs, sides.tolist(),
+                                           sizes.tolist(), strict=True))
+            for o in (o0, o1):
+                self.add(ts, o, b"N", sizes)
                 self.label(o, w, MM, "spread", volume=sizes.sum(), trades=pairs)
             return
 
 
-# --------------------------------------------------------------------------- public API
+def _spread_definitions(chain: Chain, spreads: list[tuple[int, int, int]]) -> bytes:
+    """DBN v3 definitions of user-defined verticals: one record per leg (Databento layout)."""
+    out = []
+    for spread_id, o0, o1 in spreads:
+        symbol = f"UD:1V: VT {spread_id}"
+        exp = int(chain.expirations[o0 // (2 * len(chain.strikes))])
+        for index, (o, side) in enumerate(((o0, "B"), (o1, "A"))):
+            out.append(bytes(dbn.InstrumentDefMsg(
+                publisher_id=PUBLISHER_ID, ts_event=chain.session_start, ts_recv=chain.session_start,
+                instrument_id=spread_id, raw_instrument_id=spread_id, raw_symbol=symbol,
+                group=chain.products[0], asset=chain.products[0], security_type="OOF",
+                cfi="OMXXXX", currency="USD", exchange="XCME",
+                instrument_class=dbn.InstrumentClass("T"), underlying=chain.future_symbol,
+                expiration=exp, security_update_action=dbn.SecurityUpdateAction("A"),
+                display_factor=10**9, min_price_increment=TICK, unit_of_measure="IPNT",
+                leg_count=2, leg_index=index, leg_instrument_id=int(chain.ids[o]),
+                leg_raw_symbol=chain.symbols[o], leg_side=dbn.Side(side),
+                leg_ratio_qty_numerator=1, leg_ratio_qty_denominator=1,
+                leg_instrument_class=dbn.InstrumentClass("P" if o % 2 else "C"),
+            )))
+    return b"".join(out)
+
+
+def _spread_records(rng: np.random.Generator, prints: list[tuple[int, int, bytes, int]]) -> np.ndarray:
+    """Return tbbo records of spread prints (ts, spread id, aggressor, size) at a small premium."""
+    m = len(prints)
+    rec = np.zeros(m, dtype=_MBP1_DTYPE)
+    if m == 0:
+        return rec
+    prints = sorted(prints)  # ts_recv is stamped non-decreasing: prints in time order
+    ts = np.array([p[0] for p in prints], dtype=np.int64)
+    side = np.array([p[2] for p in prints], dtype="S1")
+    bid = rng.integers(20, 200, m)
+    ask = bid + rng.integers(1, 4, m)
+    rec["rtype"] = int(dbn.RType.MBP_1)
+    rec["instrument_id"] = [p[1] for p in prints]
+    rec["price"] = np.where(side == b"B", ask, bid) * TICK
+    rec["size"], rec["action"], rec["side"] = [p[3] for p in prints], b"T", side
+    _stamp(rng, rec, ts, {"recv": 0, "seq": 1})
+    rec["bid_px_00"], rec["ask_px_00"] = bid * TICK, ask * TICK
+    rec["bid_sz_00"] = rec["ask_sz_00"] = rec["size"]
+    rec["bid_ct_00"] = rec["ask_ct_00"] = 1
+    return rec
+
+
 def generate_labelled_days(
     out_dir: Path,
     *,
@@ -644,7 +712,7 @@ def generate_labelled_days(
         n_bg = round(trades_per_day * rng.uniform(*ACTIVITY))
         bg = _background(rng, dch, n_bg, path)
         recent = history[-HISTORY_DAYS:]
-        state = _Day(rng, dch, day, path, np.mean(recent, axis=0) if recent else None, bg)
+        state = _Day(rng, dch, day, path, np.mean(recent, axis=0) if recent else None, bg, index)
         if index >= first_scored_day:
             for _ in range(events_per_day):
                 kind = _KINDS[rng.choice(len(_KINDS), p=_KIND_P)]
@@ -662,7 +730,13 @@ def generate_labelled_days(
         ts, opt, side, size = ts[order], opt[order], side[order], size[order]
         history.append(_window_volume(dch, bg[0], bg[1], bg[3]))  # normal flow only
         rec = _records(rng, dch, path, ts, opt, side, size)
-        defs.append(write_chain_definitions(out_dir / sample_name(day, "definition"), dch))
+        if state.spread_prints:  # spread prints ahead of their legs at equal ts_event
+            both = np.concatenate([_spread_records(rng, state.spread_prints), rec])
+            rec = both[np.argsort(both["ts_event"], kind="stable")]
+            rec["ts_recv"] = np.maximum.accumulate(rec["ts_recv"])  # one feed: in order
+            rec["sequence"] = np.maximum.accumulate(rec["sequence"]) + np.arange(len(rec))
+        defs.append(write_chain_definitions(out_dir / sample_name(day, "definition"), dch,
+                                            _spread_definitions(dch, state.spreads)))
         tbbos.append(
             _write_dbn(
                 out_dir / sample_name(day, "tbbo"), _metadata(dch, dbn.Schema("tbbo"), [PARENT_SYMBOL]), [rec]

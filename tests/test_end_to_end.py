@@ -15,7 +15,7 @@ import pytest
 
 from sinks.clickhouse import ChdbStore
 from tests.flowrun import stored_windows
-from tests.reference import lee_ready_windows, trades_frame
+from tests.reference import lee_ready_windows, spread_legs_frame, trades_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,9 @@ def test_default_run_windows_equal_independent_lee_ready(sample_run):
     data_dir, _ = sample_run
     days = sorted((data_dir / "sample").glob("*.tbbo.dbn.zst"))
     # one partition reads the days in order; the tick test carries within each CME session
-    expected = lee_ready_windows(pl.concat([trades_frame(p) for p in days]))
+    legs = spread_legs_frame(sorted((data_dir / "sample").glob("*.definition.dbn.zst")))
+    assert legs.height > 0  # the sample trades user-defined verticals
+    expected = lee_ready_windows(pl.concat([trades_frame(p) for p in days]), legs=legs)
     assert stored_windows(data_dir) == expected
     assert sum(v["trades"] for v in expected.values()) > 200_000
 
@@ -110,17 +112,20 @@ def test_default_run_rows_are_option_contracts_and_strike_view_adds_up(sample_ru
     try:
         per_type = store.query_arrow(
             "SELECT option_type, count() AS n, countIf(strike IS NULL OR expiration IS NULL) AS bad,"
-            " sum(total_volume) AS v FROM ifd.pressure_metrics GROUP BY option_type"
-            " ORDER BY option_type").to_pylist()
+            " sum(total_volume) AS v, sum(spread_volume) AS sv FROM ifd.pressure_metrics"
+            " GROUP BY option_type ORDER BY option_type").to_pylist()
         by_strike = store.query_arrow(
             "SELECT sum(total_volume) AS v, max(expirations) AS e FROM ifd.pressure_by_strike"
         ).to_pylist()[0]
         parts = store.query_arrow("SELECT count() AS n FROM ifd.ingest_batches").to_pylist()
     finally:
         store.close()
-    assert [r["option_type"] for r in per_type] == ["C", "P"]
-    assert all(r["bad"] == 0 for r in per_type)
-    assert by_strike["v"] == sum(r["v"] for r in per_type)
+    # calls, puts, and the sample's user-defined verticals (class T: no strike, all spread volume)
+    assert [r["option_type"] for r in per_type] == ["C", "P", "T"]
+    options, spreads = per_type[:2], per_type[2]
+    assert all(r["bad"] == 0 for r in options)
+    assert spreads["sv"] == spreads["v"] > 0
+    assert by_strike["v"] == sum(r["v"] for r in options)
     assert by_strike["e"] > 1  # the strike view really spans several expiries
     assert parts[0]["n"] >= 1
 

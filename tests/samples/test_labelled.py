@@ -91,25 +91,27 @@ def test_weekends_skipped() -> None:
 
 
 def test_definitions_identical_chain_every_day(gen: labelled.LabelledDays) -> None:
-    defs = [databento.DBNStore.from_file(p).to_ndarray() for p in gen.definition_paths]
+    every = [databento.DBNStore.from_file(p).to_ndarray() for p in gen.definition_paths]
+    for day, d in zip(gen.days, every, strict=True):
+        assert np.all(d["ts_event"] == np.datetime64(day, "ns").astype(np.int64))
+    defs = [d[d["instrument_class"] != b"T"] for d in every]  # outrights; spreads are per day
     first = defs[0]
     assert len(first) > 300 and len(np.unique(first["instrument_id"])) == len(first)
     end_of_last_day = np.datetime64(gen.days[-1] + dt.timedelta(days=1), "ns").astype(np.int64)
     assert first["expiration"].astype(np.int64).min() > end_of_last_day
-    for day, d in zip(gen.days, defs, strict=True):
+    for d in defs:
         np.testing.assert_array_equal(d["instrument_id"], first["instrument_id"])
         np.testing.assert_array_equal(d["raw_symbol"], first["raw_symbol"])
         np.testing.assert_array_equal(d["expiration"], first["expiration"])
         np.testing.assert_array_equal(d["strike_price"], first["strike_price"])
-        assert np.all(d["ts_event"] == np.datetime64(day, "ns").astype(np.int64))
     store = databento.DBNStore.from_file(gen.definition_paths[0])
     assert store.schema == databento.Schema.DEFINITION and store.metadata.version == 3
 
 
 def test_tbbo_records(gen: labelled.LabelledDays, tbbo: dict[str, np.ndarray]) -> None:
-    ids = set(databento.DBNStore.from_file(gen.definition_paths[0]).to_ndarray()["instrument_id"].tolist())
     counts = []
-    for day, path in zip(gen.days, gen.tbbo_paths, strict=True):
+    for day, path, def_path in zip(gen.days, gen.tbbo_paths, gen.definition_paths, strict=True):
+        ids = set(databento.DBNStore.from_file(def_path).to_ndarray()["instrument_id"].tolist())
         store = databento.DBNStore.from_file(path)
         assert store.schema == databento.Schema.TBBO and store.metadata.version == 3
         t = tbbo[day.isoformat()]
@@ -243,33 +245,34 @@ def _prints(trades: np.ndarray) -> set[tuple[int, int, bytes]]:
     }
 
 
-def test_mm_spread_legs_are_simultaneous_and_equal(labels: list[dict], tbbo: dict[str, np.ndarray]) -> None:
-    legs = defaultdict(list)
-    for row in labels:
-        if row["kind"] == "spread":
-            legs[(row["day"], row["window_start"])].append(row)
-    assert legs
-    flip = {b"B": b"A", b"A": b"B"}
-    for (day, _), rows in legs.items():
-        assert len(rows) % 2 == 0
-        for row in rows:
-            mine = _prints(_window(tbbo[day], row))
-            # another leg with the same volume and trades whose prints mirror ours: same
-            # ts_event and size, opposite aggressor side
-            partners = [
-                other
-                for other in rows
-                if other is not row
-                and (other["volume"], other["trades"]) == (row["volume"], row["trades"])
-                and sum(
-                    (t, s, flip[sd]) in _prints(_window(tbbo[day], other))
-                    for t, s, sd in mine
-                    if sd in flip and s >= 5
-                )
-                >= row["trades"]
-            ]
-            assert partners, row
-            assert 5 <= row["volume"] <= 50 * row["trades"] and 1 <= row["trades"] <= 4
+def test_mm_spreads_are_uds_verticals_with_side_n_leg_prints(
+        gen: labelled.LabelledDays, labels: list[dict], tbbo: dict[str, np.ndarray]) -> None:
+    # CME's shape of a spread match: the spread instrument prints with an aggressor, each leg
+    # prints side N on its outright at the same ts_event for the same size (ratio 1:1)
+    legs_of: dict[int, dict[int, bytes]] = {}
+    for path in gen.definition_paths:
+        d = databento.DBNStore.from_file(path).to_ndarray()
+        for r in d[d["instrument_class"] == b"T"]:
+            assert r["leg_count"] == 2 and r["leg_ratio_qty_numerator"] == 1
+            legs = legs_of.setdefault(int(r["instrument_id"]), {})
+            legs[int(r["leg_instrument_id"])] = bytes(r["leg_side"])
+    assert legs_of and all(sorted(v.values()) == [b"A", b"B"] for v in legs_of.values())
+    rows = [r for r in labels if r["kind"] == "spread"]
+    assert rows
+    for row in rows:
+        trades = tbbo[row["day"]]
+        mine = _window(trades, row)
+        spreads = [sid for sid, legs in legs_of.items() if row["instrument_id"] in legs]
+        assert spreads, row
+        sprint = trades[np.isin(trades["instrument_id"], spreads)]
+        matched = 0
+        for t in mine[mine["side"] == b"N"]:
+            same = sprint[(sprint["ts_event"] == t["ts_event"]) & (sprint["size"] == t["size"])]
+            if len(same):
+                assert set(same["side"].tolist()) <= {b"A", b"B"}
+                matched += int(t["size"])
+        assert matched == row["volume"], row
+        assert 5 <= row["volume"] <= 50 * row["trades"] and 1 <= row["trades"] <= 4
 
 
 def test_baseline_and_strength(
