@@ -51,6 +51,7 @@ from flows.clock import PartitionClock, Progress
 from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState
 from flows.stream import StreamItem, StreamProcessor, normalise_batch
+from flows.sweeps import TapeRules
 from models.batch import SourceBatch
 from models.errors import PipelineError, fatal_errors
 from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
@@ -222,6 +223,7 @@ def build_flow(
         shards=settings.window_shards or bytewax_workers(env_addresses=settings.bytewax_addresses),
         symbology=symbology,
         merged_clock=len(partition_keys) > 1,
+        tape=_tape_rules(settings),
     )
     normalised = op.map("normalise_trades", batches, normalise_batch)
     by_source = op.key_on("key_by_source", normalised, lambda item: item[0].partition)
@@ -283,6 +285,13 @@ class ScoringLogic(StatefulLogic[WindowResult, Signal, ScorerState]):
     def snapshot(self) -> ScorerState:
         """Copy-on-write copy of the state (see :meth:`ScorerState.snapshot`)."""
         return self.state.snapshot()
+
+
+def _tape_rules(settings: Settings) -> TapeRules:
+    s = settings.scoring
+    return TapeRules(interval_ns=round(s.sweep_interval_s * 1e9), min_strikes=s.sweep_min_strikes,
+                     min_volume=int(s.sweep_min_volume), block_min_lots=s.block_min_lots,
+                     block_min_lots_by_product=dict(s.block_min_lots_by_product))
 
 
 def _new_book(settings: Settings) -> BaselineBook:

@@ -75,6 +75,8 @@ def aggregate_parts(
     spread: np.ndarray | None = None,
     contract_of: np.ndarray | None = None,
     contracts: Sequence[Contract] = (),
+    sweep: np.ndarray | None = None,
+    block: np.ndarray | None = None,
 ) -> PartBlock:
     """Group one classified batch into additive parts per (contract, window).
 
@@ -108,6 +110,9 @@ def aggregate_parts(
         definitions gives two parts.
     contracts : sequence of Contract
         The distinct contracts ``contract_of`` points into.
+    sweep, block : bool[n] | None
+        Sweep prints and block prints (:mod:`flows.sweeps`), summed into ``sweep_volume``,
+        ``block_volume`` and ``block_trades``.
 
     Returns
     -------
@@ -194,6 +199,12 @@ def aggregate_parts(
         "late": np.zeros(g, dtype=bool),
         "spread_volume": (total(spread[order], size_s) if spread is not None
                           else np.zeros(g, dtype=np.int64)),
+        "sweep_volume": (total(sweep[order], size_s) if sweep is not None
+                         else np.zeros(g, dtype=np.int64)),
+        "block_volume": (total(block[order], size_s) if block is not None
+                         else np.zeros(g, dtype=np.int64)),
+        "block_trades": (total(block[order]) if block is not None
+                         else np.zeros(g, dtype=np.int64)),
     }
     return PartBlock("", None, window_ns, cols)
 
@@ -295,6 +306,9 @@ def merge_parts(parts: list[WindowPart]) -> PressureMetrics:
         tick_volume=sum(p.tick_volume for p in parts),
         parts=len(parts),
         spread_volume=sum(p.spread_volume for p in parts),
+        sweep_volume=sum(p.sweep_volume for p in parts),
+        block_volume=sum(p.block_volume for p in parts),
+        block_trades=sum(p.block_trades for p in parts),
     )
 
 

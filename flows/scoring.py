@@ -6,22 +6,28 @@ Factors, each in [0, 1] (weights in :class:`ScoringSettings`, i.e. ``IFD_SCORING
 |------------|----------------------------------------------------------------|-------------------------------------------|
 | volume     | clip((z − z_low) / (z_high − z_low)), z = robust z vs baseline | abnormal size for this contract and time  |
 | dominance  | |ask − bid| / total volume                                     | one-sided flow                            |
-| size       | max(clip(log2(avg size / baseline avg size) / log2(size_full)), sweep) | block prints, or part of a sweep  |
-| sweep      | 1 when ≥ ``sweep_min_strikes`` strikes of one expiry and type  | a sweep across strikes                    |
-|            | trade one-sided the same way in the window, else 0             |                                           |
+| size       | max(clip(log2(avg size / baseline avg size) / log2(size_full)), sweep, block) | large lots     |
+| sweep      | 1 when the window holds sweep prints on ≥ ``sweep_min_strikes`` strikes of one | a sweep    |
+|            | expiry and type, same side (:mod:`flows.sweeps`), else 0       |                                           |
+| block      | 1 when the window holds a block print (one print ≥ the block size), else 0 | a block print |
 | sample     | min(1, max(volume, sweep volume) / sample_volume)              | enough contracts to mean anything         |
 | mm         | max(balanced-churn score, spread-leg share)                    | market-maker / spread flow (penalty)      |
 
 ``confidence = (w_v·volume + w_d·dominance + w_s·size) / (w_v + w_d + w_s)
 × sample × (1 − mm_penalty · mm)``.
 
-**Sweeps.** An institution that needs size fast lifts offers (or hits bids)
-on several strikes of one expiry at once. Per strike such a print can be
-small; together it is large. In each window, contracts of one (underlying,
-expiration, type) with dominance ≥ ``sweep_dominance`` and volume ≥
-``sweep_min_volume`` on the same side form a cluster; with at least
-``sweep_min_strikes`` strikes, each member gets ``sweep = 1`` and its sample
-factor is judged on the cluster's total volume.
+**Sweeps and blocks.** An institution that needs size fast lifts offers (or
+hits bids) on several strikes of one expiry at once. Per strike such a print
+can be small; together it is large. The stream marks sweep prints at the trade
+level: same-side prints on ≥ ``sweep_min_strikes`` strikes of one expiry and
+type inside ``sweep_interval_s`` (default 1 s), ≥ ``sweep_min_volume``
+contracts in all (:mod:`flows.sweeps`); a chain-wide move of independent
+trades over minutes is not a sweep. In a window, the contracts of one
+(underlying, expiration, type) holding sweep volume on the same side form the
+cluster: each member gets ``sweep = 1``, the cluster's strikes as its tag, and
+its sample factor is judged on the cluster's sweep volume. A block print (one
+print ≥ ``block_min_lots``, per product ``block_min_lots_by_product``) sets
+the size factor to 1 and tags the signal with its block count.
 
 Classes: ``STRONG`` ≥ ``strong``, ``MODERATE`` ≥ ``moderate``, ``MONITOR`` ≥
 ``monitor``; below that no signal. Direction: BUY when ask volume (offers
@@ -122,7 +128,8 @@ class FactorArrays(NamedTuple):
 
 def factor_arrays(bid: np.ndarray, ask: np.ndarray, volume: np.ndarray, trades: np.ndarray,
                   spread: np.ndarray, baselines: BaselineArrays, p: ScoringSettings,
-                  sweep_strikes: np.ndarray, sweep_volume: np.ndarray) -> FactorArrays:
+                  sweep_strikes: np.ndarray, sweep_volume: np.ndarray,
+                  block_trades: np.ndarray | None = None) -> FactorArrays:
     """Every factor and the confidence of k windows at once (module docstring).
 
     Parameters
@@ -133,6 +140,8 @@ def factor_arrays(bid: np.ndarray, ask: np.ndarray, volume: np.ndarray, trades: 
         Their baselines (entries with ``valid`` false score as "no baseline": z = 0, size 1×).
     sweep_strikes, sweep_volume : ndarray, shape (k,)
         Size of the same-side cluster each window belongs to (0 when none).
+    block_trades : ndarray, shape (k,), optional
+        Block prints in each window (default none).
     """
     b = baselines
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -145,7 +154,8 @@ def factor_arrays(bid: np.ndarray, ask: np.ndarray, volume: np.ndarray, trades: 
         log_ratio = np.log2(np.where(size_ratio > 0, size_ratio, 1.0))
         size = np.where(size_ratio > 0, np.clip(log_ratio / math.log2(p.size_full), 0.0, 1.0), 0.0)
         swept = sweep_strikes >= p.sweep_min_strikes
-        size = np.where(swept, 1.0, size)
+        blocked = np.zeros(len(volume), dtype=bool) if block_trades is None else block_trades > 0
+        size = np.where(swept | blocked, 1.0, size)
         sample = np.minimum(1.0, np.maximum(volume, np.where(swept, sweep_volume, 0.0))
                             / p.sample_volume)
         classified = bid + ask
@@ -162,11 +172,12 @@ def factor_arrays(bid: np.ndarray, ask: np.ndarray, volume: np.ndarray, trades: 
 
 
 def factors(w: WindowNumbers, baseline: Baseline | None, p: ScoringSettings,
-            sweep_strikes: int = 0, sweep_volume: float = 0.0) -> Factors:
+            sweep_strikes: int = 0, sweep_volume: float = 0.0, block_trades: int = 0) -> Factors:
     """Compute every factor and the confidence of one window (:func:`factor_arrays` of one).
 
     ``sweep_strikes`` / ``sweep_volume``: size of the same-side cluster this
-    contract belongs to in the window (0 when none; see module docstring).
+    contract belongs to in the window (0 when none; see module docstring);
+    ``block_trades``: block prints in the window.
     """
     one = np.ones(1)
     if baseline is None:
@@ -177,7 +188,8 @@ def factors(w: WindowNumbers, baseline: Baseline | None, p: ScoringSettings,
                                 baseline.avg_trade_size * one, baseline.trades_median * one,
                                 baseline.abs_imbalance * one)
     return factor_arrays(w.bid * one, w.ask * one, w.volume * one, w.trades * one, w.spread * one,
-                         arrays, p, np.array([sweep_strikes]), sweep_volume * one).at(0)
+                         arrays, p, np.array([sweep_strikes]), sweep_volume * one,
+                         np.array([block_trades])).at(0)
 
 
 def signal_class(confidence: float, p: ScoringSettings) -> SignalClass | None:
@@ -210,6 +222,8 @@ def reason(m: PressureMetrics, f: Factors, baseline: Baseline | None,
                f"{baseline.volume_median:,.0f}")
         size = f"avg size {m.avg_trade_size:,.1f} vs {baseline.avg_trade_size:,.1f}"
     sweep = f"; sweep across {f.sweep_strikes} strikes" if f.sweep_strikes else ""
+    if m.block_trades:
+        sweep += f"; {m.block_trades} block print{'s' if m.block_trades > 1 else ''}"
     return (f"{side} volume {vol:,} of {m.total_volume:,} ({f.dominance:.0%} one-sided), "
             f"{ref}; {size}{sweep}; MM score {f.mm:.2f}")
 
@@ -551,6 +565,7 @@ class Scorer:
         volume = bid + ask + total("unknown_volume")
         trades = total("buy_trades") + total("sell_trades") + total("unknown_trades")
         spread = total("spread_volume")
+        swept_volume, blocks = total("sweep_volume"), total("block_trades")
         with np.errstate(invalid="ignore", divide="ignore"):
             vwap = total("notional") / volume
         chain, strike = attrs.chain[codes], attrs.strike[codes]
@@ -562,7 +577,8 @@ class Scorer:
             state.forwards.update(zip([names[x] for x in chains.tolist()], forwards.tolist(),
                                       strict=True))
 
-        sweep_strikes, sweep_volume = self._sweep_clusters(bid, ask, volume, chain, option_type)
+        sweep_strikes, sweep_volume = self._sweep_clusters(bid, ask, swept_volume, chain,
+                                                           option_type)
         bucket_codes = self._bucket_codes(state, codes, chain, strike, option_type)
         has_bucket = bucket_codes >= 0
         scoped = np.ones(k, dtype=bool)
@@ -576,7 +592,7 @@ class Scorer:
         if len(candidates):
             signals = self._score_candidates(
                 state, block, inverse, start_s, candidates, keys, codes, bucket_codes,
-                (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume))
+                (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks))
         imbalance = np.abs(ask - bid).astype(np.int64)
         d_volume, d_trades = volume.astype(np.int64), trades.astype(np.int64)
         if only is not None:
@@ -631,7 +647,8 @@ class Scorer:
                           bucket_codes: np.ndarray, numbers: tuple) -> list[Signal]:
         """Baselines and factors of the candidate windows ``idx`` in one go; Python per signal."""
         p = self.params
-        bid, ask, volume, trades, spread, sweep_strikes, sweep_volume = (x[idx] for x in numbers)
+        bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks = (
+            x[idx] for x in numbers)
         book = state.book
         contract = book.baselines(codes[idx], start_s)
         fallback = np.flatnonzero(~contract.valid & (bucket_codes[idx] >= 0))
@@ -647,7 +664,8 @@ class Scorer:
             chosen = BaselineArrays(valid, contract.days, *merged)
         else:
             chosen = contract
-        f = factor_arrays(bid, ask, volume, trades, spread, chosen, p, sweep_strikes, sweep_volume)
+        f = factor_arrays(bid, ask, volume, trades, spread, chosen, p, sweep_strikes, sweep_volume,
+                          blocks)
         conf = f.confidence
         hits = np.flatnonzero((conf >= p.monitor) & (ask != bid))
         signals = []
@@ -671,25 +689,22 @@ class Scorer:
             state.emitted[(key, start_s)] = CLASS_RANK[cls]
         return signals
 
-    def _sweep_clusters(self, bid: np.ndarray, ask: np.ndarray, volume: np.ndarray,
+    def _sweep_clusters(self, bid: np.ndarray, ask: np.ndarray, swept: np.ndarray,
                         chain: np.ndarray, option_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per contract (strikes, volume) of its same-side cluster, where big enough, else 0.
+        """Per contract (strikes, sweep volume) of its same-side sweep cluster, else 0.
 
-        A cluster is the contracts of one (underlying, expiration) chain, type and side with
-        dominance and volume at or above the sweep thresholds (module docstring).
+        Members are the contracts with sweep prints (``swept`` contracts > 0) of one
+        (underlying, expiration) chain and type, grouped by window side (module docstring).
         """
         p = self.params
-        k = len(volume)
+        k = len(swept)
         strikes, total = np.zeros(k, dtype=np.int64), np.zeros(k)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dominance = np.abs(ask - bid) / volume
-        member = np.flatnonzero((dominance >= p.sweep_dominance) & (volume >= p.sweep_min_volume)
-                                & (option_type >= 0))
+        member = np.flatnonzero((swept > 0) & (option_type >= 0))
         if len(member) < max(p.sweep_min_strikes, 1):
             return strikes, total
         group = (chain[member] * 2 + option_type[member]) * 2 + (ask[member] > bid[member])
         _, which, counts = np.unique(group, return_inverse=True, return_counts=True)
-        sums = np.bincount(which, weights=volume[member])
+        sums = np.bincount(which, weights=swept[member])
         big = counts[which] >= p.sweep_min_strikes
         strikes[member[big]] = counts[which][big]
         total[member[big]] = sums[which][big]
@@ -712,6 +727,7 @@ class Scorer:
             baseline_volume=baseline.volume_median if baseline else 0.0,
             baseline_avg_size=baseline.avg_trade_size if baseline else 0.0,
             sweep_strikes=f.sweep_strikes,
+            block_trades=m.block_trades,
             reason=reason(m, f, baseline, direction, bucket_s),
         )
 

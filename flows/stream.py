@@ -20,10 +20,12 @@ from flows.instruments import InstrumentCatalog, add_version, resolve_trades
 from flows.normalise import NormalisedBatch, TradeBatch, normalise_chunk
 from flows.pressure import WindowTracker, aggregate_parts, shard_key, split_by_shard_and_window
 from flows.spreads import attribute_spread_legs, spread_legs
+from flows.sweeps import TapeRules, block_prints, sweep_prints
 from flows.validate import MAX_SKEW_NS, plausible_clock, validate_trades
 from models.batch import SourceBatch
 from models.records import (
     BatchStats,
+    Contract,
     DeadLetters,
     Heartbeat,
     InstrumentDefinition,
@@ -61,6 +63,28 @@ def _classify(trades: TradeBatch, state: StreamState, catalog: InstrumentCatalog
         method[is_leg] = np.where(leg_side[is_leg] != 0, SideMethod.FLAG, SideMethod.UNKNOWN)
     spread = spread_legs(trades.ts_event, ids, side) | is_leg | is_spread
     return side, method, spread
+
+
+def _tape_tags(trades: TradeBatch, side: np.ndarray, spread: np.ndarray, contract_of: np.ndarray,
+               contracts: list[Contract], rules: TapeRules) -> tuple[np.ndarray, np.ndarray]:
+    """Sweep and block prints of a batch (:mod:`flows.sweeps`); spread flow is neither."""
+    if len(side) == 0:
+        empty = np.zeros(0, dtype=bool)
+        return empty, empty
+    chains: dict[tuple[str, int], int] = {}
+    chain = np.array([chains.setdefault((c.underlying, c.expiration_ns), len(chains))
+                      if c.option_type in ("C", "P") and c.expiration_ns is not None
+                      and c.strike_price is not None else -1 for c in contracts], dtype=np.int64)
+    option_type = np.array([{"C": 0, "P": 1}.get(c.option_type, -1) for c in contracts],
+                           dtype=np.int8)
+    strike = np.array([-1 if c.strike_price is None else c.strike_price for c in contracts],
+                      dtype=np.int64)
+    threshold = np.array([rules.block_threshold(c.underlying) for c in contracts], dtype=np.int64)
+    size = trades.size.astype(np.int64)
+    sweep = sweep_prints(trades.ts_event, side, size, chain[contract_of],
+                         option_type[contract_of], strike[contract_of], ~spread, rules)
+    block = block_prints(size, threshold[contract_of]) & ~spread
+    return sweep, block
 
 
 def normalise_batch(batch: SourceBatch) -> tuple[SourceBatch, NormalisedBatch]:
@@ -107,8 +131,10 @@ class StreamProcessor:
 
     def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int,
                  shards: int = 16, symbology: dict[str, frozenset[int]] | None = None,
-                 max_skew_ns: int = MAX_SKEW_NS, merged_clock: bool = False) -> None:
+                 max_skew_ns: int = MAX_SKEW_NS, merged_clock: bool = False,
+                 tape: TapeRules | None = None) -> None:
         self.catalog = catalog
+        self.tape = tape or TapeRules()
         self.window_ns = window_ns
         self.lateness_ns = lateness_ns
         self.shards = shards
@@ -147,12 +173,15 @@ class StreamProcessor:
         contract_of, contracts = resolve_trades(
             trades.instrument_id, trades.ts_recv, self.catalog, state.definitions)
         side, method, spread = _classify(trades, state, self.catalog)
+        sweep, block = _tape_tags(trades, side, spread, contract_of, contracts, self.tape)
         parts = aggregate_parts(
             trades.ts_event, trades.instrument_id, trades.price, trades.size, side, method,
             window_ns=self.window_ns,
             source=batch.source,
             seq=batch.seq,
             spread=spread,
+            sweep=sweep,
+            block=block,
             contract_of=contract_of,
             contracts=contracts,
         )

@@ -229,6 +229,12 @@ class WindowPart:
     late: bool = False
     spread_volume: int = 0
     """Contracts traded as legs of multi-leg matches (:mod:`flows.spreads`)."""
+    sweep_volume: int = 0
+    """Contracts in sweep prints (:mod:`flows.sweeps`)."""
+    block_volume: int = 0
+    """Contracts in block prints (one print ≥ the product's block size)."""
+    block_trades: int = 0
+    """Number of block prints."""
 
     @property
     def total_volume(self) -> int:
@@ -336,6 +342,9 @@ class PressureMetrics(BaseModel):
     tick_volume: int
     parts: int
     spread_volume: int = 0
+    sweep_volume: int = 0
+    block_volume: int = 0
+    block_trades: int = 0
 
 
 
@@ -367,6 +376,9 @@ PART_COLUMNS: dict[str, str] = {
     "tick_volume": "int64",
     "late": "bool",
     "spread_volume": "int64",
+    "sweep_volume": "int64",
+    "block_volume": "int64",
+    "block_trades": "int64",
 }
 """Columns of a :class:`PartBlock` and their numpy dtypes. ``expiration_ns`` is
 -1 and ``strike_price`` is ``UNDEF_PRICE`` where undefined."""
@@ -463,6 +475,9 @@ class PartBlock:
                     tick_volume=int(c["tick_volume"][i]),
                     late=bool(c["late"][i]),
                     spread_volume=int(c["spread_volume"][i]),
+                    sweep_volume=int(c["sweep_volume"][i]),
+                    block_volume=int(c["block_volume"][i]),
+                    block_trades=int(c["block_trades"][i]),
                 )
             )
         return rows

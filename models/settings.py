@@ -76,8 +76,13 @@ class ScoringSettings(BaseSettings):
     size_full: float = Field(default=8.0, gt=1)
     sample_volume: float = Field(default=100.0, gt=0)
     sweep_min_strikes: int = Field(default=3, ge=2)
-    sweep_dominance: float = Field(default=0.8, ge=0, le=1)
+    sweep_interval_s: float = Field(default=1.0, gt=0, le=300)
+    """A sweep's prints fall inside one interval this long (:mod:`flows.sweeps`)."""
     sweep_min_volume: float = Field(default=20.0, ge=0)
+    block_min_lots: int = Field(default=50, ge=1)
+    """One print of at least this many contracts is a block."""
+    block_min_lots_by_product: dict[str, int] = Field(default_factory=dict)
+    """Per-product block sizes by underlying-symbol prefix, JSON: ``{"NQ": 50, "ES": 100}``."""
     strong: float = Field(default=0.75, ge=0, le=1)
     moderate: float = Field(default=0.55, ge=0, le=1)
     monitor: float = Field(default=0.35, ge=0, le=1)

@@ -66,6 +66,8 @@ class Signal(BaseModel):
     baseline_avg_size: float
     sweep_strikes: int = 0
     """Strikes in the same-side sweep cluster this window belongs to (0: none)."""
+    block_trades: int = 0
+    """Block prints in the window (one print ≥ the product's block size; 0: none)."""
     reason: str = ""
 
     @property

@@ -397,6 +397,7 @@ def parts_table(block: PartBlock) -> pa.Table:
 _VOLUME_COLUMNS = (
     "bid_volume", "ask_volume", "unknown_volume", "buy_trades", "sell_trades",
     "unknown_trades", "flag_volume", "quote_volume", "tick_volume", "spread_volume",
+    "sweep_volume", "block_volume", "block_trades",
 )
 
 

@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS ifd.pressure_parts
     tick_volume      UInt64,
     late             UInt8,
     spread_volume    UInt64 DEFAULT 0,
+    sweep_volume     UInt64 DEFAULT 0,
+    block_volume     UInt64 DEFAULT 0,
+    block_trades     UInt64 DEFAULT 0,
     inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
@@ -67,6 +70,10 @@ SETTINGS non_replicated_deduplication_window = 1000;
 
 -- databases created before spread detection
 ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS spread_volume UInt64 DEFAULT 0 AFTER late;
+-- databases created before sweep and block tags
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS sweep_volume UInt64 DEFAULT 0 AFTER spread_volume;
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS block_volume UInt64 DEFAULT 0 AFTER sweep_volume;
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS block_trades UInt64 DEFAULT 0 AFTER block_volume;
 
 -- Final numbers: one row per (contract, window).
 CREATE OR REPLACE VIEW ifd.pressure_metrics AS
@@ -100,6 +107,9 @@ SELECT
     tick_volume,
     unknown_volume AS unknown_method_volume,
     spread_volume,
+    sweep_volume,
+    block_volume,
+    block_trades,
     parts
 FROM
 (
@@ -127,6 +137,9 @@ FROM
         sum(quote_volume) AS quote_volume,
         sum(tick_volume) AS tick_volume,
         sum(spread_volume) AS spread_volume,
+        sum(sweep_volume) AS sweep_volume,
+        sum(block_volume) AS block_volume,
+        sum(block_trades) AS block_trades,
         count() AS parts
     FROM ifd.pressure_parts FINAL
     GROUP BY window_start, contract_key
@@ -245,6 +258,7 @@ CREATE TABLE IF NOT EXISTS ifd.ifd_signals
     baseline_volume   Float64,
     baseline_avg_size Float64,
     sweep_strikes     UInt16,
+    block_trades      UInt32 DEFAULT 0,
     reason            String,
     inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
@@ -252,6 +266,9 @@ ENGINE = ReplacingMergeTree(inserted_at)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (window_start, contract_key)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+-- databases created before block tags
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS block_trades UInt32 DEFAULT 0 AFTER sweep_strikes;
 
 -- Baselines computed by the baseline job (python -m tools.baseline_job), for inspection and boards.
 CREATE TABLE IF NOT EXISTS ifd.baselines

@@ -233,7 +233,8 @@ def test_scorer_learns_baselines_online_then_flags_the_abnormal_window():
     assert "6-day 07:30 CT contract median" in signal.reason
 
 
-def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int) -> PartBlock:
+def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int, *,
+                 sweep: int = 0) -> PartBlock:
     start = (SESSIONS[day] + T1330) * 10**9
     parts = [
         WindowPart(
@@ -244,7 +245,7 @@ def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int) 
             ask_volume=ask, unknown_volume=0, buy_trades=trades if ask else 0,
             sell_trades=trades if bid else 0, unknown_trades=0, notional=10.0 * (bid + ask),
             max_trade_size=10, first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask,
-            quote_volume=0, tick_volume=0,
+            quote_volume=0, tick_volume=0, sweep_volume=sweep,
         )
         for k in strikes
     ]
@@ -260,13 +261,24 @@ def test_scorer_flags_a_same_side_sweep_across_strikes_not_two_strikes(swept_str
     for day in range(6):
         scorer.score(state, _chain_block(day, chain, 3, 3, 3))
     swept = chain[:swept_strikes]
-    block = PartBlock.concat([_chain_block(6, swept, 0, 30, 6),
+    block = PartBlock.concat([_chain_block(6, swept, 0, 30, 6, sweep=30),
                               _chain_block(6, chain[swept_strikes:], 3, 3, 3)])
     signals = scorer.score(state, block)
     assert len(signals) == expected_signals
     for s in signals:
         assert s.sweep_strikes == 4 and s.direction is Direction.BUY
         assert "sweep across 4 strikes" in s.reason
+
+
+def test_same_side_flow_on_many_strikes_without_sweep_prints_is_no_sweep():
+    # a sharp move: one-sided buying on every strike of the expiry, but spread over the window
+    # (no near-simultaneous prints), so no strike is tagged and 30 lots stay below MONITOR
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    state = scorer.new_state()
+    chain = [21400, 21450, 21500, 21550, 21600, 21650]
+    for day in range(6):
+        scorer.score(state, _chain_block(day, chain, 3, 3, 3))
+    assert scorer.score(state, _chain_block(6, chain, 0, 30, 6)) == []
 
 
 def _puts(block: PartBlock) -> PartBlock:
@@ -286,8 +298,8 @@ def test_scorer_state_snapshot_keeps_its_contracts_when_the_live_state_learns_ne
         scorer.score(reference, _chain_block(day, chain, 3, 3, 3))
     clone = state.snapshot()
     new = [21500, 21550, 21600]  # calls in the live state, puts in the snapshot: same new codes
-    scorer.score(state, _chain_block(6, new, 0, 30, 6))
-    puts = _puts(_chain_block(6, new, 30, 0, 6))
+    scorer.score(state, _chain_block(6, new, 0, 30, 6, sweep=30))
+    puts = _puts(_chain_block(6, new, 30, 0, 6, sweep=30))
     from_clone = scorer.score(clone, puts)
     assert [s.model_dump() for s in from_clone] == [
         s.model_dump() for s in scorer.score(reference, puts)]

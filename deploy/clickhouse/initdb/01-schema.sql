@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS ifd.pressure_parts
     tick_volume      UInt64,
     late             UInt8,
     spread_volume    UInt64 DEFAULT 0,
+    sweep_volume     UInt64 DEFAULT 0,
+    block_volume     UInt64 DEFAULT 0,
+    block_trades     UInt64 DEFAULT 0,
     inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
@@ -41,6 +44,12 @@ ORDER BY (window_start, source, batch_seq, instrument_id, first_trade_ts)
 SETTINGS non_replicated_deduplication_window = 1000;
 
 ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS spread_volume UInt64 DEFAULT 0 AFTER late;
+
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS sweep_volume UInt64 DEFAULT 0 AFTER spread_volume;
+
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS block_volume UInt64 DEFAULT 0 AFTER sweep_volume;
+
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS block_trades UInt64 DEFAULT 0 AFTER block_volume;
 
 CREATE OR REPLACE VIEW ifd.pressure_metrics AS
 SELECT
@@ -73,6 +82,9 @@ SELECT
     tick_volume,
     unknown_volume AS unknown_method_volume,
     spread_volume,
+    sweep_volume,
+    block_volume,
+    block_trades,
     parts
 FROM
 (
@@ -100,6 +112,9 @@ FROM
         sum(quote_volume) AS quote_volume,
         sum(tick_volume) AS tick_volume,
         sum(spread_volume) AS spread_volume,
+        sum(sweep_volume) AS sweep_volume,
+        sum(block_volume) AS block_volume,
+        sum(block_trades) AS block_trades,
         count() AS parts
     FROM ifd.pressure_parts FINAL
     GROUP BY window_start, contract_key
@@ -212,6 +227,7 @@ CREATE TABLE IF NOT EXISTS ifd.ifd_signals
     baseline_volume   Float64,
     baseline_avg_size Float64,
     sweep_strikes     UInt16,
+    block_trades      UInt32 DEFAULT 0,
     reason            String,
     inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
@@ -219,6 +235,8 @@ ENGINE = ReplacingMergeTree(inserted_at)
 PARTITION BY toYYYYMM(window_start)
 ORDER BY (window_start, contract_key)
 SETTINGS non_replicated_deduplication_window = 1000;
+
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS block_trades UInt32 DEFAULT 0 AFTER sweep_strikes;
 
 CREATE TABLE IF NOT EXISTS ifd.baselines
 (

@@ -1,0 +1,113 @@
+"""Sweeps and blocks: the prints institutional flow leaves on the tape.
+
+**Sweep.** An institution that needs size at once sends one order (or a burst of them) that
+lifts offers (or hits bids) on several strikes of one expiry: the prints are same-side,
+aggressive and near-simultaneous. Rule: prints of one (underlying, expiration, option type)
+with the same aggressor side on at least ``min_strikes`` distinct strikes, inside one interval
+of ``interval_ns`` (default 1 s), totalling at least ``min_volume`` contracts, are sweep
+prints. Intervals are aligned on two grids offset by half an interval (``ts // interval`` and
+``(ts + interval/2) // interval``), so any such burst that spans at most half the interval is
+found wherever it falls, and the result does not depend on how the stream is cut into
+batches beyond the batch edge itself. Spread trades and leg prints are never sweep prints.
+An expiry-wide move made of independent small trades over minutes is not a sweep.
+
+**Block.** One print of at least ``block_min_lots`` contracts (per product: the longest
+matching prefix of the underlying symbol in ``block_min_lots_by_product``, e.g. ``{"NQ":
+50, "ES": 100}``).
+
+Both are counted per contract-window (``sweep_volume``, ``block_volume``, ``block_trades``)
+and become tags of a signal. Sources: the sweep/block vocabulary of options order-flow
+services (e.g. CBOE LiveVol "sweep" = an order executed across strikes or venues at once);
+the 1 s default is this project's choice, configurable as ``IFD_SCORING_SWEEP_INTERVAL_S``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TapeRules:
+    """Thresholds of :func:`sweep_prints` and :func:`block_prints`.
+
+    Attributes
+    ----------
+    interval_ns : int
+        Sweep interval, ns (> 0).
+    min_strikes : int
+        Distinct strikes a sweep needs (≥ 2).
+    min_volume : int
+        Contracts a sweep needs over all its prints.
+    block_min_lots : int
+        Contracts of one print that make it a block (default for every product).
+    block_min_lots_by_product : dict[str, int]
+        Per-product thresholds by underlying-symbol prefix (``"NQ"`` matches ``NQZ6``).
+    """
+
+    interval_ns: int = 1_000_000_000
+    min_strikes: int = 3
+    min_volume: int = 20
+    block_min_lots: int = 50
+    block_min_lots_by_product: dict[str, int] = field(default_factory=dict)
+
+    def block_threshold(self, underlying: str) -> int:
+        """Block threshold (contracts) for an underlying symbol: longest matching prefix."""
+        best, best_len = self.block_min_lots, -1
+        for prefix, lots in self.block_min_lots_by_product.items():
+            if underlying.startswith(prefix) and len(prefix) > best_len:
+                best, best_len = lots, len(prefix)
+        return best
+
+
+def sweep_prints(ts_event: np.ndarray, side: np.ndarray, size: np.ndarray, chain: np.ndarray,
+                 option_type: np.ndarray, strike: np.ndarray, eligible: np.ndarray,
+                 rules: TapeRules) -> np.ndarray:
+    """Mark the prints that belong to a sweep (module docstring).
+
+    Parameters
+    ----------
+    ts_event : int64[n]
+        ns since epoch UTC.
+    side : int8[n]
+        Aggressor side, +1 buy / −1 sell / 0 unknown (unknown prints never sweep).
+    size : int64[n]
+        Contracts.
+    chain : int64[n]
+        Code of each print's (underlying, expiration); −1 for non-options.
+    option_type : int8[n]
+        0 call, 1 put, −1 other.
+    strike : int64[n]
+        Fixed-point 1e-9 strike.
+    eligible : bool[n]
+        False for prints that may not sweep (spread trades, leg prints).
+
+    Returns
+    -------
+    bool[n]
+    """
+    n = len(ts_event)
+    out = np.zeros(n, dtype=bool)
+    ok = np.flatnonzero(eligible & (side != 0) & (chain >= 0) & (option_type >= 0))
+    if len(ok) < rules.min_strikes:
+        return out
+    group = (chain[ok] * 2 + option_type[ok]) * 2 + (side[ok] > 0)
+    for offset in (0, rules.interval_ns // 2):
+        cell = (ts_event[ok] + offset) // rules.interval_ns
+        # (group, cell) runs; distinct strikes and volume per run
+        order = np.lexsort((strike[ok], cell, group))
+        g, c, k = group[order], cell[order], strike[ok][order]
+        new_run = np.r_[True, (g[1:] != g[:-1]) | (c[1:] != c[:-1])]
+        run = np.cumsum(new_run) - 1
+        new_strike = new_run | np.r_[True, k[1:] != k[:-1]]
+        strikes = np.bincount(run, weights=new_strike)
+        volume = np.bincount(run, weights=size[ok][order])
+        hit = (strikes >= rules.min_strikes) & (volume >= rules.min_volume)
+        out[ok[order[hit[run]]]] = True
+    return out
+
+
+def block_prints(size: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """Mark block prints: ``size ≥ threshold`` (both int64[n]; thresholds per print)."""
+    return size >= threshold
