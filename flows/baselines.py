@@ -33,6 +33,7 @@ average trade size (volume ÷ trades), median trade count and mean |imbalance|.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -80,22 +81,27 @@ class Baseline:
         return (volume - self.volume_median) / self.volume_scale
 
 
-_VOLUME, _TRADES, _IMBALANCE, _ADDS = 0, 1, 2, 3
-"""Columns of a day array: volume, trades, |ask − bid| volume, number of adds (presence)."""
-_CELL = np.int32
-"""Day-array dtype: a contract's volume in one 30-minute slot of one day stays far below 2^31."""
+_VOLUME, _TRADES, _IMBALANCE, _ADDS, _SQUARES = 0, 1, 2, 3, 4
+"""Columns of a day array: volume, trades, |ask − bid| volume, windows added (presence), and
+the sum of squared window volumes (the window-level second moment)."""
+_NCOL = 5
+_CELL = np.float32
+"""Day-array dtype: integer sums stay exact below 2^24 contracts per slot and day; squares keep
+float32's relative precision (~6e-8), plenty for a variance."""
+_NEVER = np.iinfo(np.int64).max
 
 
 class BaselineArrays(NamedTuple):
     """Baselines of many keys at once (one time-of-day bucket, one scored day).
 
     Every attribute is a float64 array of shape (k,) aligned with the codes asked for, except
-    ``valid`` (bool, (k,): a baseline exists) and ``days`` (trading days covered, same for all).
+    ``valid`` (bool, (k,): a baseline exists) and ``days`` (int64, (k,): the key's listed
+    trading days the statistics cover).
     Meanings and units as in :class:`Baseline`; entries where ``valid`` is false are 0.
     """
 
     valid: np.ndarray
-    days: int
+    days: np.ndarray
     volume_median: np.ndarray
     volume_scale: np.ndarray
     avg_trade_size: np.ndarray
@@ -106,7 +112,8 @@ class BaselineArrays(NamedTuple):
         """Return the :class:`Baseline` of entry ``i`` (None where ``valid`` is false)."""
         if not self.valid[i]:
             return None
-        return Baseline(scope=scope, days=self.days, volume_median=float(self.volume_median[i]),
+        return Baseline(scope=scope, days=int(self.days[i]),
+                        volume_median=float(self.volume_median[i]),
                         volume_scale=float(self.volume_scale[i]),
                         avg_trade_size=float(self.avg_trade_size[i]),
                         trades_median=float(self.trades_median[i]),
@@ -149,6 +156,8 @@ class BaselineBook:
         self._rows = np.full((0, 86_400 // tod_bucket_s), -1, dtype=np.int32)
         """code × tod slot → row (−1: none)."""
         self._n_rows = 0
+        self._first = np.full(0, _NEVER, dtype=np.int64)
+        """code → first trading day it received a window (its listing, as far as the book knows)."""
         self._days: dict[int, np.ndarray] = {}
         self._shared: set[int] = set()
         self._rows_shared = False
@@ -232,9 +241,9 @@ class BaselineBook:
     def _day_array(self, day: int, rows: int) -> np.ndarray:
         arr = self._days.get(day)
         if arr is None:
-            arr = np.zeros((max(rows, 64), 4), dtype=_CELL)
+            arr = np.zeros((max(rows, 64), _NCOL), dtype=_CELL)
         elif len(arr) < rows:
-            grown = np.zeros((max(rows, 2 * len(arr)), 4), dtype=_CELL)
+            grown = np.zeros((max(rows, 2 * len(arr)), _NCOL), dtype=_CELL)
             grown[: len(arr)] = arr
             arr = grown
         elif day in self._shared:
@@ -246,7 +255,8 @@ class BaselineBook:
         return arr
 
     def add_codes(self, codes: np.ndarray, window_start_s: int, volume: np.ndarray,
-                  trades: np.ndarray, abs_imbalance_volume: np.ndarray) -> None:
+                  trades: np.ndarray, abs_imbalance_volume: np.ndarray,
+                  squares: np.ndarray | None = None) -> None:
         """Add closed windows' numbers of one window start (vectorised; codes may repeat).
 
         Parameters
@@ -257,17 +267,27 @@ class BaselineBook:
             Window start, s since epoch UTC (sets the day and tod bucket).
         volume, trades, abs_imbalance_volume : array-like of int, shape (k,)
             Contracts, trades and |ask − bid| contracts (differences are allowed).
+        squares : array-like, shape (k,), optional
+            Change of the squared window volume (default ``volume²``; a correction that moves a
+            window from v to v + d passes ``(v + d)² − v²``).
         """
         if len(codes) == 0:
             return
         day = self._day(window_start_s)
         self._note_day(day)
-        rows = self._row_ids(np.asarray(codes, dtype=np.int64), self._slot(window_start_s),
-                             create=True)
+        codes = np.asarray(codes, dtype=np.int64)
+        rows = self._row_ids(codes, self._slot(window_start_s), create=True)
+        if len(self._first) < len(self._keys):
+            grown = np.full(max(len(self._keys), 2 * len(self._first), 64), _NEVER, dtype=np.int64)
+            grown[: len(self._first)] = self._first
+            self._first = grown
+        np.minimum.at(self._first, codes, day)
         arr = self._day_array(day, self._n_rows)
-        values = np.empty((len(rows), 4), dtype=_CELL)
+        values = np.empty((len(rows), _NCOL), dtype=_CELL)
+        volume = np.asarray(volume, dtype=np.float64)
         values[:, _VOLUME], values[:, _TRADES] = volume, trades
         values[:, _IMBALANCE], values[:, _ADDS] = abs_imbalance_volume, 1
+        values[:, _SQUARES] = volume * volume if squares is None else squares
         if len(rows) < 2 or (np.diff(np.sort(rows)) != 0).all():
             arr[rows] += values  # distinct rows (a window's contracts): plain fancy-index add
         else:
@@ -312,6 +332,7 @@ class BaselineBook:
         clone.trading_days = list(self.trading_days)
         clone._codes = dict(self._codes)
         clone._keys = list(self._keys)
+        clone._first = self._first.copy()
         clone._days = dict(self._days)
         clone._shared = set(self._days)
         clone._rows_shared = True
@@ -325,6 +346,22 @@ class BaselineBook:
         memo[id(self)] = clone
         return clone
 
+    def __setstate__(self, state: dict) -> None:
+        """Restore a pickled book; books from before window-level squares are upgraded."""
+        days = state.get("_days", {})
+        if days and next(iter(days.values())).shape[1] == _SQUARES:
+            for d, a in list(days.items()):  # squares as if the slot's windows were equal
+                up = np.zeros((len(a), _NCOL), dtype=_CELL)
+                up[:, :_SQUARES] = a
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    up[:, _SQUARES] = np.where(a[:, _ADDS] > 0,
+                                               a[:, _VOLUME].astype(float) ** 2 / a[:, _ADDS], 0.0)
+                days[d] = up
+        if "_first" not in state:  # listed since the oldest day held
+            oldest = min(state.get("trading_days") or [0])
+            state["_first"] = np.full(len(state.get("_keys", [])), oldest, dtype=np.int64)
+        self.__dict__.update(state)
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_days"] = {d: a[: self._n_rows] for d, a in self._days.items()}
@@ -335,25 +372,44 @@ class BaselineBook:
 
     # --- statistics ---------------------------------------------------------------------------
 
-    def baselines(self, codes: np.ndarray, window_start_s: int) -> BaselineArrays:
+    def baselines(self, codes: np.ndarray, window_start_s: int, *,
+                  per: str = "window") -> BaselineArrays:
         """Baselines of ``codes`` (int64, (k,), −1 allowed) for one window, from prior days.
 
-        Statistics over the last ``lookback_days`` trading days before the window's day (module
-        docstring); ``valid`` is false with fewer than ``min_days`` prior trading days or when
-        the key has no window in this bucket on any of them.
+        The days are the last ``lookback_days`` trading days before the window's day whose
+        session was open in this bucket, and of those only the ones on or after each key's
+        first day in the book (its listing as far as the book knows: days before it are
+        absent, not zero). ``valid`` is false with fewer than ``min_days`` such days or no
+        window in this bucket on any of them.
+
+        ``per`` sets the unit the statistics describe:
+
+        - ``"window"`` (contracts): every window of the bucket on every listed day counts,
+          zero where the key did not trade;
+        - ``"trading"`` (strike-distance buckets): per contract-window that traded, i.e. the
+          bucket's sums divided by the contract-windows added to it, so one contract is
+          compared with one peer, not with the sum of the bucket.
+
+        Statistics (module docstring): median of the daily means, σ from the window-level
+        second moment ``sqrt(E[v²] − E[v]²)`` floored at the compound-Poisson σ, pooled lot
+        size, median trades, mean |imbalance| share.
         """
+        if per not in ("window", "trading"):
+            msg = f"per must be 'window' or 'trading', got {per!r}"
+            raise ValueError(msg)
         day, slot = self._day(window_start_s), self._slot(window_start_s)
         bucket_start = slot * self.tod_bucket_s
         sessions = cme_sessions()
         prior = [d for d in self.trading_days
                  if d < day and bucket_start < sessions.close_second(d)][-self.lookback_days:]
+        codes = np.asarray(codes, dtype=np.int64)
         k = len(codes)
         zeros = np.zeros(k)
-        if len(prior) < self.min_days or k == 0:
-            return BaselineArrays(np.zeros(k, dtype=bool), len(prior), zeros, zeros, zeros,
-                                  zeros, zeros)
-        rows = self._row_ids(np.asarray(codes, dtype=np.int64), slot, create=False)
-        cube = np.zeros((k, len(prior), 4))
+        if not prior or k == 0:
+            return BaselineArrays(np.zeros(k, dtype=bool), np.zeros(k, dtype=np.int64), zeros,
+                                  zeros, zeros, zeros, zeros)
+        rows = self._row_ids(codes, slot, create=False)
+        cube = np.zeros((k, len(prior), _NCOL))
         have = rows >= 0
         for j, d in enumerate(prior):
             arr = self._days.get(d)
@@ -361,33 +417,51 @@ class BaselineBook:
                 continue
             inside = have & (rows < len(arr))
             cube[inside, j] = arr[rows[inside]]
-        valid = np.asarray((cube[:, :, _ADDS] > 0).any(axis=1), dtype=bool)
+        known = (codes >= 0) & (codes < len(self._first))
+        first = np.full(k, _NEVER, dtype=np.int64)
+        first[known] = self._first[codes[known]]
+        listed = np.asarray(prior, dtype=np.int64)[None, :] >= first[:, None]
+        n_days = listed.sum(axis=1)
+        adds = np.where(listed, cube[:, :, _ADDS], 0.0)
+        valid = (n_days >= self.min_days) & (adds > 0).any(axis=1)
         per_bucket = max(1, self.tod_bucket_s // self.window_s)
-        volume = cube[:, :, _VOLUME] / per_bucket
-        trades = cube[:, :, _TRADES] / per_bucket
-        median = np.median(volume, axis=1)
-        mad = np.median(np.abs(volume - median[:, None]), axis=1)
-        total_volume = cube[:, :, _VOLUME].sum(axis=1)
-        total_trades = cube[:, :, _TRADES].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        volume = np.where(listed, cube[:, :, _VOLUME], 0.0)
+        trades = np.where(listed, cube[:, :, _TRADES], 0.0)
+        if per == "window":
+            denom = np.where(listed, float(per_bucket), np.nan)
+        else:
+            denom = np.where(listed & (adds > 0), adds, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: invalid anyway
+            median = np.nan_to_num(np.nanmedian(volume / denom, axis=1))
+            trades_median = np.nan_to_num(np.nanmedian(trades / denom, axis=1))
+            windows = np.nansum(np.where(np.isnan(denom), 0.0, denom), axis=1)
+            total_volume, total_trades = volume.sum(axis=1), trades.sum(axis=1)
+            mean = np.where(windows > 0, total_volume / windows, 0.0)
+            second = np.where(windows > 0,
+                              np.where(listed, cube[:, :, _SQUARES], 0.0).sum(axis=1) / windows, 0.0)
             pooled = np.where(total_trades != 0, total_volume / total_trades, 1.0)
-            imbalance = np.where(total_volume != 0,
-                                 cube[:, :, _IMBALANCE].sum(axis=1) / total_volume, 0.0)
-        scale = np.maximum(MAD_TO_SIGMA * mad, np.sqrt(2.0 * volume.mean(axis=1) * pooled + 1.0))
+            imbalance = np.where(total_volume != 0, np.where(listed, cube[:, :, _IMBALANCE], 0.0)
+                                 .sum(axis=1) / total_volume, 0.0)
+        variance = np.maximum(second - mean * mean, 0.0)
+        scale = np.maximum(np.sqrt(variance), np.sqrt(2.0 * mean * pooled + 1.0))
 
         def keep(x: np.ndarray) -> np.ndarray:
             return np.where(valid, x, 0.0)
 
-        return BaselineArrays(valid, len(prior), keep(median), keep(scale),
-                              keep(np.where(total_trades != 0, pooled, 0.0)),
-                              keep(np.median(trades, axis=1)), keep(imbalance))
+        return BaselineArrays(valid, np.where(valid, n_days, 0).astype(np.int64), keep(median),
+                              keep(scale), keep(np.where(total_trades != 0, pooled, 0.0)),
+                              keep(trades_median), keep(imbalance))
 
     def baseline(self, key: str, scope: str, window_start_s: int) -> Baseline | None:
         """Baseline of ``key`` for the window's tod bucket from days *before* its day.
 
-        Returns None with fewer than ``min_days`` prior trading days or no history in the bucket.
+        ``scope`` ``bucket`` uses per-contract-window statistics (:meth:`baselines`,
+        ``per="trading"``). Returns None with fewer than ``min_days`` listed prior trading
+        days or no history in the bucket.
         """
-        return self.baselines(self.known([key]), window_start_s).at(0, scope)
+        per = "trading" if scope == "bucket" else "window"
+        return self.baselines(self.known([key]), window_start_s, per=per).at(0, scope)
 
 
 def add_history(book: BaselineBook, table: Any) -> None:

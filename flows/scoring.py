@@ -30,7 +30,9 @@ print ≥ ``block_min_lots``, per product ``block_min_lots_by_product``) sets
 the size factor to 1 and tags the signal with its block count.
 
 Classes: ``STRONG`` ≥ ``strong``, ``MODERATE`` ≥ ``moderate``, ``MONITOR`` ≥
-``monitor``; below that no signal. Direction: BUY when ask volume (offers
+``monitor``; below that no signal. A window with no baseline at all (neither its
+contract's nor its bucket's) signals only with a sweep or block tag: one-sided
+volume alone says nothing without a reference. Direction: BUY when ask volume (offers
 lifted) exceeds bid volume, SELL otherwise.
 
 **Market-maker filter.** Liquidity providers trade both sides in small lots
@@ -181,9 +183,10 @@ def factors(w: WindowNumbers, baseline: Baseline | None, p: ScoringSettings,
     """
     one = np.ones(1)
     if baseline is None:
-        arrays = BaselineArrays(np.zeros(1, dtype=bool), 0, 0 * one, one, 0 * one, 0 * one, 0 * one)
+        arrays = BaselineArrays(np.zeros(1, dtype=bool), np.zeros(1, dtype=np.int64), 0 * one, one,
+                                0 * one, 0 * one, 0 * one)
     else:
-        arrays = BaselineArrays(np.ones(1, dtype=bool), baseline.days,
+        arrays = BaselineArrays(np.ones(1, dtype=bool), np.array([baseline.days]),
                                 baseline.volume_median * one, baseline.volume_scale * one,
                                 baseline.avg_trade_size * one, baseline.trades_median * one,
                                 baseline.abs_imbalance * one)
@@ -304,13 +307,28 @@ def chain_forwards(chain: np.ndarray, expiration: np.ndarray, strike: np.ndarray
     return chains[starts], median
 
 
+DTE_EDGES_DAYS = (1.0, 2.0, 7.0, 30.0)
+"""Days-to-expiry classes of the strike-distance buckets: < 1 day (0DTE, the expiry session),
+1-2, 2-7, 7-30 and ≥ 30 days, so expiry-day ATM volume is compared with expiry days."""
+DTE_LABELS = ("0d", "1d", "2-6d", "7-29d", "30d+")
+
+
+def dte_class(expiration_ns: np.ndarray, at_ns: int) -> np.ndarray:
+    """Index into :data:`DTE_LABELS` of each expiration (int64 ns UTC) seen at ``at_ns``."""
+    days = (np.asarray(expiration_ns, dtype=np.int64) - at_ns) / 86_400e9
+    return np.searchsorted(np.asarray(DTE_EDGES_DAYS), days, side="right").astype(np.int64)
+
+
 def bucket_key(underlying: str, option_type: str, strike: float, forward: float | None,
-               step_pct: float) -> str | None:
-    """Strike-distance bucket key ``underlying|type|±n`` (n steps of ``step_pct`` % of F)."""
+               step_pct: float, dte: int = 0) -> str | None:
+    """Bucket key ``underlying|type|±n|dte``: n steps of ``step_pct`` % of F, DTE class label.
+
+    ``dte`` indexes :data:`DTE_LABELS` (:func:`dte_class`).
+    """
     if forward is None or forward <= 0 or option_type not in ("C", "P") or math.isnan(strike):
         return None
     steps = round((strike - forward) / forward * 100.0 / step_pct)
-    return f"{underlying}|{option_type}|{steps:+d}"
+    return f"{underlying}|{option_type}|{steps:+d}|{DTE_LABELS[dte]}"
 
 
 class ContractAttributes:
@@ -473,7 +491,7 @@ class Scorer:
         self.new_book = new_book
         self.history = history
         self.correction_horizon_s = correction_horizon_s
-        self._bucket_names: dict[tuple[str, str, int], str] = {}
+        self._bucket_names: dict[tuple[str, str, int, int], str] = {}
 
     def new_state(self) -> ScorerState:
         """Fresh shard state (a deep copy of the preloaded history, if any)."""
@@ -579,7 +597,7 @@ class Scorer:
 
         sweep_strikes, sweep_volume = self._sweep_clusters(bid, ask, swept_volume, chain,
                                                            option_type)
-        bucket_codes = self._bucket_codes(state, codes, chain, strike, option_type)
+        bucket_codes = self._bucket_codes(state, codes, chain, strike, option_type, start_s)
         has_bucket = bucket_codes >= 0
         scoped = np.ones(k, dtype=bool)
         keys = c["contract_key"][first]
@@ -595,19 +613,21 @@ class Scorer:
                 (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks))
         imbalance = np.abs(ask - bid).astype(np.int64)
         d_volume, d_trades = volume.astype(np.int64), trades.astype(np.int64)
+        squares = volume * volume
         if only is not None:
             before = np.array([only.get(key, (0, 0, 0)) for key in keys.tolist()],
                               dtype=np.int64).reshape(k, 3)
             d_volume, d_trades = d_volume - before[:, 0], d_trades - before[:, 1]
             imbalance = imbalance - before[:, 2]
+            squares = squares - before[:, 0].astype(float) ** 2
         # the contracts' and their buckets' rows in one vectorised add
         to = np.concatenate([np.flatnonzero(scoped), np.flatnonzero(scoped & has_bucket)])
         book.add_codes(np.concatenate([codes[scoped], bucket_codes[scoped & has_bucket]]),
-                       start_s, d_volume[to], d_trades[to], imbalance[to])
+                       start_s, d_volume[to], d_trades[to], imbalance[to], squares[to])
         return signals
 
     def _bucket_codes(self, state: ScorerState, codes: np.ndarray, chain: np.ndarray,
-                      strike: np.ndarray, option_type: np.ndarray) -> np.ndarray:
+                      strike: np.ndarray, option_type: np.ndarray, start_s: int) -> np.ndarray:
         """Book code of each contract's strike-distance bucket (int64[k], −1 without one).
 
         Same keys as :func:`bucket_key`: steps for the whole window at once, Python per bucket.
@@ -629,15 +649,18 @@ class Scorer:
             return out
         step = np.clip(steps[ok], -(1 << 38), 1 << 38).astype(np.int64)  # fits the packed id
         underlying = attrs.underlying[codes[ok]]
-        ident = (underlying * 2 + option_type[ok]) * (1 << 40) + step + (1 << 39)
+        dte = dte_class(attrs.expiration[codes[ok]], start_s * 1_000_000_000)
+        ident = ((underlying * 2 + option_type[ok]) * 8 + dte) * (1 << 40) + step + (1 << 39)
         buckets, at = np.unique(ident, return_inverse=True)
         names = self._bucket_names
         keys = []
         for x in buckets.tolist():
-            triple = (attrs.underlyings[x >> 41], "CP"[(x >> 40) & 1], (x & ((1 << 40) - 1)) - (1 << 39))
-            name = names.get(triple)
+            head = x >> 40
+            four = (attrs.underlyings[head >> 4], "CP"[(head >> 3) & 1],
+                    (x & ((1 << 40) - 1)) - (1 << 39), head & 7)
+            name = names.get(four)
             if name is None:
-                name = names[triple] = f"{triple[0]}|{triple[1]}|{triple[2]:+d}"
+                name = names[four] = f"{four[0]}|{four[1]}|{four[2]:+d}|{DTE_LABELS[four[3]]}"
             keys.append(name)
         out[ok] = state.book.codes(keys)[at]
         return out
@@ -654,20 +677,24 @@ class Scorer:
         fallback = np.flatnonzero(~contract.valid & (bucket_codes[idx] >= 0))
         bucket = None
         if len(fallback):
-            bucket = book.baselines(bucket_codes[idx[fallback]], start_s)
+            bucket = book.baselines(bucket_codes[idx[fallback]], start_s, per="trading")
             use = fallback[bucket.valid]
             merged = [np.array(x, dtype=float, copy=True) for x in contract[2:]]
             for arr, src in zip(merged, bucket[2:], strict=True):
                 arr[use] = src[bucket.valid]
             valid = contract.valid.copy()
             valid[use] = True
-            chosen = BaselineArrays(valid, contract.days, *merged)
+            days = contract.days.copy()
+            days[use] = bucket.days[bucket.valid]
+            chosen = BaselineArrays(valid, days, *merged)
         else:
             chosen = contract
         f = factor_arrays(bid, ask, volume, trades, spread, chosen, p, sweep_strikes, sweep_volume,
                           blocks)
         conf = f.confidence
-        hits = np.flatnonzero((conf >= p.monitor) & (ask != bid))
+        # without any baseline, one-sided volume alone means nothing: only a tape tag counts
+        tagged = (sweep_strikes >= p.sweep_min_strikes) | (blocks > 0)
+        hits = np.flatnonzero((conf >= p.monitor) & (ask != bid) & (chosen.valid | tagged))
         signals = []
         fallback_pos = {j: pos for pos, j in enumerate(fallback.tolist())}
         for j in hits.tolist():

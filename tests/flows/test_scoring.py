@@ -14,10 +14,12 @@ import pytest
 from benchmarks.naive_rule import naive_pressure_signal
 from flows.baselines import Baseline, BaselineBook
 from flows.scoring import (
+    DTE_LABELS,
     Scorer,
     ScoringSettings,
     WindowNumbers,
     bucket_key,
+    dte_class,
     forward_estimates,
     signal_class,
 )
@@ -69,9 +71,10 @@ def test_baseline_uses_daily_bucket_totals_with_zero_days_and_excludes_the_score
     # per-window values = daily / 6 windows: [10, 20, 5, 0, 100, 0] → sorted [0,0,5,10,20,100]
     assert b.days == 6
     assert b.volume_median == pytest.approx(7.5)
-    # |x - 7.5| = [2.5, 12.5, 2.5, 7.5, 92.5, 7.5] → MAD 7.5 → 1.4826 * 7.5 = 11.1;
-    # compound-Poisson floor: mean 135/6 = 22.5, avg size 810/81 = 10 → sqrt(2*22.5*10 + 1)
-    assert b.volume_scale == pytest.approx(math.sqrt(451))
+    # window level: 6 days x 6 windows = 36 windows, one traded window per day with the daily
+    # volume: mean 810/36 = 22.5, E[v^2] = (60^2 + 120^2 + 30^2 + 600^2)/36 = 10525;
+    # sigma = sqrt(10525 - 22.5^2) (above the compound-Poisson floor sqrt(2*22.5*10 + 1))
+    assert b.volume_scale == pytest.approx(math.sqrt(10525 - 22.5**2))
     assert b.avg_trade_size == pytest.approx(810 / 81)
     assert b.abs_imbalance == pytest.approx(0.5)
 
@@ -196,8 +199,16 @@ def test_forward_estimates_equal_a_plain_dict_computation_on_random_chains() -> 
 
 
 def test_bucket_key_rounds_strike_distance_to_steps_of_the_forward():
-    assert bucket_key("NQZ6", "C", 21500.0, 21400.0, 0.5) == "NQZ6|C|+1"  # 0.47 % → 1 step
-    assert bucket_key("NQZ6", "P", 21000.0, 21400.0, 0.5) == "NQZ6|P|-4"  # -1.87 % → -4
+    assert bucket_key("NQZ6", "C", 21500.0, 21400.0, 0.5) == "NQZ6|C|+1|0d"  # 0.47 % → 1 step
+    assert bucket_key("NQZ6", "P", 21000.0, 21400.0, 0.5, 4) == "NQZ6|P|-4|30d+"  # -1.87 % → -4
+
+
+def test_days_to_expiry_classes_split_expiry_day_from_later_expiries():
+    now = 1_800_000_000 * 10**9
+    hours = np.array([-1, 3, 23.9, 24, 47, 48, 24 * 6.9, 24 * 7, 24 * 29, 24 * 30, 24 * 90])
+    got = dte_class(now + (hours * 3600e9).astype(np.int64), now)
+    assert [DTE_LABELS[i] for i in got] == ["0d", "0d", "0d", "1d", "1d", "2-6d", "2-6d",
+                                            "7-29d", "7-29d", "30d+", "30d+"]
     assert bucket_key("NQZ6", "F", 21000.0, 21400.0, 0.5) is None
     assert bucket_key("NQZ6", "C", 21000.0, None, 0.5) is None
 
@@ -321,3 +332,19 @@ def test_scorer_state_pickled_before_contract_attributes_existed_still_scores():
     restored = pickle.loads(pickle.dumps(old))
     (signal,) = scorer.score(restored, _block(6, 0, 400, 4))
     assert signal.signal_class is SignalClass.STRONG and signal.baseline_windows == 6
+
+
+def test_no_baseline_signals_only_with_a_tape_tag():
+    # a brand-new contract, no history at all: 120 one-sided lots say nothing by themselves
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    state = scorer.new_state()
+    plain = _chain_block(0, [21500], 0, 120, 12)
+    assert scorer.score(state, plain) == []
+    cols = dict(plain.cols)
+    cols["block_trades"] = np.array([1])
+    cols["block_volume"] = np.array([60])
+    tagged = PartBlock(plain.key, plain.window_start_ns + 300 * 10**9, plain.window_ns, {
+        **cols, "window_start_ns": cols["window_start_ns"] + 300 * 10**9})
+    (signal,) = scorer.score(state, tagged)
+    assert signal.baseline_scope == "none" and signal.block_trades == 1
+    assert "1 block print" in signal.reason
