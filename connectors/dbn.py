@@ -303,7 +303,16 @@ def _definition_from_msg(msg: dbn.InstrumentDefMsg) -> InstrumentDefinition:
         strike_price=None if strike == UNDEF_PRICE else strike,
         ts_recv=int(msg.ts_recv),
         legs=_leg_from_msg(msg),
+        multiplier=_multiplier(msg),
     )
+
+
+def _multiplier(msg: dbn.InstrumentDefMsg) -> float | None:
+    """USD per index point per contract: ``unit_of_measure_qty`` of an ``IPNT`` instrument."""
+    qty = int(msg.unit_of_measure_qty)
+    if qty <= 0 or qty == UNDEF_PRICE or str(msg.unit_of_measure) != "IPNT":
+        return None
+    return qty / 1e9
 
 
 class DBNReader:

@@ -71,6 +71,7 @@ def contract_for(definition: InstrumentDefinition) -> Contract:
         strike_price=definition.strike_price if is_option else None,
         option_type=definition.instrument_class,
         defined=True,
+        multiplier=definition.multiplier,
     )
 
 

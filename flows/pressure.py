@@ -183,6 +183,8 @@ def aggregate_parts(
                               for c in contracts], "int64"),
         "option_type": attr([c.option_type for c in contracts], "object"),
         "defined": attr([c.defined for c in contracts], "bool"),
+        "multiplier": attr([np.nan if c.multiplier is None else c.multiplier for c in contracts],
+                           "float64"),
         "bid_volume": total(sell, size_s),
         "ask_volume": total(buy, size_s),
         "unknown_volume": total(unknown, size_s),
@@ -309,6 +311,9 @@ def merge_parts(parts: list[WindowPart]) -> PressureMetrics:
         sweep_volume=sum(p.sweep_volume for p in parts),
         block_volume=sum(p.block_volume for p in parts),
         block_trades=sum(p.block_trades for p in parts),
+        premium_usd=None if head.multiplier is None else notional * head.multiplier,
+        days_to_expiry=(None if head.expiration_ns is None
+                        else (head.expiration_ns - head.window_end_ns) / 86_400e9),
     )
 
 

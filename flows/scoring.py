@@ -70,7 +70,7 @@ from flows.exchange_time import exchange_clock, locate_one
 from flows.pressure import merge_parts
 from models.records import FIXED_PRICE_SCALE, UNDEF_PRICE, PartBlock, PressureMetrics
 from models.settings import ScoringSettings
-from models.signals import Direction, Signal, SignalClass
+from models.signals import Direction, Sentiment, Signal, SignalClass
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +227,15 @@ def reason(m: PressureMetrics, f: Factors, baseline: Baseline | None,
     sweep = f"; sweep across {f.sweep_strikes} strikes" if f.sweep_strikes else ""
     if m.block_trades:
         sweep += f"; {m.block_trades} block print{'s' if m.block_trades > 1 else ''}"
-    return (f"{side} volume {vol:,} of {m.total_volume:,} ({f.dominance:.0%} one-sided), "
-            f"{ref}; {size}{sweep}; MM score {f.mm:.2f}")
+    share = vol / m.total_volume if m.total_volume else 0.0
+    sentiment = Sentiment.of(m.option_type, direction)
+    what = {"C": "calls", "P": "puts", "F": "futures"}.get(m.option_type, "contracts")
+    verb = "bought" if direction is Direction.BUY else "sold"
+    view = f"; {sentiment.value} ({verb} {what})" if sentiment is not Sentiment.NEUTRAL else ""
+    premium = f"; premium ${m.premium_usd:,.0f}" if m.premium_usd else ""
+    return (f"{side} volume {vol:,} of {m.total_volume:,} ({share:.0%} on the {side}, "
+            f"net imbalance {f.dominance:.0%}), {ref}; {size}{sweep}{premium}{view}; "
+            f"MM score {f.mm:.2f}")
 
 
 def forward_estimates(
@@ -711,8 +718,10 @@ class Scorer:
                 baseline = None
             m = merge_parts(block.take(inverse == i).to_parts())
             direction = Direction.BUY if ask[j] > bid[j] else Direction.SELL
+            chain = int(state.attrs.chain[codes[i]])
+            forward = state.forwards.get(state.attrs.chains[chain]) if chain >= 0 else None
             signals.append(self._signal(m, f.at(j), baseline, cls, direction,
-                                        state.book.tod_bucket_s))
+                                        state.book.tod_bucket_s, forward))
             state.emitted[(key, start_s)] = CLASS_RANK[cls]
         return signals
 
@@ -739,7 +748,11 @@ class Scorer:
 
     @staticmethod
     def _signal(m: PressureMetrics, f: Factors, baseline: Baseline | None,
-                cls: SignalClass, direction: Direction, bucket_s: int) -> Signal:
+                cls: SignalClass, direction: Direction, bucket_s: int,
+                forward: float | None = None) -> Signal:
+        side_volume = m.ask_volume if direction is Direction.BUY else m.bid_volume
+        moneyness = (None if forward is None or forward <= 0 or m.strike is None
+                     else round((m.strike - forward) / forward * 100.0, 4))
         return Signal(
             window_start=m.window_start, window_end=m.window_end, contract_key=m.contract_key,
             instrument_id=m.instrument_id, symbol=m.symbol, underlying=m.underlying,
@@ -755,6 +768,11 @@ class Scorer:
             baseline_avg_size=baseline.avg_trade_size if baseline else 0.0,
             sweep_strikes=f.sweep_strikes,
             block_trades=m.block_trades,
+            sentiment=Sentiment.of(m.option_type, direction),
+            dominant_share=side_volume / m.total_volume if m.total_volume else 0.0,
+            premium_usd=m.premium_usd,
+            days_to_expiry=m.days_to_expiry,
+            moneyness_pct=moneyness,
             reason=reason(m, f, baseline, direction, bucket_s),
         )
 

@@ -131,6 +131,9 @@ class InstrumentDefinition:
         When the definition was received (ns UTC); later definitions win.
     legs : tuple of SpreadLeg
         A spread's legs by index (empty for outrights and for DBN v1/v2 definitions).
+    multiplier : float | None
+        USD per index point per contract: ``unit_of_measure_qty`` (1e-9 fixed point) for an
+        index-point unit of measure (``IPNT``; NQ options 20, ES options 50); None otherwise.
     """
 
     instrument_id: int
@@ -141,6 +144,7 @@ class InstrumentDefinition:
     strike_price: int | None
     ts_recv: int
     legs: tuple[SpreadLeg, ...] = ()
+    multiplier: float | None = None
 
     @property
     def is_spread(self) -> bool:
@@ -187,6 +191,8 @@ class Contract:
     strike_price: int | None
     option_type: str
     defined: bool
+    multiplier: float | None = None
+    """USD per index point per contract (premium = price × size × multiplier); None unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +241,8 @@ class WindowPart:
     """Contracts in block prints (one print ≥ the product's block size)."""
     block_trades: int = 0
     """Number of block prints."""
+    multiplier: float | None = None
+    """USD per index point per contract, from the definition (None unknown)."""
 
     @property
     def total_volume(self) -> int:
@@ -345,6 +353,10 @@ class PressureMetrics(BaseModel):
     sweep_volume: int = 0
     block_volume: int = 0
     block_trades: int = 0
+    premium_usd: float | None = None
+    """Traded premium, USD: notional × the contract multiplier (None without a multiplier)."""
+    days_to_expiry: float | None = None
+    """Days from the window's end to the expiration (None without one)."""
 
 
 
@@ -379,6 +391,7 @@ PART_COLUMNS: dict[str, str] = {
     "sweep_volume": "int64",
     "block_volume": "int64",
     "block_trades": "int64",
+    "multiplier": "float64",
 }
 """Columns of a :class:`PartBlock` and their numpy dtypes. ``expiration_ns`` is
 -1 and ``strike_price`` is ``UNDEF_PRICE`` where undefined."""
@@ -478,6 +491,7 @@ class PartBlock:
                     sweep_volume=int(c["sweep_volume"][i]),
                     block_volume=int(c["block_volume"][i]),
                     block_trades=int(c["block_trades"][i]),
+                    multiplier=None if np.isnan(c["multiplier"][i]) else float(c["multiplier"][i]),
                 )
             )
         return rows

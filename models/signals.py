@@ -28,6 +28,28 @@ class Direction(enum.StrEnum):
     SELL = "SELL"
 
 
+class Sentiment(enum.StrEnum):
+    """What the aggressor's trade says about the underlying, beside its direction.
+
+    Bought calls and sold puts are ``BULLISH``; sold calls and bought puts ``BEARISH``;
+    futures follow the direction; spreads and other instruments are ``NEUTRAL``.
+    """
+
+    BULLISH = "BULLISH"
+    BEARISH = "BEARISH"
+    NEUTRAL = "NEUTRAL"
+
+    @classmethod
+    def of(cls, option_type: str, direction: Direction) -> Sentiment:
+        """Sentiment of ``direction`` on an instrument of ``option_type`` (C, P, F, …)."""
+        up = direction is Direction.BUY
+        if option_type == "P":
+            up = not up
+        elif option_type not in ("C", "F"):
+            return cls.NEUTRAL
+        return cls.BULLISH if up else cls.BEARISH
+
+
 class Signal(BaseModel):
     """A scored window of one contract.
 
@@ -68,6 +90,16 @@ class Signal(BaseModel):
     """Strikes in the same-side sweep cluster this window belongs to (0: none)."""
     block_trades: int = 0
     """Block prints in the window (one print ≥ the product's block size; 0: none)."""
+    sentiment: Sentiment = Sentiment.NEUTRAL
+    """Bought calls / sold puts BULLISH, the reverse BEARISH (:class:`Sentiment`)."""
+    dominant_share: float = 0.0
+    """Share of the window's volume on the signal's side (ask for BUY, bid for SELL), 0-1."""
+    premium_usd: float | None = None
+    """Premium traded in the window, USD (VWAP × volume × the definition's multiplier)."""
+    days_to_expiry: float | None = None
+    """Days from the window's end to the expiration."""
+    moneyness_pct: float | None = None
+    """Strike distance from the parity forward, % of the forward (+: strike above it)."""
     reason: str = ""
 
     @property

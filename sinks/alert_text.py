@@ -41,5 +41,23 @@ def alert_body(signal: Signal) -> str:
             f"size ratio {signal.size_ratio:.2f}, mm score {signal.mm_score:.2f}",
             f"baseline {signal.baseline_scope}: {signal.baseline_windows} windows, "
             f"volume {signal.baseline_volume:.1f}, avg size {signal.baseline_avg_size:.1f}",
+            _trader_line(signal),
         ]
     )
+
+
+def _trader_line(signal: Signal) -> str:
+    """Sentiment, premium (USD), days to expiry and moneyness (% from the forward), as known."""
+    parts = [f"sentiment {signal.sentiment.value}",
+             f"{signal.dominant_share:.0%} of the volume on the signal's side"]
+    if signal.premium_usd is not None:
+        parts.append(f"premium ${signal.premium_usd:,.0f}")
+    if signal.days_to_expiry is not None:
+        parts.append(f"{signal.days_to_expiry:.1f} days to expiry")
+    if signal.moneyness_pct is not None:
+        parts.append(f"strike {signal.moneyness_pct:+.2f} % from the forward")
+    if signal.sweep_strikes:
+        parts.append(f"sweep across {signal.sweep_strikes} strikes")
+    if signal.block_trades:
+        parts.append(f"{signal.block_trades} block print(s)")
+    return ", ".join(parts)

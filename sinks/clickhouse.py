@@ -390,6 +390,7 @@ def parts_table(block: PartBlock) -> pa.Table:
             "first_trade_ts": _ts(c["first_ts_ns"]),
             "last_trade_ts": _ts(c["last_ts_ns"]),
             "late": pa.array(c["late"].astype(np.uint8), pa.uint8()),
+            "multiplier": pa.array(c["multiplier"], pa.float64(), mask=np.isnan(c["multiplier"])),
         }
     )
 
@@ -468,7 +469,7 @@ def signals_table(signals: list[Signal]) -> pa.Table:
     columns = {name: [r[name] for r in rows] for name in Signal.model_fields}
     for name in ("window_start", "window_end", "expiration"):
         columns[name] = pa.array(columns[name], pa.timestamp("ms", tz="UTC"))
-    for name in ("direction", "signal_class"):
+    for name in ("direction", "signal_class", "sentiment"):
         columns[name] = [str(v) for v in columns[name]]
     return pa.table(columns)
 

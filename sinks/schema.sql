@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS ifd.pressure_parts
     sweep_volume     UInt64 DEFAULT 0,
     block_volume     UInt64 DEFAULT 0,
     block_trades     UInt64 DEFAULT 0,
+    multiplier       Nullable(Float64),
     inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
@@ -74,6 +75,8 @@ ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS spread_volume UInt64 DEF
 ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS sweep_volume UInt64 DEFAULT 0 AFTER spread_volume;
 ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS block_volume UInt64 DEFAULT 0 AFTER sweep_volume;
 ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS block_trades UInt64 DEFAULT 0 AFTER block_volume;
+-- databases created before premiums (USD per index point per contract, from the definition)
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS multiplier Nullable(Float64) AFTER block_trades;
 
 -- Final numbers: one row per (contract, window).
 CREATE OR REPLACE VIEW ifd.pressure_metrics AS
@@ -110,6 +113,10 @@ SELECT
     sweep_volume,
     block_volume,
     block_trades,
+    notional * multiplier AS premium_usd,
+    if(expiration IS NULL, NULL,
+       (toUnixTimestamp64Milli(expiration) - toUnixTimestamp64Milli(window_end)) / 86400000.)
+        AS days_to_expiry,
     parts
 FROM
 (
@@ -140,6 +147,7 @@ FROM
         sum(sweep_volume) AS sweep_volume,
         sum(block_volume) AS block_volume,
         sum(block_trades) AS block_trades,
+        any(multiplier) AS multiplier,
         count() AS parts
     FROM ifd.pressure_parts FINAL
     GROUP BY window_start, contract_key
@@ -259,6 +267,11 @@ CREATE TABLE IF NOT EXISTS ifd.ifd_signals
     baseline_avg_size Float64,
     sweep_strikes     UInt16,
     block_trades      UInt32 DEFAULT 0,
+    sentiment         LowCardinality(String) DEFAULT 'NEUTRAL',
+    dominant_share    Float64 DEFAULT 0,
+    premium_usd       Nullable(Float64),
+    days_to_expiry    Nullable(Float64),
+    moneyness_pct     Nullable(Float64),
     reason            String,
     inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
@@ -269,6 +282,12 @@ SETTINGS non_replicated_deduplication_window = 1000;
 
 -- databases created before block tags
 ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS block_trades UInt32 DEFAULT 0 AFTER sweep_strikes;
+-- databases created before the trader columns
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS sentiment LowCardinality(String) DEFAULT 'NEUTRAL' AFTER block_trades;
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS dominant_share Float64 DEFAULT 0 AFTER sentiment;
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS premium_usd Nullable(Float64) AFTER dominant_share;
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS days_to_expiry Nullable(Float64) AFTER premium_usd;
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS moneyness_pct Nullable(Float64) AFTER days_to_expiry;
 
 -- Baselines computed by the baseline job (python -m tools.baseline_job), for inspection and boards.
 CREATE TABLE IF NOT EXISTS ifd.baselines

@@ -25,7 +25,7 @@ from flows.scoring import (
 )
 from flows.spreads import spread_legs
 from models.records import PartBlock, PressureMetrics, WindowPart
-from models.signals import Direction, SignalClass
+from models.signals import Direction, Sentiment, SignalClass
 from tests.partblocks import block_of
 from tests.sessions import session_midnights
 
@@ -240,7 +240,9 @@ def test_scorer_learns_baselines_online_then_flags_the_abnormal_window():
     assert signal.signal_class is SignalClass.STRONG
     assert signal.baseline_scope == "contract" and signal.baseline_windows == 6
     assert signal.baseline_volume == pytest.approx(1.0)  # 6 per bucket-day / 6 windows
-    assert signal.reason.startswith("ask volume 400 of 400 (100% one-sided)")
+    assert signal.reason.startswith("ask volume 400 of 400 (100% on the ask, net imbalance 100%)")
+    assert signal.sentiment == "BULLISH" and "BULLISH (bought calls)" in signal.reason
+    assert signal.dominant_share == 1.0
     assert "6-day 07:30 CT contract median" in signal.reason
 
 
@@ -348,3 +350,43 @@ def test_no_baseline_signals_only_with_a_tape_tag():
     (signal,) = scorer.score(state, tagged)
     assert signal.baseline_scope == "none" and signal.block_trades == 1
     assert "1 block print" in signal.reason
+
+
+def test_signal_carries_trader_columns_computed_by_hand():
+    # a window: 21500 call and put (parity forward 21500 + 120 - 100 = 21520) and a 21400 put
+    # bought 104 / sold 6 lots at 50 points with one block print, NQ options multiplier $20
+    start = (SESSIONS[0] + T1330) * 10**9
+    expiration = start + 300 * 10**9 + 3 * 86_400 * 10**9  # 3 days after the window's end
+
+    def part(kind: str, strike: int, bid: int, ask: int, price: float, blocks: int = 0):
+        return WindowPart(
+            key=f"NQZ6|2026-12-18T13:30:00Z|{kind}|{strike}|QN1Z6", window_start_ns=start,
+            window_end_ns=start + 300 * 10**9, source="f", seq=0, instrument_id=strike + len(kind),
+            symbol=f"QN1Z6 {kind}{strike}", underlying="NQZ6", expiration_ns=expiration,
+            strike_price=strike * 10**9, option_type=kind, defined=True, bid_volume=bid,
+            ask_volume=ask, unknown_volume=0, buy_trades=ask // 2, sell_trades=bid // 2,
+            unknown_trades=0, notional=price * (bid + ask), max_trade_size=60,
+            first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask, quote_volume=0,
+            tick_volume=0, block_trades=blocks, block_volume=60 * blocks, multiplier=20.0)
+
+    block = block_of([part("C", 21500, 1, 1, 120.0), part("P", 21500, 1, 1, 100.0),
+                      part("P", 21400, 6, 104, 50.0, blocks=1)], 300 * 10**9, key="s000")
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    (signal,) = scorer.score(scorer.new_state(), block)
+    assert signal.strike == 21400 and signal.direction is Direction.BUY
+    assert signal.sentiment == "BEARISH"  # bought puts
+    assert signal.dominant_share == pytest.approx(104 / 110)
+    assert signal.premium_usd == pytest.approx(110 * 50.0 * 20.0)
+    assert signal.days_to_expiry == pytest.approx(3.0)
+    assert signal.moneyness_pct == pytest.approx((21400 - 21520) / 21520 * 100, abs=1e-4)
+    assert "(95% on the ask, net imbalance 89%)" in signal.reason
+    assert "premium $110,000" in signal.reason and "BEARISH (bought puts)" in signal.reason
+
+
+@pytest.mark.parametrize(("option_type", "direction", "expected"), [
+    ("C", Direction.BUY, "BULLISH"), ("C", Direction.SELL, "BEARISH"),
+    ("P", Direction.BUY, "BEARISH"), ("P", Direction.SELL, "BULLISH"),
+    ("F", Direction.BUY, "BULLISH"), ("T", Direction.BUY, "NEUTRAL"),
+])
+def test_sentiment_reads_puts_the_other_way(option_type, direction, expected):
+    assert Sentiment.of(option_type, direction) == expected

@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS ifd.pressure_parts
     sweep_volume     UInt64 DEFAULT 0,
     block_volume     UInt64 DEFAULT 0,
     block_trades     UInt64 DEFAULT 0,
+    multiplier       Nullable(Float64),
     inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
@@ -50,6 +51,8 @@ ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS sweep_volume UInt64 DEFA
 ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS block_volume UInt64 DEFAULT 0 AFTER sweep_volume;
 
 ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS block_trades UInt64 DEFAULT 0 AFTER block_volume;
+
+ALTER TABLE ifd.pressure_parts ADD COLUMN IF NOT EXISTS multiplier Nullable(Float64) AFTER block_trades;
 
 CREATE OR REPLACE VIEW ifd.pressure_metrics AS
 SELECT
@@ -85,6 +88,10 @@ SELECT
     sweep_volume,
     block_volume,
     block_trades,
+    notional * multiplier AS premium_usd,
+    if(expiration IS NULL, NULL,
+       (toUnixTimestamp64Milli(expiration) - toUnixTimestamp64Milli(window_end)) / 86400000.)
+        AS days_to_expiry,
     parts
 FROM
 (
@@ -115,6 +122,7 @@ FROM
         sum(sweep_volume) AS sweep_volume,
         sum(block_volume) AS block_volume,
         sum(block_trades) AS block_trades,
+        any(multiplier) AS multiplier,
         count() AS parts
     FROM ifd.pressure_parts FINAL
     GROUP BY window_start, contract_key
@@ -228,6 +236,11 @@ CREATE TABLE IF NOT EXISTS ifd.ifd_signals
     baseline_avg_size Float64,
     sweep_strikes     UInt16,
     block_trades      UInt32 DEFAULT 0,
+    sentiment         LowCardinality(String) DEFAULT 'NEUTRAL',
+    dominant_share    Float64 DEFAULT 0,
+    premium_usd       Nullable(Float64),
+    days_to_expiry    Nullable(Float64),
+    moneyness_pct     Nullable(Float64),
     reason            String,
     inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
@@ -237,6 +250,16 @@ ORDER BY (window_start, contract_key)
 SETTINGS non_replicated_deduplication_window = 1000;
 
 ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS block_trades UInt32 DEFAULT 0 AFTER sweep_strikes;
+
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS sentiment LowCardinality(String) DEFAULT 'NEUTRAL' AFTER block_trades;
+
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS dominant_share Float64 DEFAULT 0 AFTER sentiment;
+
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS premium_usd Nullable(Float64) AFTER dominant_share;
+
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS days_to_expiry Nullable(Float64) AFTER premium_usd;
+
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS moneyness_pct Nullable(Float64) AFTER days_to_expiry;
 
 CREATE TABLE IF NOT EXISTS ifd.baselines
 (
