@@ -45,8 +45,10 @@ from models.batch import (  # noqa: F401 - re-exported: the reader's public cont
     RTYPE_MBO,
     RTYPE_MBP1,
     RTYPE_MBP10,
+    RTYPE_STATISTICS,
     RTYPE_TRADES,
     SCHEMA_RTYPE,
+    STAT_OPEN_INTEREST,
     TRADE_RTYPE_DTYPES,
     DecodedChunk,
     SourceBatch,
@@ -638,6 +640,16 @@ def decode_records(
         elif rtype == RTYPE_DEFINITION:
             chunk.definitions.extend(
                 _decode_definitions(view, starts, path, start_offset, version, ts_out))
+        elif rtype == RTYPE_STATISTICS:
+            stats = _stat_dtype(version)
+            rows = np.ascontiguousarray(raw[starts[:, None] + np.arange(stats.itemsize)])
+            recs = rows.view(stats).reshape(-1)
+            undef = np.iinfo(recs["quantity"].dtype).max
+            oi = ((recs["stat_type"] == STAT_OPEN_INTEREST) & (recs["update_action"] == 1)
+                  & (recs["quantity"] != undef))
+            chunk.open_interest = _concat_oi(chunk.open_interest, recs[oi])
+            if (~oi).any():
+                chunk.skipped["statistics_other"] += int((~oi).sum())
         else:
             chunk.skipped[rtype_name(rtype)] += int(sel.sum())
     # gateway-made records (error, symbol mapping, system) carry the gateway's clock, not event time
@@ -645,6 +657,22 @@ def decode_records(
     chunk.max_ts_event = int(ts_event[~made].max()) if not made.all() else 0
     chunk.end_offset = start_offset + pos
     return chunk, pos
+
+
+def _stat_dtype(version: int) -> np.dtype:
+    """``StatMsg`` layout: DBN v3 (``quantity`` int64) or v1/v2 (int32)."""
+    return np.dtype(dbn.StatMsg._dtypes if version >= 3 else dbn.v1.StatMsg._dtypes)
+
+
+def _concat_oi(held: dict[str, np.ndarray], recs: np.ndarray) -> dict[str, np.ndarray]:
+    """Append open-interest records to a chunk's columns."""
+    new: dict[str, np.ndarray] = {"instrument_id": recs["instrument_id"].astype(np.uint32),
+           "ts_event": recs["ts_event"].astype(np.int64), "ts_recv": recs["ts_recv"].astype(np.int64),
+           "ts_ref": recs["ts_ref"].astype(np.uint64).view(np.int64),
+           "quantity": recs["quantity"].astype(np.int64)}
+    if not held:
+        return new
+    return {k: np.concatenate([held[k], new[k]]) for k in new}
 
 
 def _decode_definitions(

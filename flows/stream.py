@@ -29,11 +29,12 @@ from models.records import (
     DeadLetters,
     Heartbeat,
     InstrumentDefinition,
+    OpenInterestRows,
     PartBlock,
     SideMethod,
 )
 
-StreamItem = PartBlock | Heartbeat | Progress | BatchStats | DeadLetters
+StreamItem = PartBlock | Heartbeat | Progress | BatchStats | DeadLetters | OpenInterestRows
 
 
 def _classify(trades: TradeBatch, state: StreamState, catalog: InstrumentCatalog,
@@ -85,6 +86,20 @@ def _tape_tags(trades: TradeBatch, side: np.ndarray, spread: np.ndarray, contrac
                          option_type[contract_of], strike[contract_of], ~spread, rules)
     block = block_prints(size, threshold[contract_of]) & ~spread
     return sweep, block
+
+
+def _open_interest(batch: SourceBatch, catalog: InstrumentCatalog,
+                   state: StreamState) -> OpenInterestRows | None:
+    """Return the batch's open-interest records, each resolved to its contract at its ``ts_recv``."""
+    oi = batch.chunk.open_interest
+    if not oi or len(oi["instrument_id"]) == 0:
+        return None
+    contract_of, contracts = resolve_trades(oi["instrument_id"], oi["ts_recv"], catalog,
+                                            state.definitions)
+    keys = np.array([c.key for c in contracts], dtype=object)[contract_of]
+    symbols = np.array([c.symbol for c in contracts], dtype=object)[contract_of]
+    return OpenInterestRows(batch.source, oi["instrument_id"], keys, symbols, oi["ts_event"],
+                            cme_sessions().locate_ns(oi["ts_event"]), oi["quantity"])
 
 
 def normalise_batch(batch: SourceBatch) -> tuple[SourceBatch, NormalisedBatch]:
@@ -198,6 +213,9 @@ class StreamProcessor:
         c = parts.cols
         undefined_rows = ~c["defined"]
         undefined = int((c["buy_trades"] + c["sell_trades"] + c["unknown_trades"])[undefined_rows].sum())
+        oi = _open_interest(batch, self.catalog, state)
+        if oi is not None:
+            out.append(oi)
         dead = norm.dead_letters
         if len(dead):
             out.append(dead)

@@ -25,6 +25,9 @@ RTYPE_MBP1 = int(dbn.RType.MBP_1)
 RTYPE_MBP10 = int(dbn.RType.MBP_10)
 RTYPE_MBO = int(dbn.RType.MBO)
 RTYPE_DEFINITION = int(dbn.RType.INSTRUMENT_DEF)
+RTYPE_STATISTICS = int(dbn.RType.STATISTICS)
+STAT_OPEN_INTEREST = 9
+"""Databento ``StatType.OPEN_INTEREST``: ``quantity`` holds the open interest (contracts)."""
 TRADE_RTYPE_DTYPES: dict[int, np.dtype] = {
     RTYPE_TRADES: np.dtype(dbn.TradeMsg._dtypes),
     RTYPE_MBP1: np.dtype(dbn.MBP1Msg._dtypes),
@@ -71,6 +74,11 @@ class DecodedChunk:
         rtype → int64 file-wide record index of each row of ``trades[rtype]``.
     definitions : list[InstrumentDefinition]
         Definition records in the chunk, upgraded to DBN v3 semantics.
+    open_interest : dict[str, numpy.ndarray]
+        Open-interest statistics records (Databento ``statistics`` schema, stat type 9, new
+        values): ``instrument_id`` uint32, ``ts_event``/``ts_recv``/``ts_ref`` int64 ns UTC
+        (``ts_ref``: the trading day the figure describes, or UNDEF), ``quantity`` int64
+        contracts. Empty arrays when the chunk holds none.
     skipped : collections.Counter[str]
         Records of rtypes the pipeline does not use, by rtype name.
     max_ts_event : int
@@ -83,6 +91,7 @@ class DecodedChunk:
     trades: dict[int, np.ndarray] = field(default_factory=dict)
     positions: dict[int, np.ndarray] = field(default_factory=dict)
     definitions: list[InstrumentDefinition] = field(default_factory=list)
+    open_interest: dict[str, np.ndarray] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
     max_ts_event: int = 0
 

@@ -291,6 +291,28 @@ class DeadLetters:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenInterestRows:
+    """Open-interest statistics of one batch, columnar, resolved to contracts.
+
+    CME publishes each contract's open interest once a day for the previous trading day
+    (Databento ``statistics`` schema, ``stat_type`` 9 OPEN_INTEREST, ``quantity`` contracts).
+    ``session_day`` is the CME trading day (days since epoch) in which the figure was
+    published: it is the open interest *prior* to that day's trading.
+    """
+
+    source: str
+    instrument_id: np.ndarray
+    contract_key: np.ndarray
+    symbol: np.ndarray
+    ts_event: np.ndarray
+    session_day: np.ndarray
+    open_interest: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.instrument_id)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchStats:
     """Counters of one source batch, for progress, the summary and ``ifd.ingest_batches``."""
 

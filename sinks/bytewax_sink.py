@@ -24,7 +24,7 @@ from bytewax.outputs import (
 )
 from typing_extensions import override
 
-from models.records import BatchStats, DeadLetters, UsageRow, WindowResult
+from models.records import BatchStats, DeadLetters, OpenInterestRows, UsageRow, WindowResult
 from models.settings import AlertSettings, Settings
 from models.signals import Signal
 from sinks.alerts import AlertDispatcher
@@ -33,7 +33,7 @@ from sinks.run_report import RunReport
 
 log = logging.getLogger(__name__)
 
-SinkItem = WindowResult | BatchStats | DeadLetters | Signal | UsageRow
+SinkItem = WindowResult | BatchStats | DeadLetters | OpenInterestRows | Signal | UsageRow
 
 
 class _Writer:

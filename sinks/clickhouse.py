@@ -49,6 +49,7 @@ from models.records import (
     UNDEF_PRICE,
     BatchStats,
     DeadLetters,
+    OpenInterestRows,
     PartBlock,
     UsageRow,
 )
@@ -522,6 +523,27 @@ def _encode_dead_letters(blocks: list[DeadLetters]) -> tuple[pa.Table, str]:
     return dead_letters_table(blocks), token
 
 
+def open_interest_table(blocks: list[OpenInterestRows]) -> pa.Table:
+    """Arrow block for ``ifd.open_interest``."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in blocks])
+
+    return pa.table({
+        "session_day": pa.array(cat("session_day").astype(np.int32), pa.int32()).cast(pa.date32()),
+        "contract_key": pa.array(cat("contract_key").tolist(), pa.string()),
+        "instrument_id": pa.array(cat("instrument_id"), pa.uint32()),
+        "symbol": pa.array(cat("symbol").tolist(), pa.string()),
+        "ts_event": _ts(cat("ts_event")),
+        "open_interest": pa.array(cat("open_interest"), pa.uint64()),
+        "source": pa.array([b.source for b in blocks for _ in range(len(b))], pa.string()),
+    })
+
+
+def _encode_open_interest(blocks: list[OpenInterestRows]) -> tuple[pa.Table, str]:
+    token = _token("ifd.open_interest", [(b.source, int(b.ts_event[0]), len(b)) for b in blocks])
+    return open_interest_table(blocks), token
+
+
 def _encode_signals(signals: list[Signal]) -> tuple[pa.Table, str]:
     return signals_table(signals), _token("ifd.ifd_signals", [s.alert_key for s in signals])
 
@@ -557,12 +579,13 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("ifd.pressure_parts", PartBlock, _encode_parts, len),
     TableSpec("ifd.ingest_batches", BatchStats, _encode_stats),
     TableSpec("ifd.dead_letters", DeadLetters, _encode_dead_letters, len),
+    TableSpec("ifd.open_interest", OpenInterestRows, _encode_open_interest, len),
     TableSpec("ifd.ifd_signals", Signal, _encode_signals),
     TableSpec("ifd.usage", UsageRow, _encode_usage),
 )
 """Every table the dataflow writes, in flush order (parts before the counters that describe them)."""
 
-WriterItem = PartBlock | BatchStats | DeadLetters | Signal | UsageRow
+WriterItem = PartBlock | BatchStats | DeadLetters | OpenInterestRows | Signal | UsageRow
 
 
 class IFDWriter:

@@ -292,3 +292,43 @@ CREATE TABLE IF NOT EXISTS ifd.usage
 )
 ENGINE = ReplacingMergeTree(inserted_at)
 ORDER BY (minute, source);
+
+CREATE TABLE IF NOT EXISTS ifd.open_interest
+(
+    session_day    Date,
+    contract_key   String,
+    instrument_id  UInt32,
+    symbol         String,
+    ts_event       DateTime64(9, 'UTC'),
+    open_interest  UInt64,
+    source         String,
+    inserted_at    DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY (contract_key, session_day, ts_event)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+CREATE OR REPLACE VIEW ifd.volume_vs_oi AS
+SELECT
+    v.contract_key AS contract_key,
+    v.trading_day AS trading_day,
+    v.day_volume AS day_volume,
+    if(o.contract_key = '', NULL, o.open_interest) AS prior_open_interest,
+    if(o.contract_key = '' OR o.open_interest = 0, NULL, v.day_volume / o.open_interest)
+        AS volume_oi_ratio,
+    if(o.contract_key = '', NULL, v.day_volume > o.open_interest) AS opening
+FROM
+(
+    SELECT contract_key,
+           toDate(toTimeZone(window_start, 'America/Chicago') + INTERVAL 7 HOUR) AS trading_day,
+           sum(total_volume) AS day_volume
+    FROM ifd.pressure_metrics
+    GROUP BY contract_key, trading_day
+) AS v
+ASOF LEFT JOIN
+(
+    SELECT contract_key, session_day, argMax(open_interest, ts_event) AS open_interest
+    FROM ifd.open_interest FINAL
+    GROUP BY contract_key, session_day
+) AS o
+ON v.contract_key = o.contract_key AND v.trading_day >= o.session_day;
