@@ -97,3 +97,18 @@ def write_dbn(
 def trades_file(path: Path, ts, iid, price, size, side="N", **kw) -> Path:
     """Shortcut: a single-schema ``trades`` file."""
     return write_dbn(path, [records(RTYPE_TRADES, ts, iid, price, size, side)], **kw)
+
+
+def call_definition(iid: int, strike: int, expiration: int, *, ts_recv: int = T0,
+                    underlying: str = "NQZ6") -> bytes:
+    """One DBN v3 call definition (``QNZ6 C<strike>``, strike in USD points, NQ-style)."""
+    exp = dt.datetime.fromtimestamp(expiration // NS, dt.UTC)
+    return bytes(dbn.InstrumentDefMsg(
+        publisher_id=1, ts_event=ts_recv, ts_recv=ts_recv, instrument_id=iid,
+        raw_symbol=f"QNZ6 C{strike}", raw_instrument_id=iid, group="NQ", asset="QN",
+        currency="USD", exchange="XCME", security_type="OOF", cfi="OCAFPS", underlying=underlying,
+        instrument_class=dbn.InstrumentClass.CALL, strike_price_currency="USD",
+        strike_price=strike * NS, expiration=expiration,
+        security_update_action=dbn.SecurityUpdateAction.ADD, display_factor=NS,
+        min_price_increment=NS // 4, maturity_year=exp.year, maturity_month=exp.month,
+        maturity_day=exp.day))

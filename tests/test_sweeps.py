@@ -6,7 +6,6 @@ for random tapes, and hand-built tapes for the cases a trader cares about.
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 
 import databento_dbn as dbn
@@ -15,7 +14,7 @@ import pytest
 
 from connectors.dbn import RTYPE_TRADES
 from flows.sweeps import TapeRules, sweep_prints
-from tests.dbnfiles import NS, PX, T0, records, write_dbn
+from tests.dbnfiles import NS, PX, T0, call_definition, records, write_dbn
 from tests.flowrun import contract_rows, run_flow
 
 DAY = 86_400 * NS
@@ -91,23 +90,11 @@ def test_the_same_strikes_minutes_apart_or_on_both_sides_are_no_sweep():
 EXP1, EXP2 = T0 + 10 * DAY, T0 + 17 * DAY
 
 
-def _call(iid: int, strike: int, expiration: int) -> bytes:
-    exp = dt.datetime.fromtimestamp(expiration // NS, dt.UTC)
-    return bytes(dbn.InstrumentDefMsg(
-        publisher_id=1, ts_event=T0, ts_recv=T0, instrument_id=iid, raw_symbol=f"QNZ6 C{strike}",
-        raw_instrument_id=iid, group="NQ", asset="QN", currency="USD", exchange="XCME",
-        security_type="OOF", cfi="OCAFPS", underlying="NQZ6", instrument_class=dbn.InstrumentClass.CALL,
-        strike_price_currency="USD", strike_price=strike * NS, expiration=expiration,
-        security_update_action=dbn.SecurityUpdateAction.ADD, display_factor=NS,
-        min_price_increment=NS // 4, maturity_year=exp.year, maturity_month=exp.month,
-        maturity_day=exp.day))
-
-
 @pytest.mark.parametrize("batch_records", [6, 100_000])  # a sweep is found inside one batch
 def test_flow_tags_sweep_and_block_prints_per_contract_window(tmp_path, batch_records):
     strikes = (20_000, 20_100, 20_200, 20_300)
-    defs = [_call(100 + i, k, EXP1) for i, k in enumerate(strikes)]
-    defs += [_call(200 + i, k, EXP2) for i, k in enumerate(strikes)]
+    defs = [call_definition(100 + i, k, EXP1) for i, k in enumerate(strikes)]
+    defs += [call_definition(200 + i, k, EXP2) for i, k in enumerate(strikes)]
     definitions = write_dbn(tmp_path / "d.definition.dbn.zst", defs, schema=dbn.Schema.DEFINITION,
                             start=T0, end=T0 + DAY)
     rows = [(T0 + 10 * NS + i * 150 * MS, 100 + i, 12, "B") for i in range(4)]   # sweep, expiry 1

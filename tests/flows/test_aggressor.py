@@ -297,6 +297,27 @@ def reference_classify(
     return sides, methods
 
 
+def _in_batches(trades: list[tuple[int, int, int, int, int]], cuts: list[int], state: TickState,
+                sessions: list[int] | None = None) -> tuple[list[int], list[int]]:
+    """Classify ``trades`` (iid, price, flag, bid, ask) cut at ``cuts``; sides and methods."""
+    sides: list[int] = []
+    methods: list[int] = []
+    for lo, hi in zip([0, *cuts], [*cuts, len(trades)], strict=True):
+        batch = trades[lo:hi]
+        side, method = classify_aggressor(
+            np.array([t[0] for t in batch], dtype=np.uint32),
+            np.array([t[1] for t in batch], dtype=np.int64),
+            np.array([t[2] for t in batch], dtype=np.int8),
+            np.array([t[3] for t in batch], dtype=np.int64),
+            np.array([t[4] for t in batch], dtype=np.int64),
+            state,
+            session=None if sessions is None else np.array(sessions[lo:hi], dtype=np.int64),
+        )
+        sides += side.tolist()
+        methods += method.tolist()
+    return sides, methods
+
+
 def test_classify_matches_reference_on_random_batches() -> None:
     rng = random.Random(20240621)
     instruments = [11, 42, 4_000_000_007, 3]
@@ -320,22 +341,9 @@ def test_classify_matches_reference_on_random_batches() -> None:
     # the generated mix must exercise every method
     assert {M_UNKNOWN, M_FLAG, M_QUOTE, M_TICK} <= set(exp_method)
 
-    cuts = sorted(rng.sample(range(1, len(trades)), 25))
     state = TickState()
-    got_side: list[int] = []
-    got_method: list[int] = []
-    for lo, hi in zip([0, *cuts], [*cuts, len(trades)], strict=True):
-        batch = trades[lo:hi]
-        side, method = classify_aggressor(
-            np.array([t[0] for t in batch], dtype=np.uint32),
-            np.array([t[1] for t in batch], dtype=np.int64),
-            np.array([t[2] for t in batch], dtype=np.int8),
-            np.array([t[3] for t in batch], dtype=np.int64),
-            np.array([t[4] for t in batch], dtype=np.int64),
-            state,
-        )
-        got_side += side.tolist()
-        got_method += method.tolist()
+    got_side, got_method = _in_batches(trades, sorted(rng.sample(range(1, len(trades)), 25)),
+                                       state)
 
     assert got_side == exp_side
     assert got_method == exp_method
@@ -372,23 +380,9 @@ def test_tick_memory_resets_at_each_session_open_on_random_batches() -> None:
     opening = [i for i in range(1, len(trades)) if sessions[i] != sessions[i - 1]]
     assert all(exp_method[i] in (M_FLAG, M_UNKNOWN) for i in opening)
 
-    cuts = sorted(rng.sample(range(1, len(trades)), 30))
     state = TickState()
-    got_side: list[int] = []
-    got_method: list[int] = []
-    for lo, hi in zip([0, *cuts], [*cuts, len(trades)], strict=True):
-        batch = trades[lo:hi]
-        side, method = classify_aggressor(
-            np.array([t[0] for t in batch], dtype=np.uint32),
-            np.array([t[1] for t in batch], dtype=np.int64),
-            np.array([t[2] for t in batch], dtype=np.int8),
-            np.array([t[3] for t in batch], dtype=np.int64),
-            np.array([t[4] for t in batch], dtype=np.int64),
-            state,
-            session=np.array(sessions[lo:hi], dtype=np.int64),
-        )
-        got_side += side.tolist()
-        got_method += method.tolist()
+    got_side, got_method = _in_batches(trades, sorted(rng.sample(range(1, len(trades)), 30)),
+                                       state, sessions)
     assert got_method == exp_method
     assert got_side == exp_side
     assert state.last_price == last_price and state.last_direction == last_dir
