@@ -18,7 +18,15 @@ Precision = matched signals / signals; recall = labelled institutional
 (contract, window) cells detected with the right direction / all of them;
 FP rate (all) = signalled unlabelled windows / unlabelled traded windows;
 FP rate (MM) = signalled market-maker windows / market-maker windows.
-Figures are printed, never asserted.
+
+A second table splits the null windows (every scored traded window without an
+institutional label) by condition, first match wins: UDS vertical legs and churn
+(market-maker labels), the spread instruments' own rows, the regular-hours open
+window (08:30 CT, with the generator's open burst), the expiry listed mid-history
+(:data:`samples.labelled.LATE_EXPIRY`), and the rest; for each it prints the
+false positives of class ≥ ``--min-class`` and their number per scored day.
+The days cross the 2026-11-01 DST change, so every condition is scored on a
+history that spans it. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -38,11 +46,12 @@ sys.path.insert(0, str(ROOT))
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 
 from benchmarks.naive_rule import naive_pressure_signal  # noqa: E402
+from flows.exchange_time import CHICAGO  # noqa: E402
 from flows.ifd import build_flow  # noqa: E402
 from models.records import WindowResult  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from models.signals import Signal, SignalClass  # noqa: E402
-from samples.labelled import generate_labelled_days  # noqa: E402
+from samples.labelled import SPREAD_ID_BASE, generate_labelled_days  # noqa: E402
 
 RANK = {SignalClass.MONITOR: 1, SignalClass.MODERATE: 2, SignalClass.STRONG: 3}
 
@@ -134,6 +143,46 @@ def main() -> None:
               f"{r['fp_rate_all']:>8.2%} {r['fp_rate_mm']:>7.1%}{marker}")
     print(f"targets (IFD >= {args.min_class}): precision >= 0.8, recall >= 0.8, FP rate < 30 %; "
           f"FP rate = signalled share of unlabelled traded windows / of MM windows")
+
+    kinds: dict = {}
+    for line in days.labels_path.read_text().splitlines():
+        label = json.loads(line)
+        start = datetime.fromisoformat(label["window_start"].replace("Z", "+00:00"))
+        kinds[_cell(label["instrument_id"], start)] = label["kind"]
+    late = set(days.late_listed_ids)
+    n_scored = len(days.days) - days.first_scored_day
+
+    def condition(cell: tuple[int, int]) -> str:
+        iid, start_s = cell
+        if kinds.get(cell) == "spread":
+            return "UDS vertical legs (MM)"
+        if kinds.get(cell) == "churn":
+            return "two-sided churn (MM)"
+        if SPREAD_ID_BASE <= iid < SPREAD_ID_BASE + 1_000_000:
+            return "spread instrument rows"
+        if f"{datetime.fromtimestamp(start_s, CHICAGO):%H:%M}" == "08:30":
+            return "08:30 CT open window"
+        if iid in late:
+            return "expiry listed mid-history"
+        return "other null windows"
+
+    chosen = {_cell(s.instrument_id, s.window_start) for s in signals
+              if RANK[s.signal_class] >= RANK[SignalClass(args.min_class)]}
+    nulls = traded - institutional.keys()
+    table: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for cell in nulls:
+        row = table[condition(cell)]
+        row[0] += 1
+        row[1] += cell in chosen
+    print(f"\nnull windows by condition, false positives >= {args.min_class} "
+          f"({n_scored} scored days)")
+    print(f"{'condition':28} {'windows':>9} {'FP':>5} {'FP/day':>7}")
+    for name in sorted(table, key=lambda k: -table[k][0]):
+        windows, fp = table[name]
+        print(f"{name:28} {windows:>9,} {fp:>5} {fp / n_scored:>7.2f}")
+    total = sum(fp for _, fp in table.values())
+    print(f"{'all null windows':28} {len(nulls):>9,} {total:>5} {total / n_scored:>7.2f}"
+          f"   (target: <= 1 FP per scored day)")
 
 
 if __name__ == "__main__":

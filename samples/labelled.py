@@ -20,6 +20,12 @@ contracts (no background blocks), day-to-day activity factor U(0.8, 1.2), daily 
 21500 * exp(N(0, 0.2 %)) and a quiet 5 %-vol intraday underlying so that per-contract
 baselines are stable.
 
+Null conditions a real tape has (never labelled): the days cross the 2026-11-01 DST change on
+the exchange clock; :data:`OPEN_BURST_SHARE` of each day's background trades lands in the
+08:30 CT open window (no event is injected there); the expiry :data:`LATE_EXPIRY` first trades
+on day ``listed_from_day`` (a weekly listed mid-history); market-maker spreads are UDS
+verticals whose legs print side ``N``.
+
 Strength is relative to ``baseline_volume``: the mean background ("normal") volume, both
 sides, of that contract in the same 5-minute window of day over the previous ``<= 20``
 days.  Injected prints are left out of it; a scorer's own history also holds the (rare)
@@ -121,6 +127,8 @@ _KIND_P = (0.35, 0.30, 0.35)
 _WIDTH_PTS, _WIDTH_GROWTH = 80.0, 0.5  # strike dispersion of the front expiry, growth per expiry
 _EXP_DECAY, _QUARTERLY_BOOST = 0.55, 2.0
 _CHUNK = 65_536
+OPEN_BURST_SHARE = 0.02  # share of a day's background trades in the 08:30 CT window (null)
+LATE_EXPIRY = 1  # index of the expiry listed mid-history: no trades before ``listed_from_day``
 SPREAD_ID_BASE = 7_000_000  # instrument ids of the generated user-defined spreads (day × 100 + j)
 
 
@@ -145,6 +153,9 @@ class LabelledDays:
     tbbo_paths: list[Path]
     labels_path: Path
     first_scored_day: int
+    late_listed_ids: list[int] = dataclasses.field(default_factory=list)
+    """Instrument ids of the expiry that first trades on day ``listed_from_day``."""
+    listed_from_day: int = 0
 
 
 def trading_days(first_day: dt.date, n_days: int) -> list[dt.date]:
@@ -211,6 +222,9 @@ def _background(
     w_exp = _EXP_DECAY ** np.arange(n_e)
     w_exp[chain.roots.index(chain.future_symbol)] *= _QUARTERLY_BOOST
     ts = _event_times(rng, 0, n, n, chain.session_start, _intensity_cdf())
+    # the regular-hours open: a burst of OPEN_BURST_SHARE of the day's trades in its first window
+    burst = rng.random(n) < OPEN_BURST_SHARE
+    ts = np.where(burst, chain.session_start + RTH_OPEN_S * NS + rng.integers(0, WINDOW_S * NS, n), ts)
     spot = path[(ts - chain.session_start) // NS]
     e = rng.choice(n_e, size=n, p=w_exp / w_exp.sum())
     width = _WIDTH_PTS * (1.0 + _WIDTH_GROWTH * e)
@@ -301,9 +315,15 @@ class _Day:
         baseline: np.ndarray | None,
         bg: tuple[np.ndarray, ...],
         index: int = 0,
+        unlisted_expiry: int | None = None,
     ) -> None:
         self.rng, self.chain, self.day, self.path = rng, chain, day, path
         self.index = index
+        self.unlisted_expiry = unlisted_expiry
+        """Expiry index not trading yet today (no prints may be injected on it)."""
+        self.listed = np.ones(len(chain.ids), dtype=bool)
+        if unlisted_expiry is not None:
+            self.listed[np.arange(len(chain.ids)) // (2 * len(chain.strikes)) == unlisted_expiry] = False
         self.spreads: list[tuple[int, int, int]] = []
         """User-defined verticals listed today: (spread id, option index bought, sold)."""
         self.spread_prints: list[tuple[int, int, bytes, int]] = []
@@ -312,6 +332,7 @@ class _Day:
         self.has_history = baseline is not None
         self.base = np.zeros((n_opt, N_WINDOWS)) if baseline is None else baseline
         self.used = np.zeros((n_opt, N_WINDOWS), dtype=bool)
+        self.used[:, 0] = True  # the 08:30 CT open window stays null: its burst is a test condition
         ts, opt, side, size = bg
         self.bg_b = _window_volume(chain, ts, opt, size, side == b"B")
         self.bg_a = _window_volume(chain, ts, opt, size, side == b"A")
@@ -332,6 +353,8 @@ class _Day:
 
     def pick(self, mask: np.ndarray, weights: np.ndarray | None = None) -> tuple[int, ...] | None:
         """Pick the index of a True cell of ``mask``, uniformly or with ``weights`` (None if none)."""
+        if mask.ndim == 2 and mask.shape[0] == len(self.listed):
+            mask = mask & self.listed[:, None]
         cells = np.flatnonzero(mask)
         if len(cells) == 0:
             return None
@@ -596,7 +619,7 @@ class _Day:
             if k0 < 0 or k1 >= n_k:
                 continue
             o0, o1 = (e * n_k + k0) * 2 + cp, (e * n_k + k1) * 2 + cp
-            if self.used[o0, w] or self.used[o1, w]:
+            if self.used[o0, w] or self.used[o1, w] or e == self.unlisted_expiry:
                 continue
             pairs = int(rng.integers(1, 5))
             sizes = rng.integers(1, 11, pairs) * 5
@@ -667,6 +690,7 @@ def generate_labelled_days(
     events_per_day: int = 6,
     mm_bursts_per_day: int = 6,
     first_scored_day: int = 20,
+    listed_from_day: int | None = None,
 ) -> LabelledDays:
     """Write ``n_days`` labelled trading days (definition + tbbo per day) and ``labels.jsonl``.
 
@@ -689,6 +713,10 @@ def generate_labelled_days(
         Market-maker bursts per day (every day), each ``churn`` or ``spread`` with equal odds.
     first_scored_day : int
         Index of the first day with institutional flow; earlier days only build baselines.
+    listed_from_day : int, optional
+        Index of the day the expiry :data:`LATE_EXPIRY` starts trading (a weekly listed
+        mid-history: the baselines must not count the days before as zeros); default
+        ``first_scored_day // 2``.
 
     Returns
     -------
@@ -702,6 +730,9 @@ def generate_labelled_days(
     out_dir.mkdir(parents=True, exist_ok=True)
     days = trading_days(first_day, n_days)
     chain = fixed_chain(days[-1])
+    listing = first_scored_day // 2 if listed_from_day is None else listed_from_day
+    n_k = len(chain.strikes)
+    late_ids = [int(chain.ids[o]) for o in range(len(chain.ids)) if o // (2 * n_k) == LATE_EXPIRY]
     history: list[np.ndarray] = []
     defs, tbbos, labels = [], [], []
     for index, (day, child) in enumerate(zip(days, np.random.SeedSequence(seed).spawn(n_days), strict=True)):
@@ -711,8 +742,12 @@ def generate_labelled_days(
         path = _spot_path(rng, open_price)
         n_bg = round(trades_per_day * rng.uniform(*ACTIVITY))
         bg = _background(rng, dch, n_bg, path)
+        if index < listing:
+            unlisted = bg[1] // (2 * len(dch.strikes)) == LATE_EXPIRY
+            bg = tuple(x[~unlisted] for x in bg)
         recent = history[-HISTORY_DAYS:]
-        state = _Day(rng, dch, day, path, np.mean(recent, axis=0) if recent else None, bg, index)
+        state = _Day(rng, dch, day, path, np.mean(recent, axis=0) if recent else None, bg, index,
+                     LATE_EXPIRY if index < listing else None)
         if index >= first_scored_day:
             for _ in range(events_per_day):
                 kind = _KINDS[rng.choice(len(_KINDS), p=_KIND_P)]
@@ -754,6 +789,8 @@ def generate_labelled_days(
         tbbo_paths=tbbos,
         labels_path=labels_path,
         first_scored_day=first_scored_day,
+        late_listed_ids=late_ids,
+        listed_from_day=listing,
     )
 
 
