@@ -212,15 +212,17 @@ def aggregate_parts(
 
 
 def shard_index(contract_key: str, shards: int) -> int:
-    """Window shard of a contract: crc32 of its *chain* (underlying|expiration) mod ``shards``.
+    """Window shard of a contract: crc32 of its *underlying* mod ``shards``.
 
-    All strikes and both option types of one expiry share a shard, so a
-    window block holds a whole chain slice (sweeps across strikes, put-call
-    parity). crc32, not ``hash()``: the same contract must land on the same
-    key in every process.
+    Every expiry, strike and option type of one underlying shares a shard, so a
+    window block holds whole chains (sweeps across strikes, put-call parity), and
+    the strike-distance buckets, which span an underlying's expiries, are fed by
+    one shard in window order: the scores do not depend on how many shards run.
+    crc32, not ``hash()``: the same contract must land on the same key in every
+    process.
     """
     parts = contract_key.split("|")
-    group = "|".join(parts[:2]) if len(parts) == 5 else contract_key
+    group = parts[0] if len(parts) == 5 else contract_key
     return zlib.crc32(group.encode()) % shards
 
 

@@ -681,21 +681,7 @@ class Scorer:
             x[idx] for x in numbers)
         book = state.book
         contract = book.baselines(codes[idx], start_s)
-        fallback = np.flatnonzero(~contract.valid & (bucket_codes[idx] >= 0))
-        bucket = None
-        if len(fallback):
-            bucket = book.baselines(bucket_codes[idx[fallback]], start_s, per="trading")
-            use = fallback[bucket.valid]
-            merged = [np.array(x, dtype=float, copy=True) for x in contract[2:]]
-            for arr, src in zip(merged, bucket[2:], strict=True):
-                arr[use] = src[bucket.valid]
-            valid = contract.valid.copy()
-            valid[use] = True
-            days = contract.days.copy()
-            days[use] = bucket.days[bucket.valid]
-            chosen = BaselineArrays(valid, days, *merged)
-        else:
-            chosen = contract
+        chosen, scopes = self._choose_baselines(book, contract, bucket_codes[idx], start_s)
         f = factor_arrays(bid, ask, volume, trades, spread, chosen, p, sweep_strikes, sweep_volume,
                           blocks)
         conf = f.confidence
@@ -703,19 +689,13 @@ class Scorer:
         tagged = (sweep_strikes >= p.sweep_min_strikes) | (blocks > 0)
         hits = np.flatnonzero((conf >= p.monitor) & (ask != bid) & (chosen.valid | tagged))
         signals = []
-        fallback_pos = {j: pos for pos, j in enumerate(fallback.tolist())}
         for j in hits.tolist():
             cls = signal_class(float(conf[j]), p)
             i = int(idx[j])
             key = str(keys[i])
             if cls is None or CLASS_RANK[cls] <= state.emitted.get((key, start_s), 0):
                 continue
-            if contract.valid[j]:
-                baseline = contract.at(j, "contract")
-            elif j in fallback_pos and bucket is not None:
-                baseline = bucket.at(fallback_pos[j], "bucket")
-            else:
-                baseline = None
+            baseline = chosen.at(j, scopes[j]) if chosen.valid[j] else None
             m = merge_parts(block.take(inverse == i).to_parts())
             direction = Direction.BUY if ask[j] > bid[j] else Direction.SELL
             chain = int(state.attrs.chain[codes[i]])
@@ -724,6 +704,48 @@ class Scorer:
                                         state.book.tod_bucket_s, forward))
             state.emitted[(key, start_s)] = CLASS_RANK[cls]
         return signals
+
+    def _choose_baselines(self, book: BaselineBook, contract: BaselineArrays,
+                          bucket_codes: np.ndarray, start_s: int) -> tuple[BaselineArrays, list[str]]:
+        """Each candidate's baseline: its contract's, shrunk toward its bucket's, or the bucket's.
+
+        A contract with fewer than ``lookback_days`` listed days is blended with its
+        strike-distance bucket (per contract-window that traded) with weight
+        ``n / (n + shrink_days)`` on its own history (``n`` its listed days): median,
+        trades, lot size and imbalance linearly, σ through the variances. Without a
+        contract baseline the bucket's is used alone; without either, none (scope ``none``).
+        Returns the arrays and each candidate's scope: ``contract``, ``contract+bucket``,
+        ``bucket`` or ``none``.
+        """
+        p = self.params
+        k = len(bucket_codes)
+        scopes = ["contract" if v else "none" for v in contract.valid.tolist()]
+        has = np.flatnonzero(bucket_codes >= 0)
+        if len(has) == 0:
+            return contract, scopes
+        peer = book.baselines(bucket_codes[has], start_s, per="trading")
+        ok = has[peer.valid]
+        if len(ok) == 0:
+            return contract, scopes
+        at = np.full(k, -1, dtype=np.int64)
+        at[has] = np.arange(len(has))
+        src = at[ok]
+        own = contract.days[ok].astype(float)
+        weight = np.where(contract.valid[ok], own / (own + p.shrink_days), 0.0)
+        weight = np.where(contract.valid[ok] & (contract.days[ok] >= book.lookback_days), 1.0, weight)
+        out = [np.array(x, dtype=float, copy=True) for x in contract[2:]]
+        for arr, theirs in zip(out, peer[2:], strict=True):
+            arr[ok] = weight * arr[ok] + (1.0 - weight) * theirs[src]
+        scale = out[1]  # volume_scale: blend variances, not σ
+        scale[ok] = np.sqrt(weight * contract.volume_scale[ok] ** 2
+                            + (1.0 - weight) * peer.volume_scale[src] ** 2)
+        valid = contract.valid.copy()
+        valid[ok] = True
+        days = contract.days.copy()
+        days[ok] = np.where(contract.valid[ok], contract.days[ok], peer.days[src])
+        for j, w in zip(ok.tolist(), weight.tolist(), strict=True):
+            scopes[j] = "bucket" if w == 0.0 else "contract" if w == 1.0 else "contract+bucket"
+        return BaselineArrays(valid, days, *out), scopes
 
     def _sweep_clusters(self, bid: np.ndarray, ask: np.ndarray, swept: np.ndarray,
                         chain: np.ndarray, option_type: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -87,6 +87,8 @@ class ScoringSettings(BaseSettings):
     moderate: float = Field(default=0.55, ge=0, le=1)
     monitor: float = Field(default=0.35, ge=0, le=1)
     moneyness_step_pct: float = Field(default=0.5, gt=0)
+    shrink_days: float = Field(default=5.0, ge=0)
+    """Prior weight, in days, of the strike-distance bucket in a thin contract's baseline."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringSettings:

@@ -82,7 +82,8 @@ class Signal(BaseModel):
     sample_factor: float
     mm_score: float
     baseline_scope: str
-    """``contract``, ``bucket`` (strike-distance × type) or ``none``."""
+    """``contract``, ``contract+bucket`` (a thin history shrunk toward its bucket), ``bucket``
+    (strike-distance × type × days to expiry) or ``none``."""
     baseline_windows: int
     baseline_volume: float
     baseline_avg_size: float

@@ -252,9 +252,12 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     flow = store.query_arrow(
         "SELECT toUnixTimestamp(min(window_start)) AS lo, toUnixTimestamp(max(window_start)) AS hi "
         "FROM ifd.pressure_metrics WHERE underlying = 'NQZ6'").to_pylist()[0]
+    # the health boards use write time: span every table they read, since on a loaded machine
+    # the dead letters can be flushed seconds after the last batch row
     health = store.query_arrow(
-        "SELECT toUnixTimestamp(min(inserted_at)) AS lo, toUnixTimestamp(max(inserted_at)) + 1 AS hi "
-        "FROM ifd.ingest_batches").to_pylist()[0]
+        "SELECT toUnixTimestamp(min(t)) AS lo, toUnixTimestamp(max(t)) + 1 AS hi FROM ("
+        " SELECT inserted_at AS t FROM ifd.ingest_batches"
+        " UNION ALL SELECT inserted_at AS t FROM ifd.dead_letters)").to_pylist()[0]
     yield Replay(store, data_dir, (flow["lo"], flow["hi"]), (health["lo"], health["hi"]))
     store.close()
 

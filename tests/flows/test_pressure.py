@@ -526,8 +526,8 @@ def test_window_tracker_key_observed_again_after_heartbeat_is_tracked_again() ->
 def _random_block(seed: int, n: int = 2000):
     rng = np.random.default_rng(seed)
     defs = [
-        InstrumentDefinition(200 + k, f"NQZ6 C{21000 + 10 * k}", "C", "NQZ6", EXPIRY_NS,
-                             (21000 + 10 * k) * PX, 1)
+        InstrumentDefinition(200 + k, f"NQZ6 C{21000 + 10 * k}", "C", ("NQZ6", "NQH7", "ESZ6")[k % 3],
+                             EXPIRY_NS, (21000 + 10 * k) * PX, 1)
         for k in range(25)
     ]
     iid = rng.integers(200, 225, n).astype(np.uint32)
@@ -550,9 +550,9 @@ def test_split_by_shard_and_window_partitions_rows_without_loss() -> None:
         assert {r.window_start_ns for r in rows} == {piece.window_start_ns}
         assert piece.key.startswith("s") and 0 <= int(piece.key[1:]) < 5
         for r in rows:
-            # a contract lands on the shard of its chain: crc32 of underlying|expiration
-            chain = "|".join(r.key.split("|")[:2])
-            assert piece.key == f"s{zlib.crc32(chain.encode()) % 5:03d}"
+            # a contract lands on the shard of its underlying: crc32 of the key's first field
+            underlying = r.key.split("|")[0]
+            assert piece.key == f"s{zlib.crc32(underlying.encode()) % 5:03d}"
             seen.add((r.key, r.window_start_ns))
     assert seen == {(r.key, r.window_start_ns) for r in block.to_parts()}
     assert len({(p.key, p.window_start_ns) for p in pieces}) == len(pieces)

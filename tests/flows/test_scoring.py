@@ -390,3 +390,28 @@ def test_signal_carries_trader_columns_computed_by_hand():
 ])
 def test_sentiment_reads_puts_the_other_way(option_type, direction, expected):
     assert Sentiment.of(option_type, direction) == expected
+
+
+def test_thin_contract_history_is_shrunk_toward_its_bucket():
+    # contract: 5 listed days, one 60-lot window (6 trades) a day in the slot; its bucket: three
+    # peers trading 12 lots (3 trades) in each of two windows a day for 6 days
+    book = BaselineBook(lookback_days=20, min_days=5)
+    noon = 17 * 3600  # 11:00 CST in November
+    for d in range(6):
+        for w in range(2):
+            book.add_codes(book.codes(["NQZ6|C|+1|7-29d"] * 3), SESSIONS[d] + noon + 300 * w,
+                           np.full(3, 12), np.full(3, 3), np.zeros(3, dtype=np.int64))
+        if d >= 1:
+            book.add(KEY, SESSIONS[d] + noon, 60, 6, 0)
+    scorer = Scorer(ScoringSettings(shrink_days=5), lambda: book)
+    start = SESSIONS[6] + noon
+    contract = book.baselines(book.known([KEY]), start)
+    chosen, scopes = scorer._choose_baselines(book, contract, book.known(["NQZ6|C|+1|7-29d"]), start)
+    assert scopes == ["contract+bucket"] and chosen.days.tolist() == [5]
+    # own: median 60/6 = 10, sigma^2 = 3600*5/30 - 10^2 = 500; bucket: median 12, sigma^2 at the
+    # compound-Poisson floor 2*12*4 + 1 = 97; weight 5 / (5 + 5) = 0.5
+    assert chosen.volume_median[0] == pytest.approx(11.0)
+    assert chosen.volume_scale[0] == pytest.approx(math.sqrt(0.5 * 500 + 0.5 * 97))
+    plain, scopes = Scorer(ScoringSettings(shrink_days=0), lambda: book)._choose_baselines(
+        book, contract, book.known(["NQZ6|C|+1|7-29d"]), start)
+    assert scopes == ["contract"] and plain.volume_median[0] == pytest.approx(10.0)
