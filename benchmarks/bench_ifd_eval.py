@@ -22,8 +22,9 @@ FP rate (MM) = signalled market-maker windows / market-maker windows.
 A second table splits the null windows (every scored traded window without an
 institutional label) by condition, first match wins: UDS vertical legs and churn
 (market-maker labels), the spread instruments' own rows, the regular-hours open
-window (08:30 CT, with the generator's open burst), the expiry listed mid-history
-(:data:`samples.labelled.LATE_EXPIRY`), and the rest; for each it prints the
+window (08:30 CT, with the generator's open burst), the weekly expiring on a scored
+day (its 0DTE session, with a two-sided ATM surge in the last 2 hours), the expiry
+listed mid-history (:data:`samples.labelled.LATE_EXPIRY`), and the rest; for each it prints the
 false positives of class ≥ ``--min-class`` and their number per scored day.
 The days cross the 2026-11-01 DST change, so every condition is scored on a
 history that spans it. Figures are printed, never asserted.
@@ -150,6 +151,8 @@ def main() -> None:
         start = datetime.fromisoformat(label["window_start"].replace("Z", "+00:00"))
         kinds[_cell(label["instrument_id"], start)] = label["kind"]
     late = set(days.late_listed_ids)
+    zero_dte = set(days.zero_dte_ids)
+    expiry_day = days.days[days.zero_dte_day] if days.zero_dte_day >= 0 else None
     n_scored = len(days.days) - days.first_scored_day
 
     def condition(cell: tuple[int, int]) -> str:
@@ -160,7 +163,10 @@ def main() -> None:
             return "two-sided churn (MM)"
         if SPREAD_ID_BASE <= iid < SPREAD_ID_BASE + 1_000_000:
             return "spread instrument rows"
-        if f"{datetime.fromtimestamp(start_s, CHICAGO):%H:%M}" == "08:30":
+        local = datetime.fromtimestamp(start_s, CHICAGO)
+        if iid in zero_dte and local.date() == expiry_day:
+            return "0DTE expiry-day ATM surge"
+        if f"{local:%H:%M}" == "08:30":
             return "08:30 CT open window"
         if iid in late:
             return "expiry listed mid-history"

@@ -5,7 +5,8 @@ and exchange holidays skipped, exchange_calendars ``CMES``) as DBN v3 zstd files
 :mod:`samples.generator` (``nq-opt-glbx-mdp3-YYYYMMDD.definition.dbn.zst`` /
 ``.tbbo.dbn.zst``) plus ``labels.jsonl``.  Every day lists the SAME option chain with the SAME instrument ids
 (:func:`samples.generator.build_chain` for the calendar day after the last trading day,
-so every expiry lies after the last day).  Days ``0 .. first_scored_day - 1`` only build
+so every expiry lies after the last day, except the weekly :data:`ZERO_DTE_EXPIRY`, moved to
+scored day 2 when there is one).  Days ``0 .. first_scored_day - 1`` only build
 baselines; institutional flow is injected on days ``>= first_scored_day``.  Everything is
 drawn from :func:`numpy.random.default_rng` seeded per day: the same arguments give
 byte-identical files.
@@ -23,8 +24,10 @@ baselines are stable.
 Null conditions a real tape has (never labelled): the days cross the 2026-11-01 DST change on
 the exchange clock; :data:`OPEN_BURST_SHARE` of each day's background trades lands in the
 08:30 CT open window (no event is injected there); the expiry :data:`LATE_EXPIRY` first trades
-on day ``listed_from_day`` (a weekly listed mid-history); market-maker spreads are UDS
-verticals whose legs print side ``N``.
+on day ``listed_from_day`` (a weekly listed mid-history); the weekly :data:`ZERO_DTE_EXPIRY`
+expires at 15:00 CT of scored day 2, with a two-sided ATM surge (:data:`EXPIRY_SURGE_SHARE`
+of the day's trades) in its last 2 hours, and does not trade after; market-maker spreads are
+UDS verticals whose legs print side ``N``.
 
 Strength is relative to ``baseline_volume``: the mean background ("normal") volume, both
 sides, of that contract in the same 5-minute window of day over the previous ``<= 20``
@@ -129,6 +132,8 @@ _EXP_DECAY, _QUARTERLY_BOOST = 0.55, 2.0
 _CHUNK = 65_536
 OPEN_BURST_SHARE = 0.02  # share of a day's background trades in the 08:30 CT window (null)
 LATE_EXPIRY = 1  # index of the expiry listed mid-history: no trades before ``listed_from_day``
+ZERO_DTE_EXPIRY = 2  # index of the weekly that expires on scored day 2 (its 0DTE session)
+EXPIRY_SURGE_SHARE = 0.05  # two-sided ATM trades added in the expiry's last 2 hours, share of a day
 SPREAD_ID_BASE = 7_000_000  # instrument ids of the generated user-defined spreads (day × 100 + j)
 
 
@@ -156,6 +161,9 @@ class LabelledDays:
     late_listed_ids: list[int] = dataclasses.field(default_factory=list)
     """Instrument ids of the expiry that first trades on day ``listed_from_day``."""
     listed_from_day: int = 0
+    zero_dte_ids: list[int] = dataclasses.field(default_factory=list)
+    """Instrument ids of the weekly that expires on day ``zero_dte_day`` (15:00 CT)."""
+    zero_dte_day: int = -1
 
 
 def trading_days(first_day: dt.date, n_days: int) -> list[dt.date]:
@@ -242,6 +250,26 @@ def _background(
     return ts, (e * n_k + k) * 2 + is_put, side, size
 
 
+def _expiry_surge(rng: np.random.Generator, chain: Chain, path: np.ndarray,
+                  n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two-sided ATM trades of the expiring weekly in its last 2 hours (null flow, not labelled).
+
+    Expiry-day (0DTE) at-the-money options trade heavily on both sides as gamma is hedged
+    and positions are closed: strikes within two grid steps of the current underlying,
+    B/A 50/50, background lot sizes. Returns the :func:`_background` tuple.
+    """
+    n_k = len(chain.strikes)
+    lo = chain.session_start + (CLOSE_S - 7200) * NS
+    ts = np.sort(rng.integers(lo, chain.session_start + CLOSE_S * NS - 1_000_000, n))
+    spot = path[(ts - chain.session_start) // NS]
+    k = np.clip(np.abs(chain.strikes[None, :] - spot[:, None]).argmin(axis=1)
+                + rng.integers(-2, 3, n), 0, n_k - 1)
+    opt = (ZERO_DTE_EXPIRY * n_k + k) * 2 + rng.integers(0, 2, n)
+    side = rng.choice(np.array([b"B", b"A"]), size=n)
+    size = np.minimum(1 + np.floor(rng.lognormal(0.0, 1.0, n)), 49).astype(np.int64)
+    return ts, opt.astype(np.int64), side, size
+
+
 def _records(
     rng: np.random.Generator,
     chain: Chain,
@@ -315,15 +343,14 @@ class _Day:
         baseline: np.ndarray | None,
         bg: tuple[np.ndarray, ...],
         index: int = 0,
-        unlisted_expiry: int | None = None,
+        closed_expiries: frozenset[int] = frozenset(),
     ) -> None:
         self.rng, self.chain, self.day, self.path = rng, chain, day, path
         self.index = index
-        self.unlisted_expiry = unlisted_expiry
-        """Expiry index not trading yet today (no prints may be injected on it)."""
-        self.listed = np.ones(len(chain.ids), dtype=bool)
-        if unlisted_expiry is not None:
-            self.listed[np.arange(len(chain.ids)) // (2 * len(chain.strikes)) == unlisted_expiry] = False
+        self.closed_expiries = closed_expiries
+        """Expiry indices not trading today (not listed yet, or expired): no prints on them."""
+        expiry_of = np.arange(len(chain.ids)) // (2 * len(chain.strikes))
+        self.listed = ~np.isin(expiry_of, list(closed_expiries))
         self.spreads: list[tuple[int, int, int]] = []
         """User-defined verticals listed today: (spread id, option index bought, sold)."""
         self.spread_prints: list[tuple[int, int, bytes, int]] = []
@@ -619,7 +646,7 @@ class _Day:
             if k0 < 0 or k1 >= n_k:
                 continue
             o0, o1 = (e * n_k + k0) * 2 + cp, (e * n_k + k1) * 2 + cp
-            if self.used[o0, w] or self.used[o1, w] or e == self.unlisted_expiry:
+            if self.used[o0, w] or self.used[o1, w] or e in self.closed_expiries:
                 continue
             pairs = int(rng.integers(1, 5))
             sizes = rng.integers(1, 11, pairs) * 5
@@ -733,6 +760,16 @@ def generate_labelled_days(
     listing = first_scored_day // 2 if listed_from_day is None else listed_from_day
     n_k = len(chain.strikes)
     late_ids = [int(chain.ids[o]) for o in range(len(chain.ids)) if o // (2 * n_k) == LATE_EXPIRY]
+    # a weekly that expires on a scored day (15:00 CT): its 0DTE session, then no more trades
+    zero_dte_day = first_scored_day + 2 if first_scored_day + 2 < n_days else None
+    zero_dte_ids: list[int] = []
+    if zero_dte_day is not None:
+        expires = dt.datetime.combine(days[zero_dte_day], dt.time(15, 0), CHICAGO)
+        expirations = chain.expirations.copy()
+        expirations[ZERO_DTE_EXPIRY] = int(expires.timestamp()) * NS
+        chain = dataclasses.replace(chain, expirations=expirations)
+        zero_dte_ids = [int(chain.ids[o]) for o in range(len(chain.ids))
+                        if o // (2 * n_k) == ZERO_DTE_EXPIRY]
     history: list[np.ndarray] = []
     defs, tbbos, labels = [], [], []
     for index, (day, child) in enumerate(zip(days, np.random.SeedSequence(seed).spawn(n_days), strict=True)):
@@ -742,12 +779,18 @@ def generate_labelled_days(
         path = _spot_path(rng, open_price)
         n_bg = round(trades_per_day * rng.uniform(*ACTIVITY))
         bg = _background(rng, dch, n_bg, path)
-        if index < listing:
-            unlisted = bg[1] // (2 * len(dch.strikes)) == LATE_EXPIRY
-            bg = tuple(x[~unlisted] for x in bg)
+        closed = frozenset({LATE_EXPIRY} if index < listing else set()) | frozenset(
+            {ZERO_DTE_EXPIRY} if zero_dte_day is not None and index > zero_dte_day else set())
+        if closed:
+            gone = np.isin(bg[1] // (2 * len(dch.strikes)), list(closed))
+            bg = (bg[0][~gone], bg[1][~gone], bg[2][~gone], bg[3][~gone])
+        if index == zero_dte_day:
+            surge = _expiry_surge(rng, dch, path, round(EXPIRY_SURGE_SHARE * n_bg))
+            bg = (np.concatenate([bg[0], surge[0]]), np.concatenate([bg[1], surge[1]]),
+                  np.concatenate([bg[2], surge[2]]), np.concatenate([bg[3], surge[3]]))
         recent = history[-HISTORY_DAYS:]
         state = _Day(rng, dch, day, path, np.mean(recent, axis=0) if recent else None, bg, index,
-                     LATE_EXPIRY if index < listing else None)
+                     closed)
         if index >= first_scored_day:
             for _ in range(events_per_day):
                 kind = _KINDS[rng.choice(len(_KINDS), p=_KIND_P)]
@@ -791,6 +834,8 @@ def generate_labelled_days(
         first_scored_day=first_scored_day,
         late_listed_ids=late_ids,
         listed_from_day=listing,
+        zero_dte_ids=zero_dte_ids,
+        zero_dte_day=-1 if zero_dte_day is None else zero_dte_day,
     )
 
 
