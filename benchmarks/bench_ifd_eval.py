@@ -21,7 +21,9 @@ FP rate (MM) = signalled market-maker windows / market-maker windows.
 
 A second table splits the null windows (every scored traded window without an
 institutional label) by condition, first match wins: UDS vertical legs and churn
-(market-maker labels), the spread instruments' own rows, the regular-hours open
+(market-maker labels), the spread instruments' own rows, the holiday-shortened
+sessions (CME early closes: the default 25 days end with Thanksgiving and the day
+after), the regular-hours open
 window (08:30 CT, with the generator's open burst), the weekly expiring on a scored
 day (its 0DTE session, with a two-sided ATM surge in the last 2 hours), the expiry
 listed mid-history (:data:`samples.labelled.LATE_EXPIRY`), and the rest; for each it prints the
@@ -38,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 
 from benchmarks.naive_rule import naive_pressure_signal  # noqa: E402
-from flows.exchange_time import CHICAGO  # noqa: E402
+from flows.exchange_time import CHICAGO, cme_sessions  # noqa: E402
 from flows.ifd import build_flow  # noqa: E402
 from models.records import WindowResult  # noqa: E402
 from models.settings import Settings  # noqa: E402
@@ -78,16 +80,19 @@ def evaluate(predicted: dict, institutional: dict, mm: set, traded: set) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=25)
+    parser.add_argument("--first-day", type=date.fromisoformat, default=date(2026, 10, 26),
+                        help="first calendar day (default: 25 days cross the DST change and end "
+                             "with the Thanksgiving and day-after early closes)")
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--trades-per-day", type=int, default=40_000)
     parser.add_argument("--min-class", default="MODERATE", choices=[c.value for c in SignalClass])
     parser.add_argument("--out", type=Path, default=ROOT / "data" / "eval")
     args = parser.parse_args()
 
-    out = args.out / f"d{args.days}-s{args.seed}-t{args.trades_per_day}"
+    out = args.out / f"d{args.days}-s{args.seed}-t{args.trades_per_day}-{args.first_day:%Y%m%d}"
     started = time.perf_counter()
     days = generate_labelled_days(out, n_days=args.days, seed=args.seed,
-                                  trades_per_day=args.trades_per_day)
+                                  trades_per_day=args.trades_per_day, first_day=args.first_day)
     scored_from = days.days[days.first_scored_day]
     gen_s = time.perf_counter() - started
 
@@ -151,6 +156,9 @@ def main() -> None:
         start = datetime.fromisoformat(label["window_start"].replace("Z", "+00:00"))
         kinds[_cell(label["instrument_id"], start)] = label["kind"]
     late = set(days.late_listed_ids)
+    sessions = cme_sessions()
+    short_days = {d for d in days.days
+                  if sessions.close_second((d - date(1970, 1, 1)).days) < 86_400}
     zero_dte = set(days.zero_dte_ids)
     expiry_day = days.days[days.zero_dte_day] if days.zero_dte_day >= 0 else None
     n_scored = len(days.days) - days.first_scored_day
@@ -164,6 +172,8 @@ def main() -> None:
         if SPREAD_ID_BASE <= iid < SPREAD_ID_BASE + 1_000_000:
             return "spread instrument rows"
         local = datetime.fromtimestamp(start_s, CHICAGO)
+        if local.date() in short_days:
+            return "holiday-shortened session"
         if iid in zero_dte and local.date() == expiry_day:
             return "0DTE expiry-day ATM surge"
         if f"{local:%H:%M}" == "08:30":

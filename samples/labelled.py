@@ -27,7 +27,8 @@ the exchange clock; :data:`OPEN_BURST_SHARE` of each day's background trades lan
 on day ``listed_from_day`` (a weekly listed mid-history); the weekly :data:`ZERO_DTE_EXPIRY`
 expires at 15:00 CT of scored day 2, with a two-sided ATM surge (:data:`EXPIRY_SURGE_SHARE`
 of the day's trades) in its last 2 hours, and does not trade after; market-maker spreads are
-UDS verticals whose legs print side ``N``.
+UDS verticals whose legs print side ``N``; a session that closes early on the CME calendar
+(e.g. 12:00 CT on Thanksgiving and the day after) has no trades after its close.
 
 Strength is relative to ``baseline_volume``: the mean background ("normal") volume, both
 sides, of that contract in the same 5-minute window of day over the previous ``<= 20``
@@ -784,6 +785,12 @@ def generate_labelled_days(
         if closed:
             gone = np.isin(bg[1] // (2 * len(dch.strikes)), list(closed))
             bg = (bg[0][~gone], bg[1][~gone], bg[2][~gone], bg[3][~gone])
+        # a holiday-shortened session (exchange_calendars CMES early close): nothing after it
+        session_day = (day - dt.date(1970, 1, 1)).days
+        close_ns = (cme_sessions().open_of(session_day) + cme_sessions().close_second(session_day)) * NS
+        if (bg[0] >= close_ns).any():
+            early = bg[0] < close_ns
+            bg = (bg[0][early], bg[1][early], bg[2][early], bg[3][early])
         if index == zero_dte_day:
             surge = _expiry_surge(rng, dch, path, round(EXPIRY_SURGE_SHARE * n_bg))
             bg = (np.concatenate([bg[0], surge[0]]), np.concatenate([bg[1], surge[1]]),
@@ -791,6 +798,8 @@ def generate_labelled_days(
         recent = history[-HISTORY_DAYS:]
         state = _Day(rng, dch, day, path, np.mean(recent, axis=0) if recent else None, bg, index,
                      closed)
+        after_close = [w for w in range(N_WINDOWS) if state.window_start(w) + WINDOW_S * NS > close_ns]
+        state.used[:, after_close] = True  # no injected flow after an early close
         if index >= first_scored_day:
             for _ in range(events_per_day):
                 kind = _KINDS[rng.choice(len(_KINDS), p=_KIND_P)]
