@@ -109,9 +109,11 @@ def main() -> None:
 
     institutional: dict = {}
     mm: set = set()
+    kinds: dict = {}  # every labelled cell → its kind, for the null-condition table
     for line in days.labels_path.read_text().splitlines():
         label = json.loads(line)
         start = datetime.fromisoformat(label["window_start"].replace("Z", "+00:00"))
+        kinds[_cell(label["instrument_id"], start)] = label["kind"]
         if not scored(start):
             continue
         cell = _cell(label["instrument_id"], start)
@@ -150,11 +152,6 @@ def main() -> None:
     print(f"targets (IFD >= {args.min_class}): precision >= 0.8, recall >= 0.8, FP rate < 30 %; "
           f"FP rate = signalled share of unlabelled traded windows / of MM windows")
 
-    kinds: dict = {}
-    for line in days.labels_path.read_text().splitlines():
-        label = json.loads(line)
-        start = datetime.fromisoformat(label["window_start"].replace("Z", "+00:00"))
-        kinds[_cell(label["instrument_id"], start)] = label["kind"]
     late = set(days.late_listed_ids)
     sessions = cme_sessions()
     short_days = {d for d in days.days

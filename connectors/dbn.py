@@ -668,7 +668,6 @@ def _concat_oi(held: dict[str, np.ndarray], recs: np.ndarray) -> dict[str, np.nd
     """Append open-interest records to a chunk's columns."""
     new: dict[str, np.ndarray] = {"instrument_id": recs["instrument_id"].astype(np.uint32),
            "ts_event": recs["ts_event"].astype(np.int64), "ts_recv": recs["ts_recv"].astype(np.int64),
-           "ts_ref": recs["ts_ref"].astype(np.uint64).view(np.int64),
            "quantity": recs["quantity"].astype(np.int64)}
     if not held:
         return new

@@ -95,11 +95,7 @@ class CmeSessions:
         """Open (s since epoch UTC) of the first session on or after trading day ``day``."""
         if self.days[0] <= day <= self.days[-1]:
             return int(self.open_s[np.searchsorted(self.days, day)])
-        label = dt.date(1970, 1, 1) + dt.timedelta(days=day)
-        while label.weekday() >= 5:
-            label += dt.timedelta(days=1)
-        opened = dt.datetime.combine(label - dt.timedelta(days=1), dt.time(ROLL_HOUR_CT), CHICAGO)
-        return int(opened.timestamp())
+        return _weekday_open(dt.date(1970, 1, 1) + dt.timedelta(days=day))[1]
 
     def close_second(self, day: int) -> int:
         """Length of session ``day`` in seconds from its open (24 h, or less on an early close).
@@ -119,13 +115,17 @@ def _weekday_roll(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     open_s = np.empty(len(hours), dtype=np.int64)
     for j, hour in enumerate(hours.tolist()):
         local = dt.datetime.fromtimestamp(hour * 3600, CHICAGO)
-        label = local.date() + dt.timedelta(days=1 if local.hour >= ROLL_HOUR_CT else 0)
-        while label.weekday() >= 5:
-            label += dt.timedelta(days=1)
-        opened = dt.datetime.combine(label - dt.timedelta(days=1), dt.time(ROLL_HOUR_CT), CHICAGO)
-        day[j] = (label - dt.date(1970, 1, 1)).days
-        open_s[j] = int(opened.timestamp())
+        day[j], open_s[j] = _weekday_open(
+            local.date() + dt.timedelta(days=1 if local.hour >= ROLL_HOUR_CT else 0))
     return day[inverse], np.maximum(ts - open_s[inverse], 0)
+
+
+def _weekday_open(label: dt.date) -> tuple[int, int]:
+    """(day number, open s UTC) of the first weekday session on or after ``label``."""
+    while label.weekday() >= 5:
+        label += dt.timedelta(days=1)
+    opened = dt.datetime.combine(label - dt.timedelta(days=1), dt.time(ROLL_HOUR_CT), CHICAGO)
+    return (label - dt.date(1970, 1, 1)).days, int(opened.timestamp())
 
 
 @lru_cache(maxsize=1)

@@ -68,7 +68,13 @@ import numpy as np
 from flows.baselines import Baseline, BaselineArrays, BaselineBook
 from flows.exchange_time import exchange_clock, locate_one
 from flows.pressure import merge_parts
-from models.records import FIXED_PRICE_SCALE, UNDEF_PRICE, PartBlock, PressureMetrics
+from models.records import (
+    FIXED_PRICE_SCALE,
+    OPTION_TYPE_CODES,
+    UNDEF_PRICE,
+    PartBlock,
+    PressureMetrics,
+)
 from models.settings import ScoringSettings
 from models.signals import Direction, Sentiment, Signal, SignalClass
 
@@ -263,9 +269,6 @@ def forward_estimates(
                                      np.asarray(vwap, dtype=float))
     return {names[c]: f for c, f in zip(codes.tolist(), forwards.tolist(), strict=True)}
 
-
-OPTION_TYPE_CODES = {"C": 0, "P": 1}
-"""Option type → int8 code (−1 for every other instrument class)."""
 
 
 def chain_forwards(chain: np.ndarray, expiration: np.ndarray, strike: np.ndarray,

@@ -24,6 +24,8 @@ from flows.sweeps import TapeRules, block_prints, sweep_prints
 from flows.validate import MAX_SKEW_NS, plausible_clock, validate_trades
 from models.batch import SourceBatch
 from models.records import (
+    OPTION_TYPE_CODES,
+    SPREAD_CLASSES,
     BatchStats,
     Contract,
     DeadLetters,
@@ -74,9 +76,9 @@ def _tape_tags(trades: TradeBatch, side: np.ndarray, spread: np.ndarray, contrac
         return empty, empty
     chains: dict[tuple[str, int], int] = {}
     chain = np.array([chains.setdefault((c.underlying, c.expiration_ns), len(chains))
-                      if c.option_type in ("C", "P") and c.expiration_ns is not None
+                      if c.option_type in OPTION_TYPE_CODES and c.expiration_ns is not None
                       and c.strike_price is not None else -1 for c in contracts], dtype=np.int64)
-    option_type = np.array([{"C": 0, "P": 1}.get(c.option_type, -1) for c in contracts],
+    option_type = np.array([OPTION_TYPE_CODES.get(c.option_type, -1) for c in contracts],
                            dtype=np.int8)
     strike = np.array([-1 if c.strike_price is None else c.strike_price for c in contracts],
                       dtype=np.int64)
@@ -188,6 +190,8 @@ class StreamProcessor:
         contract_of, contracts = resolve_trades(
             trades.instrument_id, trades.ts_recv, self.catalog, state.definitions)
         side, method, spread = _classify(trades, state, self.catalog)
+        if len(contracts):  # a spread instrument's own trades, with or without known legs
+            spread |= np.array([c.option_type in SPREAD_CLASSES for c in contracts])[contract_of]
         sweep, block = _tape_tags(trades, side, spread, contract_of, contracts, self.tape)
         parts = aggregate_parts(
             trades.ts_event, trades.instrument_id, trades.price, trades.size, side, method,

@@ -76,9 +76,8 @@ class DecodedChunk:
         Definition records in the chunk, upgraded to DBN v3 semantics.
     open_interest : dict[str, numpy.ndarray]
         Open-interest statistics records (Databento ``statistics`` schema, stat type 9, new
-        values): ``instrument_id`` uint32, ``ts_event``/``ts_recv``/``ts_ref`` int64 ns UTC
-        (``ts_ref``: the trading day the figure describes, or UNDEF), ``quantity`` int64
-        contracts. Empty arrays when the chunk holds none.
+        values): ``instrument_id`` uint32, ``ts_event``/``ts_recv`` int64 ns UTC, ``quantity``
+        int64 contracts. Empty arrays when the chunk holds none.
     skipped : collections.Counter[str]
         Records of rtypes the pipeline does not use, by rtype name.
     max_ts_event : int

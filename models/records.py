@@ -104,6 +104,9 @@ class SpreadLeg:
     ratio: int
 
 
+OPTION_TYPE_CODES = {"C": 0, "P": 1}
+"""Option type → int8 code for vectorised work (−1 for every other instrument class)."""
+
 SPREAD_CLASSES = frozenset({"S", "T", "M"})
 """Databento ``instrument_class`` of multi-leg instruments: future spread, option spread,
 mixed spread (Databento "Instrument definitions": InstrumentClass)."""
@@ -145,11 +148,6 @@ class InstrumentDefinition:
     ts_recv: int
     legs: tuple[SpreadLeg, ...] = ()
     multiplier: float | None = None
-
-    @property
-    def is_spread(self) -> bool:
-        """Tell whether this is a multi-leg instrument (legs listed or a spread class)."""
-        return bool(self.legs) or self.instrument_class in SPREAD_CLASSES
 
     def same_message(self, other: InstrumentDefinition) -> bool:
         """Tell whether ``other`` is another leg record of the same spread definition."""

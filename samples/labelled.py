@@ -786,8 +786,8 @@ def generate_labelled_days(
             gone = np.isin(bg[1] // (2 * len(dch.strikes)), list(closed))
             bg = (bg[0][~gone], bg[1][~gone], bg[2][~gone], bg[3][~gone])
         # a holiday-shortened session (exchange_calendars CMES early close): nothing after it
-        session_day = (day - dt.date(1970, 1, 1)).days
-        close_ns = (cme_sessions().open_of(session_day) + cme_sessions().close_second(session_day)) * NS
+        session_day, sessions = (day - dt.date(1970, 1, 1)).days, cme_sessions()
+        close_ns = (sessions.open_of(session_day) + sessions.close_second(session_day)) * NS
         if (bg[0] >= close_ns).any():
             early = bg[0] < close_ns
             bg = (bg[0][early], bg[1][early], bg[2][early], bg[3][early])

@@ -63,7 +63,7 @@ def test_leg_records_of_a_spread_become_one_definition_with_its_legs(tmp_path):
     by_id = {d.instrument_id: d for d in defs}
     assert sorted(by_id) == [K1, K2, UDS] and len(defs) == 3
     assert by_id[UDS].legs == (SpreadLeg(0, K1, 1, 1), SpreadLeg(1, K2, -1, 1))
-    assert by_id[UDS].is_spread and not by_id[K1].is_spread and by_id[K1].legs == ()
+    assert by_id[UDS].instrument_class == "T" and by_id[K1].legs == ()
     assert by_id[K1].multiplier == 20.0  # unit_of_measure IPNT, unit_of_measure_qty 20 (1e-9)
 
 
