@@ -24,7 +24,8 @@ institutional label) by condition, first match wins: UDS vertical legs and churn
 (market-maker labels), the spread instruments' own rows, the holiday-shortened
 sessions (CME early closes: the default 25 days end with Thanksgiving and the day
 after), the regular-hours open
-window (08:30 CT, with the generator's open burst), the weekly expiring on a scored
+window (08:30 CT, with the generator's open burst), the session's evening (17:00-19:00 CT:
+the Sunday-evening open after a weekend or holiday apart from the weekday ones), the weekly expiring on a scored
 day (its 0DTE session, with a two-sided ATM surge in the last 2 hours), the expiry
 listed mid-history (:data:`samples.labelled.LATE_EXPIRY`), and the rest; for each it prints the
 false positives of class ≥ ``--min-class`` and their number per scored day.
@@ -49,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 
 from benchmarks.naive_rule import naive_pressure_signal  # noqa: E402
-from flows.exchange_time import CHICAGO, cme_sessions  # noqa: E402
+from flows.exchange_time import CHICAGO, cme_sessions, locate_one  # noqa: E402
 from flows.ifd import build_flow  # noqa: E402
 from models.records import WindowResult  # noqa: E402
 from models.settings import Settings  # noqa: E402
@@ -104,8 +105,10 @@ def main() -> None:
         run_main(build_flow(settings, sink=TestingSink(items), alerts=None))
         flow_s = time.perf_counter() - started
 
-    def scored(ts: datetime) -> bool:
-        return ts.date() >= scored_from
+    first_scored = (scored_from - date(1970, 1, 1)).days
+
+    def scored(ts: datetime) -> bool:  # by CME session: the 17:00 CT evening opens the next day
+        return locate_one(int(ts.timestamp()))[0] >= first_scored
 
     institutional: dict = {}
     mm: set = set()
@@ -175,6 +178,11 @@ def main() -> None:
             return "0DTE expiry-day ATM surge"
         if f"{local:%H:%M}" == "08:30":
             return "08:30 CT open window"
+        if 17 <= local.hour < 19:
+            day, _ = locate_one(start_s)
+            if sessions.open_of(day - 1) == sessions.open_of(day):
+                return "Sunday-evening open 17-19 CT"
+            return "weekday evening 17-19 CT"
         if iid in late:
             return "expiry listed mid-history"
         return "other null windows"

@@ -28,7 +28,10 @@ on day ``listed_from_day`` (a weekly listed mid-history); the weekly :data:`ZERO
 expires at 15:00 CT of scored day 2, with a two-sided ATM surge (:data:`EXPIRY_SURGE_SHARE`
 of the day's trades) in its last 2 hours, and does not trade after; market-maker spreads are
 UDS verticals whose legs print side ``N``; a session that closes early on the CME calendar
-(e.g. 12:00 CT on Thanksgiving and the day after) has no trades after its close.
+(e.g. 12:00 CT on Thanksgiving and the day after) has no trades after its close; every
+session opens at 17:00 CT the evening before with :data:`EVENING_SHARE` of the day's trades
+before 19:00 CT and a burst in its first 5 minutes, three times larger at the Sunday-evening
+open (after a weekend or holiday, :data:`SUNDAY_OPEN_SHARE`).
 
 Strength is relative to ``baseline_volume``: the mean background ("normal") volume, both
 sides, of that contract in the same 5-minute window of day over the previous ``<= 20``
@@ -136,6 +139,9 @@ LATE_EXPIRY = 1  # index of the expiry listed mid-history: no trades before ``li
 ZERO_DTE_EXPIRY = 2  # index of the weekly that expires on scored day 2 (its 0DTE session)
 EXPIRY_SURGE_SHARE = 0.05  # two-sided ATM trades added in the expiry's last 2 hours, share of a day
 SPREAD_ID_BASE = 7_000_000  # instrument ids of the generated user-defined spreads (day × 100 + j)
+EVENING_SHARE = 0.01  # share of a day's trades in 17:00-19:00 CT, after the session's evening open
+EVENING_OPEN_SHARE = 0.004  # of them, in the first 5 minutes after a weekday 17:00 CT open
+SUNDAY_OPEN_SHARE = 0.012  # in the first 5 minutes after a Sunday (or post-holiday) 17:00 CT open
 
 
 @dataclass(frozen=True)
@@ -223,18 +229,31 @@ def _spot_path(rng: np.random.Generator, open_price: float) -> np.ndarray:
     return open_price * _underlying_path(rng, 1.0) ** (SPOT_VOL / 0.20)
 
 
+def _spot(chain: Chain, path: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Underlying at ``ts`` (ns); the evening before the path's start holds its first price."""
+    return path[np.clip((ts - chain.session_start) // NS, 0, len(path) - 1)]
+
+
 def _background(
-    rng: np.random.Generator, chain: Chain, n: int, path: np.ndarray
+    rng: np.random.Generator, chain: Chain, n: int, path: np.ndarray,
+    times: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Draw ``n`` normal trades: (ts_event ns, option index, side S1, size contracts)."""
+    """Draw ``n`` normal trades: (ts_event ns, option index, side S1, size contracts).
+
+    ``times`` (ns, shape (n,)) replaces the day's intensity profile and open burst.
+    """
     n_e, n_k = len(chain.expirations), len(chain.strikes)
     w_exp = _EXP_DECAY ** np.arange(n_e)
     w_exp[chain.roots.index(chain.future_symbol)] *= _QUARTERLY_BOOST
-    ts = _event_times(rng, 0, n, n, chain.session_start, _intensity_cdf())
-    # the regular-hours open: a burst of OPEN_BURST_SHARE of the day's trades in its first window
-    burst = rng.random(n) < OPEN_BURST_SHARE
-    ts = np.where(burst, chain.session_start + RTH_OPEN_S * NS + rng.integers(0, WINDOW_S * NS, n), ts)
-    spot = path[(ts - chain.session_start) // NS]
+    if times is None:
+        ts = _event_times(rng, 0, n, n, chain.session_start, _intensity_cdf())
+        # the regular-hours open: a burst of OPEN_BURST_SHARE of the day's trades in its first window
+        burst = rng.random(n) < OPEN_BURST_SHARE
+        ts = np.where(burst, chain.session_start + RTH_OPEN_S * NS
+                      + rng.integers(0, WINDOW_S * NS, n), ts)
+    else:
+        ts = np.asarray(times, dtype=np.int64)
+    spot = _spot(chain, path, ts)
     e = rng.choice(n_e, size=n, p=w_exp / w_exp.sum())
     width = _WIDTH_PTS * (1.0 + _WIDTH_GROWTH * e)
     k = np.empty(n, dtype=np.int64)
@@ -251,6 +270,24 @@ def _background(
     return ts, (e * n_k + k) * 2 + is_put, side, size
 
 
+def _evening(rng: np.random.Generator, chain: Chain, path: np.ndarray, n_day: int, open_ns: int,
+             after_break: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Trades of the session's evening, 17:00-19:00 CT (null flow, not labelled).
+
+    A CME Globex session opens at 17:00 CT the evening before its trading date; the open
+    draws a burst, larger after a weekend or holiday (the Sunday-evening open prices two days
+    of news). :data:`EVENING_SHARE` of the day's trades spread over the evening, plus
+    :data:`SUNDAY_OPEN_SHARE` (after a break) or :data:`EVENING_OPEN_SHARE` in its first
+    5 minutes; background strikes, sides and lot sizes. Returns the :func:`_background` tuple.
+    """
+    burst = round((SUNDAY_OPEN_SHARE if after_break else EVENING_OPEN_SHARE) * n_day)
+    spread = round(EVENING_SHARE * n_day)
+    times = np.sort(np.concatenate([
+        open_ns + rng.integers(0, WINDOW_S * NS, burst),
+        rng.integers(open_ns, chain.session_start, spread)]))
+    return _background(rng, chain, len(times), path, times=times)
+
+
 def _expiry_surge(rng: np.random.Generator, chain: Chain, path: np.ndarray,
                   n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Two-sided ATM trades of the expiring weekly in its last 2 hours (null flow, not labelled).
@@ -262,7 +299,7 @@ def _expiry_surge(rng: np.random.Generator, chain: Chain, path: np.ndarray,
     n_k = len(chain.strikes)
     lo = chain.session_start + (CLOSE_S - 7200) * NS
     ts = np.sort(rng.integers(lo, chain.session_start + CLOSE_S * NS - 1_000_000, n))
-    spot = path[(ts - chain.session_start) // NS]
+    spot = _spot(chain, path, ts)
     k = np.clip(np.abs(chain.strikes[None, :] - spot[:, None]).argmin(axis=1)
                 + rng.integers(-2, 3, n), 0, n_k - 1)
     opt = (ZERO_DTE_EXPIRY * n_k + k) * 2 + rng.integers(0, 2, n)
@@ -287,7 +324,7 @@ def _records(
     """
     m, n_k = len(ts), len(chain.strikes)
     e, k, is_put = opt // (2 * n_k), (opt // 2) % n_k, opt % 2 == 1
-    spot = path[(ts - chain.session_start) // NS]
+    spot = _spot(chain, path, ts)
     years = (chain.expirations[e].astype(np.int64) - ts) / NS_PER_YEAR
     theo = _option_theo(spot, chain.strikes[k], years, is_put) / TICK_PTS  # ticks
     spread = 1 + rng.binomial(3, np.clip(theo / 4000.0, 0.05, 0.85))
@@ -822,6 +859,17 @@ def generate_labelled_days(
             rec = both[np.argsort(both["ts_event"], kind="stable")]
             rec["ts_recv"] = np.maximum.accumulate(rec["ts_recv"])  # one feed: in order
             rec["sequence"] = np.maximum.accumulate(rec["sequence"]) + np.arange(len(rec))
+        # the session's evening (17:00-19:00 CT), drawn last so the rest of the day is unchanged
+        open_s = sessions.open_of(session_day)
+        evening = _evening(rng, dch, path, n_bg, open_s * NS,
+                           after_break=sessions.open_of(session_day - 1) == open_s)
+        if closed:
+            keep = ~np.isin(evening[1] // (2 * len(dch.strikes)), list(closed))
+            evening = (evening[0][keep], evening[1][keep], evening[2][keep], evening[3][keep])
+        both = np.concatenate([_records(rng, dch, path, *evening), rec])
+        rec = both[np.argsort(both["ts_event"], kind="stable")]
+        rec["ts_recv"] = np.maximum.accumulate(rec["ts_recv"])
+        rec["sequence"] = np.maximum.accumulate(rec["sequence"]) + np.arange(len(rec))
         defs.append(write_chain_definitions(out_dir / sample_name(day, "definition"), dch,
                                             _spread_definitions(dch, state.spreads)))
         tbbos.append(

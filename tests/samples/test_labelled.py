@@ -10,6 +10,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from zoneinfo import ZoneInfo
+
 import databento
 import databento_dbn as dbn
 import numpy as np
@@ -122,7 +124,7 @@ def test_tbbo_records(gen: labelled.LabelledDays, tbbo: dict[str, np.ndarray]) -
         assert np.all(recv >= ts) and np.all(recv - ts < 1_000_000)
         assert np.all(t["flags"] == dbn.F_LAST) and np.all(t["depth"] == 0)
         start = np.datetime64(day, "ns").astype(np.int64)
-        assert ts.min() >= start and ts.max() < start + 20 * 3600 * 10**9
+        assert ts.min() >= _evening_open_ns(day) and ts.max() < start + 20 * 3600 * 10**9
         assert set(np.unique(t["instrument_id"]).tolist()) <= ids
         buy, sell = t["side"] == b"B", t["side"] == b"A"
         assert np.all(t["price"][buy] == t["ask_px_00"][buy]) and np.all(
@@ -135,6 +137,27 @@ def test_tbbo_records(gen: labelled.LabelledDays, tbbo: dict[str, np.ndarray]) -
         assert 0.85 < rth.mean() < 0.97
     assert len(set(counts)) == len(counts)  # day-to-day activity varies
     assert 0.75 * TRADES < min(counts) and max(counts) < 1.25 * TRADES + 2000
+
+
+def _evening_open_ns(day: dt.date) -> int:
+    """17:00 America/Chicago of the calendar day before ``day``: the CME Globex session open."""
+    opened = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(17, 0), ZoneInfo("America/Chicago"))
+    return int(opened.timestamp()) * 10**9
+
+
+def test_sessions_open_at_17_ct_the_evening_before_with_a_larger_sunday_open(
+    gen: labelled.LabelledDays, tbbo: dict[str, np.ndarray]
+) -> None:
+    first_window, evening = {}, {}
+    for day in gen.days:
+        ts = tbbo[day.isoformat()]["ts_event"].astype(np.int64)
+        opened = _evening_open_ns(day)
+        first_window[day] = ((ts >= opened) & (ts < opened + WIN_NS)).sum() / len(ts)  # share
+        evening[day] = ((ts >= opened) & (ts < opened + 2 * 3600 * 10**9)).sum() / len(ts)
+    monday, *weekdays = gen.days  # 2026-10-19 opens Sunday 17:00 CT, the others on weekdays
+    assert monday.weekday() == 0 and all(d.weekday() in (1, 2, 3) for d in weekdays)
+    assert all(evening[d] > first_window[d] > 0 for d in gen.days)
+    assert first_window[monday] > 2 * max(first_window[d] for d in weekdays)
 
 
 def test_determinism(gen: labelled.LabelledDays, tmp_path: Path) -> None:
