@@ -23,10 +23,10 @@ A second table splits the null windows (every scored traded window without an
 institutional label) by condition, first match wins: UDS vertical legs and churn
 (market-maker labels), the spread instruments' own rows, the holiday-shortened
 sessions (CME early closes: the default 25 days end with Thanksgiving and the day
-after), the regular-hours open
-window (08:30 CT, with the generator's open burst), the session's evening (17:00-19:00 CT:
-the Sunday-evening open after a weekend or holiday apart from the weekday ones), the weekly expiring on a scored
-day (its 0DTE session, with a two-sided ATM surge in the last 2 hours), the expiry
+after), the regular-hours open window (08:30 CT, with the generator's open burst), the
+session's evening (17:00-19:00 CT: the Sunday-evening open after a weekend or holiday apart
+from the weekday ones), the weekly expiring on a scored day (its 0DTE session, with a
+two-sided ATM surge in the last 2 hours), the expiry
 listed mid-history (:data:`samples.labelled.LATE_EXPIRY`), and the rest; for each it prints the
 false positives of class ≥ ``--min-class`` and their number per scored day.
 The days cross the 2026-11-01 DST change, so every condition is scored on a

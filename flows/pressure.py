@@ -16,14 +16,14 @@ Aggregation happens in two stages so the dataflow handles one item per
 Windows are tumbling, ``[start, end)``, aligned to UTC midnight; window
 index = ``ts_event // window_ns``.
 
-Dominant side and confidence (the same formulas are rendered into the
+Dominant side and dominance confidence (the same formulas are rendered into the
 ``ifd.pressure_metrics`` view, see :func:`sql_dominant_side`):
 
 - ``imbalance = (ask_volume - bid_volume) / (ask_volume + bid_volume)``;
   ``BUY`` when imbalance ≥ ``DOMINANCE_THRESHOLD`` (0.2, i.e. ≥ 60 % of the
   classified volume lifted the offer), ``SELL`` when ≤ -0.2, else
   ``NEUTRAL`` (also when nothing was classified).
-- ``confidence = sample × dominance`` with
+- ``dominance_confidence = sample × dominance`` with
   ``sample = total_trades / (total_trades + CONFIDENCE_HALF_TRADES)`` (0.5 at
   10 trades, → 1 with more) and
   ``dominance = |ask_volume - bid_volume| / total_volume`` (unknown-side
@@ -53,9 +53,9 @@ from models.records import (
 from models.window_rules import (  # noqa: F401 - re-exported for the flow's callers
     CONFIDENCE_HALF_TRADES,
     DOMINANCE_THRESHOLD,
-    confidence,
+    dominance_confidence,
     dominant_side,
-    sql_confidence,
+    sql_dominance_confidence,
     sql_dominant_side,
 )
 
@@ -302,7 +302,7 @@ def merge_parts(parts: list[WindowPart]) -> PressureMetrics:
         max_trade_size=max(p.max_trade_size for p in parts),
         vwap=notional / volume if volume else None,
         dominant_side=dominant_side(bid, ask),
-        confidence=min(1.0, confidence(bid, ask, volume, trades)),
+        dominance_confidence=min(1.0, dominance_confidence(bid, ask, volume, trades)),
         first_trade_ts=ns_to_datetime(min(p.first_ts_ns for p in parts)),
         last_trade_ts=ns_to_datetime(max(p.last_ts_ns for p in parts)),
         flag_volume=sum(p.flag_volume for p in parts),

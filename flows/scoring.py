@@ -50,10 +50,14 @@ informed-vs-liquidity flow split of Easley, O'Hara & Srinivas (1998,
 "Option Volume and Stock Prices", J. Finance 53(2)); it is evaluated on
 labelled data by ``benchmarks/bench_ifd_eval.py``.
 
-**Moneyness.** Strike distance uses a forward estimated by put-call parity
-for futures options, ``F ≈ K + C − P`` (discounting ignored intraday), from
-the window's call and put VWAPs at the same strike and expiry; the median
-over strikes is kept per (underlying, expiration).
+**Moneyness.** Strike distance is measured from the forward. The underlying of
+a CME futures option is the future itself, so when the underlying future's
+trades are in the input (e.g. ``NQ.FUT`` beside ``NQ.OPT``), its latest window
+VWAP is the forward (used for :data:`UNDERLYING_MAX_AGE_S` after its window).
+Otherwise the forward is estimated by put-call parity, ``F ≈ K + C − P``
+(discounting ignored intraday), from the window's call and put VWAPs at the
+same strike and expiry; the median over strikes is kept per (underlying,
+expiration).
 """
 
 from __future__ import annotations
@@ -424,6 +428,10 @@ CLASS_RANK: dict[SignalClass | None, int] = {
     None: 0, SignalClass.MONITOR: 1, SignalClass.MODERATE: 2, SignalClass.STRONG: 3}
 """Order of signal classes: a correction re-alerts only when the class rises."""
 
+UNDERLYING_MAX_AGE_S = 1_800
+"""How long (s of event time after its window) a future's window VWAP stays the forward of its
+options; older, the put-call-parity forward is used."""
+
 
 @dataclass
 class ScorerState:
@@ -449,11 +457,29 @@ class ScorerState:
     emitted: dict[tuple[str, int], int] = field(default_factory=dict)
     attrs: ContractAttributes = field(default_factory=ContractAttributes)
     """Contract attributes by book code (a cache: rebuilt from the windows when missing)."""
+    underlying_prices: dict[str, tuple[float, int]] = field(default_factory=dict)
+    """Future symbol (e.g. ``NQZ6``) → (latest window VWAP in USD price points, its window start
+    s): the forward of that future's options when its trades are in the input."""
 
     def __setstate__(self, state: dict) -> None:
-        """Restore a pickled state (one written before ``attrs`` existed gets an empty one)."""
+        """Restore a pickled state (older ones get empty ``attrs`` / ``underlying_prices``)."""
         state.setdefault("attrs", ContractAttributes())
+        state.setdefault("underlying_prices", {})
         self.__dict__.update(state)
+
+    def forward(self, chain: int, start_s: int) -> float | None:
+        """Forward (USD price points) of chain code ``chain`` for the window starting ``start_s``.
+
+        The underlying future's window VWAP when it traded within :data:`UNDERLYING_MAX_AGE_S`
+        before the window, else the chain's put-call-parity forward; None when neither is known.
+        """
+        if chain < 0:
+            return None
+        name = self.attrs.chains[chain]
+        price = self.underlying_prices.get(name[0])
+        if price is not None and 0 <= start_s - price[1] <= UNDERLYING_MAX_AGE_S:
+            return price[0]
+        return self.forwards.get(name)
 
     def snapshot(self) -> ScorerState:
         """Copy the state so later scoring leaves the copy alone, in time independent of history.
@@ -463,7 +489,8 @@ class ScorerState:
         """
         return ScorerState(book=self.book.snapshot(), forwards=dict(self.forwards),
                            recent={w: list(parts) for w, parts in self.recent.items()},
-                           emitted=dict(self.emitted), attrs=self.attrs.snapshot())
+                           emitted=dict(self.emitted), attrs=self.attrs.snapshot(),
+                           underlying_prices=dict(self.underlying_prices))
 
     def __deepcopy__(self, memo: dict) -> ScorerState:
         """Copy as :meth:`snapshot` does (bytewax and tests deep-copy state)."""
@@ -604,6 +631,9 @@ class Scorer:
             names = attrs.chains
             state.forwards.update(zip([names[x] for x in chains.tolist()], forwards.tolist(),
                                       strict=True))
+            futures = np.flatnonzero((c["option_type"][first] == "F") & (vwap > 0))
+            for j in futures.tolist():  # the underlying of futures options is the future
+                state.underlying_prices[str(c["symbol"][first[j]])] = (float(vwap[j]), start_s)
 
         sweep_strikes, sweep_volume = self._sweep_clusters(bid, ask, swept_volume, chain,
                                                            option_type)
@@ -648,9 +678,8 @@ class Scorer:
             return out
         attrs = state.attrs
         window_chains, which = np.unique(chain, return_inverse=True)
-        get = state.forwards.get
-        forward = np.array([get(attrs.chains[x], np.nan) for x in window_chains.tolist()],
-                           dtype=float)[which]
+        forward = np.array([f if (f := state.forward(x, start_s)) is not None else np.nan
+                            for x in window_chains.tolist()], dtype=float)[which]
         with np.errstate(invalid="ignore", divide="ignore"):
             steps = np.round((strike - forward) / forward * 100.0 / self.params.moneyness_step_pct)
         ok = np.flatnonzero((forward > 0) & ~np.isnan(strike) & ~np.isnan(steps)
@@ -702,7 +731,7 @@ class Scorer:
             m = merge_parts(block.take(inverse == i).to_parts())
             direction = Direction.BUY if ask[j] > bid[j] else Direction.SELL
             chain = int(state.attrs.chain[codes[i]])
-            forward = state.forwards.get(state.attrs.chains[chain]) if chain >= 0 else None
+            forward = state.forward(chain, start_s)
             signals.append(self._signal(m, f.at(j), baseline, cls, direction,
                                         state.book.tod_bucket_s, forward))
             state.emitted[(key, start_s)] = CLASS_RANK[cls]

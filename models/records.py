@@ -336,7 +336,7 @@ class PressureMetrics(BaseModel):
 
     Volumes in contracts; prices in USD index points; times aware UTC.
     ``pressure_ratio`` = ask_volume / bid_volume (None when bid_volume = 0).
-    ``dominant_side`` and ``confidence`` follow :mod:`flows.pressure`.
+    ``dominant_side`` and ``dominance_confidence`` follow :mod:`flows.pressure`.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -362,7 +362,7 @@ class PressureMetrics(BaseModel):
     max_trade_size: int
     vwap: float | None
     dominant_side: DominantSide
-    confidence: float = Field(ge=0.0, le=1.0)
+    dominance_confidence: float = Field(ge=0.0, le=1.0)
     first_trade_ts: datetime
     last_trade_ts: datetime
     flag_volume: int

@@ -1,4 +1,4 @@
-"""Window rules shared by the flow and the ClickHouse views: dominant side and confidence.
+"""Window rules shared by the flow and the ClickHouse views: dominant side and dominance confidence.
 
 One definition, two renderings: the Python functions score a window in the
 flow (:mod:`flows.pressure`), the ``sql_*`` functions render the same formulas
@@ -9,10 +9,12 @@ and streamed numbers cannot drift.
   ``BUY`` when imbalance ≥ ``DOMINANCE_THRESHOLD`` (0.2, i.e. ≥ 60 % of the
   classified volume lifted the offer), ``SELL`` when ≤ -0.2, else ``NEUTRAL``
   (also when nothing was classified).
-- ``confidence = sample × dominance`` with
+- ``dominance_confidence = sample × dominance`` with
   ``sample = total_trades / (total_trades + CONFIDENCE_HALF_TRADES)`` (0.5 at
   10 trades) and ``dominance = |ask_volume - bid_volume| / total_volume``
-  (unknown-side volume dilutes it). In [0, 1].
+  (unknown-side volume dilutes it). In [0, 1]. It says how one-sided a window is, on how many
+  trades; it is not the IFD signal confidence (:mod:`flows.scoring`), which also weighs the
+  contract's own history.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def dominant_side(bid_volume: int, ask_volume: int) -> DominantSide:
     return DominantSide.NEUTRAL
 
 
-def confidence(bid_volume: int, ask_volume: int, total_volume: int, total_trades: int) -> float:
+def dominance_confidence(bid_volume: int, ask_volume: int, total_volume: int, total_trades: int) -> float:
     """Sample-size × dominance confidence in [0, 1] (formula in the module docstring)."""
     if total_volume <= 0 or total_trades <= 0:
         return 0.0
@@ -54,8 +56,8 @@ def sql_dominant_side(bid: str, ask: str) -> str:
     )
 
 
-def sql_confidence(bid: str, ask: str, total_volume: str, total_trades: str) -> str:
-    """Render the :func:`confidence` formula as a ClickHouse expression."""
+def sql_dominance_confidence(bid: str, ask: str, total_volume: str, total_trades: str) -> str:
+    """Render the :func:`dominance_confidence` formula as a ClickHouse expression."""
     h = CONFIDENCE_HALF_TRADES
     return (
         f"if({total_volume} = 0 OR {total_trades} = 0, 0., "

@@ -250,11 +250,17 @@ def _definition_bytes(chain: Chain) -> bytes:
 
 
 def _metadata(
-    chain: Chain, schema: dbn.Schema, symbols: list[str], ids: np.ndarray | None = None
+    chain: Chain, schema: dbn.Schema, symbols: list[str], ids: np.ndarray | None = None,
+    start: int | None = None,
 ) -> bytes:
-    """Encode a DBN v3 metadata header with parent -> instrument_id mappings."""
+    """Encode a DBN v3 metadata header with parent -> instrument_id mappings.
+
+    ``start`` (ns since epoch UTC, default the chain's ``session_start``) opens the file's range.
+    """
     ids = chain.ids if ids is None else ids
-    day = dt.datetime.fromtimestamp(chain.session_start // NS, dt.UTC).date()
+    start = chain.session_start if start is None else start
+    day = dt.datetime.fromtimestamp(start // NS, dt.UTC).date()
+    end_day = dt.datetime.fromtimestamp(chain.session_start // NS, dt.UTC).date() + dt.timedelta(days=1)
     index = dict(zip(chain.ids.tolist(), chain.symbols, strict=True))
     index[chain.future_id] = chain.future_symbol
     mappings = [
@@ -262,7 +268,7 @@ def _metadata(
             raw_symbol=index[int(i)],
             intervals=[
                 SimpleNamespace(
-                    start_date=day, end_date=day + dt.timedelta(days=1), symbol=str(int(i))
+                    start_date=day, end_date=end_day, symbol=str(int(i))
                 )
             ],
         )
@@ -270,7 +276,7 @@ def _metadata(
     ]
     return dbn.Metadata(
         dataset=DATASET,
-        start=chain.session_start,
+        start=start,
         end=chain.session_start + CLOSE_S * NS,
         stype_in=dbn.SType("parent"),
         stype_out=dbn.SType("instrument_id"),

@@ -874,7 +874,8 @@ def generate_labelled_days(
                                             _spread_definitions(dch, state.spreads)))
         tbbos.append(
             _write_dbn(
-                out_dir / sample_name(day, "tbbo"), _metadata(dch, dbn.Schema("tbbo"), [PARENT_SYMBOL]), [rec]
+                out_dir / sample_name(day, "tbbo"),
+                _metadata(dch, dbn.Schema("tbbo"), [PARENT_SYMBOL], start=open_s * NS), [rec]
             )
         )
         labels += sorted(state.labels, key=lambda r: (r["window_start"], r["instrument_id"]))

@@ -55,7 +55,7 @@ from models.records import (
 )
 from models.settings import Settings
 from models.signals import Signal
-from models.window_rules import sql_confidence, sql_dominant_side
+from models.window_rules import sql_dominance_confidence, sql_dominant_side
 
 log = logging.getLogger(__name__)
 
@@ -321,8 +321,8 @@ def schema_statements() -> list[str]:
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
     text = text.replace("{{DOMINANT_SIDE}}", sql_dominant_side("bid_volume", "ask_volume"))
     text = text.replace(
-        "{{CONFIDENCE}}",
-        sql_confidence("bid_volume", "ask_volume", "total_volume", "total_trades"),
+        "{{DOMINANCE_CONFIDENCE}}",
+        sql_dominance_confidence("bid_volume", "ask_volume", "total_volume", "total_trades"),
     )
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
 

@@ -1,6 +1,6 @@
 -- IFD schema. Applied idempotently at start (sinks.clickhouse.apply_schema);
 -- the same statements run on embedded chdb and on a ClickHouse server.
--- {{DOMINANT_SIDE}} / {{CONFIDENCE}} are rendered from flows.pressure so the
+-- {{DOMINANT_SIDE}} / {{DOMINANCE_CONFIDENCE}} are rendered from flows.pressure so the
 -- view and the Python code share one formula.
 
 CREATE DATABASE IF NOT EXISTS ifd;
@@ -102,7 +102,7 @@ SELECT
     max_trade_size,
     if(total_volume = 0, NULL, notional / total_volume) AS vwap,
     {{DOMINANT_SIDE}} AS dominant_side,
-    least(1., {{CONFIDENCE}}) AS confidence,
+    least(1., {{DOMINANCE_CONFIDENCE}}) AS dominance_confidence,
     first_trade_ts,
     last_trade_ts,
     flag_volume,
@@ -171,7 +171,7 @@ SELECT
     sell_trades,
     total_trades,
     {{DOMINANT_SIDE}} AS dominant_side,
-    least(1., {{CONFIDENCE}}) AS confidence
+    least(1., {{DOMINANCE_CONFIDENCE}}) AS dominance_confidence
 FROM
 (
     SELECT

@@ -90,7 +90,7 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("ifd-contract", "Average trade size vs baseline", "C"): ("time", "baseline_job_avg_size"),
     ("ifd-contract", "Windows", "A"): (
         "time", "bid_volume", "ask_volume", "unknown_volume", "pressure_ratio", "dominant_side",
-        "confidence", "total_trades", "avg_trade_size", "max_trade_size", "vwap"),
+        "dominance_confidence", "total_trades", "avg_trade_size", "max_trade_size", "vwap"),
     ("ifd-contract", "Signals for this contract", "A"): (
         "time", "direction", "signal_class", "confidence", "volume_z", "dominance", "size_ratio",
         "mm_score", "baseline_scope", "baseline_avg_size", "reason"),

@@ -15,7 +15,7 @@ from flows.instruments import InstrumentCatalog, contract_for, format_strike, re
 from flows.pressure import (
     WindowTracker,
     aggregate_parts,
-    confidence,
+    dominance_confidence,
     dominant_side,
     merge_parts,
     split_by_shard_and_window,
@@ -378,8 +378,8 @@ def test_merge_parts_sums_and_recomputes_metrics() -> None:
     assert m.max_trade_size == 30
     # imbalance = (90 - 40) / 130 = 0.385 ≥ 0.2 → BUY
     assert m.dominant_side == DominantSide.BUY
-    # confidence = 11 / (11 + 10) * |90 - 40| / 150 = 11/21 * 1/3 = 11/63
-    assert m.confidence == pytest.approx(11 / 63)
+    # dominance_confidence = 11 / (11 + 10) * |90 - 40| / 150 = 11/21 * 1/3 = 11/63
+    assert m.dominance_confidence == pytest.approx(11 / 63)
     assert (m.flag_volume, m.quote_volume, m.tick_volume) == (70, 35, 25)
     assert m.parts == 2
     assert m.window_start == datetime(2024, 6, 21, 13, 15, tzinfo=UTC)
@@ -397,14 +397,14 @@ def test_merge_parts_pressure_ratio_is_none_without_bid_volume() -> None:
     assert m.pressure_ratio is None
     assert m.dominant_side == DominantSide.BUY
     # 2 / 12 * 10 / 10
-    assert m.confidence == pytest.approx(1 / 6)
+    assert m.dominance_confidence == pytest.approx(1 / 6)
     assert m.vwap == pytest.approx(5.0)
 
 
-def test_merge_parts_unknown_only_window_is_neutral_with_zero_confidence() -> None:
+def test_merge_parts_unknown_only_window_is_neutral_with_zero_dominance_confidence() -> None:
     m = merge_parts([make_part(unknown_volume=8, unknown_trades=4, notional=40.0)])
     assert m.dominant_side == DominantSide.NEUTRAL
-    assert m.confidence == 0.0
+    assert m.dominance_confidence == 0.0
     assert m.pressure_ratio is None
     assert m.avg_trade_size == pytest.approx(2.0)
 
@@ -432,7 +432,7 @@ def test_merge_parts_mixed_contracts_raise() -> None:
         merge_parts([make_part(), make_part(key="F|ESU4")])
 
 
-# --- dominant_side / confidence -----------------------------------------------
+# --- dominant_side / dominance_confidence -----------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -467,7 +467,7 @@ def test_dominant_side_thresholds(bid: int, ask: int, expected: DominantSide) ->
 )
 def test_confidence_formula(bid: int, ask: int, volume: int, trades: int,
                             expected: float) -> None:
-    assert confidence(bid, ask, volume, trades) == pytest.approx(expected)
+    assert dominance_confidence(bid, ask, volume, trades) == pytest.approx(expected)
 
 
 # --- WindowTracker ------------------------------------------------------------

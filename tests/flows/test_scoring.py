@@ -49,7 +49,7 @@ def metrics(bid: int, ask: int, trades: int, unknown: int = 0, spread: int = 0) 
         underlying="NQZ6", expiration=None, strike=21500.0, option_type="C", bid_volume=bid,
         ask_volume=ask, unknown_volume=unknown, total_volume=volume, pressure_ratio=None,
         buy_trades=trades, sell_trades=0, total_trades=trades, avg_trade_size=volume / trades,
-        max_trade_size=1, vwap=10.0, dominant_side="NEUTRAL", confidence=0.0,
+        max_trade_size=1, vwap=10.0, dominant_side="NEUTRAL", dominance_confidence=0.0,
         first_trade_ts=ts, last_trade_ts=ts, flag_volume=volume, quote_volume=0, tick_volume=0,
         parts=1, spread_volume=spread,
     )
@@ -381,6 +381,52 @@ def test_signal_carries_trader_columns_computed_by_hand():
     assert signal.moneyness_pct == pytest.approx((21400 - 21520) / 21520 * 100, abs=1e-4)
     assert "(95% on the ask, net imbalance 89%)" in signal.reason
     assert "premium $110,000" in signal.reason and "BEARISH (bought puts)" in signal.reason
+
+
+def _future_part(start: int, price: float, lots: int = 10) -> WindowPart:
+    return WindowPart(
+        key="F|NQZ6", window_start_ns=start, window_end_ns=start + 300 * 10**9, source="f", seq=0,
+        instrument_id=1, symbol="NQZ6", underlying="NQ", expiration_ns=start + 40 * 86_400 * 10**9,
+        strike_price=None, option_type="F", defined=True, bid_volume=lots // 2,
+        ask_volume=lots - lots // 2, unknown_volume=0, buy_trades=1, sell_trades=1,
+        unknown_trades=0, notional=price * lots, max_trade_size=lots, first_ts_ns=start,
+        last_ts_ns=start + 1, flag_volume=lots, quote_volume=0, tick_volume=0, block_trades=0,
+        block_volume=0, multiplier=20.0)
+
+
+FUTURE_VWAP = (21590.0 * 4 + 21605.0 * 12) / 16  # two parts of one window: 4 and 12 lots
+
+
+@pytest.mark.parametrize(("future_age_windows", "forward"), [(0, FUTURE_VWAP), (6, FUTURE_VWAP),
+                                                               (7, 21520.0), (None, 21520.0)])
+def test_moneyness_uses_the_underlying_futures_price_when_it_traded_recently(future_age_windows,
+                                                                            forward):
+    # the 21400 put's underlying NQZ6 traded at FUTURE_VWAP `future_age_windows` windows before;
+    # the options' own parity forward is 21500 + 120 - 100 = 21520; 30 min = 6 windows
+    start = (SESSIONS[0] + T1330) * 10**9
+    expiration = start + 300 * 10**9 + 3 * 86_400 * 10**9
+
+    def part(kind: str, strike: int, bid: int, ask: int, price: float) -> WindowPart:
+        return WindowPart(
+            key=f"NQZ6|2026-12-18T13:30:00Z|{kind}|{strike}|QN1Z6", window_start_ns=start,
+            window_end_ns=start + 300 * 10**9, source="f", seq=0, instrument_id=strike + len(kind),
+            symbol=f"QN1Z6 {kind}{strike}", underlying="NQZ6", expiration_ns=expiration,
+            strike_price=strike * 10**9, option_type=kind, defined=True, bid_volume=bid,
+            ask_volume=ask, unknown_volume=0, buy_trades=ask // 2, sell_trades=bid // 2,
+            unknown_trades=0, notional=price * (bid + ask), max_trade_size=60,
+            first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask, quote_volume=0,
+            tick_volume=0, block_trades=1, block_volume=60, multiplier=20.0)
+
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    state = scorer.new_state()
+    if future_age_windows is not None:
+        earlier = start - future_age_windows * 300 * 10**9
+        fut = [_future_part(earlier, 21590.0, 4), _future_part(earlier, 21605.0, 12)]
+        assert scorer.score(state, block_of(fut, 300 * 10**9, key="s001")) == []
+    block = block_of([part("C", 21500, 1, 1, 120.0), part("P", 21500, 1, 1, 100.0),
+                      part("P", 21400, 6, 104, 50.0)], 300 * 10**9, key="s000")
+    (signal,) = scorer.score(state, block)
+    assert signal.moneyness_pct == pytest.approx((21400 - forward) / forward * 100, abs=1e-4)
 
 
 @pytest.mark.parametrize(("option_type", "direction", "expected"), [

@@ -9,7 +9,6 @@ import datetime as dt
 import json
 from collections import defaultdict
 from pathlib import Path
-
 from zoneinfo import ZoneInfo
 
 import databento

@@ -45,7 +45,7 @@ def _metrics(store):
     rows = store.query_arrow(
         "SELECT contract_key, toUnixTimestamp64Milli(window_start) AS ws, bid_volume, ask_volume,"
         " total_volume, total_trades, pressure_ratio, vwap, avg_trade_size, max_trade_size,"
-        " dominant_side, confidence, parts FROM ifd.pressure_metrics"
+        " dominant_side, dominance_confidence, parts FROM ifd.pressure_metrics"
     ).to_pylist()
     return {(r["contract_key"], r["ws"]): r for r in rows}
 
@@ -67,7 +67,7 @@ def test_view_recomputes_the_python_merge_from_parts(store):
             == (m.bid_volume, m.ask_volume, m.total_volume, m.total_trades)
         assert row["max_trade_size"] == m.max_trade_size
         assert row["dominant_side"] == m.dominant_side.value
-        assert row["confidence"] == pytest.approx(m.confidence)
+        assert row["dominance_confidence"] == pytest.approx(m.dominance_confidence)
         assert row["avg_trade_size"] == pytest.approx(m.avg_trade_size)
         assert row["vwap"] == pytest.approx(m.vwap)
         if m.pressure_ratio is None:

@@ -77,7 +77,7 @@ SELECT
     max_trade_size,
     if(total_volume = 0, NULL, notional / total_volume) AS vwap,
     multiIf((bid_volume + ask_volume) = 0, 'NEUTRAL', (ask_volume - bid_volume) / (bid_volume + ask_volume) >= 0.2, 'BUY', (ask_volume - bid_volume) / (bid_volume + ask_volume) <= -0.2, 'SELL', 'NEUTRAL') AS dominant_side,
-    least(1., if(total_volume = 0 OR total_trades = 0, 0., total_trades / (total_trades + 10.0) * abs(toFloat64(ask_volume) - bid_volume) / total_volume)) AS confidence,
+    least(1., if(total_volume = 0 OR total_trades = 0, 0., total_trades / (total_trades + 10.0) * abs(toFloat64(ask_volume) - bid_volume) / total_volume)) AS dominance_confidence,
     first_trade_ts,
     last_trade_ts,
     flag_volume,
@@ -145,7 +145,7 @@ SELECT
     sell_trades,
     total_trades,
     multiIf((bid_volume + ask_volume) = 0, 'NEUTRAL', (ask_volume - bid_volume) / (bid_volume + ask_volume) >= 0.2, 'BUY', (ask_volume - bid_volume) / (bid_volume + ask_volume) <= -0.2, 'SELL', 'NEUTRAL') AS dominant_side,
-    least(1., if(total_volume = 0 OR total_trades = 0, 0., total_trades / (total_trades + 10.0) * abs(toFloat64(ask_volume) - bid_volume) / total_volume)) AS confidence
+    least(1., if(total_volume = 0 OR total_trades = 0, 0., total_trades / (total_trades + 10.0) * abs(toFloat64(ask_volume) - bid_volume) / total_volume)) AS dominance_confidence
 FROM
 (
     SELECT
