@@ -41,7 +41,8 @@ not repeat is anything else. So:
   or the feed is closing. Each emitted piece of a second gets a split index
   (0 normally; 1, 2 … only if the same second is re-opened, e.g. by records
   arriving after a heartbeat, or when one second exceeds ``batch_records``,
-  which cuts at fixed record counts). A part's identity is
+  which cuts it into pieces of at most that many records, never inside a run
+  of equal ``ts_event``: :func:`_piece_ends`). A part's identity is
   ``(second, split)``: unique within a run, and a replay after a restart cuts
   the same seconds the same way, so it rewrites the same rows.
 
@@ -74,6 +75,29 @@ DATA = "data"
 def ts_event_of(raw: bytes) -> int:
     """``ts_event`` of a raw DBN record (bytes 8-16 of the record header), ns UTC."""
     return int.from_bytes(raw[8:16], "little")
+
+
+def _piece_ends(records: list[bytes], size: int, *, complete: bool) -> list[int]:
+    """End indices of the pieces a second's records are cut into, at most ``size`` records each.
+
+    A cut never falls inside a run of consecutive records with equal ``ts_event`` (one match
+    event: a spread trade and its leg prints, one aggressor filling several levels), unless the
+    run alone is longer than ``size``: those records must reach the flow in one batch. A cut at
+    ``i`` needs record ``i`` to be known (is it a new ``ts_event``?), so the pieces depend only
+    on the records, never on when they arrived. ``complete``: the second has ended, the last
+    piece takes the rest; otherwise the records after the last certain cut stay held.
+    """
+    ends: list[int] = []
+    start, n = 0, len(records)
+    while n - start > size:
+        end = start + size
+        while end > start and ts_event_of(records[end]) == ts_event_of(records[end - 1]):
+            end -= 1
+        ends.append(end if end > start else start + size)
+        start = ends[-1]
+    if complete and n > start:
+        ends.append(n)
+    return ends
 
 
 @dataclass
@@ -141,7 +165,7 @@ class LiveSequencer:
     trade_rtype : int
         rtype of the subscribed trade schema (flips ``trades_seen``).
     batch_records : int
-        Most records per unit (a longer second is cut at fixed counts).
+        Most records per unit (a longer second is cut into pieces, see :func:`_piece_ends`).
     resume : LiveResume | None
         State from a snapshot.
     prune_min : int
@@ -278,16 +302,15 @@ class LiveSequencer:
             out.extend(self._cut(held.second, held.records))
             positions.extend(held.positions)
         remaining = self._held[-1:] if keep_last else []
-        if remaining and len(remaining[0].records) >= self.batch_records:
-            # a very busy second: fixed-count pieces are emitted before it ends
+        if remaining and len(remaining[0].records) > self.batch_records:
+            # a very busy second: its first pieces are emitted before it ends
             open_second = remaining[0]
-            whole = len(open_second.records) // self.batch_records * self.batch_records
-            out.extend(self._cut(open_second.second, open_second.records[:whole]))
-            positions.extend(open_second.positions[:whole])
-            open_second.records = open_second.records[whole:]
-            open_second.positions = open_second.positions[whole:]
-            if not open_second.records:
-                remaining = []
+            whole = _piece_ends(open_second.records, self.batch_records, complete=False)[-1:]
+            if whole:
+                out.extend(self._cut(open_second.second, open_second.records[:whole[0]]))
+                positions.extend(open_second.positions[:whole[0]])
+                open_second.records = open_second.records[whole[0]:]
+                open_second.positions = open_second.positions[whole[0]:]
         self._held = remaining
         if not self._held:
             self._sealed = False
@@ -306,14 +329,16 @@ class LiveSequencer:
         return out
 
     def _cut(self, second: int, records: list[bytes]) -> list[Unit]:
-        units = []
-        for i in range(0, len(records), self.batch_records):
+        """Cut a second's records (or the complete head of an open one) into units."""
+        units, start = [], 0
+        for end in _piece_ends(records, self.batch_records, complete=True):
             split = self._splits.get(second, 0)
             if split >= SPLIT_BASE:
                 msg = f"ts_recv second {second} was split more than {SPLIT_BASE - 1} times"
                 raise OverflowError(msg)
             self._splits[second] = split + 1
-            units.append(Unit(second, split, records[i:i + self.batch_records]))
+            units.append(Unit(second, split, records[start:end]))
+            start = end
         return units
 
     def _floors(self) -> tuple[int, int]:

@@ -232,6 +232,46 @@ def test_a_busy_second_is_cut_at_fixed_counts():
     assert [len(u.records) for u in units] == [2] and units[0].split == 2
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_busy_second_pieces_never_split_a_match_event_and_do_not_depend_on_arrival(seed):
+    # one ts_recv second of match events (equal ts_event: a spread and its legs, a multi-level
+    # fill) of 1-6 prints; pieces of at most 5 records, polled after random arrivals
+    rng = random.Random(seed)
+    t0, size = 1_700_000_000 * NS, 5
+    records, event = [], t0
+    while len(records) < 60:
+        event += rng.randint(1, 3)
+        records += [_trade(t0 + len(records), len(records), ts_event=event)
+                    for _ in range(rng.randint(1, 6))]
+
+    def pieces(poll_every: int) -> list[list[bytes]]:
+        seq = LiveSequencer(2 * NS, 0x00, size)
+        seq.begin(1, None)
+        out = []
+        for i, raw in enumerate(records):
+            seq.accept(1, raw, int.from_bytes(raw[8:16], "little"), t0 + i)
+            if i % poll_every == 0:
+                out += [u.records for u in seq.take_units()]
+        return out + [u.records for u in seq.take_units(flush_all=True)]
+
+    cut = pieces(1)
+    assert [r for piece in cut for r in piece] == records and max(map(len, cut)) <= size
+    run_length = Counter(r[8:16] for r in records)  # ts_event → prints (events are contiguous)
+    for before, after in zip(cut, cut[1:], strict=False):  # a run of <= 5 is never cut
+        event = before[-1][8:16]
+        assert event != after[0][8:16] or run_length[event] > size
+    assert pieces(rng.randint(2, 9)) == cut == pieces(10**6)
+
+
+def test_a_match_event_longer_than_a_piece_is_cut_at_the_fixed_count():
+    t0 = 1_700_000_000 * NS
+    seq = LiveSequencer(2 * NS, 0x00, 4)
+    seq.begin(1, None)
+    for i in range(9):
+        seq.accept(1, _trade(t0 + i, i, ts_event=t0), t0, t0 + i)
+    assert [len(u.records) for u in seq.take_units(flush_all=True)] == [4, 4, 1]
+
+
 def test_snapshot_covers_emitted_records_only():
     t0 = 1_700_000_000 * NS
     seq = LiveSequencer(2 * NS, 0x00, 100)
