@@ -81,6 +81,23 @@ class Baseline:
         return (volume - self.volume_median) / self.volume_scale
 
 
+def nanmedian_rows(x: np.ndarray) -> np.ndarray:
+    """Median of each row of ``x`` (float, shape (k, d)) ignoring NaN; 0 for an all-NaN row.
+
+    Equals ``np.nan_to_num(np.nanmedian(x, axis=1))`` at a fraction of its cost on short rows
+    (numpy's nanmedian goes through masked arrays there): one sort, NaN sorts last.
+    """
+    k = len(x)
+    if x.shape[1] == 0:
+        return np.zeros(k)
+    ordered = np.sort(x, axis=1)
+    n = x.shape[1] - np.isnan(x).sum(axis=1)
+    rows = np.arange(k)
+    lo, hi = np.maximum(n - 1, 0) // 2, n // 2
+    middle = (ordered[rows, lo] + ordered[rows, np.minimum(hi, x.shape[1] - 1)]) / 2.0
+    return np.where(n > 0, middle, 0.0)
+
+
 _VOLUME, _TRADES, _IMBALANCE, _ADDS, _SQUARES = 0, 1, 2, 3, 4
 """Columns of a day array: volume, trades, |ask − bid| volume, windows added (presence), and
 the sum of squared window volumes (the window-level second moment)."""
@@ -433,8 +450,8 @@ class BaselineBook:
             denom = np.where(listed & (adds > 0), adds, np.nan)
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: invalid anyway
-            median = np.nan_to_num(np.nanmedian(volume / denom, axis=1))
-            trades_median = np.nan_to_num(np.nanmedian(trades / denom, axis=1))
+            median = nanmedian_rows(volume / denom)
+            trades_median = nanmedian_rows(trades / denom)
             windows = np.nansum(np.where(np.isnan(denom), 0.0, denom), axis=1)
             total_volume, total_trades = volume.sum(axis=1), trades.sum(axis=1)
             mean = np.where(windows > 0, total_volume / windows, 0.0)

@@ -7,8 +7,10 @@ directory lock while the flow runs). With a server each worker
 writes its own rows (:class:`ClickHouseDynamicSink`).
 
 Rows are buffered and flushed when a buffer is full, at least every
-``flush_interval_s``, at every bytewax snapshot, and at close, so a
-snapshot never covers rows that are not yet stored.
+``flush_interval_s``, at every bytewax snapshot, and at close. Inserts run on
+the writer's own thread, one block in flight while the flow builds the next
+(:class:`~sinks.clickhouse.IFDWriter` ``pipelined``); a snapshot and close wait
+for it, so a snapshot never covers rows that are not yet stored.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class _Writer:
 
     def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float) -> None:
         self.store = open_store(settings)  # the schema is applied once at flow build
-        self.writer = IFDWriter(self.store, batch_rows=settings.sink_batch_rows)
+        self.writer = IFDWriter(self.store, batch_rows=settings.sink_batch_rows, pipelined=True)
         self.report = RunReport(total_bytes, settings.progress_interval_s)
         self.flush_interval_s = flush_interval_s
         self._last_flush = time.monotonic()
@@ -60,16 +62,16 @@ class _Writer:
                 self.report.on_signal(item)
         now = time.monotonic()
         if self.writer.pending and now - self._last_flush >= self.flush_interval_s:
-            self.flush()
+            self.flush(wait=False)
         self.report.maybe_progress()
 
-    def flush(self) -> None:
-        self.writer.flush()
+    def flush(self, *, wait: bool = True) -> None:
+        self.writer.flush(wait=wait)
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
         try:
-            self.flush()
+            self.writer.close()
             print(self.report.summary(), flush=True)  # noqa: T201 - the run's final output
         finally:
             self.store.close()

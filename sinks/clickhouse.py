@@ -25,7 +25,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -602,19 +602,30 @@ class IFDWriter:
         First retry delay; doubles per attempt up to 10 s, plus up to the same
         amount of random jitter.
 
+    pipelined : bool
+        Insert on a writer thread, one block in flight while the caller goes on building the
+        next (the flow's Python work overlaps the engine's native insert work). ``flush`` waits
+        for every insert, so a caller that flushes before it snapshots never covers rows that
+        are not stored. Default off: every insert finishes inside ``add``/``flush``.
+
     Raises
     ------
     SinkFatalError
         From ``add``/``flush`` when an insert fails with a non-retryable error, or a
-        retryable one persists past ``max_attempts``.
+        retryable one persists past ``max_attempts`` (pipelined: from the next ``add`` that
+        flushes, or from ``flush``/``close``).
     TypeError
         From ``add``: the item has no table in :data:`TABLES`.
     """
 
     def __init__(self, store: ClickHouseStore, *, batch_rows: int = 20_000,
-                 max_attempts: int = 6, backoff_initial_s: float = 0.2) -> None:
+                 max_attempts: int = 6, backoff_initial_s: float = 0.2,
+                 pipelined: bool = False) -> None:
         self.store = store
         self.batch_rows = batch_rows
+        self._executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifd-writer")
+                          if pipelined else None)
+        self._in_flight: tuple[Future[None], str, int] | None = None
         self._spec = {spec.item_type: spec for spec in TABLES}
         self._buffers: dict[str, list[Any]] = {spec.table: [] for spec in TABLES}
         self._rows: dict[str, int] = dict.fromkeys(self._buffers, 0)
@@ -650,20 +661,53 @@ class IFDWriter:
         """Rows buffered and not yet written."""
         return sum(self._rows.values())
 
-    def flush(self) -> None:
-        """Write every buffer, in :data:`TABLES` order."""
+    def flush(self, *, wait: bool = True) -> None:
+        """Write every buffer, in :data:`TABLES` order; ``wait``: until every insert is stored.
+
+        ``wait=False`` (pipelined) leaves the last block in flight.
+        """
         for spec in TABLES:
             self._flush_table(spec)
+        if wait:
+            self._wait()
+
+    def close(self) -> None:
+        """Flush, then stop the writer thread (pipelined)."""
+        try:
+            self.flush()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
 
     def _flush_table(self, spec: TableSpec) -> None:
         items = self._buffers[spec.table]
         if not items:
             return
         data, token = spec.encode(items)
-        try:
-            self._insert(spec.table, data, token)
-        except SinkRetryableError as exc:
-            msg = f"giving up on insert into {spec.table} after retries: {exc}"
-            raise SinkFatalError(msg) from exc
+        if self._executor is None:
+            self._insert_checked(spec.table, data, token)
+            self._buffers[spec.table], self._rows[spec.table] = [], 0
+            self._count(spec.table, data.num_rows)
+            return
         self._buffers[spec.table], self._rows[spec.table] = [], 0
-        self.rows_written[spec.table] = self.rows_written.get(spec.table, 0) + data.num_rows
+        self._wait()  # one block in flight: the next waits for it
+        future = self._executor.submit(self._insert_checked, spec.table, data, token)
+        self._in_flight = (future, spec.table, data.num_rows)
+
+    def _insert_checked(self, table: str, data: pa.Table, token: str) -> None:
+        try:
+            self._insert(table, data, token)
+        except SinkRetryableError as exc:
+            msg = f"giving up on insert into {table} after retries: {exc}"
+            raise SinkFatalError(msg) from exc
+
+    def _wait(self) -> None:
+        if self._in_flight is None:
+            return
+        future, table, rows = self._in_flight
+        self._in_flight = None
+        future.result()  # re-raises the insert's error here
+        self._count(table, rows)
+
+    def _count(self, table: str, rows: int) -> None:
+        self.rows_written[table] = self.rows_written.get(table, 0) + rows

@@ -4,13 +4,14 @@ copy-on-write snapshots and pickling."""
 from __future__ import annotations
 
 import pickle
+import warnings
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
 
-from flows.baselines import BaselineBook
+from flows.baselines import BaselineBook, nanmedian_rows
 from tests.sessions import session_midnights
 
 DAY = 86_400
@@ -185,3 +186,15 @@ def test_bucket_baseline_is_per_contract_window_not_the_bucket_sum():
     assert b.avg_trade_size == pytest.approx(4.0) and b.trades_median == pytest.approx(3.0)
     summed = book.baseline("NQ|C|+1", "contract", SESSIONS[6] + noon)
     assert summed is not None and summed.volume_median == pytest.approx(5 * 12 * 2 / 6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_row_medians_equal_numpys_nanmedian(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 50, size=(200, rng.integers(1, 25))).astype(float)
+    x[rng.random(x.shape) < 0.4] = np.nan  # unlisted days
+    x[:3] = np.nan  # never listed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nan_to_num(np.nanmedian(x, axis=1))
+    np.testing.assert_allclose(nanmedian_rows(x), expected)

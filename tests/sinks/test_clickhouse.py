@@ -133,6 +133,26 @@ def test_persistent_retryable_error_gives_up_with_fatal_error(store):
     assert flaky.calls == 3
 
 
+def test_pipelined_writer_stores_every_row_once_and_raises_its_insert_error_at_flush(store):
+    rng = random.Random(7)
+    parts = [_part(rng, f"K{i % 5}", i % 3, i) for i in range(40)]
+    writer = IFDWriter(store, batch_rows=6, pipelined=True)
+    for i in range(0, len(parts), 4):
+        writer.add(block_of(parts[i:i + 4], W_NS))
+        writer.flush(wait=False)  # the flow's periodic flush: leaves one insert in flight
+    writer.close()
+    stored = store.query_arrow("SELECT count() AS n, sum(bid_volume) AS bid FROM ifd.pressure_parts")
+    assert stored.to_pylist() == [{"n": 40, "bid": sum(p.bid_volume for p in parts)}]
+    assert writer.rows_written["ifd.pressure_parts"] == 40 and writer.pending == 0
+
+    flaky = FlakyStore(store, 10, SinkFatalError("Code: 60. UNKNOWN_TABLE"))
+    failing = IFDWriter(flaky, pipelined=True)
+    failing.add(block_of([_part(rng, "K", 0, 0)], W_NS))
+    failing.flush(wait=False)  # submitted: the error is the writer thread's
+    with pytest.raises(SinkFatalError, match="UNKNOWN_TABLE"):
+        failing.close()
+
+
 def test_every_sink_item_has_one_registered_table_that_exists(store):
     import typing
 
