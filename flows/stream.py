@@ -9,26 +9,30 @@ open windows. Everything is numpy over the batch; Python runs once per
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from flows.aggressor import TickState, classify_aggressor
+from flows.book import OrderBooks
 from flows.clock import Progress
 from flows.exchange_time import cme_sessions
+from flows.footprint import footprint_rows
 from flows.instruments import InstrumentCatalog, add_version, resolve_trades
 from flows.normalise import NormalisedBatch, TradeBatch, normalise_chunk
 from flows.pressure import WindowTracker, aggregate_parts, shard_key, split_by_shard_and_window
 from flows.spreads import attribute_spread_legs, spread_legs
 from flows.sweeps import TapeRules, block_prints, sweep_prints
 from flows.validate import MAX_SKEW_NS, plausible_clock, validate_trades
-from models.batch import SourceBatch
+from models.batch import RTYPE_MBO, SourceBatch
 from models.records import (
     OPTION_TYPE_CODES,
     SPREAD_CLASSES,
     BatchStats,
     Contract,
     DeadLetters,
+    FootprintRows,
     Heartbeat,
     InstrumentDefinition,
     OpenInterestRows,
@@ -36,7 +40,28 @@ from models.records import (
     SideMethod,
 )
 
-StreamItem = PartBlock | Heartbeat | Progress | BatchStats | DeadLetters | OpenInterestRows
+StreamItem = (PartBlock | Heartbeat | Progress | BatchStats | DeadLetters | OpenInterestRows
+              | FootprintRows)
+
+
+def _book_quotes(trades: TradeBatch, batch: SourceBatch, books: OrderBooks) -> TradeBatch:
+    """Apply the batch's MBO records to ``books``; give its trades the BBO published before them.
+
+    MBO trades carry no BBO; with the book's (:mod:`flows.book`) the quote rule can classify the
+    trades whose aggressor side is ``N``. A trade keeps an undefined BBO where the book had
+    none, was unreliable, or (pre-open auction) was crossed.
+    """
+    records = batch.chunk.trades.get(RTYPE_MBO)
+    if records is None or len(records) == 0:
+        return trades
+    quotes = books.apply(records, batch.chunk.positions.get(RTYPE_MBO))
+    if len(trades) == 0 or len(quotes.position) == 0:
+        return trades
+    at = np.clip(np.searchsorted(quotes.position, trades.position), 0, len(quotes.position) - 1)
+    found = quotes.position[at] == trades.position
+    bid = np.where(found, quotes.bid_px[at], trades.bid_px)
+    ask = np.where(found, quotes.ask_px[at], trades.ask_px)
+    return dataclasses.replace(trades, bid_px=bid, ask_px=ask)
 
 
 def _classify(trades: TradeBatch, state: StreamState, catalog: InstrumentCatalog,
@@ -119,6 +144,13 @@ class StreamState:
     definitions: dict[int, list[InstrumentDefinition]] = field(default_factory=dict)
     """The input's in-stream definitions: id → every version, by ``ts_recv``."""
     watermark_ns: int = 0
+    books: OrderBooks | None = None
+    """The input's MBO order books (L3 on, MBO inputs only)."""
+
+    def __setstate__(self, state: dict) -> None:
+        """Restore a pickled state (one from before order books gets none)."""
+        state.setdefault("books", None)
+        self.__dict__.update(state)
 
 
 class StreamProcessor:
@@ -149,8 +181,9 @@ class StreamProcessor:
     def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int,
                  shards: int = 16, symbology: dict[str, frozenset[int]] | None = None,
                  max_skew_ns: int = MAX_SKEW_NS, merged_clock: bool = False,
-                 tape: TapeRules | None = None) -> None:
+                 tape: TapeRules | None = None, l3: bool = True) -> None:
         self.catalog = catalog
+        self.l3 = l3
         self.tape = tape or TapeRules()
         self.window_ns = window_ns
         self.lateness_ns = lateness_ns
@@ -187,6 +220,11 @@ class StreamProcessor:
             max_skew_ns=self.max_skew_ns,
         )
         trades = norm.trades
+        mbo = self.l3 and batch.trade_rtype == RTYPE_MBO
+        if mbo:
+            if state.books is None:
+                state.books = OrderBooks()
+            trades = _book_quotes(trades, batch, state.books)
         contract_of, contracts = resolve_trades(
             trades.instrument_id, trades.ts_recv, self.catalog, state.definitions)
         side, method, spread = _classify(trades, state, self.catalog)
@@ -220,6 +258,12 @@ class StreamProcessor:
         oi = _open_interest(batch, self.catalog, state)
         if oi is not None:
             out.append(oi)
+        if mbo:
+            footprint = footprint_rows(trades.ts_event, trades.price, trades.size, side, contract_of,
+                                       contracts, window_ns=self.window_ns, source=batch.source,
+                                       seq=batch.seq)
+            if footprint is not None:
+                out.append(footprint)
         dead = norm.dead_letters
         if len(dead):
             out.append(dead)

@@ -311,6 +311,33 @@ class OpenInterestRows:
 
 
 @dataclass(frozen=True, slots=True)
+class FootprintRows:
+    """Volume at price by aggressor side of one batch's trades, per contract and window, columnar.
+
+    One row per (contract, window, price) of the batch (:func:`flows.footprint.footprint_rows`);
+    ``ifd.footprint`` sums them over batches. Shapes (n,) each: ``contract_key`` object,
+    ``instrument_id`` uint32, ``window_start_ns`` int64 (ns since epoch UTC), ``price`` int64
+    fixed-point 1e-9 USD price points, ``bid_volume`` (aggressor sold: hit the bid),
+    ``ask_volume`` (aggressor bought: lifted the offer), ``unknown_volume`` contracts and
+    ``trades`` int64.
+    """
+
+    source: str
+    seq: int
+    contract_key: np.ndarray
+    instrument_id: np.ndarray
+    window_start_ns: np.ndarray
+    price: np.ndarray
+    bid_volume: np.ndarray
+    ask_volume: np.ndarray
+    unknown_volume: np.ndarray
+    trades: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.price)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchStats:
     """Counters of one source batch, for progress, the summary and ``ifd.ingest_batches``."""
 

@@ -16,6 +16,7 @@
 | ``IFD_BATCH_RECORDS``     | ``262144``           | DBN records per source micro-batch                          |
 | ``IFD_WINDOW_SHARDS``     | ``16``               | window keys contracts are hashed onto (≥ worker count)      |
 | ``IFD_SINK_BATCH_ROWS``   | ``20000``            | rows buffered per ClickHouse insert                         |
+| ``IFD_L3_ENABLED``        | ``true``             | MBO inputs: order book (side of ``N`` trades), footprint    |
 | ``IFD_PROGRESS_INTERVAL_S``| ``2``               | seconds between progress lines (0 disables)                 |
 | ``IFD_SCORING_ENABLED``   | ``true``             | score closed windows into ``ifd.ifd_signals``               |
 | ``IFD_SCORING_*``         | see fields           | baseline lookback/min days/tod bucket, factor weights,      |
@@ -262,6 +263,9 @@ class Settings(BaseSettings):
     window_shards: int = Field(default=0, ge=0, le=4096)
     """Window keys contracts are hashed onto; 0 (default) = one per bytewax worker of the run."""
     sink_batch_rows: int = Field(default=20_000, ge=1)
+    l3_enabled: bool = True
+    """MBO inputs: rebuild the order book (:mod:`flows.book`; the BBO gives ``N`` trades a side by
+    the quote rule) and write the footprint (``ifd.footprint``, :mod:`flows.footprint`)."""
     progress_interval_s: float = Field(default=2.0, ge=0)
     bytewax_addresses: str | None = Field(
         default=None, validation_alias="BYTEWAX_ADDRESSES",

@@ -26,7 +26,14 @@ from bytewax.outputs import (
 )
 from typing_extensions import override
 
-from models.records import BatchStats, DeadLetters, OpenInterestRows, UsageRow, WindowResult
+from models.records import (
+    BatchStats,
+    DeadLetters,
+    FootprintRows,
+    OpenInterestRows,
+    UsageRow,
+    WindowResult,
+)
 from models.settings import AlertSettings, Settings
 from models.signals import Signal
 from sinks.alerts import AlertDispatcher
@@ -35,7 +42,8 @@ from sinks.run_report import RunReport
 
 log = logging.getLogger(__name__)
 
-SinkItem = WindowResult | BatchStats | DeadLetters | OpenInterestRows | Signal | UsageRow
+SinkItem = (WindowResult | BatchStats | DeadLetters | OpenInterestRows | FootprintRows | Signal
+            | UsageRow)
 
 
 class _Writer:

@@ -49,6 +49,7 @@ from models.records import (
     UNDEF_PRICE,
     BatchStats,
     DeadLetters,
+    FootprintRows,
     OpenInterestRows,
     PartBlock,
     UsageRow,
@@ -544,6 +545,31 @@ def _encode_open_interest(blocks: list[OpenInterestRows]) -> tuple[pa.Table, str
     return open_interest_table(blocks), token
 
 
+def footprint_table(blocks: list[FootprintRows]) -> pa.Table:
+    """Arrow block for ``ifd.footprint_parts``."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in blocks])
+
+    return pa.table({
+        "window_start": _ts(cat("window_start_ns"), unit="ms"),
+        "contract_key": pa.array(cat("contract_key").tolist(), pa.string()),
+        "instrument_id": pa.array(cat("instrument_id"), pa.uint32()),
+        "price": pa.array(cat("price") / FIXED_PRICE_SCALE, pa.float64()),
+        "source": pa.array([b.source for b in blocks for _ in range(len(b))], pa.string()),
+        "batch_seq": pa.array(np.concatenate([np.full(len(b), b.seq, dtype=np.uint64)
+                                              for b in blocks]), pa.uint64()),
+        "bid_volume": pa.array(cat("bid_volume"), pa.uint64()),
+        "ask_volume": pa.array(cat("ask_volume"), pa.uint64()),
+        "unknown_volume": pa.array(cat("unknown_volume"), pa.uint64()),
+        "trades": pa.array(cat("trades"), pa.uint64()),
+    })
+
+
+def _encode_footprint(blocks: list[FootprintRows]) -> tuple[pa.Table, str]:
+    token = _token("ifd.footprint_parts", [(b.source, b.seq, len(b)) for b in blocks])
+    return footprint_table(blocks), token
+
+
 def _encode_signals(signals: list[Signal]) -> tuple[pa.Table, str]:
     return signals_table(signals), _token("ifd.ifd_signals", [s.alert_key for s in signals])
 
@@ -580,12 +606,14 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("ifd.ingest_batches", BatchStats, _encode_stats),
     TableSpec("ifd.dead_letters", DeadLetters, _encode_dead_letters, len),
     TableSpec("ifd.open_interest", OpenInterestRows, _encode_open_interest, len),
+    TableSpec("ifd.footprint_parts", FootprintRows, _encode_footprint, len),
     TableSpec("ifd.ifd_signals", Signal, _encode_signals),
     TableSpec("ifd.usage", UsageRow, _encode_usage),
 )
 """Every table the dataflow writes, in flush order (parts before the counters that describe them)."""
 
-WriterItem = PartBlock | BatchStats | DeadLetters | OpenInterestRows | Signal | UsageRow
+WriterItem = (PartBlock | BatchStats | DeadLetters | OpenInterestRows | FootprintRows | Signal
+              | UsageRow)
 
 
 class IFDWriter:

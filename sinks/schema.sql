@@ -342,6 +342,71 @@ ENGINE = ReplacingMergeTree(inserted_at)
 ORDER BY (contract_key, session_day, ts_event)
 SETTINGS non_replicated_deduplication_window = 1000;
 
+-- Footprint (volume at price by aggressor side) of MBO inputs, one row per (batch, contract,
+-- window, price): rows are additive, the view sums them; a replayed batch rewrites its own rows.
+CREATE TABLE IF NOT EXISTS ifd.footprint_parts
+(
+    window_start     DateTime64(3, 'UTC'),
+    contract_key     String,
+    instrument_id    UInt32,
+    price            Float64,
+    source           String,
+    batch_seq        UInt64,
+    bid_volume       UInt64,
+    ask_volume       UInt64,
+    unknown_volume   UInt64,
+    trades           UInt64,
+    inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (contract_key, window_start, price, source, batch_seq)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+-- price in USD price points; bid_volume = aggressor sold (hit the bid), ask_volume = aggressor
+-- bought (lifted the offer); delta = ask_volume - bid_volume.
+CREATE OR REPLACE VIEW ifd.footprint AS
+SELECT
+    contract_key,
+    window_start,
+    price,
+    instrument_id,
+    bid_volume,
+    ask_volume,
+    unknown_volume,
+    toInt64(ask_volume) - toInt64(bid_volume) AS delta,
+    trades
+FROM
+(
+    SELECT contract_key, window_start, price,
+           any(instrument_id) AS instrument_id,
+           sum(p.bid_volume) AS bid_volume,
+           sum(p.ask_volume) AS ask_volume,
+           sum(p.unknown_volume) AS unknown_volume,
+           sum(p.trades) AS trades
+    FROM ifd.footprint_parts AS p FINAL
+    GROUP BY contract_key, window_start, price
+);
+
+-- Delta and cumulative volume delta (CVD) per contract-window; CVD restarts each CME trading
+-- day (the day rolls at 17:00 America/Chicago).
+CREATE OR REPLACE VIEW ifd.delta_cvd AS
+SELECT
+    contract_key,
+    window_start,
+    trading_day,
+    delta,
+    sum(delta) OVER (PARTITION BY contract_key, trading_day ORDER BY window_start
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cvd
+FROM
+(
+    SELECT contract_key,
+           window_start,
+           toDate(toTimeZone(window_start, 'America/Chicago') + INTERVAL 7 HOUR) AS trading_day,
+           toInt64(ask_volume) - toInt64(bid_volume) AS delta
+    FROM ifd.pressure_metrics
+);
+
 -- Volume against open interest per contract and CME trading day (the day rolls at 17:00 CT):
 -- prior_open_interest is the latest figure published on or before that day; opening is 1 when
 -- the day's volume exceeds it (positions must have been opened), NULL without a figure.

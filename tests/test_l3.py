@@ -1,0 +1,233 @@
+"""L3 from MBO: order book, side of ``N`` trades from the book, footprint and delta/CVD.
+
+Expected values come from independent computations over the raw records: a plain
+dict-of-orders replay that scans every resting order for the BBO, and polars group-bys over the
+decoded file; never from the code under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import databento as db
+import databento_dbn as dbn
+import numpy as np
+import polars as pl
+import pytest
+from bytewax.testing import run_main
+
+from flows.book import F_LAST, F_MAYBE_BAD_BOOK, F_SNAPSHOT, OrderBooks
+from flows.footprint import footprint_rows
+from flows.ifd import build_flow
+from models.batch import RTYPE_MBO
+from models.records import UNDEF_PRICE, Contract, FootprintRows
+from models.settings import Settings
+from sinks.clickhouse import open_store
+from tests.dbnfiles import T0, write_dbn
+from tests.flowrun import run_flow
+
+ESH4 = "esh4-glbx-mdp3-20231225.mbo.dbn.zst"
+UNDEF = UNDEF_PRICE
+WINDOW_NS = 300 * 10**9
+
+
+def _mbo(path: Path) -> np.ndarray:
+    return db.DBNStore.from_file(path).to_ndarray()
+
+
+class ReferenceBook:
+    """Every resting order in one dict; the BBO by scanning all of them (slow, obviously right)."""
+
+    def __init__(self) -> None:
+        self.orders: dict[tuple[int, int], list] = {}
+        self.snapshot: set[int] = set()
+
+    def apply(self, r) -> None:
+        iid, oid, action = int(r["instrument_id"]), int(r["order_id"]), r["action"]
+        if r["flags"] & F_SNAPSHOT and iid not in self.snapshot:
+            self.snapshot.add(iid)
+            self.orders = {k: v for k, v in self.orders.items() if k[0] != iid}
+        elif not r["flags"] & F_SNAPSHOT:
+            self.snapshot.discard(iid)
+        if action in (b"A", b"M"):
+            self.orders.pop((iid, oid), None)
+            if int(r["size"]) > 0:
+                self.orders[(iid, oid)] = [r["side"], int(r["price"]), int(r["size"])]
+        elif action == b"C" and (iid, oid) in self.orders:
+            order = self.orders[(iid, oid)]
+            order[2] -= min(int(r["size"]), order[2])
+            if order[2] == 0:
+                del self.orders[(iid, oid)]
+        elif action == b"R":
+            self.orders = {k: v for k, v in self.orders.items() if k[0] != iid}
+
+    def bbo(self, iid: int) -> tuple[int, int]:
+        bids = [o[1] for k, o in self.orders.items() if k[0] == iid and o[0] == b"B"]
+        asks = [o[1] for k, o in self.orders.items() if k[0] == iid and o[0] == b"A"]
+        return (max(bids) if bids else UNDEF, min(asks) if asks else UNDEF)
+
+
+def test_book_bbo_at_f_last_equals_a_dict_of_orders_replay_on_the_real_esh4_file(real_dir):
+    records = _mbo(real_dir / ESH4)
+    log: list = []
+    quotes = OrderBooks().apply(records, publish_log=log)
+    assert len(log) == int(np.count_nonzero(records["flags"] & F_LAST))
+    published = {row: (bid, ask) for row, _iid, bid, ask in log}
+    reference = ReferenceBook()
+    trades = np.flatnonzero(records["action"] == b"T")
+    check = set(range(8_725, len(records), 97)) | {t - 1 for t in trades[:300]}
+    last_bbo: dict[int, tuple[int, int]] = {}
+    compared = traded = 0
+    for i, r in enumerate(records):
+        if r["action"] == b"T":
+            iid = int(r["instrument_id"])
+            if traded < 300:  # the quote handed to the trade: the last F_LAST before it
+                j = int(np.searchsorted(trades, i))
+                assert (quotes.bid_px[j], quotes.ask_px[j]) == last_bbo.get(iid, (UNDEF, UNDEF))
+            traded += 1
+        reference.apply(r)
+        if r["flags"] & F_LAST:
+            last_bbo[int(r["instrument_id"])] = published[i]
+            if i in check:
+                assert published[i] == reference.bbo(int(r["instrument_id"])), i
+                compared += 1
+    assert compared > 500
+    # crossed only in the pre-open (22:00-23:00 UTC, before the 23:00 opening uncross)
+    first_trade_ts = int(records["ts_event"][trades[0]])
+    for row, _iid, bid, ask in log:
+        if bid != UNDEF and ask != UNDEF and bid >= ask:
+            assert int(records["ts_event"][row]) < first_trade_ts
+
+
+def test_snapshot_only_file_then_the_live_file_rebuilds_the_same_book(real_dir):
+    snapshot_only = _mbo(real_dir / "esh4-glbx-mdp3-20231224.mbo.dbn.zst")
+    full = _mbo(real_dir / ESH4)
+    one, two = OrderBooks(), OrderBooks()
+    one.apply(full)
+    two.apply(snapshot_only)
+    two.apply(full)  # the file starts with the same snapshot: it replaces the book
+    iid = int(full["instrument_id"][0])
+    assert one.resting_orders(iid) == two.resting_orders(iid) and len(one.resting_orders(iid)) > 100
+    assert one.depth(iid, "B", 5) == two.depth(iid, "B", 5)
+
+
+def _records(rows: list[tuple]) -> np.ndarray:
+    """MBO records from (action, side, price points, size, order_id, flags[, instrument])."""
+    out = np.zeros(len(rows), dtype=np.dtype(db.MBOMsg._dtypes))
+    for i, row in enumerate(rows):
+        action, side, price, size, oid, flags, *rest = row
+        out[i]["action"], out[i]["side"] = action, side
+        out[i]["price"] = UNDEF if price is None else round(price * 1e9)
+        out[i]["size"], out[i]["order_id"], out[i]["flags"] = size, oid, flags
+        out[i]["instrument_id"] = rest[0] if rest else 7
+        out[i]["ts_event"] = T0 + i
+    out["length"] = out.dtype.itemsize // 4
+    out["rtype"], out["publisher_id"] = RTYPE_MBO, 1
+    out["ts_recv"] = out["ts_event"] + 1000
+    return out
+
+
+def test_book_rules_on_hand_made_events():
+    L = F_LAST
+    books = OrderBooks()
+    books.apply(_records([
+        (b"A", b"B", 100.0, 5, 1, L), (b"A", b"B", 100.0, 3, 2, L), (b"A", b"A", 101.0, 4, 3, L),
+        (b"A", b"B", 99.5, 9, 4, 0),  # not the end of the event: nothing published yet
+    ]))
+    assert books.published[7] == (100 * 10**9, 101 * 10**9)
+    assert books.depth(7, "B") == [(100 * 10**9, 8), (99_500_000_000, 9)]
+    quotes = books.apply(_records([
+        (b"T", b"A", 100.0, 6, 0, 0), (b"F", b"B", 100.0, 5, 1, 0),  # trade + fill: no change
+        (b"C", b"B", 100.0, 5, 1, 0), (b"C", b"B", 100.0, 1, 2, L),  # order 1 gone, 2 left with 2
+        (b"M", b"A", 100.5, 4, 3, L),  # order 3 moves down to 100.5
+    ]))
+    assert (quotes.bid_px.tolist(), quotes.ask_px.tolist()) == ([100 * 10**9], [101 * 10**9])
+    assert books.bbo(7) == (100 * 10**9, 2, 100_500_000_000, 4)
+    books.apply(_records([(b"C", b"B", 100.0, 2, 2, L)]))  # the best level empties
+    assert books.published[7] == (99_500_000_000, 100_500_000_000)
+    quotes = books.apply(_records([(b"A", b"B", 99.75, 1, 5, L | F_MAYBE_BAD_BOOK),
+                                   (b"T", b"N", 100.0, 1, 0, L)]))
+    assert quotes.bid_px.tolist() == [UNDEF]  # unreliable until a clear or snapshot
+    quotes = books.apply(_records([(b"R", b"N", None, 0, 0, L | F_SNAPSHOT),
+                                   (b"A", b"A", 102.0, 1, 9, F_SNAPSHOT),
+                                   (b"A", b"B", 101.0, 1, 8, L),
+                                   (b"T", b"N", 101.5, 1, 0, L)]))
+    assert (quotes.bid_px.tolist(), quotes.ask_px.tolist()) == ([101 * 10**9], [102 * 10**9])
+    with pytest.raises(ValueError, match="missing fields"):
+        books.apply(np.zeros(1, dtype=[("price", "i8")]))
+
+
+def test_footprint_rows_sum_volume_by_price_and_aggressor_side():
+    contracts = [Contract(key="F|ESH4", instrument_id=7, symbol="ESH4", underlying="ES",
+                          expiration_ns=None, strike_price=None, option_type="F", defined=True)]
+    ts = np.array([0, 1, 2, 3, WINDOW_NS + 1])
+    price = np.array([100, 100, 101, 100, 100]) * 10**9
+    rows = footprint_rows(ts, price, np.array([1, 2, 3, 4, 5]), np.array([1, -1, 1, 0, 1]),
+                          np.zeros(5, dtype=np.int64), contracts, window_ns=WINDOW_NS,
+                          source="s", seq=3)
+    assert isinstance(rows, FootprintRows) and len(rows) == 3
+    got = list(zip(rows.window_start_ns.tolist(), (rows.price // 10**9).tolist(),
+                   rows.bid_volume.tolist(), rows.ask_volume.tolist(),
+                   rows.unknown_volume.tolist(), rows.trades.tolist(), strict=True))
+    assert got == [(0, 100, 2, 1, 4, 3), (0, 101, 0, 3, 0, 1), (WINDOW_NS, 100, 0, 5, 0, 1)]
+
+
+def test_mbo_side_n_trade_is_classified_from_the_book_by_the_quote_rule(tmp_path):
+    # an uncrossed book 100 / 101, then a side-N print at 100.75 (above the mid): a buy by quote
+    L = F_LAST
+    path = write_dbn(tmp_path / "n.mbo.dbn.zst", [_records([
+        (b"A", b"B", 100.0, 5, 1, L), (b"A", b"A", 101.0, 5, 2, L),
+        (b"T", b"N", 100.75, 3, 0, L), (b"T", b"A", 100.0, 2, 0, L)])],
+        schema=dbn.Schema.MBO, symbols={7: "ESX"})
+    items = run_flow(tmp_path / "on", [path])
+    parts = [p for r in items if hasattr(r, "parts") for p in r.parts.to_parts()]
+    assert sum(p.quote_volume for p in parts) == 3 and sum(p.ask_volume for p in parts) == 3
+    assert sum(p.bid_volume for p in parts) == 2
+    off = run_flow(tmp_path / "off", [path], l3_enabled=False)
+    parts = [p for r in off if hasattr(r, "parts") for p in r.parts.to_parts()]
+    assert sum(p.quote_volume for p in parts) == 0 and sum(p.unknown_volume for p in parts) == 3
+    assert not any(isinstance(i, FootprintRows) for i in off)
+
+
+def _polars_trades(path: Path) -> pl.DataFrame:
+    rec = _mbo(path)
+    df = pl.DataFrame({"ts": rec["ts_event"].astype(np.int64), "price": rec["price"],
+                       "size": rec["size"].astype(np.int64), "action": rec["action"].astype(str),
+                       "side": rec["side"].astype(str),
+                       "snapshot": (rec["flags"] & F_SNAPSHOT) != 0})
+    return (df.filter((pl.col("action") == "T") & ~pl.col("snapshot"))
+              .with_columns((pl.col("ts") // WINDOW_NS * WINDOW_NS).alias("window_ns")))
+
+
+def test_footprint_and_cvd_of_the_real_esh4_file_equal_polars(real_dir, tmp_path):
+    path = real_dir / ESH4
+    settings = Settings(source=str(path), data_dir=tmp_path, progress_interval_s=0)
+    run_main(build_flow(settings, alerts=None))  # into embedded chdb
+    trades = _polars_trades(path)
+    expected = (trades.group_by("window_ns", "price")
+                .agg(pl.col("size").filter(pl.col("side") == "A").sum().alias("bid"),
+                     pl.col("size").filter(pl.col("side") == "B").sum().alias("ask"),
+                     pl.col("size").filter(pl.col("side") == "N").sum().alias("unknown"),
+                     pl.len().alias("trades"))
+                .sort("window_ns", "price"))
+    store = open_store(settings)
+    try:
+        got = store.query_arrow(
+            "SELECT toUnixTimestamp64Nano(window_start) AS window_ns, price, bid_volume, "
+            "ask_volume, unknown_volume, trades FROM ifd.footprint ORDER BY window_ns, price")
+        cvd = store.query_arrow("SELECT toUnixTimestamp64Nano(window_start) AS window_ns, delta, "
+                                "cvd FROM ifd.delta_cvd ORDER BY window_ns")
+    finally:
+        store.close()
+    got_rows = got.to_pylist()
+    assert len(got_rows) == expected.height > 50
+    for g, e in zip(got_rows, expected.iter_rows(named=True), strict=True):
+        assert (g["window_ns"], round(g["price"] * 1e9)) == (e["window_ns"], e["price"])
+        assert (g["bid_volume"], g["ask_volume"], g["trades"]) == (e["bid"], e["ask"], e["trades"])
+        assert g["unknown_volume"] == e["unknown"]  # the uncross print: crossed pre-open book
+    per_window = (trades.group_by("window_ns")
+                  .agg((pl.col("size").filter(pl.col("side") == "B").sum()
+                        - pl.col("size").filter(pl.col("side") == "A").sum()).alias("delta"))
+                  .sort("window_ns")
+                  .with_columns(pl.col("delta").cum_sum().alias("cvd")))  # one CME trading day
+    assert cvd.to_pylist() == per_window.to_dicts()
