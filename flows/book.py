@@ -26,17 +26,19 @@ empty or the book unreliable), sizes contracts, timestamps ns since epoch UTC.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 
+from flows.icebergs import IcebergTracker
 from models.records import UNDEF_PRICE
 
 F_LAST = 128
 F_SNAPSHOT = 32
 F_MAYBE_BAD_BOOK = 4
 _BID, _ASK = ord("B"), ord("A")
-_A, _C, _M, _R, _T = (ord(x) for x in "ACMRT")
+_A, _C, _F, _M, _R, _T = (ord(x) for x in "ACFMRT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +67,16 @@ class OrderBooks:
     Per instrument the book holds its orders (order_id → side, price, size), one price → size
     map per side and the best price of each side (recomputed only when its level empties).
     Copies (:meth:`snapshot`) share nothing mutable with the original.
+
+    Parameters
+    ----------
+    icebergs : IcebergTracker, optional
+        Fed with every fill, placement and removal (:mod:`flows.icebergs`); snapshot records
+        are not events and are not fed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, icebergs: IcebergTracker | None = None) -> None:
+        self.icebergs = icebergs
         self.books: dict[int, list] = {}
         """instrument_id → [orders, bid levels, ask levels, best bid, best ask]."""
         self.published: dict[int, tuple[int, int]] = {}
@@ -143,9 +152,13 @@ class OrderBooks:
         sizes = records["size"].tolist()
         flags = records["flags"].tolist()
         sides = records["side"].view(np.uint8).tolist()
+        names = records.dtype.names or ()
+        stamps = records["ts_event"].tolist() if "ts_event" in names else [0] * n
         undef = UNDEF_PRICE
+        tracker = self.icebergs
         for i, act in enumerate(action.tolist()):
             iid, flag = iids[i], flags[i]
+            events = tracker is not None and not flag & F_SNAPSHOT
             book = books.get(iid)
             if book is None:
                 book = books[iid] = [{}, {}, {}, undef, undef]
@@ -161,6 +174,11 @@ class OrderBooks:
                 if quote is not None and iid not in unreliable:
                     out_bid[t], out_ask[t] = quote
                 t += 1
+            elif act == _F:
+                if events:
+                    rest = book[0].get(oids[i])
+                    if rest is not None:
+                        tracker.fill(iid, oids[i], rest[0], rest[1], sizes[i], rest[2], stamps[i])  # type: ignore[union-attr]
             elif act == _A or act == _M or act == _C:
                 orders = book[0]
                 oid = oids[i]
@@ -183,7 +201,8 @@ class OrderBooks:
                     side, price, size = o_side, o_price, o_size - min(sizes[i], o_size)
                 else:
                     side, price, size = 0, undef, 0
-                if size > 0 and price != undef and (side == _BID or side == _ASK):
+                placed = size > 0 and price != undef and (side == _BID or side == _ASK)
+                if placed:
                     orders[oid] = (side, price, size)
                     j = 1 if side == _BID else 2
                     level = book[j]
@@ -192,6 +211,18 @@ class OrderBooks:
                     if best is not None and (best == undef or (price > best if j == 1
                                                                else price < best)):
                         book[j + 2] = price
+                if events:
+                    ts = stamps[i]
+                    if act != _C:
+                        if placed:
+                            tracker.placed(iid, oid, side, price, size, old, ts)  # type: ignore[union-attr]
+                    elif old is not None and not placed:  # the order left the book
+                        last_fill = tracker.filled.get((iid, oid))  # type: ignore[union-attr]
+                        traded = last_fill is not None and last_fill[0] == ts
+                        empty = o_price not in book[1 if o_side == _BID else 2]
+                        if traded and empty:
+                            tracker.level_emptied(iid, o_side, o_price, ts)  # type: ignore[union-attr]
+                        tracker.removed(iid, oid, o_side, o_price, ts, traded, empty)  # type: ignore[union-attr]
             elif act == _R:
                 book = books[iid] = [{}, {}, {}, undef, undef]
                 unreliable.discard(iid)
@@ -205,6 +236,8 @@ class OrderBooks:
                 published[iid] = (book[3], book[4])
                 if publish_log is not None:
                     publish_log.append((i, iid, book[3], book[4]))
+        if tracker is not None and n:
+            tracker.expire(int(stamps[-1]))
         return TradeQuotes(out_pos, out_bid, out_ask)
 
     # --- copies -------------------------------------------------------------------------------
@@ -212,6 +245,7 @@ class OrderBooks:
     def snapshot(self) -> OrderBooks:
         """Independent copy (orders and levels copied; O(resting orders))."""
         clone = OrderBooks.__new__(OrderBooks)
+        clone.icebergs = copy.deepcopy(self.icebergs)
         clone.books = {iid: [dict(b[0]), dict(b[1]), dict(b[2]), b[3], b[4]]
                        for iid, b in self.books.items()}
         clone.published = dict(self.published)

@@ -19,6 +19,7 @@ from flows.book import OrderBooks
 from flows.clock import Progress
 from flows.exchange_time import cme_sessions
 from flows.footprint import footprint_rows
+from flows.icebergs import IcebergTracker
 from flows.instruments import InstrumentCatalog, add_version, resolve_trades
 from flows.normalise import NormalisedBatch, TradeBatch, normalise_chunk
 from flows.pressure import WindowTracker, aggregate_parts, shard_key, split_by_shard_and_window
@@ -34,6 +35,7 @@ from models.records import (
     DeadLetters,
     FootprintRows,
     Heartbeat,
+    IcebergRows,
     InstrumentDefinition,
     OpenInterestRows,
     PartBlock,
@@ -41,7 +43,30 @@ from models.records import (
 )
 
 StreamItem = (PartBlock | Heartbeat | Progress | BatchStats | DeadLetters | OpenInterestRows
-              | FootprintRows)
+              | FootprintRows | IcebergRows)
+
+
+def _iceberg_rows(batch: SourceBatch, books: OrderBooks, catalog: InstrumentCatalog,
+                  state: StreamState) -> IcebergRows | None:
+    """Icebergs the batch detected or changed, resolved to contracts at their last update."""
+    if books.icebergs is None:
+        return None
+    rows = books.icebergs.take()
+    if not rows:
+        return None
+    cols = list(zip(*rows, strict=True))
+    ids = np.array(cols[1], dtype=np.uint32)
+    last_ts = np.array(cols[6], dtype=np.int64)
+    contract_of, contracts = resolve_trades(ids, last_ts, catalog, state.definitions)
+    keys = np.array([c.key for c in contracts], dtype=object)[contract_of]
+    return IcebergRows(
+        source=batch.source, seq=batch.seq, kind=np.array(cols[0], dtype=object),
+        instrument_id=ids, contract_key=keys, side=np.array(cols[2], dtype=object),
+        price=np.array(cols[3], dtype=np.int64), order_id=np.array(cols[4], dtype=np.uint64),
+        first_ts=np.array(cols[5], dtype=np.int64), last_ts=last_ts,
+        refills=np.array(cols[7], dtype=np.int64), peak_size=np.array(cols[8], dtype=np.int64),
+        executed=np.array(cols[9], dtype=np.int64),
+        estimated_total=np.array(cols[10], dtype=np.int64), state=np.array(cols[11], dtype=object))
 
 
 def _book_quotes(trades: TradeBatch, batch: SourceBatch, books: OrderBooks) -> TradeBatch:
@@ -223,7 +248,7 @@ class StreamProcessor:
         mbo = self.l3 and batch.trade_rtype == RTYPE_MBO
         if mbo:
             if state.books is None:
-                state.books = OrderBooks()
+                state.books = OrderBooks(icebergs=IcebergTracker())
             trades = _book_quotes(trades, batch, state.books)
         contract_of, contracts = resolve_trades(
             trades.instrument_id, trades.ts_recv, self.catalog, state.definitions)
@@ -264,6 +289,10 @@ class StreamProcessor:
                                        seq=batch.seq)
             if footprint is not None:
                 out.append(footprint)
+            assert state.books is not None
+            icebergs = _iceberg_rows(batch, state.books, self.catalog, state)
+            if icebergs is not None:
+                out.append(icebergs)
         dead = norm.dead_letters
         if len(dead):
             out.append(dead)

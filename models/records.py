@@ -338,6 +338,39 @@ class FootprintRows:
 
 
 @dataclass(frozen=True, slots=True)
+class IcebergRows:
+    """Icebergs detected or changed in one batch (:mod:`flows.icebergs`), columnar.
+
+    Shapes (n,) each: ``kind`` (``native``/``synthetic``), ``side`` (``B`` resting bid /
+    ``A`` resting ask), ``state`` (``active``/``exhausted``/``cancelled``) and ``contract_key``
+    object; ``instrument_id`` uint32; ``price`` int64 fixed-point 1e-9 USD price points;
+    ``order_id`` uint64 (native: the order; synthetic: its latest tranche); ``first_ts`` /
+    ``last_ts`` int64 ns since epoch UTC; ``refills``, ``peak_size``, ``executed``,
+    ``estimated_total`` int64 (contracts). The latest row of an iceberg (by ``last_ts``, then
+    state) is its current state.
+    """
+
+    source: str
+    seq: int
+    kind: np.ndarray
+    instrument_id: np.ndarray
+    contract_key: np.ndarray
+    side: np.ndarray
+    price: np.ndarray
+    order_id: np.ndarray
+    first_ts: np.ndarray
+    last_ts: np.ndarray
+    refills: np.ndarray
+    peak_size: np.ndarray
+    executed: np.ndarray
+    estimated_total: np.ndarray
+    state: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.price)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchStats:
     """Counters of one source batch, for progress, the summary and ``ifd.ingest_batches``."""
 

@@ -30,6 +30,7 @@ from models.records import (
     BatchStats,
     DeadLetters,
     FootprintRows,
+    IcebergRows,
     OpenInterestRows,
     UsageRow,
     WindowResult,
@@ -42,8 +43,8 @@ from sinks.run_report import RunReport
 
 log = logging.getLogger(__name__)
 
-SinkItem = (WindowResult | BatchStats | DeadLetters | OpenInterestRows | FootprintRows | Signal
-            | UsageRow)
+SinkItem = (WindowResult | BatchStats | DeadLetters | OpenInterestRows | FootprintRows
+            | IcebergRows | Signal | UsageRow)
 
 
 class _Writer:

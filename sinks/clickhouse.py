@@ -50,6 +50,7 @@ from models.records import (
     BatchStats,
     DeadLetters,
     FootprintRows,
+    IcebergRows,
     OpenInterestRows,
     PartBlock,
     UsageRow,
@@ -570,6 +571,40 @@ def _encode_footprint(blocks: list[FootprintRows]) -> tuple[pa.Table, str]:
     return footprint_table(blocks), token
 
 
+_STATE_RANK = {"active": 0, "exhausted": 1, "cancelled": 2}
+
+
+def icebergs_table(blocks: list[IcebergRows]) -> pa.Table:
+    """Arrow block for ``ifd.icebergs`` (``version`` = last_ts · 4 + state rank)."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in blocks])
+
+    last_ts = cat("last_ts")
+    rank = np.array([_STATE_RANK.get(s, 3) for s in cat("state").tolist()], dtype=np.uint64)
+    return pa.table({
+        "contract_key": pa.array(cat("contract_key").tolist(), pa.string()),
+        "instrument_id": pa.array(cat("instrument_id"), pa.uint32()),
+        "kind": pa.array(cat("kind").tolist(), pa.string()),
+        "side": pa.array(cat("side").tolist(), pa.string()),
+        "price": pa.array(cat("price") / FIXED_PRICE_SCALE, pa.float64()),
+        "order_id": pa.array(cat("order_id"), pa.uint64()),
+        "first_ts": _ts(cat("first_ts")),
+        "last_ts": _ts(last_ts),
+        "refills": pa.array(cat("refills"), pa.uint32()),
+        "peak_size": pa.array(cat("peak_size"), pa.uint64()),
+        "executed": pa.array(cat("executed"), pa.uint64()),
+        "estimated_total": pa.array(cat("estimated_total"), pa.uint64()),
+        "state": pa.array(cat("state").tolist(), pa.string()),
+        "version": pa.array(last_ts.astype(np.uint64) * 4 + rank, pa.uint64()),
+        "source": pa.array([b.source for b in blocks for _ in range(len(b))], pa.string()),
+    })
+
+
+def _encode_icebergs(blocks: list[IcebergRows]) -> tuple[pa.Table, str]:
+    token = _token("ifd.icebergs", [(b.source, b.seq, len(b)) for b in blocks])
+    return icebergs_table(blocks), token
+
+
 def _encode_signals(signals: list[Signal]) -> tuple[pa.Table, str]:
     return signals_table(signals), _token("ifd.ifd_signals", [s.alert_key for s in signals])
 
@@ -607,13 +642,14 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("ifd.dead_letters", DeadLetters, _encode_dead_letters, len),
     TableSpec("ifd.open_interest", OpenInterestRows, _encode_open_interest, len),
     TableSpec("ifd.footprint_parts", FootprintRows, _encode_footprint, len),
+    TableSpec("ifd.icebergs", IcebergRows, _encode_icebergs, len),
     TableSpec("ifd.ifd_signals", Signal, _encode_signals),
     TableSpec("ifd.usage", UsageRow, _encode_usage),
 )
 """Every table the dataflow writes, in flush order (parts before the counters that describe them)."""
 
-WriterItem = (PartBlock | BatchStats | DeadLetters | OpenInterestRows | FootprintRows | Signal
-              | UsageRow)
+WriterItem = (PartBlock | BatchStats | DeadLetters | OpenInterestRows | FootprintRows
+              | IcebergRows | Signal | UsageRow)
 
 
 class IFDWriter:

@@ -18,6 +18,7 @@ from bytewax.testing import run_main
 
 from flows.book import F_LAST, F_MAYBE_BAD_BOOK, F_SNAPSHOT, OrderBooks
 from flows.footprint import footprint_rows
+from flows.icebergs import IcebergTracker
 from flows.ifd import build_flow
 from models.batch import RTYPE_MBO
 from models.records import UNDEF_PRICE, Contract, FootprintRows
@@ -231,3 +232,91 @@ def test_footprint_and_cvd_of_the_real_esh4_file_equal_polars(real_dir, tmp_path
                   .sort("window_ns")
                   .with_columns(pl.col("delta").cum_sum().alias("cvd")))  # one CME trading day
     assert cvd.to_pylist() == per_window.to_dicts()
+
+
+def _timed(rows: list[tuple]) -> np.ndarray:
+    """MBO records from (ms after T0, action, side, price, size, order_id, flags)."""
+    out = _records([r[1:] for r in rows])
+    out["ts_event"] = [T0 + r[0] * 1_000_000 for r in rows]
+    return out
+
+
+def _icebergs(rows: list[tuple]) -> dict[tuple, tuple]:
+    tracker = IcebergTracker()
+    OrderBooks(icebergs=tracker).apply(_timed(rows))
+    return {(r[0], r[4] if r[0] == "native" else r[3]): r for r in tracker.take()}
+
+
+def test_native_iceberg_showing_one_lot_is_replenished_after_each_fill_then_cancelled():
+    L = F_LAST
+    rows = [(0, b"A", b"B", 100.0, 1, 1, L)]
+    for k in range(3):  # sold into: 1 lot trades, the order shows 1 lot again
+        rows += [(10 + k, b"T", b"A", 100.0, 1, 0, 0), (10 + k, b"F", b"B", 100.0, 1, 1, 0),
+                 (10 + k, b"M", b"B", 100.0, 1, 1, L)]
+    got = _icebergs(rows)
+    (kind, iid, side, price, oid, first, last, refills, peak, executed, total, state), = got.values()
+    assert (kind, side, price, oid, refills, executed, state) == (
+        "native", "B", 100 * 10**9, 1, 3, 3, "active")
+    assert total >= executed + 1  # plus what it still shows
+    got = _icebergs([*rows, (20, b"C", b"B", 100.0, 1, 1, L)])
+    assert got[("native", 1)][11] == "cancelled"
+
+
+def test_native_iceberg_revealed_by_a_fill_larger_than_its_display():
+    L = F_LAST
+    got = _icebergs([(0, b"A", b"B", 100.0, 5, 2, L), (5, b"T", b"A", 100.0, 8, 0, 0),
+                     (5, b"F", b"B", 100.0, 8, 2, 0), (5, b"M", b"B", 100.0, 4, 2, L)])
+    row = got[("native", 2)]
+    assert (row[7], row[8], row[9], row[11]) == (1, 5, 8, "active")  # refilled to 4 after 8 of 5
+    plain = _icebergs([(0, b"A", b"B", 100.0, 5, 3, L), (5, b"F", b"B", 100.0, 2, 3, 0),
+                       (5, b"M", b"B", 100.0, 3, 3, L)])  # 2 of 5 traded, 3 left: ordinary
+    assert plain == {}
+
+
+def test_synthetic_iceberg_needs_two_prompt_refills_of_a_level_emptied_by_fills():
+    L = F_LAST
+    rows = [(0, b"A", b"A", 101.0, 3, 10, L)]
+    for k, oid in enumerate((10, 11, 12)):  # each tranche is bought out; a new one 20 ms later
+        t = 100 * (k + 1)
+        rows += [(t, b"T", b"B", 101.0, 3, 0, 0), (t, b"F", b"A", 101.0, 3, oid, 0),
+                 (t, b"C", b"A", 101.0, 3, oid, L)]
+        if oid != 12:
+            rows.append((t + 20, b"A", b"A", 101.0, 3, oid + 1, L))
+    rows.append((2_000, b"A", b"B", 99.0, 1, 50, L))  # much later: the last tranche is not back
+    row = _icebergs(rows)[("synthetic", 101 * 10**9)]
+    assert (row[2], row[7], row[9], row[11]) == ("A", 2, 6, "exhausted")
+    one_refill = _icebergs(rows[:8])  # one refill only: ordinary queue joining
+    assert one_refill == {}
+    slow = [r if r[1] != b"A" or r[0] < 100 else (r[0] + 480, *r[1:]) for r in rows[:-1]]
+    assert _icebergs(slow) == {}  # refills 500 ms after the level emptied: not an iceberg
+    cancelled = [(0, b"A", b"A", 101.0, 3, 10, L), (100, b"C", b"A", 101.0, 3, 10, L),
+                 (120, b"A", b"A", 101.0, 3, 11, L), (200, b"C", b"A", 101.0, 3, 11, L),
+                 (220, b"A", b"A", 101.0, 3, 12, L)]
+    assert _icebergs(cancelled) == {}  # emptied by cancels, not by trading
+
+
+def test_real_esh4_icebergs_include_every_order_that_traded_more_than_it_showed(real_dir, tmp_path):
+    records = _mbo(real_dir / ESH4)
+    shown: dict[int, int] = {}
+    hidden: set[int] = set()  # independent pass: fill size above the order's displayed size
+    for r in records:
+        if r["flags"] & F_SNAPSHOT and r["action"] == b"A":
+            shown[int(r["order_id"])] = int(r["size"])
+        elif r["action"] in (b"A", b"M"):
+            shown[int(r["order_id"])] = int(r["size"])
+        elif r["action"] == b"F" and int(r["size"]) > shown.get(int(r["order_id"]), 1 << 40):
+            hidden.add(int(r["order_id"]))
+    assert len(hidden) >= 5
+    settings = Settings(source=str(real_dir / ESH4), data_dir=tmp_path, progress_interval_s=0)
+    run_main(build_flow(settings, alerts=None))
+    store = open_store(settings)
+    try:
+        native = store.query_arrow("SELECT order_id, executed FROM ifd.icebergs FINAL "
+                                   "WHERE kind = 'native'").to_pylist()
+        zones = store.query_arrow("SELECT count() AS n, sum(icebergs) AS icebergs "
+                                  "FROM ifd.iceberg_zones").to_pylist()
+        total = store.query_arrow("SELECT count() AS n FROM ifd.icebergs FINAL").to_pylist()
+    finally:
+        store.close()
+    assert hidden <= {r["order_id"] for r in native}
+    assert zones[0]["icebergs"] == total[0]["n"] and zones[0]["n"] > 0

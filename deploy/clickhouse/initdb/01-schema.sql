@@ -350,6 +350,57 @@ FROM
     GROUP BY contract_key, window_start, price
 );
 
+CREATE TABLE IF NOT EXISTS ifd.icebergs
+(
+    contract_key     String,
+    instrument_id    UInt32,
+    kind             LowCardinality(String),
+    side             LowCardinality(String),
+    price            Float64,
+    order_id         UInt64,
+    first_ts         DateTime64(9, 'UTC'),
+    last_ts          DateTime64(9, 'UTC'),
+    refills          UInt32,
+    peak_size        UInt64,
+    executed         UInt64,
+    estimated_total  UInt64,
+    state            LowCardinality(String),
+    version          UInt64,
+    source           String,
+    inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY (contract_key, kind, side, price, first_ts, order_id)
+SETTINGS non_replicated_deduplication_window = 1000;
+
+CREATE OR REPLACE VIEW ifd.iceberg_zones AS
+SELECT
+    contract_key, side, price, icebergs, executed, first_ts, last_ts,
+    countIf(touched) AS retests,
+    countIf(touched AND NOT through) AS held,
+    countIf(touched AND through) AS broken
+FROM
+(
+    SELECT
+        z.contract_key AS contract_key, z.side AS side, z.price AS price,
+        any(z.icebergs) AS icebergs, any(z.executed) AS executed,
+        any(z.first_ts) AS first_ts, any(z.last_ts) AS last_ts,
+        f.window_start AS w,
+        max(f.window_start > z.last_ts AND f.price = z.price) AS touched,
+        max(f.window_start > z.last_ts
+            AND if(z.side = 'B', f.price < z.price, f.price > z.price)) AS through
+    FROM
+    (
+        SELECT contract_key, side, price, count() AS icebergs, sum(executed) AS executed,
+               min(first_ts) AS first_ts, max(last_ts) AS last_ts
+        FROM ifd.icebergs FINAL
+        GROUP BY contract_key, side, price
+    ) AS z
+    LEFT JOIN ifd.footprint AS f ON f.contract_key = z.contract_key
+    GROUP BY contract_key, side, price, w
+)
+GROUP BY contract_key, side, price, icebergs, executed, first_ts, last_ts;
+
 CREATE OR REPLACE VIEW ifd.delta_cvd AS
 SELECT
     contract_key,
