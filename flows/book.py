@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flows import book_core
 from flows.icebergs import IcebergTracker
 from models.records import UNDEF_PRICE
 
@@ -38,7 +39,7 @@ F_LAST = 128
 F_SNAPSHOT = 32
 F_MAYBE_BAD_BOOK = 4
 _BID, _ASK = ord("B"), ord("A")
-_A, _C, _F, _M, _R, _T = (ord(x) for x in "ACFMRT")
+_T = ord("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,33 +64,50 @@ class TradeQuotes:
 class OrderBooks:
     """Resting orders and price levels of every instrument seen, from MBO records.
 
-    :meth:`apply` takes a structured array of ``databento_dbn.MBOMsg`` records in file order.
-    Per instrument the book holds its orders (order_id → side, price, size), one price → size
-    map per side and the best price of each side (recomputed only when its level empties).
-    Copies (:meth:`snapshot`) share nothing mutable with the original.
+    :meth:`apply` takes a structured array of ``databento_dbn.MBOMsg`` records in file order;
+    the loop is compiled (:mod:`flows.book_core`, numba). Per instrument and side the book
+    holds price → contracts and the best price (recomputed only when its level empties).
+    Copies (:meth:`snapshot`, ``copy.deepcopy``, pickling) share nothing with the original.
 
     Parameters
     ----------
     icebergs : IcebergTracker, optional
-        Fed with every fill, placement and removal (:mod:`flows.icebergs`); snapshot records
-        are not events and are not fed.
+        Fed with the book events it needs (fills, placements after a fill or at a level fills
+        just emptied, removals of such orders: :mod:`flows.book_core`); snapshot records are
+        not events.
     """
 
     def __init__(self, icebergs: IcebergTracker | None = None) -> None:
         self.icebergs = icebergs
-        self.books: dict[int, list] = {}
-        """instrument_id → [orders, bid levels, ask levels, best bid, best ask]."""
-        self.published: dict[int, tuple[int, int]] = {}
-        """instrument_id → (bid_px, ask_px) at its last ``F_LAST``."""
-        self.unreliable: set[int] = set()
-        self._in_snapshot: set[int] = set()
+        self._live: tuple | None = book_core.new_state()
+        self._frozen: dict | None = None
+
+    @property
+    def _state(self) -> tuple:
+        """The compiled state, rebuilt from a snapshot's arrays on first use."""
+        if self._live is None:
+            frozen = self._frozen
+            assert frozen is not None
+            self._live = book_core.new_state()
+            book_core.import_state(self._live, *frozen["arrays"])
+            self._frozen = None
+        return self._live
 
     # --- reading ------------------------------------------------------------------------------
 
+    @property
+    def published(self) -> dict[int, tuple[int, int]]:
+        """instrument_id → (bid_px, ask_px) published at its last ``F_LAST``."""
+        pub = book_core.export_state(self._state)[0]
+        return {int(r[0]): (int(r[1]), int(r[2])) for r in pub}
+
+    def _level(self, instrument_id: int, side: str) -> dict[int, int]:
+        rows = book_core.level_of(self._state, instrument_id, ord(side))
+        return {int(p): int(q) for p, q in rows}
+
     def best(self, instrument_id: int, side: str) -> tuple[int, int]:
-        """(price, size) of the best level of ``side`` (``"B"`` or ``"A"``); (UNDEF_PRICE, 0) if empty."""
-        book = self.books.get(instrument_id)
-        level = None if book is None else book[1 if side == "B" else 2]
+        """Return (price, size) of the best level of ``side`` (``"B"``/``"A"``), (UNDEF, 0) if empty."""
+        level = self._level(instrument_id, side)
         if not level:
             return UNDEF_PRICE, 0
         price = max(level) if side == "B" else min(level)
@@ -103,14 +121,13 @@ class OrderBooks:
 
     def depth(self, instrument_id: int, side: str, levels: int = 10) -> list[tuple[int, int]]:
         """Return the best ``levels`` levels of ``side`` as (price, contracts), best first."""
-        book = self.books.get(instrument_id)
-        level = {} if book is None else book[1 if side == "B" else 2]
-        return sorted(level.items(), reverse=side == "B")[:levels]
+        return sorted(self._level(instrument_id, side).items(), reverse=side == "B")[:levels]
 
     def resting_orders(self, instrument_id: int) -> dict[int, tuple[int, int, int]]:
         """order_id → (side byte ``ord('B')``/``ord('A')``, price, contracts) of one instrument."""
-        book = self.books.get(instrument_id)
-        return {} if book is None else dict(book[0])
+        rows = book_core.export_orders(self._state)
+        mine = rows[rows[:, 0] == instrument_id]
+        return {int(r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in mine}
 
     # --- updates ------------------------------------------------------------------------------
 
@@ -131,129 +148,77 @@ class OrderBooks:
         ValueError
             ``records`` lacks an MBO field (names the missing ones).
         """
-        need = {"instrument_id", "order_id", "price", "size", "flags", "action", "side"}
+        need = {"instrument_id", "order_id", "price", "size", "flags", "action", "side",
+                "ts_event"}
         missing = need - set(records.dtype.names or ())
         if missing:
             msg = f"OrderBooks.apply needs MBO records; missing fields {sorted(missing)}"
             raise ValueError(msg)
         n = len(records)
         pos = np.arange(n, dtype=np.int64) if positions is None else np.asarray(positions, np.int64)
-        action = records["action"].view(np.uint8)
-        is_trade = action == _T
-        out_pos = pos[is_trade]
-        out_bid = np.full(len(out_pos), UNDEF_PRICE, dtype=np.int64)
-        out_ask = np.full(len(out_pos), UNDEF_PRICE, dtype=np.int64)
-        books, published = self.books, self.published
-        unreliable, in_snapshot = self.unreliable, self._in_snapshot
-        t = 0
-        iids = records["instrument_id"].tolist()
-        oids = records["order_id"].tolist()
-        prices = records["price"].tolist()
-        sizes = records["size"].tolist()
-        flags = records["flags"].tolist()
-        sides = records["side"].view(np.uint8).tolist()
-        names = records.dtype.names or ()
-        stamps = records["ts_event"].tolist() if "ts_event" in names else [0] * n
-        undef = UNDEF_PRICE
+        action = np.ascontiguousarray(records["action"].view(np.uint8))
+        ts = np.ascontiguousarray(records["ts_event"], dtype=np.int64)
         tracker = self.icebergs
-        for i, act in enumerate(action.tolist()):
-            iid, flag = iids[i], flags[i]
-            events = tracker is not None and not flag & F_SNAPSHOT
-            book = books.get(iid)
-            if book is None:
-                book = books[iid] = [{}, {}, {}, undef, undef]
-            if flag & F_SNAPSHOT:
-                if iid not in in_snapshot:  # a snapshot starts: the book is what it says
-                    in_snapshot.add(iid)
-                    book = books[iid] = [{}, {}, {}, undef, undef]
-                    unreliable.discard(iid)
-            elif in_snapshot and iid in in_snapshot:
-                in_snapshot.discard(iid)
-            if act == _T:
-                quote = published.get(iid)
-                if quote is not None and iid not in unreliable:
-                    out_bid[t], out_ask[t] = quote
-                t += 1
-            elif act == _F:
-                if events:
-                    rest = book[0].get(oids[i])
-                    if rest is not None:
-                        tracker.fill(iid, oids[i], rest[0], rest[1], sizes[i], rest[2], stamps[i])  # type: ignore[union-attr]
-            elif act == _A or act == _M or act == _C:
-                orders = book[0]
-                oid = oids[i]
-                old = orders.get(oid)
-                if old is not None:  # take the order out of its level
-                    o_side, o_price, o_size = old
-                    j = 1 if o_side == _BID else 2
-                    level = book[j]
-                    left = level[o_price] - o_size
-                    if left > 0:
-                        level[o_price] = left
-                    else:
-                        del level[o_price]
-                        if book[j + 2] == o_price:
-                            book[j + 2] = None  # stale: recomputed at the next publish
-                    del orders[oid]
-                if act != _C:
-                    side, price, size = sides[i], prices[i], sizes[i]
-                elif old is not None:  # partial cancel: the rest stays at its price
-                    side, price, size = o_side, o_price, o_size - min(sizes[i], o_size)
-                else:
-                    side, price, size = 0, undef, 0
-                placed = size > 0 and price != undef and (side == _BID or side == _ASK)
-                if placed:
-                    orders[oid] = (side, price, size)
-                    j = 1 if side == _BID else 2
-                    level = book[j]
-                    level[price] = level.get(price, 0) + size
-                    best = book[j + 2]
-                    if best is not None and (best == undef or (price > best if j == 1
-                                                               else price < best)):
-                        book[j + 2] = price
-                if events:
-                    ts = stamps[i]
-                    if act != _C:
-                        if placed:
-                            tracker.placed(iid, oid, side, price, size, old, ts)  # type: ignore[union-attr]
-                    elif old is not None and not placed:  # the order left the book
-                        last_fill = tracker.filled.get((iid, oid))  # type: ignore[union-attr]
-                        traded = last_fill is not None and last_fill[0] == ts
-                        empty = o_price not in book[1 if o_side == _BID else 2]
-                        if traded and empty:
-                            tracker.level_emptied(iid, o_side, o_price, ts)  # type: ignore[union-attr]
-                        tracker.removed(iid, oid, o_side, o_price, ts, traded, empty)  # type: ignore[union-attr]
-            elif act == _R:
-                book = books[iid] = [{}, {}, {}, undef, undef]
-                unreliable.discard(iid)
-            if flag & F_MAYBE_BAD_BOOK:
-                unreliable.add(iid)
-            if flag & F_LAST:
-                if book[3] is None:
-                    book[3] = max(book[1]) if book[1] else undef
-                if book[4] is None:
-                    book[4] = min(book[2]) if book[2] else undef
-                published[iid] = (book[3], book[4])
-                if publish_log is not None:
-                    publish_log.append((i, iid, book[3], book[4]))
+        bid, ask, events, plog = book_core.apply_records(
+            self._state,
+            np.ascontiguousarray(records["instrument_id"], dtype=np.int64),
+            np.ascontiguousarray(records["order_id"]).astype(np.int64),
+            np.ascontiguousarray(records["price"], dtype=np.int64),
+            np.ascontiguousarray(records["size"], dtype=np.int64),
+            np.ascontiguousarray(records["flags"], dtype=np.int64),
+            action, np.ascontiguousarray(records["side"].view(np.uint8)), ts,
+            tracker is not None, publish_log is not None)
+        if publish_log is not None:
+            publish_log.extend((int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in plog)
         if tracker is not None and n:
-            tracker.expire(int(stamps[-1]))
-        return TradeQuotes(out_pos, out_bid, out_ask)
+            _feed(tracker, events.tolist(), ts)
+            tracker.expire(int(ts[-1]))
+            book_core.prune(self._state, int(ts[-1]) - tracker.rules.refill_ns)
+        return TradeQuotes(pos[action == _T], bid, ask)
 
     # --- copies -------------------------------------------------------------------------------
 
+    def __getstate__(self) -> dict:
+        if self._live is None:
+            assert self._frozen is not None
+            return dict(self._frozen)
+        state = self._live
+        return {"icebergs": self.icebergs,
+                "arrays": (book_core.export_orders(state), *book_core.export_state(state))}
+
+    def __setstate__(self, state: dict) -> None:
+        self.icebergs = state["icebergs"]
+        self._live = None
+        self._frozen = {"icebergs": None, "arrays": tuple(np.asarray(a, dtype=np.int64)
+                                                          for a in state["arrays"])}
+
     def snapshot(self) -> OrderBooks:
-        """Independent copy (orders and levels copied; O(resting orders))."""
+        """Return an independent copy: the state exported to arrays (compiled, O(orders)).
+
+        The copy rebuilds its compiled state only when used (a resumed run), so bytewax's
+        per-epoch copy costs the export alone.
+        """
         clone = OrderBooks.__new__(OrderBooks)
         clone.icebergs = copy.deepcopy(self.icebergs)
-        clone.books = {iid: [dict(b[0]), dict(b[1]), dict(b[2]), b[3], b[4]]
-                       for iid, b in self.books.items()}
-        clone.published = dict(self.published)
-        clone.unreliable = set(self.unreliable)
-        clone._in_snapshot = set(self._in_snapshot)
+        clone._live = None
+        clone._frozen = {"icebergs": None, "arrays": self.__getstate__()["arrays"]}
         return clone
 
     def __deepcopy__(self, memo: dict) -> OrderBooks:
         clone = self.snapshot()
         memo[id(self)] = clone
         return clone
+
+
+def _feed(tracker: IcebergTracker, events: list[list[int]], ts: np.ndarray) -> None:
+    """Hand the compiled loop's book events to the iceberg detector, in record order."""
+    for row, kind, iid, oid, side, price, size, b, c, d, e in events:
+        at = int(ts[row])
+        if kind == book_core.FILL:
+            tracker.fill(iid, oid, side, price, size, b, at)
+        elif kind == book_core.PLACED:
+            tracker.placed(iid, oid, side, price, size, (c, d, e) if b else None, at)
+        else:
+            if b and c:
+                tracker.level_emptied(iid, side, price, at)
+            tracker.removed(iid, oid, side, price, at, bool(b), bool(c))

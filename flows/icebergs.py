@@ -29,6 +29,7 @@ since epoch UTC.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 NATIVE, SYNTHETIC = "native", "synthetic"
@@ -244,6 +245,26 @@ class IcebergTracker:
     def _changed(self, key: tuple, berg: Iceberg) -> None:
         if berg.detected:
             self.changed[key] = berg
+
+    def __deepcopy__(self, memo: dict) -> IcebergTracker:
+        """Copy in O(entries): the dicts are copied, their mutable :class:`Iceberg` s cloned."""
+        clones: dict[int, Iceberg] = {}
+
+        def own(berg: Iceberg) -> Iceberg:
+            clone = clones.get(id(berg))
+            if clone is None:
+                clone = clones[id(berg)] = copy.copy(berg)
+            return clone
+
+        out = IcebergTracker(
+            rules=self.rules,
+            native={k: own(v) for k, v in self.native.items()},
+            synthetic={k: own(v) for k, v in self.synthetic.items()},
+            filled=dict(self.filled), emptied=dict(self.emptied), tranches=dict(self.tranches),
+            ended={k: list(v) for k, v in self.ended.items()},
+            changed={k: own(v) for k, v in self.changed.items()})
+        memo[id(self)] = out
+        return out
 
     def take(self) -> list[tuple]:
         """Rows (:meth:`Iceberg.row`) of the detected icebergs changed since the last call."""
