@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flows import book_core
+from flows.absorption import AbsorptionTracker
 from flows.icebergs import IcebergTracker
 from models.records import UNDEF_PRICE
 
@@ -75,10 +76,14 @@ class OrderBooks:
         Fed with the book events it needs (fills, placements after a fill or at a level fills
         just emptied, removals of such orders: :mod:`flows.book_core`); snapshot records are
         not events.
+    absorption : AbsorptionTracker, optional
+        Fed with every fill and every level traded out (:mod:`flows.absorption`).
     """
 
-    def __init__(self, icebergs: IcebergTracker | None = None) -> None:
+    def __init__(self, icebergs: IcebergTracker | None = None,
+                 absorption: AbsorptionTracker | None = None) -> None:
         self.icebergs = icebergs
+        self.absorption = absorption
         self._live: tuple | None = book_core.new_state()
         self._frozen: dict | None = None
 
@@ -158,7 +163,7 @@ class OrderBooks:
         pos = np.arange(n, dtype=np.int64) if positions is None else np.asarray(positions, np.int64)
         action = np.ascontiguousarray(records["action"].view(np.uint8))
         ts = np.ascontiguousarray(records["ts_event"], dtype=np.int64)
-        tracker = self.icebergs
+        tracker, absorption = self.icebergs, self.absorption
         bid, ask, events, plog = book_core.apply_records(
             self._state,
             np.ascontiguousarray(records["instrument_id"], dtype=np.int64),
@@ -167,13 +172,18 @@ class OrderBooks:
             np.ascontiguousarray(records["size"], dtype=np.int64),
             np.ascontiguousarray(records["flags"], dtype=np.int64),
             action, np.ascontiguousarray(records["side"].view(np.uint8)), ts,
-            tracker is not None, publish_log is not None)
+            tracker is not None or absorption is not None, publish_log is not None)
         if publish_log is not None:
             publish_log.extend((int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in plog)
-        if tracker is not None and n:
-            _feed(tracker, events.tolist(), ts)
-            tracker.expire(int(ts[-1]))
-            book_core.prune(self._state, int(ts[-1]) - tracker.rules.refill_ns)
+        if (tracker is not None or absorption is not None) and n:
+            _feed(tracker, absorption, events.tolist(), ts)
+            now = int(ts[-1])
+            if tracker is not None:
+                tracker.expire(now)
+            if absorption is not None:
+                absorption.expire(now)
+            keep = tracker.rules.refill_ns if tracker is not None else 0
+            book_core.prune(self._state, now - keep)
         return TradeQuotes(pos[action == _T], bid, ask)
 
     # --- copies -------------------------------------------------------------------------------
@@ -183,11 +193,12 @@ class OrderBooks:
             assert self._frozen is not None
             return dict(self._frozen)
         state = self._live
-        return {"icebergs": self.icebergs,
+        return {"icebergs": self.icebergs, "absorption": self.absorption,
                 "arrays": (book_core.export_orders(state), *book_core.export_state(state))}
 
     def __setstate__(self, state: dict) -> None:
         self.icebergs = state["icebergs"]
+        self.absorption = state.get("absorption")
         self._live = None
         self._frozen = {"icebergs": None, "arrays": tuple(np.asarray(a, dtype=np.int64)
                                                           for a in state["arrays"])}
@@ -200,6 +211,7 @@ class OrderBooks:
         """
         clone = OrderBooks.__new__(OrderBooks)
         clone.icebergs = copy.deepcopy(self.icebergs)
+        clone.absorption = copy.deepcopy(self.absorption)
         clone._live = None
         clone._frozen = {"icebergs": None, "arrays": self.__getstate__()["arrays"]}
         return clone
@@ -210,15 +222,26 @@ class OrderBooks:
         return clone
 
 
-def _feed(tracker: IcebergTracker, events: list[list[int]], ts: np.ndarray) -> None:
-    """Hand the compiled loop's book events to the iceberg detector, in record order."""
+def _feed(tracker: IcebergTracker | None, absorption: AbsorptionTracker | None,
+          events: list[list[int]], ts: np.ndarray) -> None:
+    """Hand the compiled loop's book events to the detectors, in record order."""
     for row, kind, iid, oid, side, price, size, b, c, d, e in events:
         at = int(ts[row])
         if kind == book_core.FILL:
-            tracker.fill(iid, oid, side, price, size, b, at)
+            if tracker is not None:
+                tracker.fill(iid, oid, side, price, size, b, at)
+            if absorption is not None and d == price:  # not an auction fill away from the order
+                absorption.fill(iid, side, price, size, c, at)
         elif kind == book_core.PLACED:
-            tracker.placed(iid, oid, side, price, size, (c, d, e) if b else None, at)
+            if tracker is not None:
+                tracker.placed(iid, oid, side, price, size, (c, d, e) if b else None, at)
+            if absorption is not None and not b:
+                absorption.refilled(iid, side, price)
         else:
             if b and c:
-                tracker.level_emptied(iid, side, price, at)
-            tracker.removed(iid, oid, side, price, at, bool(b), bool(c))
+                if tracker is not None:
+                    tracker.level_emptied(iid, side, price, at)
+                if absorption is not None:
+                    absorption.traded_out(iid, side, price, at)
+            if tracker is not None:
+                tracker.removed(iid, oid, side, price, at, bool(b), bool(c))

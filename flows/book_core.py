@@ -24,8 +24,10 @@ F_LAST, F_SNAPSHOT, F_MAYBE_BAD_BOOK = 128, 32, 4
 BID, ASK = 66, 65  # ord("B"), ord("A")
 EVENT_COLUMNS = ("row", "kind", "instrument_id", "order_id", "side", "price", "size",
                  "b", "c", "d", "e")
-"""fill: b = shown size · placed: b = existed before, c = side before, d = price before,
-e = size before · removed: b = traded in the same event, c = level now empty."""
+"""fill: b = shown size, c = the level's size before the fill, d = the fill's price ·
+placed: b = existed before,
+c = side before, d = price before, e = size before · removed: b = traded in the same event,
+c = level now empty."""
 FILL, PLACED, REMOVED = 0, 1, 2
 
 KEY2 = types.UniTuple(types.int64, 2)
@@ -165,6 +167,8 @@ def apply_records(state, iid, oid, price, size, flags, action, side, ts, events_
                 e = events[n_events]
                 e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7] = (
                     i, FILL, ins, oid[i], o[0], o[1], size[i], o[2])
+                e[8] = levels[(ins, o[0])].get(o[1], 0)  # the level's size before the fill
+                e[9] = price[i]  # the fill's own price (an auction fills away from the order's)
                 n_events += 1
         elif act == 65 or act == 77 or act == 67:  # A, M, C
             key = (ins, oid[i])

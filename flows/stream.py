@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from flows.absorption import AbsorptionTracker
 from flows.aggressor import TickState, classify_aggressor
 from flows.book import OrderBooks
 from flows.clock import Progress
@@ -30,6 +31,7 @@ from models.batch import RTYPE_MBO, SourceBatch
 from models.records import (
     OPTION_TYPE_CODES,
     SPREAD_CLASSES,
+    AbsorptionRows,
     BatchStats,
     Contract,
     DeadLetters,
@@ -43,7 +45,28 @@ from models.records import (
 )
 
 StreamItem = (PartBlock | Heartbeat | Progress | BatchStats | DeadLetters | OpenInterestRows
-              | FootprintRows | IcebergRows)
+              | FootprintRows | IcebergRows | AbsorptionRows)
+
+
+def _absorption_rows(batch: SourceBatch, books: OrderBooks, catalog: InstrumentCatalog,
+                     state: StreamState) -> AbsorptionRows | None:
+    """Absorption events the batch finished, resolved to contracts at their first fill."""
+    if books.absorption is None:
+        return None
+    rows = books.absorption.take()
+    if not rows:
+        return None
+    cols = list(zip(*rows, strict=True))
+    ids = np.array(cols[0], dtype=np.uint32)
+    first_ts = np.array(cols[6], dtype=np.int64)
+    contract_of, contracts = resolve_trades(ids, first_ts, catalog, state.definitions)
+    keys = np.array([c.key for c in contracts], dtype=object)[contract_of]
+    return AbsorptionRows(
+        source=batch.source, seq=batch.seq, contract_key=keys, instrument_id=ids,
+        side=np.array(cols[1], dtype=object), price=np.array(cols[2], dtype=np.int64),
+        absorbed=np.array(cols[3], dtype=np.int64), start_size=np.array(cols[4], dtype=np.int64),
+        fills=np.array(cols[5], dtype=np.int64), first_ts=first_ts,
+        last_ts=np.array(cols[7], dtype=np.int64), outcome=np.array(cols[8], dtype=object))
 
 
 def _iceberg_rows(batch: SourceBatch, books: OrderBooks, catalog: InstrumentCatalog,
@@ -248,7 +271,7 @@ class StreamProcessor:
         mbo = self.l3 and batch.trade_rtype == RTYPE_MBO
         if mbo:
             if state.books is None:
-                state.books = OrderBooks(icebergs=IcebergTracker())
+                state.books = OrderBooks(icebergs=IcebergTracker(), absorption=AbsorptionTracker())
             trades = _book_quotes(trades, batch, state.books)
         contract_of, contracts = resolve_trades(
             trades.instrument_id, trades.ts_recv, self.catalog, state.definitions)
@@ -293,6 +316,9 @@ class StreamProcessor:
             icebergs = _iceberg_rows(batch, state.books, self.catalog, state)
             if icebergs is not None:
                 out.append(icebergs)
+            absorbed = _absorption_rows(batch, state.books, self.catalog, state)
+            if absorbed is not None:
+                out.append(absorbed)
         dead = norm.dead_letters
         if len(dead):
             out.append(dead)

@@ -371,6 +371,33 @@ class IcebergRows:
 
 
 @dataclass(frozen=True, slots=True)
+class AbsorptionRows:
+    """Absorption events finished in one batch (:mod:`flows.absorption`), columnar.
+
+    Shapes (n,) each: ``contract_key``, ``side`` (resting side ``B``/``A``) and ``outcome``
+    (``held``/``broke``) object; ``instrument_id`` uint32; ``price`` int64 fixed-point 1e-9 USD
+    price points; ``absorbed`` (contracts traded at the level), ``start_size`` (contracts it
+    showed when the run began), ``fills`` int64; ``first_ts``/``last_ts`` int64 ns UTC.
+    """
+
+    source: str
+    seq: int
+    contract_key: np.ndarray
+    instrument_id: np.ndarray
+    side: np.ndarray
+    price: np.ndarray
+    absorbed: np.ndarray
+    start_size: np.ndarray
+    fills: np.ndarray
+    first_ts: np.ndarray
+    last_ts: np.ndarray
+    outcome: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.price)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchStats:
     """Counters of one source batch, for progress, the summary and ``ifd.ingest_batches``."""
 

@@ -27,6 +27,7 @@ from bytewax.outputs import (
 from typing_extensions import override
 
 from models.records import (
+    AbsorptionRows,
     BatchStats,
     DeadLetters,
     FootprintRows,
@@ -44,7 +45,7 @@ from sinks.run_report import RunReport
 log = logging.getLogger(__name__)
 
 SinkItem = (WindowResult | BatchStats | DeadLetters | OpenInterestRows | FootprintRows
-            | IcebergRows | Signal | UsageRow)
+            | IcebergRows | AbsorptionRows | Signal | UsageRow)
 
 
 class _Writer:

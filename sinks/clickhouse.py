@@ -47,6 +47,7 @@ from models.errors import SinkError, SinkFatalError, SinkRetryableError
 from models.records import (
     FIXED_PRICE_SCALE,
     UNDEF_PRICE,
+    AbsorptionRows,
     BatchStats,
     DeadLetters,
     FootprintRows,
@@ -605,6 +606,34 @@ def _encode_icebergs(blocks: list[IcebergRows]) -> tuple[pa.Table, str]:
     return icebergs_table(blocks), token
 
 
+def absorption_table(blocks: list[AbsorptionRows], window_ns: int = 300 * 10**9) -> pa.Table:
+    """Arrow block for ``ifd.absorption`` (``window_start``: the 5-minute window of the first fill)."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(b, name) for b in blocks])
+
+    first, last = cat("first_ts"), cat("last_ts")
+    return pa.table({
+        "window_start": _ts(first // window_ns * window_ns, unit="ms"),
+        "contract_key": pa.array(cat("contract_key").tolist(), pa.string()),
+        "instrument_id": pa.array(cat("instrument_id"), pa.uint32()),
+        "side": pa.array(cat("side").tolist(), pa.string()),
+        "price": pa.array(cat("price") / FIXED_PRICE_SCALE, pa.float64()),
+        "absorbed": pa.array(cat("absorbed"), pa.uint64()),
+        "start_size": pa.array(cat("start_size"), pa.uint64()),
+        "fills": pa.array(cat("fills"), pa.uint64()),
+        "first_ts": _ts(first),
+        "last_ts": _ts(last),
+        "duration_s": pa.array((last - first) / 1e9, pa.float64()),
+        "outcome": pa.array(cat("outcome").tolist(), pa.string()),
+        "source": pa.array([b.source for b in blocks for _ in range(len(b))], pa.string()),
+    })
+
+
+def _encode_absorption(blocks: list[AbsorptionRows]) -> tuple[pa.Table, str]:
+    token = _token("ifd.absorption", [(b.source, b.seq, len(b)) for b in blocks])
+    return absorption_table(blocks), token
+
+
 def _encode_signals(signals: list[Signal]) -> tuple[pa.Table, str]:
     return signals_table(signals), _token("ifd.ifd_signals", [s.alert_key for s in signals])
 
@@ -643,13 +672,14 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("ifd.open_interest", OpenInterestRows, _encode_open_interest, len),
     TableSpec("ifd.footprint_parts", FootprintRows, _encode_footprint, len),
     TableSpec("ifd.icebergs", IcebergRows, _encode_icebergs, len),
+    TableSpec("ifd.absorption", AbsorptionRows, _encode_absorption, len),
     TableSpec("ifd.ifd_signals", Signal, _encode_signals),
     TableSpec("ifd.usage", UsageRow, _encode_usage),
 )
 """Every table the dataflow writes, in flush order (parts before the counters that describe them)."""
 
 WriterItem = (PartBlock | BatchStats | DeadLetters | OpenInterestRows | FootprintRows
-              | IcebergRows | Signal | UsageRow)
+              | IcebergRows | AbsorptionRows | Signal | UsageRow)
 
 
 class IFDWriter:

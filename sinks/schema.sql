@@ -414,6 +414,30 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (contract_key, kind, side, price, first_ts, order_id)
 SETTINGS non_replicated_deduplication_window = 1000;
 
+-- Absorption events in MBO inputs (flows/absorption.py): aggressive volume absorbed at one
+-- resting price level that kept refilling; outcome held (nothing traded there for 5 s) or broke
+-- (the level was traded out). window_start is the 5-minute window of the first fill.
+CREATE TABLE IF NOT EXISTS ifd.absorption
+(
+    window_start     DateTime64(3, 'UTC'),
+    contract_key     String,
+    instrument_id    UInt32,
+    side             LowCardinality(String),
+    price            Float64,
+    absorbed         UInt64,
+    start_size       UInt64,
+    fills            UInt64,
+    first_ts         DateTime64(9, 'UTC'),
+    last_ts          DateTime64(9, 'UTC'),
+    duration_s       Float64,
+    outcome          LowCardinality(String),
+    source           String,
+    inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (contract_key, side, price, first_ts)
+SETTINGS non_replicated_deduplication_window = 1000;
+
 -- Iceberg memory: price levels where icebergs traded, across every session stored; a retest is
 -- a later 5-minute window (starting after the zone's last iceberg update) that traded at the
 -- zone's price: it held when nothing traded through it (below a bid zone, above an ask zone)

@@ -16,6 +16,7 @@ import polars as pl
 import pytest
 from bytewax.testing import run_main
 
+from flows.absorption import AbsorptionTracker
 from flows.book import F_LAST, F_MAYBE_BAD_BOOK, F_SNAPSHOT, OrderBooks
 from flows.footprint import footprint_rows
 from flows.icebergs import IcebergTracker
@@ -320,3 +321,51 @@ def test_real_esh4_icebergs_include_every_order_that_traded_more_than_it_showed(
         store.close()
     assert hidden <= {r["order_id"] for r in native}
     assert zones[0]["icebergs"] == total[0]["n"] and zones[0]["n"] > 0
+
+
+def _absorption(rows: list[tuple]) -> list[tuple]:
+    tracker = AbsorptionTracker()
+    OrderBooks(absorption=tracker).apply(_timed(rows))
+    return tracker.take()
+
+
+def test_absorption_is_a_level_that_soaks_up_three_times_its_size_and_holds_or_breaks():
+    L = F_LAST
+    rows = [(0, b"A", b"B", 100.0, 10, 1, L)]
+    oid = 1
+    for k in range(6):  # sellers hit 100 six times; a new 10-lot joins after each
+        t = 100 * (k + 1)
+        rows += [(t, b"T", b"A", 100.0, 10, 0, 0), (t, b"F", b"B", 100.0, 10, oid, 0),
+                 (t, b"C", b"B", 100.0, 10, oid, L)]
+        oid += 1
+        if k < 5:
+            rows.append((t + 10, b"A", b"B", 100.0, 10, oid, L))
+    held = _absorption([*rows[:-3], (7_000, b"A", b"A", 101.0, 1, 99, L)])  # 5 s later
+    assert [(e[1], e[2], e[3], e[4], e[5], e[8]) for e in held] == [
+        ("B", 100 * 10**9, 50, 10, 5, "held")]
+    broke = _absorption([*rows, (7_000, b"A", b"A", 101.0, 1, 99, L)])  # the last fill took it all
+    assert [(e[3], e[5], e[8]) for e in broke] == [(60, 6, "broke")]
+    assert _absorption(rows[:10]) == []  # 30 lots: below the 50-lot minimum
+
+
+def test_real_esh4_absorption_volumes_equal_the_fills_at_that_level(real_dir, tmp_path):
+    records = _mbo(real_dir / ESH4)
+    settings = Settings(source=str(real_dir / ESH4), data_dir=tmp_path, progress_interval_s=0)
+    run_main(build_flow(settings, alerts=None))
+    store = open_store(settings)
+    try:
+        events = store.query_arrow(
+            "SELECT side, price, absorbed, fills, toUnixTimestamp64Nano(first_ts) AS t0, "
+            "toUnixTimestamp64Nano(last_ts) AS t1 FROM ifd.absorption FINAL").to_pylist()
+    finally:
+        store.close()
+    assert events
+    first_trade = int(records["ts_event"][records["action"] == b"T"][0])  # the opening uncross
+    fills = records[(records["action"] == b"F") & ((records["flags"] & F_SNAPSHOT) == 0)
+                    & (records["ts_event"].astype(np.int64) > first_trade)]
+    ts = fills["ts_event"].astype(np.int64)
+    for e in events:  # independent: every fill of that side and price inside the run
+        at = ((fills["side"] == e["side"].encode()) & (fills["price"] == round(e["price"] * 1e9))
+              & (ts >= e["t0"]) & (ts <= e["t1"]))
+        assert int(fills["size"][at].sum()) == e["absorbed"] and int(at.sum()) == e["fills"]
+        assert e["absorbed"] >= 50

@@ -373,6 +373,27 @@ ENGINE = ReplacingMergeTree(version)
 ORDER BY (contract_key, kind, side, price, first_ts, order_id)
 SETTINGS non_replicated_deduplication_window = 1000;
 
+CREATE TABLE IF NOT EXISTS ifd.absorption
+(
+    window_start     DateTime64(3, 'UTC'),
+    contract_key     String,
+    instrument_id    UInt32,
+    side             LowCardinality(String),
+    price            Float64,
+    absorbed         UInt64,
+    start_size       UInt64,
+    fills            UInt64,
+    first_ts         DateTime64(9, 'UTC'),
+    last_ts          DateTime64(9, 'UTC'),
+    duration_s       Float64,
+    outcome          LowCardinality(String),
+    source           String,
+    inserted_at      DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (contract_key, side, price, first_ts)
+SETTINGS non_replicated_deduplication_window = 1000;
+
 CREATE OR REPLACE VIEW ifd.iceberg_zones AS
 SELECT
     contract_key, side, price, icebergs, executed, first_ts, last_ts,
