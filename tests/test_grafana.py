@@ -29,8 +29,9 @@ window imbalance).
 
 The replay fixture runs ``python -m bytewax.run flows.ifd`` three ways into one tmp chdb: the
 default six-day NQ.OPT sample; a small trades file with bad and undefined-instrument trades (so the
-dead-letter and unknown-instrument panels have rows); then ``python -m tools.baseline_job`` for the
-scored day (so ``ifd.baselines`` has rows).
+dead-letter and unknown-instrument panels have rows); the real ESH4 MBO file (footprint, icebergs
+and absorption for the L3 board, whose range spans its footprint windows); then
+``python -m tools.baseline_job`` for the scored day (so ``ifd.baselines`` has rows).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import databento as db
 import pyarrow as pa
 import pytest
 import yaml
@@ -52,6 +54,7 @@ import yaml
 from models.settings import SECTIONS, Settings
 from sinks.clickhouse import ChdbStore
 from tests.dbnfiles import NS, PX, T0, trades_file
+from tests.flowrun import REAL
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
@@ -63,6 +66,7 @@ READONLY_USER_XML = REPO / "deploy" / "clickhouse" / "users.d" / "grafana-readon
 PLUGIN = "grafana-clickhouse-datasource"
 INTERVAL_S = 300
 UNDEF_PRICE = 2**63 - 1
+ESH4_MBO = "esh4-glbx-mdp3-20231225.mbo.dbn.zst"
 
 # Panels over ifd.usage: the live source (issue 4, IFD_MODE=live) writes that table, a replay writes no
 # rows. Their SQL runs on the replay like every other panel (shape checked, empty allowed), and again
@@ -109,6 +113,17 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], tuple[str, ...]] = {
         "size"),
     ("ifd-health", "Reconnects (live source)", "A"): ("time", "reconnects"),
     ("ifd-health", "Databento budget used", "A"): ("time", "cost_usd", "cumulative_cost_usd"),
+    ("ifd-l3", "Footprint — delta by price", "A"): ("time", "price_level", "delta"),
+    ("ifd-l3", "Delta and CVD", "A"): ("time", "delta", "cvd"),
+    ("ifd-l3", "Iceberg and absorption prices", "A"): ("time", "iceberg_price"),
+    ("ifd-l3", "Iceberg and absorption prices", "B"): ("time", "absorption_price"),
+    ("ifd-l3", "Iceberg zones", "A"): (
+        "side", "price", "icebergs", "executed", "first_ts", "last_ts", "retests", "held", "broken"),
+    ("ifd-l3", "Icebergs", "A"): (
+        "time", "kind", "side", "price", "refills", "peak_size", "executed", "estimated_total",
+        "state"),
+    ("ifd-l3", "Absorption events", "A"): (
+        "time", "side", "price", "absorbed", "start_size", "fills", "duration_s", "outcome"),
 }
 
 # Targets that may return no rows on the sample replay; each entry says why.
@@ -168,10 +183,10 @@ def _datasource_refs(node: Any) -> list[Any]:
     return found
 
 
-def test_three_dashboards_with_unique_stable_uids():
-    assert set(DASHBOARDS) == {"flow", "contract", "health"}
+def test_four_dashboards_with_unique_stable_uids():
+    assert set(DASHBOARDS) == {"flow", "contract", "health", "l3"}
     uids = [b["uid"] for b in DASHBOARDS.values()]
-    assert sorted(uids) == ["ifd-contract", "ifd-flow", "ifd-health"]
+    assert sorted(uids) == ["ifd-contract", "ifd-flow", "ifd-health", "ifd-l3"]
     titles = [b["title"] for b in DASHBOARDS.values()]
     assert len(set(titles)) == len(titles)
     for board in DASHBOARDS.values():
@@ -224,6 +239,7 @@ class Replay:
     data_dir: Path
     flow_range_s: tuple[int, int]
     health_range_s: tuple[int, int]
+    l3_range_s: tuple[int, int]
 
 
 def _run(args: list[str], env: dict[str, str], cwd: Path) -> None:
@@ -243,6 +259,8 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
     bad = trades_file(data_dir / "bad.trades.dbn.zst", [T0 + NS, T0 + 2 * NS, T0 + 3 * NS, T0 + 4 * NS],
                       [7, 7, 7, 8], [PX, UNDEF_PRICE, PX, PX], [4, 5, 0, 2], "B")
     _run(["-m", "bytewax.run", "flows.ifd"], {**env, "IFD_SOURCE": str(bad)}, data_dir)
+    # the real ESH4 MBO file: footprint, icebergs and absorption for the L3 board
+    _run(["-m", "bytewax.run", "flows.ifd"], {**env, "IFD_SOURCE": str(REAL / ESH4_MBO)}, data_dir)
     days = sorted(re.search(r"(\d{8})\.tbbo", p.name).group(1)  # type: ignore[union-attr]
                   for p in (data_dir / "sample").glob("*.tbbo.dbn.zst"))
     last_day = f"{days[-1][:4]}-{days[-1][4:6]}-{days[-1][6:]}"
@@ -258,7 +276,11 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Replay:
         "SELECT toUnixTimestamp(min(t)) AS lo, toUnixTimestamp(max(t)) + 1 AS hi FROM ("
         " SELECT inserted_at AS t FROM ifd.ingest_batches"
         " UNION ALL SELECT inserted_at AS t FROM ifd.dead_letters)").to_pylist()[0]
-    yield Replay(store, data_dir, (flow["lo"], flow["hi"]), (health["lo"], health["hi"]))
+    l3 = store.query_arrow(
+        "SELECT toUnixTimestamp(min(window_start)) AS lo, "
+        "toUnixTimestamp(max(window_start)) + 300 AS hi FROM ifd.footprint").to_pylist()[0]
+    yield Replay(store, data_dir, (flow["lo"], flow["hi"]), (health["lo"], health["hi"]),
+                 (l3["lo"], l3["hi"]))
     store.close()
 
 
@@ -324,6 +346,8 @@ def _board(uid: str) -> dict[str, Any]:
 
 
 def _range_for(replay: Replay, uid: str) -> tuple[int, int]:
+    if uid == "ifd-l3":
+        return replay.l3_range_s
     return replay.health_range_s if uid == "ifd-health" else replay.flow_range_s
 
 
@@ -392,7 +416,14 @@ def test_sample_specific_panel_content(replay, variables):
     dead = run("ifd-health", "Dead letters by reason").to_pydict()
     assert dict(zip(dead["reason"], dead["records"], strict=True)) == {"undef_price": 1, "zero_size": 1}
     totals = run("ifd-health", "Totals in range").to_pylist()[0]
-    assert totals["unknown_instrument_trades"] == 2  # instruments 7 and 8 have no definition
+    esh4 = db.DBNStore.from_file(REAL / ESH4_MBO).to_ndarray()
+    esh4_trades = int(((esh4["action"] == b"T") & ((esh4["flags"] & 32) == 0)).sum())
+    # instruments 7 and 8 have no definition, nor has ESH4 (its MBO file comes without one)
+    assert totals["unknown_instrument_trades"] == 2 + esh4_trades
+    footprint = run("ifd-l3", "Footprint — delta by price").to_pydict()
+    assert sum(footprint["delta"]) == int(esh4["size"][(esh4["action"] == b"T")
+                                                     & (esh4["side"] == b"B")].sum()) - int(
+        esh4["size"][(esh4["action"] == b"T") & (esh4["side"] == b"A")].sum())
     baseline = run("ifd-contract", "Average trade size vs baseline", "C")
     assert baseline.num_rows > 0  # baseline job rows joined to the contract's windows of the as-of day
 
