@@ -48,48 +48,49 @@ StreamItem = (PartBlock | Heartbeat | Progress | BatchStats | DeadLetters | Open
               | FootprintRows | IcebergRows | AbsorptionRows)
 
 
+def _columns(rows: list[tuple], iid_at: int, ts_at: int, catalog: InstrumentCatalog,
+             state: StreamState) -> tuple[list[np.ndarray], np.ndarray]:
+    """Detector rows as column arrays (object dtype) and the contract key of each row.
+
+    ``iid_at`` / ``ts_at``: the columns holding the instrument id and the time the contract is
+    resolved at (an id is reused after expiry: :func:`resolve_trades`).
+    """
+    cols = [np.array(c, dtype=object) for c in zip(*rows, strict=True)]
+    contract_of, contracts = resolve_trades(cols[iid_at].astype(np.uint32),
+                                            cols[ts_at].astype(np.int64), catalog,
+                                            state.definitions)
+    return cols, np.array([c.key for c in contracts], dtype=object)[contract_of]
+
+
 def _absorption_rows(batch: SourceBatch, books: OrderBooks, catalog: InstrumentCatalog,
                      state: StreamState) -> AbsorptionRows | None:
     """Absorption events the batch finished, resolved to contracts at their first fill."""
-    if books.absorption is None:
-        return None
-    rows = books.absorption.take()
+    rows = books.absorption.take() if books.absorption is not None else []
     if not rows:
         return None
-    cols = list(zip(*rows, strict=True))
-    ids = np.array(cols[0], dtype=np.uint32)
-    first_ts = np.array(cols[6], dtype=np.int64)
-    contract_of, contracts = resolve_trades(ids, first_ts, catalog, state.definitions)
-    keys = np.array([c.key for c in contracts], dtype=object)[contract_of]
+    c, keys = _columns(rows, 0, 6, catalog, state)
+    i64 = np.int64
     return AbsorptionRows(
-        source=batch.source, seq=batch.seq, contract_key=keys, instrument_id=ids,
-        side=np.array(cols[1], dtype=object), price=np.array(cols[2], dtype=np.int64),
-        absorbed=np.array(cols[3], dtype=np.int64), start_size=np.array(cols[4], dtype=np.int64),
-        fills=np.array(cols[5], dtype=np.int64), first_ts=first_ts,
-        last_ts=np.array(cols[7], dtype=np.int64), outcome=np.array(cols[8], dtype=object))
+        source=batch.source, seq=batch.seq, contract_key=keys,
+        instrument_id=c[0].astype(np.uint32), side=c[1], price=c[2].astype(i64),
+        absorbed=c[3].astype(i64), start_size=c[4].astype(i64), fills=c[5].astype(i64),
+        first_ts=c[6].astype(i64), last_ts=c[7].astype(i64), outcome=c[8])
 
 
 def _iceberg_rows(batch: SourceBatch, books: OrderBooks, catalog: InstrumentCatalog,
                   state: StreamState) -> IcebergRows | None:
     """Icebergs the batch detected or changed, resolved to contracts at their last update."""
-    if books.icebergs is None:
-        return None
-    rows = books.icebergs.take()
+    rows = books.icebergs.take() if books.icebergs is not None else []
     if not rows:
         return None
-    cols = list(zip(*rows, strict=True))
-    ids = np.array(cols[1], dtype=np.uint32)
-    last_ts = np.array(cols[6], dtype=np.int64)
-    contract_of, contracts = resolve_trades(ids, last_ts, catalog, state.definitions)
-    keys = np.array([c.key for c in contracts], dtype=object)[contract_of]
+    c, keys = _columns(rows, 1, 6, catalog, state)
+    i64 = np.int64
     return IcebergRows(
-        source=batch.source, seq=batch.seq, kind=np.array(cols[0], dtype=object),
-        instrument_id=ids, contract_key=keys, side=np.array(cols[2], dtype=object),
-        price=np.array(cols[3], dtype=np.int64), order_id=np.array(cols[4], dtype=np.uint64),
-        first_ts=np.array(cols[5], dtype=np.int64), last_ts=last_ts,
-        refills=np.array(cols[7], dtype=np.int64), peak_size=np.array(cols[8], dtype=np.int64),
-        executed=np.array(cols[9], dtype=np.int64),
-        estimated_total=np.array(cols[10], dtype=np.int64), state=np.array(cols[11], dtype=object))
+        source=batch.source, seq=batch.seq, kind=c[0], instrument_id=c[1].astype(np.uint32),
+        contract_key=keys, side=c[2], price=c[3].astype(i64), order_id=c[4].astype(np.uint64),
+        first_ts=c[5].astype(i64), last_ts=c[6].astype(i64), refills=c[7].astype(i64),
+        peak_size=c[8].astype(i64), executed=c[9].astype(i64),
+        estimated_total=c[10].astype(i64), state=c[11])
 
 
 def _book_quotes(trades: TradeBatch, batch: SourceBatch, books: OrderBooks) -> TradeBatch:

@@ -352,6 +352,20 @@ def test_no_baseline_signals_only_with_a_tape_tag():
     assert "1 block print" in signal.reason
 
 
+def _option_part(start: int, expiration: int, kind: str, strike: int, bid: int, ask: int,
+                 price: float, blocks: int = 0) -> WindowPart:
+    """One NQZ6 option's window at ``price`` points, multiplier $20, ``blocks`` 60-lot prints."""
+    return WindowPart(
+        key=f"NQZ6|2026-12-18T13:30:00Z|{kind}|{strike}|QN1Z6", window_start_ns=start,
+        window_end_ns=start + 300 * 10**9, source="f", seq=0, instrument_id=strike + len(kind),
+        symbol=f"QN1Z6 {kind}{strike}", underlying="NQZ6", expiration_ns=expiration,
+        strike_price=strike * 10**9, option_type=kind, defined=True, bid_volume=bid,
+        ask_volume=ask, unknown_volume=0, buy_trades=ask // 2, sell_trades=bid // 2,
+        unknown_trades=0, notional=price * (bid + ask), max_trade_size=60,
+        first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask, quote_volume=0,
+        tick_volume=0, block_trades=blocks, block_volume=60 * blocks, multiplier=20.0)
+
+
 def test_signal_carries_trader_columns_computed_by_hand():
     # a window: 21500 call and put (parity forward 21500 + 120 - 100 = 21520) and a 21400 put
     # bought 104 / sold 6 lots at 50 points with one block print, NQ options multiplier $20
@@ -359,15 +373,7 @@ def test_signal_carries_trader_columns_computed_by_hand():
     expiration = start + 300 * 10**9 + 3 * 86_400 * 10**9  # 3 days after the window's end
 
     def part(kind: str, strike: int, bid: int, ask: int, price: float, blocks: int = 0):
-        return WindowPart(
-            key=f"NQZ6|2026-12-18T13:30:00Z|{kind}|{strike}|QN1Z6", window_start_ns=start,
-            window_end_ns=start + 300 * 10**9, source="f", seq=0, instrument_id=strike + len(kind),
-            symbol=f"QN1Z6 {kind}{strike}", underlying="NQZ6", expiration_ns=expiration,
-            strike_price=strike * 10**9, option_type=kind, defined=True, bid_volume=bid,
-            ask_volume=ask, unknown_volume=0, buy_trades=ask // 2, sell_trades=bid // 2,
-            unknown_trades=0, notional=price * (bid + ask), max_trade_size=60,
-            first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask, quote_volume=0,
-            tick_volume=0, block_trades=blocks, block_volume=60 * blocks, multiplier=20.0)
+        return _option_part(start, expiration, kind, strike, bid, ask, price, blocks)
 
     block = block_of([part("C", 21500, 1, 1, 120.0), part("P", 21500, 1, 1, 100.0),
                       part("P", 21400, 6, 104, 50.0, blocks=1)], 300 * 10**9, key="s000")
@@ -407,15 +413,7 @@ def test_moneyness_uses_the_underlying_futures_price_when_it_traded_recently(fut
     expiration = start + 300 * 10**9 + 3 * 86_400 * 10**9
 
     def part(kind: str, strike: int, bid: int, ask: int, price: float) -> WindowPart:
-        return WindowPart(
-            key=f"NQZ6|2026-12-18T13:30:00Z|{kind}|{strike}|QN1Z6", window_start_ns=start,
-            window_end_ns=start + 300 * 10**9, source="f", seq=0, instrument_id=strike + len(kind),
-            symbol=f"QN1Z6 {kind}{strike}", underlying="NQZ6", expiration_ns=expiration,
-            strike_price=strike * 10**9, option_type=kind, defined=True, bid_volume=bid,
-            ask_volume=ask, unknown_volume=0, buy_trades=ask // 2, sell_trades=bid // 2,
-            unknown_trades=0, notional=price * (bid + ask), max_trade_size=60,
-            first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask, quote_volume=0,
-            tick_volume=0, block_trades=1, block_volume=60, multiplier=20.0)
+        return _option_part(start, expiration, kind, strike, bid, ask, price, blocks=1)
 
     scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
     state = scorer.new_state()
