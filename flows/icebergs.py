@@ -10,9 +10,10 @@ Quantitative Finance, 2019/2021) and CME MDP 3.0 book management:
   :attr:`IcebergRules.refill_ns` of the fill whose size exceeds the shown size minus the fills,
   e.g. a 1-lot display back at 1 after a 1-lot fill; or an ``A`` of the id after its removal);
 - **synthetic** (trader-managed, new order ids): a price level is emptied by fills and, within
-  :attr:`IcebergRules.refill_ns`, a new order of the same side appears at the same price (a
-  *tranche*); it counts as an iceberg once that happens :attr:`IcebergRules.min_synthetic_refills`
-  times in a row (one refill alone is ordinary queue joining). Its executed volume is what its
+  :attr:`IcebergRules.refill_ns`, a new order of the same side and of the same size as the
+  previous tranche appears at the same price (a *tranche*: an algorithm re-posts one clip size;
+  ordinary traders joining a price just traded out come with any size); it counts as an iceberg
+  once that happens :attr:`IcebergRules.min_synthetic_refills` times in a row. Its executed volume is what its
   tranches traded; other orders joining the level are not part of it.
 
 Lifecycle (``state``): ``active`` while refills continue; ``exhausted`` when its last shown
@@ -46,11 +47,11 @@ class IcebergRules:
         Longest gap (ns) between a level or order being traded away and its refill (default
         100 ms: CME iceberg tranches and algorithmic refills come back within milliseconds).
     min_synthetic_refills : int
-        Refills in a row before a synthetic iceberg is reported (default 2).
+        Same-size refills in a row before a synthetic iceberg is reported (default 3).
     """
 
     refill_ns: int = 100_000_000
-    min_synthetic_refills: int = 2
+    min_synthetic_refills: int = 3
 
 
 @dataclass(slots=True)
@@ -72,6 +73,8 @@ class Iceberg:
     detected: bool = False
     pending_since: int = -1
     """ns when its shown part was last traded away (-1: something is shown)."""
+    shown_size: int = 0
+    """Synthetic: the size every tranche shows (a new size starts a new candidate)."""
 
     def row(self, expected_refills: float) -> tuple:
         """Return the row stored in ``ifd.icebergs``.
@@ -173,9 +176,11 @@ class IcebergTracker:
         if emptied is None or ts - emptied > refill_ns:
             return
         level = self.synthetic.get(level_key)
-        if level is None or level.state != ACTIVE:
+        if level is None or level.state != ACTIVE or level.shown_size != size:
+            # a new candidate: none yet, ended, or a tranche of another size (another trader)
             level = self.synthetic[level_key] = Iceberg(SYNTHETIC, iid, chr(side), price, 0,
                                                         emptied, ts)
+            level.shown_size = size
         level.refills += 1
         level.shown = size
         level.order_id = oid
@@ -243,8 +248,12 @@ class IcebergTracker:
             self._changed(key, berg)
 
     def _changed(self, key: tuple, berg: Iceberg) -> None:
+        """Queue ``berg`` for :meth:`take`, one entry per iceberg.
+
+        A level or an order id can hold several icebergs one after another within one batch.
+        """
         if berg.detected:
-            self.changed[key] = berg
+            self.changed[(*key, berg.first_ts)] = berg
 
     def __deepcopy__(self, memo: dict) -> IcebergTracker:
         """Copy in O(entries): the dicts are copied, their mutable :class:`Iceberg` s cloned."""

@@ -274,20 +274,23 @@ def test_native_iceberg_revealed_by_a_fill_larger_than_its_display():
     assert plain == {}
 
 
-def test_synthetic_iceberg_needs_two_prompt_refills_of_a_level_emptied_by_fills():
+def test_synthetic_iceberg_needs_three_prompt_same_size_refills_of_a_level_emptied_by_fills():
     L = F_LAST
     rows = [(0, b"A", b"A", 101.0, 3, 10, L)]
-    for k, oid in enumerate((10, 11, 12)):  # each tranche is bought out; a new one 20 ms later
+    for k, oid in enumerate((10, 11, 12, 13)):  # each tranche is bought out; a new one 20 ms later
         t = 100 * (k + 1)
         rows += [(t, b"T", b"B", 101.0, 3, 0, 0), (t, b"F", b"A", 101.0, 3, oid, 0),
                  (t, b"C", b"A", 101.0, 3, oid, L)]
-        if oid != 12:
+        if oid != 13:
             rows.append((t + 20, b"A", b"A", 101.0, 3, oid + 1, L))
     rows.append((2_000, b"A", b"B", 99.0, 1, 50, L))  # much later: the last tranche is not back
     row = _icebergs(rows)[("synthetic", 101 * 10**9)]
-    assert (row[2], row[7], row[9], row[11]) == ("A", 2, 6, "exhausted")
-    one_refill = _icebergs(rows[:8])  # one refill only: ordinary queue joining
-    assert one_refill == {}
+    assert (row[2], row[7], row[9], row[11]) == ("A", 3, 9, "exhausted")
+    two_refills = _icebergs(rows[:12])  # two refills only: can be ordinary queue joining
+    assert two_refills == {}
+    other_size = [r if r[5] != 12 or r[1] != b"A" else (r[0], r[1], r[2], r[3], 5, r[5], r[6])
+                  for r in rows]
+    assert _icebergs(other_size) == {}  # a 5-lot joiner between 3-lot tranches breaks the run
     slow = [r if r[1] != b"A" or r[0] < 100 else (r[0] + 480, *r[1:]) for r in rows[:-1]]
     assert _icebergs(slow) == {}  # refills 500 ms after the level emptied: not an iceberg
     cancelled = [(0, b"A", b"A", 101.0, 3, 10, L), (100, b"C", b"A", 101.0, 3, 10, L),
