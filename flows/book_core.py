@@ -140,7 +140,8 @@ def apply_records(state, iid, oid, price, size, flags, action, side, ts, events_
     t = 0
     for i in range(n):
         ins, act, flag = iid[i], action[i], flags[i]
-        st = status.get(ins, 0)
+        st0 = status.get(ins, 0)
+        st = st0
         snap = (flag & F_SNAPSHOT) != 0
         if snap:
             if st & 2 == 0:  # a snapshot starts: the book is what it says
@@ -154,7 +155,7 @@ def apply_records(state, iid, oid, price, size, flags, action, side, ts, events_
             grown[:n_events] = events[:n_events]
             events = grown
         if act == 84:  # T
-            if ins in published and st & 1 == 0:
+            if st & 1 == 0 and ins in published:
                 q = published[ins]
                 trade_bid[t] = q[0]
                 trade_ask[t] = q[1]
@@ -176,12 +177,10 @@ def apply_records(state, iid, oid, price, size, flags, action, side, ts, events_
             o_side = np.int64(0)
             o_price = np.int64(0)
             o_size = np.int64(0)
-            empty = False
             if had:
                 o = orders[key]
                 o_side, o_price, o_size = o[0], o[1], o[2]
-                empty = _take_out(levels, best, ins, o_side, o_price, o_size)
-                del orders[key]
+            empty = False
             if act == 67:
                 if had:
                     n_side, n_price = o_side, o_price
@@ -191,11 +190,18 @@ def apply_records(state, iid, oid, price, size, flags, action, side, ts, events_
             else:
                 n_side, n_price, n_size = np.int64(side[i]), price[i], size[i]
             placed = n_size > 0 and n_price != UNDEF and (n_side == BID or n_side == ASK)
-            if placed:
+            if had and placed and n_price == o_price and n_side == o_side:
+                level = levels[(ins, o_side)]  # same level: only its size changes
+                level[o_price] = level[o_price] + n_size - o_size
                 orders[key] = (n_side, n_price, n_size)
-                _put(levels, best, ins, n_side, n_price, n_size)
-                if n_price == o_price and n_side == o_side and had:
-                    empty = False
+            else:
+                if had:
+                    empty = _take_out(levels, best, ins, o_side, o_price, o_size)
+                if placed:
+                    orders[key] = (n_side, n_price, n_size)
+                    _put(levels, best, ins, n_side, n_price, n_size)
+                elif had:
+                    del orders[key]
             if emit:
                 if act != 67 and placed:
                     interesting = key in filled
@@ -227,7 +233,8 @@ def apply_records(state, iid, oid, price, size, flags, action, side, ts, events_
             st &= ~1
         if flag & F_MAYBE_BAD_BOOK:
             st |= 1
-        status[ins] = st
+        if st != st0 or st0 == 0 and ins not in status:
+            status[ins] = st
         if flag & F_LAST:
             bid = _best(levels, best, ins, np.int64(BID))
             ask = _best(levels, best, ins, np.int64(ASK))
