@@ -33,11 +33,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulLogic
 from bytewax.outputs import Sink
 
@@ -48,13 +48,21 @@ from connectors.live import LiveClient
 from connectors.live_source import LiveSource
 from flows.baselines import BaselineBook, add_history
 from flows.clock import PartitionClock, Progress
+from flows.consensus import SignalScorer, load_scorers, with_consensus
 from flows.instruments import InstrumentCatalog
 from flows.scoring import Scorer, ScorerState
 from flows.stream import StreamItem, StreamProcessor, normalise_batch
 from flows.sweeps import TapeRules
 from models.batch import SourceBatch
 from models.errors import PipelineError, fatal_errors
-from models.records import Heartbeat, PartBlock, WindowResult, ns_to_datetime
+from models.records import (
+    AbsorptionRows,
+    Heartbeat,
+    IcebergRows,
+    PartBlock,
+    WindowResult,
+    ns_to_datetime,
+)
 from models.settings import AlertSettings, LiveSettings, Settings, load_settings, masked
 from models.signals import Signal
 from samples import ensure_sample
@@ -246,12 +254,17 @@ def build_flow(
     if settings.scoring.enabled:
         scorer = Scorer(settings.scoring, lambda: _new_book(settings),
                         history=_load_history(settings, first_day))
+        scorers = load_scorers(settings.scoring.scorers)
+        # MBO evidence (icebergs, absorption) reaches the scoring state for the l3 scorer
+        l3_rows = op.filter_map("l3_evidence", split.falses, _l3_evidence)
 
         # one scoring state: bucket baselines and parity forwards span every shard; late parts
         # re-score their window (a signal only when its class rises)
-        to_score = op.key_on("key_for_scoring", op.merge("closed_and_late", closed, late),
-                             lambda _r: "ifd")
-        scored = op.stateful("score_ifd", to_score, lambda resumed: ScoringLogic(scorer, resumed))
+        merged = cast("Stream[WindowResult | IcebergRows | AbsorptionRows]",
+                      op.merge("closed_late_and_evidence", closed, late, l3_rows))
+        to_score = op.key_on("key_for_scoring", merged, lambda _r: "ifd")
+        scored = op.stateful("score_ifd", to_score,
+                             lambda resumed: ScoringLogic(scorer, resumed, scorers))
         signals = op.map("signals", scored, lambda key_signal: key_signal[1])
         streams.append(signals)
         if alerts is not None:
@@ -267,25 +280,43 @@ def build_flow(
     return flow
 
 
-class ScoringLogic(StatefulLogic[WindowResult, Signal, ScorerState]):
+class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Signal, ScorerState]):
     """The scoring step's bytewax state: one :class:`ScorerState`, snapshotted copy-on-write.
 
     bytewax's ``stateful_map`` deep-copies its state at every epoch; this logic hands bytewax a
     :meth:`ScorerState.snapshot` instead, whose cost does not grow with the baselines held.
+    Iceberg and absorption rows only feed the ``l3`` evidence; every signal then gets each
+    scorer's score and the consensus (:mod:`flows.consensus`). Evidence that arrives after its
+    window was scored is not counted in that window's consensus.
     """
 
-    def __init__(self, scorer: Scorer, resumed: ScorerState | None) -> None:
+    def __init__(self, scorer: Scorer, resumed: ScorerState | None,
+                 scorers: list[tuple[SignalScorer, float]] | None = None) -> None:
         self.scorer = scorer
+        self.scorers = scorers or []
         self.state = resumed if resumed is not None else scorer.new_state()
 
-    def on_item(self, value: WindowResult) -> tuple[list[Signal], bool]:
-        """Score one closed window (or late correction); never discard the state."""
+    def on_item(self, value: WindowResult | IcebergRows | AbsorptionRows,
+                ) -> tuple[list[Signal], bool]:
+        """Score one closed window (or late correction), or record L3 evidence; keep the state."""
+        if isinstance(value, IcebergRows | AbsorptionRows):
+            self.state.l3.add(value)
+            return [], StatefulLogic.RETAIN
         signals = self.scorer.score(self.state, value.parts, correction=value.correction)
+        if self.scorers:
+            l3 = self.state.l3
+            signals = [with_consensus(s, self.scorers, l3.evidence(
+                s.contract_key, int(s.window_start.timestamp()))) for s in signals]
         return signals, StatefulLogic.RETAIN
 
     def snapshot(self) -> ScorerState:
         """Copy-on-write copy of the state (see :meth:`ScorerState.snapshot`)."""
         return self.state.snapshot()
+
+
+def _l3_evidence(item: StreamItem) -> IcebergRows | AbsorptionRows | None:
+    """Pass iceberg and absorption rows on to scoring (they also go to the sink)."""
+    return item if isinstance(item, IcebergRows | AbsorptionRows) else None
 
 
 def _tape_rules(settings: Settings) -> TapeRules:

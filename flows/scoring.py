@@ -62,6 +62,7 @@ expiration).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ from typing import NamedTuple
 import numpy as np
 
 from flows.baselines import Baseline, BaselineArrays, BaselineBook
+from flows.consensus import EvidenceBook
 from flows.exchange_time import exchange_clock, locate_one
 from flows.pressure import merge_parts
 from models.records import (
@@ -457,6 +459,9 @@ class ScorerState:
     emitted: dict[tuple[str, int], int] = field(default_factory=dict)
     attrs: ContractAttributes = field(default_factory=ContractAttributes)
     """Contract attributes by book code (a cache: rebuilt from the windows when missing)."""
+    l3: EvidenceBook = field(default_factory=EvidenceBook)
+    """Iceberg and absorption volume per contract-window, for the ``l3`` scorer
+    (:mod:`flows.consensus`)."""
     underlying_prices: dict[str, tuple[float, int]] = field(default_factory=dict)
     """Future symbol (e.g. ``NQZ6``) → (latest window VWAP in USD price points, its window start
     s): the forward of that future's options when its trades are in the input."""
@@ -465,6 +470,7 @@ class ScorerState:
         """Restore a pickled state (older ones get empty ``attrs`` / ``underlying_prices``)."""
         state.setdefault("attrs", ContractAttributes())
         state.setdefault("underlying_prices", {})
+        state.setdefault("l3", EvidenceBook())
         self.__dict__.update(state)
 
     def forward(self, chain: int, start_s: int) -> float | None:
@@ -490,7 +496,8 @@ class ScorerState:
         return ScorerState(book=self.book.snapshot(), forwards=dict(self.forwards),
                            recent={w: list(parts) for w, parts in self.recent.items()},
                            emitted=dict(self.emitted), attrs=self.attrs.snapshot(),
-                           underlying_prices=dict(self.underlying_prices))
+                           underlying_prices=dict(self.underlying_prices),
+                           l3=copy.deepcopy(self.l3))
 
     def __deepcopy__(self, memo: dict) -> ScorerState:
         """Copy as :meth:`snapshot` does (bytewax and tests deep-copy state)."""

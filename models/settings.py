@@ -90,6 +90,9 @@ class ScoringSettings(BaseSettings):
     moneyness_step_pct: float = Field(default=0.5, gt=0)
     shrink_days: float = Field(default=5.0, ge=0)
     """Prior weight, in days, of the strike-distance bucket in a thin contract's baseline."""
+    scorers: str = "ifd:1,l3:0.5"
+    """Signal scorers and their weights for the consensus, ``name:weight,…``; a name that is not
+    built in (``ifd``, ``l3``) is a dotted path ``package.module:Class`` (:mod:`flows.consensus`)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoringSettings:

@@ -102,6 +102,10 @@ class Signal(BaseModel):
     moneyness_pct: float | None = None
     """Strike distance from the parity forward, % of the forward (+: strike above it)."""
     reason: str = ""
+    scores: str = "{}"
+    """Every configured scorer's score, JSON ``{"ifd": 0.81, "l3": 0.4}`` (:mod:`flows.consensus`)."""
+    consensus: float | None = None
+    """Weighted mean of ``scores`` (``IFD_SCORING_SCORERS`` weights), in [0, 1]."""
 
     @property
     def alert_key(self) -> str:

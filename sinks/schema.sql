@@ -273,6 +273,8 @@ CREATE TABLE IF NOT EXISTS ifd.ifd_signals
     days_to_expiry    Nullable(Float64),
     moneyness_pct     Nullable(Float64),
     reason            String,
+    scores            String DEFAULT '{}',
+    consensus         Nullable(Float64),
     inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(inserted_at)
@@ -288,6 +290,9 @@ ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS dominant_share Float64 DEFA
 ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS premium_usd Nullable(Float64) AFTER dominant_share;
 ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS days_to_expiry Nullable(Float64) AFTER premium_usd;
 ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS moneyness_pct Nullable(Float64) AFTER days_to_expiry;
+-- databases created before the scorer consensus
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS scores String DEFAULT '{}' AFTER reason;
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS consensus Nullable(Float64) AFTER scores;
 
 -- Baselines computed by the baseline job (python -m tools.baseline_job), for inspection and boards.
 CREATE TABLE IF NOT EXISTS ifd.baselines

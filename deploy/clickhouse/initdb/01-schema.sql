@@ -242,6 +242,8 @@ CREATE TABLE IF NOT EXISTS ifd.ifd_signals
     days_to_expiry    Nullable(Float64),
     moneyness_pct     Nullable(Float64),
     reason            String,
+    scores            String DEFAULT '{}',
+    consensus         Nullable(Float64),
     inserted_at       DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(inserted_at)
@@ -260,6 +262,10 @@ ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS premium_usd Nullable(Float6
 ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS days_to_expiry Nullable(Float64) AFTER premium_usd;
 
 ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS moneyness_pct Nullable(Float64) AFTER days_to_expiry;
+
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS scores String DEFAULT '{}' AFTER reason;
+
+ALTER TABLE ifd.ifd_signals ADD COLUMN IF NOT EXISTS consensus Nullable(Float64) AFTER scores;
 
 CREATE TABLE IF NOT EXISTS ifd.baselines
 (
