@@ -34,12 +34,10 @@ import numpy as np
 from flows import book_core
 from flows.absorption import AbsorptionTracker
 from flows.icebergs import IcebergTracker
-from models.records import UNDEF_PRICE
+from models.records import F_LAST, F_MAYBE_BAD_BOOK, F_SNAPSHOT, UNDEF_PRICE
 
-F_LAST = 128
-F_SNAPSHOT = 32
-F_MAYBE_BAD_BOOK = 4
-_BID, _ASK = ord("B"), ord("A")
+__all__ = ["F_LAST", "F_MAYBE_BAD_BOOK", "F_SNAPSHOT", "OrderBooks", "TradeQuotes"]
+
 _T = ord("T")
 
 
@@ -244,4 +242,4 @@ def _feed(tracker: IcebergTracker | None, absorption: AbsorptionTracker | None,
                 if absorption is not None:
                     absorption.traded_out(iid, side, price, at)
             if tracker is not None:
-                tracker.removed(iid, oid, side, price, at, bool(b), bool(c))
+                tracker.removed(iid, oid, at, bool(b))

@@ -18,9 +18,10 @@ import numpy as np
 from numba import types
 from numba.typed import Dict
 
-UNDEF = np.int64(2**63 - 1)
+from models.records import F_LAST, F_MAYBE_BAD_BOOK, F_SNAPSHOT, UNDEF_PRICE
+
+UNDEF = np.int64(UNDEF_PRICE)
 STALE = np.int64(-(2**63))
-F_LAST, F_SNAPSHOT, F_MAYBE_BAD_BOOK = 128, 32, 4
 BID, ASK = 66, 65  # ord("B"), ord("A")
 EVENT_COLUMNS = ("row", "kind", "instrument_id", "order_id", "side", "price", "size",
                  "b", "c", "d", "e")

@@ -140,7 +140,10 @@ def _scorer(name: str) -> SignalScorer:
 
 @dataclass
 class EvidenceBook:
-    """L3 evidence per (contract key, window start s), kept for ``horizon_s`` of event time."""
+    """L3 evidence per (contract key, window start s), kept for ``horizon_s`` of event time.
+
+    ``window_s`` must be the flow's window length (the scorer builds it from its baseline book).
+    """
 
     window_s: int = 300
     horizon_s: int = 3_600

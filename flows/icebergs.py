@@ -119,18 +119,14 @@ class IcebergTracker:
         before = self.filled.get(key) or (0, 0, 0)
         self.filled[key] = (ts, before[1] + size, before[2] + size)
         berg = self.native.get(key)
-        if berg is None:
-            if size <= shown:
-                berg = None
-            else:  # more traded than it showed: the hidden part
-                berg = self.native[key] = Iceberg(NATIVE, iid, chr(side), price, oid, ts, ts,
-                                                  peak_size=shown, shown=shown)
+        if berg is None and size > shown:  # more traded than it showed: the hidden part
+            berg = self.native[key] = Iceberg(NATIVE, iid, chr(side), price, oid, ts, ts,
+                                              peak_size=shown, shown=shown)
         if berg is not None:
             berg.executed += size
             berg.shown = max(0, berg.shown - size)
             berg.last_ts = ts
-            if not berg.detected:
-                berg.detected = True
+            berg.detected = True
             self._changed(("n", iid, oid), berg)
         level_key = self.tranches.get(key)
         level = None if level_key is None else self.synthetic.get(level_key)
@@ -193,8 +189,7 @@ class IcebergTracker:
             level.detected = True
             self._changed(("s", iid, side, price), level)
 
-    def removed(self, iid: int, oid: int, side: int, price: int, ts: int, traded: bool,
-                level_empty: bool) -> None:
+    def removed(self, iid: int, oid: int, ts: int, traded: bool) -> None:
         """Record an order leaving the book; ``traded``: by a fill in the same event, not a cancel."""
         berg = self.native.get((iid, oid))
         if berg is not None and berg.state == ACTIVE:

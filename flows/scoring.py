@@ -540,7 +540,7 @@ class Scorer:
     def new_state(self) -> ScorerState:
         """Fresh shard state (a deep copy of the preloaded history, if any)."""
         book = self.history.snapshot() if self.history is not None else self.new_book()
-        return ScorerState(book=book, forwards={})
+        return ScorerState(book=book, forwards={}, l3=EvidenceBook(window_s=book.window_s))
 
     def score(self, state: ScorerState, block: PartBlock, *, correction: bool = False) -> list[Signal]:
         """Score one closed window's contracts (or a late correction), then update the baselines.

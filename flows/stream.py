@@ -63,7 +63,7 @@ def _columns(rows: list[tuple], iid_at: int, ts_at: int, catalog: InstrumentCata
 
 
 def _absorption_rows(batch: SourceBatch, books: OrderBooks, catalog: InstrumentCatalog,
-                     state: StreamState) -> AbsorptionRows | None:
+                     state: StreamState, window_ns: int) -> AbsorptionRows | None:
     """Absorption events the batch finished, resolved to contracts at their first fill."""
     rows = books.absorption.take() if books.absorption is not None else []
     if not rows:
@@ -74,7 +74,8 @@ def _absorption_rows(batch: SourceBatch, books: OrderBooks, catalog: InstrumentC
         source=batch.source, seq=batch.seq, contract_key=keys,
         instrument_id=c[0].astype(np.uint32), side=c[1], price=c[2].astype(i64),
         absorbed=c[3].astype(i64), start_size=c[4].astype(i64), fills=c[5].astype(i64),
-        first_ts=c[6].astype(i64), last_ts=c[7].astype(i64), outcome=c[8])
+        first_ts=c[6].astype(i64), last_ts=c[7].astype(i64), outcome=c[8],
+        window_start_ns=c[6].astype(i64) // window_ns * window_ns)
 
 
 def _iceberg_rows(batch: SourceBatch, books: OrderBooks, catalog: InstrumentCatalog,
@@ -317,7 +318,7 @@ class StreamProcessor:
             icebergs = _iceberg_rows(batch, state.books, self.catalog, state)
             if icebergs is not None:
                 out.append(icebergs)
-            absorbed = _absorption_rows(batch, state.books, self.catalog, state)
+            absorbed = _absorption_rows(batch, state.books, self.catalog, state, self.window_ns)
             if absorbed is not None:
                 out.append(absorbed)
         dead = norm.dead_letters

@@ -377,7 +377,8 @@ class AbsorptionRows:
     Shapes (n,) each: ``contract_key``, ``side`` (resting side ``B``/``A``) and ``outcome``
     (``held``/``broke``) object; ``instrument_id`` uint32; ``price`` int64 fixed-point 1e-9 USD
     price points; ``absorbed`` (contracts traded at the level), ``start_size`` (contracts it
-    showed when the run began), ``fills`` int64; ``first_ts``/``last_ts`` int64 ns UTC.
+    showed when the run began), ``fills`` int64; ``first_ts``/``last_ts``/``window_start_ns``
+    int64 ns UTC.
     """
 
     source: str
@@ -392,6 +393,8 @@ class AbsorptionRows:
     first_ts: np.ndarray
     last_ts: np.ndarray
     outcome: np.ndarray
+    window_start_ns: np.ndarray
+    """Start (ns UTC) of the tumbling window holding each event's first fill."""
 
     def __len__(self) -> int:
         return len(self.price)

@@ -32,8 +32,9 @@ from pathlib import Path
 import databento_dbn as dbn
 import numpy as np
 
+from models.records import F_LAST
+
 TICK = 250_000_000  # 0.25 index points, fixed-point 1e-9
-F_LAST = 128
 INSTRUMENT_ID = 4242
 _DTYPE = np.dtype(dbn.MBOMsg._dtypes)
 JOIN_SHARE = 0.3

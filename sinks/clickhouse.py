@@ -606,14 +606,14 @@ def _encode_icebergs(blocks: list[IcebergRows]) -> tuple[pa.Table, str]:
     return icebergs_table(blocks), token
 
 
-def absorption_table(blocks: list[AbsorptionRows], window_ns: int = 300 * 10**9) -> pa.Table:
-    """Arrow block for ``ifd.absorption`` (``window_start``: the 5-minute window of the first fill)."""
+def absorption_table(blocks: list[AbsorptionRows]) -> pa.Table:
+    """Arrow block for ``ifd.absorption`` (``window_start``: the window of the first fill)."""
     def cat(name: str) -> np.ndarray:
         return np.concatenate([getattr(b, name) for b in blocks])
 
     first, last = cat("first_ts"), cat("last_ts")
     return pa.table({
-        "window_start": _ts(first // window_ns * window_ns, unit="ms"),
+        "window_start": _ts(cat("window_start_ns"), unit="ms"),
         "contract_key": pa.array(cat("contract_key").tolist(), pa.string()),
         "instrument_id": pa.array(cat("instrument_id"), pa.uint32()),
         "side": pa.array(cat("side").tolist(), pa.string()),

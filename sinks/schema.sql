@@ -421,7 +421,7 @@ SETTINGS non_replicated_deduplication_window = 1000;
 
 -- Absorption events in MBO inputs (flows/absorption.py): aggressive volume absorbed at one
 -- resting price level that kept refilling; outcome held (nothing traded there for 5 s) or broke
--- (the level was traded out). window_start is the 5-minute window of the first fill.
+-- (the level was traded out). window_start is the tumbling window of the first fill.
 CREATE TABLE IF NOT EXISTS ifd.absorption
 (
     window_start     DateTime64(3, 'UTC'),

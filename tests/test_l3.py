@@ -372,3 +372,17 @@ def test_real_esh4_absorption_volumes_equal_the_fills_at_that_level(real_dir, tm
               & (ts >= e["t0"]) & (ts <= e["t1"]))
         assert int(fills["size"][at].sum()) == e["absorbed"] and int(at.sum()) == e["fills"]
         assert e["absorbed"] >= 50
+
+
+def test_absorption_window_follows_the_configured_window_length(real_dir, tmp_path):
+    settings = Settings(source=str(real_dir / ESH4), data_dir=tmp_path, progress_interval_s=0,
+                        window_length_s=60)
+    run_main(build_flow(settings, alerts=None))
+    store = open_store(settings)
+    try:
+        rows = store.query_arrow(
+            "SELECT toUnixTimestamp64Nano(window_start) AS w, toUnixTimestamp64Nano(first_ts) AS t "
+            "FROM ifd.absorption FINAL").to_pylist()
+    finally:
+        store.close()
+    assert rows and all(r["w"] == r["t"] // (60 * 10**9) * (60 * 10**9) for r in rows)

@@ -93,7 +93,8 @@ def test_evidence_book_counts_iceberg_growth_once_and_absorption_by_first_fill()
                             absorbed=np.array([70]), start_size=np.array([9]),
                             fills=np.array([12]), first_ts=np.array([(T0_S + 299) * s]),
                             last_ts=np.array([(T0_S + 330) * s]),
-                            outcome=np.array(["held"], dtype=object)))
+                            outcome=np.array(["held"], dtype=object),
+                            window_start_ns=np.array([T0_S * s])))
     assert book.evidence("F|ESH4", T0_S) == L3Evidence(50.0, 70.0)
     assert book.evidence("F|ESH4", T0_S + 300) == L3Evidence(30.0, 0.0)
     assert book.evidence("F|OTHER", T0_S) == L3Evidence()
