@@ -242,19 +242,33 @@ def split_by_shard_and_window(block: PartBlock, shards: int) -> list[PartBlock]:
     """
     if len(block) == 0:
         return []
-    unique_keys, which = np.unique(block.cols["contract_key"], return_inverse=True)
-    shard_ids = np.array([shard_index(k, shards) for k in unique_keys.tolist()])[which]
+    shard_ids = _row_shards(block.cols["contract_key"], shards)
     window = block.cols["window_start_ns"]
-    combo = shard_ids.astype(np.int64) * (1 << 40) + window // block.window_ns
+    combo = shard_ids * (1 << 40) + window // block.window_ns
     order = np.argsort(combo, kind="stable")
     combo_sorted = combo[order]
     bounds = np.flatnonzero(np.r_[True, combo_sorted[1:] != combo_sorted[:-1], True])
+    ordered = block.take(order)  # one gather per column; the pieces below are slices of it
     out = []
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         value = int(combo_sorted[lo])
         start = (value % (1 << 40)) * block.window_ns
-        out.append(block.take(order[lo:hi], key=shard_key(value >> 40), window_start_ns=start))
+        out.append(PartBlock(shard_key(value >> 40), start, block.window_ns,
+                             {name: col[lo:hi] for name, col in ordered.cols.items()}))
     return out
+
+
+def _row_shards(contract_key: np.ndarray, shards: int) -> np.ndarray:
+    """:func:`shard_index` of every row (int64[n]), hashed once per run of equal keys.
+
+    :func:`aggregate_parts` emits a contract's rows together, so there are about as many runs
+    as contracts; any order stays correct (more runs, same result).
+    """
+    n = len(contract_key)
+    starts = np.flatnonzero(np.r_[True, contract_key[1:] != contract_key[:-1]])
+    per_run = np.array([shard_index(k, shards) for k in contract_key[starts].tolist()],
+                       dtype=np.int64)
+    return np.repeat(per_run, np.diff(np.r_[starts, n]))
 
 
 def merge_parts(parts: list[WindowPart]) -> PressureMetrics:

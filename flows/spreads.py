@@ -55,17 +55,14 @@ def spread_legs(ts_event: np.ndarray, instrument_id: np.ndarray, side: np.ndarra
     multi = sizes >= 2
     if not multi.any():
         return legs
-    group = np.repeat(np.arange(len(starts)), sizes)
     iid, sd = instrument_id[order], side[order]
     first_iid = np.repeat(iid[starts], sizes)
-    has_other_iid = np.zeros(len(starts), dtype=bool)
-    np.logical_or.at(has_other_iid, group, iid != first_iid)
-    has_buy = np.zeros(len(starts), dtype=bool)
-    np.logical_or.at(has_buy, group, sd > 0)
-    has_sell = np.zeros(len(starts), dtype=bool)
-    np.logical_or.at(has_sell, group, sd < 0)
+    # groups are contiguous runs after the sort: per-group "any" is a reduceat over the runs
+    has_other_iid = np.logical_or.reduceat(iid != first_iid, starts)
+    has_buy = np.logical_or.reduceat(sd > 0, starts)
+    has_sell = np.logical_or.reduceat(sd < 0, starts)
     is_leg_group = multi & has_other_iid & has_buy & has_sell
-    legs[order] = is_leg_group[group]
+    legs[order] = np.repeat(is_leg_group, sizes)
     return legs
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba as nb
 import numpy as np
 
 
@@ -93,19 +94,72 @@ def sweep_prints(ts_event: np.ndarray, side: np.ndarray, size: np.ndarray, chain
     if len(ok) < rules.min_strikes:
         return out
     group = (chain[ok] * 2 + option_type[ok]) * 2 + (side[ok] > 0)
+    strike_ok, size_ok, ts_ok = strike[ok], size[ok].astype(np.int64), ts_event[ok]
     for offset in (0, rules.interval_ns // 2):
-        cell = (ts_event[ok] + offset) // rules.interval_ns
-        # (group, cell) runs; distinct strikes and volume per run
-        order = np.lexsort((strike[ok], cell, group))
-        g, c, k = group[order], cell[order], strike[ok][order]
-        new_run = np.r_[True, (g[1:] != g[:-1]) | (c[1:] != c[:-1])]
-        run = np.cumsum(new_run) - 1
-        new_strike = new_run | np.r_[True, k[1:] != k[:-1]]
-        strikes = np.bincount(run, weights=new_strike)
-        volume = np.bincount(run, weights=size[ok][order])
-        hit = (strikes >= rules.min_strikes) & (volume >= rules.min_volume)
-        out[ok[order[hit[run]]]] = True
+        cell = (ts_ok + offset) // rules.interval_ns
+        if np.all(cell[1:] >= cell[:-1]):  # the usual case: a batch in time order
+            out[ok[_sweep_cells(cell, group, strike_ok, size_ok, rules.min_strikes,
+                                rules.min_volume)]] = True
+        else:
+            order = np.argsort(cell, kind="stable")
+            hit = _sweep_cells(cell[order], group[order], strike_ok[order], size_ok[order],
+                               rules.min_strikes, rules.min_volume)
+            out[ok[order[hit]]] = True
     return out
+
+
+@nb.njit(cache=True)
+def _sweep_cells(cell: np.ndarray, group: np.ndarray, strike: np.ndarray, size: np.ndarray,
+                 min_strikes: int, min_volume: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Per run of equal ``cell`` (sorted), mark the prints of groups that sweep.
+
+    Inside a cell the prints are ordered by (group, strike) (insertion sort up to 32 prints, two
+    stable sorts above); a group's
+    distinct strikes are its strike changes. Cells with fewer than ``min_strikes`` prints are
+    skipped without sorting (most of a quiet tape).
+    """
+    m = len(cell)
+    hit = np.zeros(m, dtype=np.bool_)
+    local = np.empty(m, dtype=np.int64)
+    i = 0
+    while i < m:
+        j = i + 1
+        while j < m and cell[j] == cell[i]:
+            j += 1
+        k = j - i
+        if k >= min_strikes:
+            if k <= 32:  # insertion sort on a reused buffer: no allocation for a small cell
+                for q in range(k):
+                    r = i + q
+                    p = q
+                    while p > 0 and (group[local[p - 1]] > group[r] or (
+                            group[local[p - 1]] == group[r] and strike[local[p - 1]] > strike[r])):
+                        local[p] = local[p - 1]
+                        p -= 1
+                    local[p] = r
+            else:
+                by_strike = np.argsort(strike[i:j], kind="mergesort")
+                local[:k] = by_strike[np.argsort(group[i:j][by_strike], kind="mergesort")] + i
+            a = 0
+            while a < k:
+                g = group[local[a]]
+                b = a
+                strikes = 0
+                volume = 0
+                last = np.int64(0)
+                while b < k and group[local[b]] == g:
+                    s = strike[local[b]]
+                    if b == a or s != last:
+                        strikes += 1
+                        last = s
+                    volume += size[local[b]]
+                    b += 1
+                if strikes >= min_strikes and volume >= min_volume:
+                    for q in range(a, b):
+                        hit[local[q]] = True
+                a = b
+        i = j
+    return hit
 
 
 def block_prints(size: np.ndarray, threshold: np.ndarray) -> np.ndarray:

@@ -105,21 +105,23 @@ def validate_trades(
     if not len(t):
         return norm
     defined, ok = _time_ok(t.ts_event, t.ts_recv, valid_ns, max_skew_ns)
-    reason = np.where(defined, "ts_out_of_range", "undef_timestamp").astype(object)
+    time_ok = ok
     if known_ids:
         ids, which = np.unique(t.instrument_id, return_inverse=True)
         known = np.array([(i in known_ids) or (is_defined is not None and i in is_defined)
                           for i in ids.tolist()], dtype=bool)[which]
-        reason = np.where(ok & ~known, "unknown_instrument", reason)
-        ok &= known
+        ok = ok & known
     if ok.all():
         return norm
     bad = ~ok
+    # reason strings only for the failing rows: a time failure wins over an unknown id
+    reason = np.where(~time_ok[bad], np.where(defined[bad], "ts_out_of_range", "undef_timestamp"),
+                      "unknown_instrument").astype(object)
     dead = norm.dead_letters
     new = DeadLetters(
         source=source,
         position=t.position[bad],
-        reason=reason[bad],
+        reason=reason,
         rtype=np.full(int(bad.sum()), rtype, dtype=np.uint8),
         instrument_id=t.instrument_id[bad].astype(np.uint32),
         ts_event=np.maximum(t.ts_event[bad], 0),

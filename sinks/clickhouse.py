@@ -367,6 +367,16 @@ def _ts(values: list[int] | np.ndarray, unit: str = "ns") -> pa.Array:
     return pa.array(arr, type=pa.int64()).view(pa.timestamp(unit, tz="UTC"))
 
 
+def _strings(values: np.ndarray) -> pa.Array:
+    """Arrow strings from an object array of ``str``.
+
+    ``from_pandas=True`` takes pyarrow's pandas conversion path, ~25x faster than the default
+    on object arrays (0.8 vs 23 ms for 21,000 keys, measured here); it would read NaN as null,
+    which these columns never hold.
+    """
+    return pa.array(values, pa.string(), from_pandas=True)
+
+
 def parts_table(block: PartBlock) -> pa.Table:
     """Arrow block for ``ifd.pressure_parts`` (column names = table columns), zero-copy where possible."""
     c = block.cols
@@ -376,17 +386,17 @@ def parts_table(block: PartBlock) -> pa.Table:
         {
             "window_start": _ts(c["window_start_ns"], "ms"),
             "window_end": _ts(c["window_start_ns"] + block.window_ns, "ms"),
-            "contract_key": pa.array(c["contract_key"], pa.string()),
-            "source": pa.array(c["source"], pa.string()),
+            "contract_key": _strings(c["contract_key"]),
+            "source": _strings(c["source"]),
             "batch_seq": pa.array(c["seq"], pa.uint64()),
             "instrument_id": pa.array(c["instrument_id"], pa.uint32()),
-            "symbol": pa.array(c["symbol"], pa.string()),
-            "underlying": pa.array(c["underlying"], pa.string()),
+            "symbol": _strings(c["symbol"]),
+            "underlying": _strings(c["underlying"]),
             "expiration": pa.array(expiration // 1_000_000, pa.int64(), mask=expiration < 0)
             .view(pa.timestamp("ms", tz="UTC")),
             "strike": pa.array(strike / FIXED_PRICE_SCALE, pa.float64(),
                                mask=strike == UNDEF_PRICE),
-            "option_type": pa.array(c["option_type"], pa.string()),
+            "option_type": _strings(c["option_type"]),
             "defined": pa.array(c["defined"].astype(np.uint8), pa.uint8()),
             **{name: pa.array(c[name], pa.uint64()) for name in _VOLUME_COLUMNS},
             "notional": pa.array(c["notional"], pa.float64()),
@@ -497,12 +507,21 @@ def load_history(store: ClickHouseStore, since_s: int, until_s: int) -> pa.Table
     return store.query_arrow(HISTORY_SQL, {"since_s": int(since_s), "until_s": int(until_s)})
 
 
-def _token(table: str, *identity: np.ndarray | Sequence[object]) -> str:
-    """Deduplication token from the identities of a block's rows (arrays or lists)."""
+def _token(table: str, *identity: np.ndarray | pa.ChunkedArray | Sequence[object]) -> str:
+    """Deduplication token from the identities of a block's rows (arrays, Arrow columns or lists).
+
+    Arrow columns are hashed through their buffers (validity, offsets, bytes) without a
+    round trip to Python strings.
+    """
     digest = hashlib.blake2b(table.encode(), digest_size=16)
     for part in identity:
         if isinstance(part, np.ndarray) and part.dtype != object:
             digest.update(part.tobytes())
+        elif isinstance(part, pa.ChunkedArray):
+            for chunk in part.chunks:
+                for buffer in chunk.buffers():
+                    if buffer is not None:
+                        digest.update(buffer)
         else:
             digest.update("\x1f".join(map(str, part)).encode())
     return digest.hexdigest()
@@ -512,9 +531,10 @@ def _encode_parts(blocks: list[PartBlock]) -> tuple[pa.Table, str]:
     block = PartBlock.concat(blocks)
     c = block.cols
     # identity + resolution: a retry is dropped, a re-resolved row replaces the old one
+    table = parts_table(block)
     token = _token("ifd.pressure_parts", c["window_start_ns"], c["seq"], c["instrument_id"],
-                   c["first_ts_ns"], c["source"], c["contract_key"])
-    return parts_table(block), token
+                   c["first_ts_ns"], table.column("source"), table.column("contract_key"))
+    return table, token
 
 
 def _encode_stats(stats: list[BatchStats]) -> tuple[pa.Table, str]:
