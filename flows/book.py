@@ -238,7 +238,7 @@ def _feed(tracker: IcebergTracker | None, absorption: AbsorptionTracker | None,
         else:
             if b and c:
                 if tracker is not None:
-                    tracker.level_emptied(iid, side, price, at)
+                    tracker.level_emptied(iid, side, price, at, oid)
                 if absorption is not None:
                     absorption.traded_out(iid, side, price, at)
             if tracker is not None:

@@ -11,10 +11,14 @@ Quantitative Finance, 2019/2021) and CME MDP 3.0 book management:
   e.g. a 1-lot display back at 1 after a 1-lot fill; or an ``A`` of the id after its removal);
 - **synthetic** (trader-managed, new order ids): a price level is emptied by fills and, within
   :attr:`IcebergRules.refill_ns`, a new order of the same side and of the same size as the
-  previous tranche appears at the same price (a *tranche*: an algorithm re-posts one clip size;
-  ordinary traders joining a price just traded out come with any size); it counts as an iceberg
-  once that happens :attr:`IcebergRules.min_synthetic_refills` times in a row. Its executed volume is what its
-  tranches traded; other orders joining the level are not part of it.
+  tranche that just traded out appears at the same price (a *tranche*: an algorithm re-posts
+  one clip size; ordinary traders joining a price just traded out come with any size). Each
+  later refill must follow the candidate's *own* latest tranche trading away within
+  ``refill_ns`` (a level emptied by someone else's order, seconds later, starts a new
+  candidate). It counts as an iceberg once that happens
+  :attr:`IcebergRules.min_synthetic_refills` times in a row. Its executed volume is what its
+  tranches traded; other orders joining the level are not part of it. An iceberg of two or
+  three tranches (one or two refills) looks like same-size queue joining and is not reported.
 
 Lifecycle (``state``): ``active`` while refills continue; ``exhausted`` when its last shown
 part traded and nothing came back within ``refill_ns``; ``cancelled`` when the order (native)
@@ -101,8 +105,9 @@ class IcebergTracker:
     filled: dict[tuple[int, int], tuple[int, int, int]] = field(default_factory=dict)
     """(instrument_id, order_id) → (ns of its latest fill, contracts filled since the book last
     updated the order, contracts filled in all)."""
-    emptied: dict[tuple[int, int, int], int] = field(default_factory=dict)
-    """(instrument_id, side byte, price) → ns a fill emptied the level."""
+    emptied: dict[tuple[int, int, int], tuple[int, int]] = field(default_factory=dict)
+    """(instrument_id, side byte, price) → (ns a fill emptied the level, contracts the order
+    that emptied it traded in all: the clip a synthetic refill must repeat)."""
     tranches: dict[tuple[int, int], tuple[int, int, int]] = field(default_factory=dict)
     """(instrument_id, order_id) of a synthetic iceberg's resting refill → its level key."""
     ended: dict[int, list[int]] = field(default_factory=dict)
@@ -130,16 +135,17 @@ class IcebergTracker:
             self._changed(("n", iid, oid), berg)
         level_key = self.tranches.get(key)
         level = None if level_key is None else self.synthetic.get(level_key)
-        if level is not None and level.state == ACTIVE:
+        if level is not None and level.state == ACTIVE and level.order_id == oid:
             level.executed += size
             level.shown = max(0, level.shown - size)
             level.last_ts = ts
             if level.detected:
                 self._changed(("s", *level_key), level)  # type: ignore[misc]
 
-    def level_emptied(self, iid: int, side: int, price: int, ts: int) -> None:
-        """Record that fills emptied a price level (called after the removal)."""
-        self.emptied[(iid, side, price)] = ts
+    def level_emptied(self, iid: int, side: int, price: int, ts: int, oid: int = 0) -> None:
+        """Record that fills emptied a price level; ``oid``: the order whose fill emptied it."""
+        traded = self.filled.get((iid, oid))
+        self.emptied[(iid, side, price)] = (ts, 0 if traded is None else traded[2])
 
     def placed(self, iid: int, oid: int, side: int, price: int, size: int,
                old: tuple[int, int, int] | None, ts: int) -> None:
@@ -169,13 +175,18 @@ class IcebergTracker:
             return
         level_key = (iid, side, price)
         emptied = self.emptied.get(level_key)
-        if emptied is None or ts - emptied > refill_ns:
+        if emptied is None or ts - emptied[0] > refill_ns:
             return
         level = self.synthetic.get(level_key)
-        if level is None or level.state != ACTIVE or level.shown_size != size:
-            # a new candidate: none yet, ended, or a tranche of another size (another trader)
+        if (level is None or level.state != ACTIVE or level.shown_size != size
+                or level.pending_since < 0 or ts - level.pending_since > refill_ns):
+            # a new candidate: none yet, ended, a tranche of another size (another trader), or
+            # the candidate's own tranche did not just trade away (someone else's order emptied
+            # the level). A first refill must repeat the clip that just traded out.
+            if emptied[1] != size:
+                return
             level = self.synthetic[level_key] = Iceberg(SYNTHETIC, iid, chr(side), price, 0,
-                                                        emptied, ts)
+                                                        emptied[0], ts)
             level.shown_size = size
         level.refills += 1
         level.shown = size
@@ -231,7 +242,7 @@ class IcebergTracker:
                 if level.order_id:
                     self.tranches.pop((key[0], level.order_id), None)
         self.filled = {k: t for k, t in self.filled.items() if t[0] >= limit}
-        self.emptied = {k: t for k, t in self.emptied.items() if t >= limit}
+        self.emptied = {k: t for k, t in self.emptied.items() if t[0] >= limit}
 
     def _end(self, berg: Iceberg, state: str, key: tuple) -> None:
         berg.state = state

@@ -297,6 +297,24 @@ def test_synthetic_iceberg_needs_three_prompt_same_size_refills_of_a_level_empti
                  (120, b"A", b"A", 101.0, 3, 11, L), (200, b"C", b"A", 101.0, 3, 11, L),
                  (220, b"A", b"A", 101.0, 3, 12, L)]
     assert _icebergs(cancelled) == {}  # emptied by cancels, not by trading
+    other_clip = [(r[0], r[1], r[2], r[3], 5, r[5], r[6]) if r[5] == 10 else r for r in rows]
+    assert _icebergs(other_clip) == {}  # a 5-lot traded out, then 3-lots: two 3-lot refills only
+
+
+def test_synthetic_candidate_does_not_continue_after_someone_elses_order_empties_the_level():
+    L = F_LAST
+    rows = [(0, b"A", b"A", 101.0, 3, 10, L)]
+    for k, oid in enumerate((10, 11, 12)):  # two prompt refills, then the last tranche trades away
+        t = 100 * (k + 1)
+        rows += [(t, b"T", b"B", 101.0, 3, 0, 0), (t, b"F", b"A", 101.0, 3, oid, 0),
+                 (t, b"C", b"A", 101.0, 3, oid, L)]
+        if oid != 12:
+            rows.append((t + 20, b"A", b"A", 101.0, 3, oid + 1, L))
+    # seconds later an ordinary 3-lot rests there, is bought out, and another 3-lot joins
+    rows += [(5_000, b"A", b"A", 101.0, 3, 60, L), (5_100, b"T", b"B", 101.0, 3, 0, 0),
+             (5_100, b"F", b"A", 101.0, 3, 60, 0), (5_100, b"C", b"A", 101.0, 3, 60, L),
+             (5_120, b"A", b"A", 101.0, 3, 61, L)]
+    assert _icebergs(rows) == {}  # not a third refill of the iceberg that ended at 300 ms
 
 
 def test_real_esh4_icebergs_include_every_order_that_traded_more_than_it_showed(real_dir, tmp_path):
