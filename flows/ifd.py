@@ -67,8 +67,9 @@ from models.settings import AlertSettings, LiveSettings, Settings, load_settings
 from models.signals import Signal
 from samples import ensure_sample
 from sinks.alerts import AlertDispatcher
-from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink
+from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink, FeedSink
 from sinks.clickhouse import apply_schema, load_history, open_store
+from sinks.feed import FeedServer
 
 log = logging.getLogger("ifd")
 
@@ -186,6 +187,7 @@ def build_flow(
     alerts: AlertSettings | None | bool = True,
     live: LiveSettings | None = None,
     live_client_factory: Callable[..., LiveClient] | None = None,
+    feed: FeedServer | None = None,
 ) -> Dataflow:
     """Build the IFD dataflow.
 
@@ -203,6 +205,9 @@ def build_flow(
         With ``IFD_MODE=live``: replaces ``settings.live`` (``IFD_LIVE_*``).
     live_client_factory : callable | None
         Replaces ``databento.Live`` (tests).
+    feed : FeedServer | None
+        A started live-feed server to publish signals on (tests connect clients first); None
+        with ``IFD_FEED_ENABLED`` starts one with the flow (:mod:`sinks.feed`).
 
     Raises
     ------
@@ -269,6 +274,12 @@ def build_flow(
         streams.append(signals)
         if alerts is not None:
             op.output("alerts", op.key_on("route_to_alerts", signals, lambda _s: "alerts"), AlertSink(alerts))
+        if feed is not None or settings.feed.enabled:
+            op.output("feed", op.key_on("route_to_feed", signals, lambda _s: "feed"),
+                      FeedSink(settings.feed, feed))
+    elif feed is not None or settings.feed.enabled:
+        log.warning("live feed not started: scoring is off (IFD_SCORING_ENABLED=false), "
+                    "so there are no signals to serve")
     outputs = op.merge("outputs", *streams)
     if sink is not None:
         op.output("clickhouse", outputs, sink)
@@ -312,6 +323,22 @@ class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Si
     def snapshot(self) -> ScorerState:
         """Copy-on-write copy of the state (see :meth:`ScorerState.snapshot`)."""
         return self.state.snapshot()
+
+
+def served_flow(host: str | None = None, port: int | None = None) -> Dataflow:
+    """Return the flow with the live feed on (``ifd run --serve``).
+
+    bytewax calls it from its command line: ``python -m bytewax.run
+    "flows.ifd:served_flow(port=8765)"``. ``host``/``port`` replace ``IFD_FEED_HOST``/``PORT``.
+    """
+    settings = load_settings()
+    changes: dict[str, Any] = {"enabled": True}
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    feed = settings.feed.model_copy(update=changes)
+    return build_flow(settings.model_copy(update={"feed": feed}))
 
 
 def _l3_evidence(item: StreamItem) -> IcebergRows | AbsorptionRows | None:

@@ -24,9 +24,11 @@
 | ``IFD_ALERT_*``           | see fields           | alert channels and outbox (:class:`AlertSettings`)          |
 | ``IFD_LIVE_*``            | see fields           | the live Databento source (:class:`LiveSettings`)           |
 | ``IFD_HISTORY_BUDGET_USD``| ``0``                | Databento Historical spend cap (:class:`HistorySettings`)   |
+| ``IFD_FEED_*``            | off, 127.0.0.1:8765  | the live signal feed (:class:`FeedSettings`, :mod:`sinks.feed`)|
 
 The tree: :class:`Settings` holds the run's own fields and one section per concern
-(``settings.scoring``, ``settings.alerts``, ``settings.live``, ``settings.history``); each
+(``settings.scoring``, ``settings.alerts``, ``settings.live``, ``settings.history``,
+``settings.feed``); each
 section reads its own prefix. :func:`load_settings` is the one loader (the whole tree) and
 :func:`load_section` loads one section; both turn a ``ValidationError`` into a
 :class:`ConfigError` that names the variable. :func:`masked` is the one redactor for logs.
@@ -171,6 +173,27 @@ class AlertSettings(BaseSettings):
         return None
 
 
+class FeedSettings(BaseSettings):
+    """The live signal feed (``IFD_FEED_*``; :mod:`sinks.feed`): WebSocket push + JSON API."""
+
+    model_config = _section_config("IFD_FEED_")
+
+    enabled: bool = False
+    """Serve the feed during a run (``ifd run --serve`` sets it)."""
+    host: str = "127.0.0.1"
+    """Interface to listen on (``0.0.0.0`` for every interface)."""
+    port: int = Field(default=8765, ge=0, le=65535)
+    """TCP port; 0 picks a free one (logged)."""
+    client_queue: int = Field(default=1000, ge=1)
+    """Messages a WebSocket client may still have waiting when signals are published; more: dropped."""
+    recent: int = Field(default=10_000, ge=0)
+    """Signals kept in memory for ``GET /signals``."""
+    max_clients: int = Field(default=200, ge=1)
+    """Concurrent WebSocket clients; more are refused (close code 1013)."""
+    linger_s: float = Field(default=0.0, ge=0)
+    """Seconds the feed keeps serving after the run ends (a replay: time to read ``/signals``)."""
+
+
 class _DatabentoKey(BaseSettings):
     """The Databento API key (``DATABENTO_API_KEY``), shared by the live and historical sections."""
 
@@ -277,6 +300,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings())
     live: LiveSettings = Field(default_factory=lambda: LiveSettings())
     history: HistorySettings = Field(default_factory=lambda: HistorySettings())
+    feed: FeedSettings = Field(default_factory=lambda: FeedSettings())
 
     @field_validator("source")
     @classmethod
@@ -409,6 +433,7 @@ def _problems(exc: ValidationError, model: type[BaseSettings], prefix: str) -> l
 
 SECTIONS: dict[str, type[BaseSettings]] = {
     "scoring": ScoringSettings, "alerts": AlertSettings, "live": LiveSettings, "history": HistorySettings,
+    "feed": FeedSettings,
 }
 """Sections of :class:`Settings` by field name."""
 

@@ -36,10 +36,11 @@ from models.records import (
     UsageRow,
     WindowResult,
 )
-from models.settings import AlertSettings, Settings
+from models.settings import AlertSettings, FeedSettings, Settings
 from models.signals import Signal
 from sinks.alerts import AlertDispatcher
 from sinks.clickhouse import IFDWriter, open_store
+from sinks.feed import FeedServer
 from sinks.run_report import RunReport
 
 log = logging.getLogger(__name__)
@@ -215,3 +216,57 @@ class AlertSink(FixedPartitionedSink[Signal, None]):
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _AlertPartition:
         return _AlertPartition(AlertDispatcher(self._settings))
+
+
+class _FeedPartition(StatefulSinkPartition[Signal, None]):
+    def __init__(self, server: FeedServer, owned: bool) -> None:
+        self._server = server
+        self._owned = owned
+
+    @override
+    def write_batch(self, values: list[Signal]) -> None:
+        self._server.hub.publish(values)  # never blocks: clients are served on the feed's loop
+
+    @override
+    def snapshot(self) -> None:
+        return None  # a replayed epoch re-emits its signals; the hub sends each one once
+
+    @override
+    def close(self) -> None:
+        if self._owned:
+            self._server.stop(linger_s=self._server.settings.linger_s)
+
+
+class FeedSink(FixedPartitionedSink[Signal, None]):
+    """Publish signals on the live feed (:mod:`sinks.feed`) as they are scored.
+
+    One partition (``"feed"``): the server runs in the one process bytewax builds it in, and
+    starts with the flow (before the first window closes), so clients can connect first. The
+    upstream must be keyed (any key).
+
+    Parameters
+    ----------
+    settings : FeedSettings
+        Host, port and queue sizes.
+    server : FeedServer | None
+        An already started server to publish on (tests connect clients before the run); it is
+        left running at close. None starts one from ``settings`` and stops it at close.
+    """
+
+    def __init__(self, settings: FeedSettings, server: FeedServer | None = None) -> None:
+        self._settings = settings
+        self._server = server
+
+    @override
+    def list_parts(self) -> list[str]:
+        return ["feed"]
+
+    @override
+    def part_fn(self, item_key: str) -> int:
+        return 0
+
+    @override
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _FeedPartition:
+        if self._server is not None:
+            return _FeedPartition(self._server, owned=False)
+        return _FeedPartition(FeedServer(self._settings).start(), owned=True)
