@@ -716,10 +716,10 @@ def generate_mbo(
     return _write_dbn(path, _metadata(chain, dbn.Schema("mbo"), [PARENT_SYMBOL]), blocks)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m samples.generator") -> int:
     """Run the CLI: write the session (+ optional benchmark files), print paths and counts."""
     p = argparse.ArgumentParser(
-        prog="python -m samples.generator", description=__doc__.splitlines()[0]
+        prog=prog, description=__doc__.splitlines()[0]
     )
     p.add_argument("--out", type=Path, default=Path("data/sample"), help="output directory")
     p.add_argument(

@@ -172,9 +172,9 @@ def replay(settings: Settings, sources: list[str]) -> None:
     run_main(build_flow(replay_settings))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m tools.baseline_job") -> int:
     """Command line entry point; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m tools.baseline_job",
+    parser = argparse.ArgumentParser(prog=prog,
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--as-of", type=date.fromisoformat, help="day to compute baselines for")
     parser.add_argument("--source", help="DBN files/globs to replay first (comma-separated)")

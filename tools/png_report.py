@@ -56,6 +56,7 @@ from matplotlib.lines import Line2D
 from models.errors import PipelineError
 from models.settings import load_settings
 from sinks.clickhouse import TOOL_LOCK_TIMEOUT_S, ClickHouseStore, open_store
+from tools.times import FORMS, parse_when
 
 OPTION_TYPES = (("C", "calls"), ("P", "puts"))
 MARKER_SIZE = {"STRONG": 110.0, "MODERATE": 70.0, "MONITOR": 40.0}
@@ -470,44 +471,30 @@ def _iso(ts_s: int) -> str:
     return datetime.fromtimestamp(ts_s, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def parse_time(text: str) -> tuple[datetime, bool]:
-    """Parse ``--start``/``--end``: ISO-8601; no zone = UTC. Returns (time, was a bare date)."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    bare_date = re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is not None
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC), bare_date
-
-
-def resolve_range(start: str | None, end: str | None) -> tuple[int, int] | None:
+def resolve_range(start: str | None, end: str | None, *, tz: str = "utc",
+                  now: datetime | None = None) -> tuple[int, int] | None:
     """Return ``(start_s, end_s)`` from the arguments, or None for the default range.
 
-    A bare ``--end`` date means the end of that day; one bound alone spans one day.
+    Each bound takes what :func:`tools.times.parse_when` reads (ISO 8601, a date, ``today``,
+    ``yesterday``, ``-6h`` …) in ``tz`` (``utc`` or ``ct``); a bare ``--end`` date means the end
+    of that day; one bound alone spans one day.
 
     Raises
     ------
     ValueError
-        Unparseable time, or end not after start.
+        Unreadable time, or end not after start.
     """
     if start is None and end is None:
         return None
-    lo = hi = None
-    if start is not None:
-        lo = parse_time(start)[0]
-    if end is not None:
-        hi, bare = parse_time(end)
-        if bare:
-            hi += timedelta(days=1)
+    lo = None if start is None else parse_when(start, tz=tz, now=now)
+    hi = None if end is None else parse_when(end, tz=tz, end=True, now=now)
     if lo is None:
         assert hi is not None
         lo = hi - timedelta(days=1)
     if hi is None:
         hi = lo + timedelta(days=1)
     if hi <= lo:
-        msg = f"--end ({hi:%Y-%m-%d %H:%M}) must be after --start ({lo:%Y-%m-%d %H:%M})"
+        msg = f"--end ({hi:%Y-%m-%d %H:%M}) must be after --start ({lo:%Y-%m-%d %H:%M}) (UTC)"
         raise ValueError(msg)
     return int(lo.timestamp()), int(hi.timestamp())
 
@@ -523,17 +510,18 @@ def default_output(data_dir: Path, start_s: int, end_s: int) -> Path:
     return data_dir / "reports" / name
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m tools.png_report") -> int:
     """Run the command; return its exit code (0 written, 1 query failed, 2 no data or bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m tools.png_report",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--start", help="range start, ISO-8601 (no zone = UTC; a date = 00:00)")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("--start", help=f"range start: {FORMS} (a date = 00:00)")
     parser.add_argument("--end", help="range end, exclusive (a date = the end of that day)")
+    parser.add_argument("--tz", default="utc", choices=["utc", "ct", "exchange"],
+                        help="zone of --start/--end without one (ct = America/Chicago)")
     parser.add_argument("--underlying", help="e.g. NQZ6 (default: most option volume in range)")
     parser.add_argument("--out", type=Path, help="PNG path (default <IFD_DATA_DIR>/reports/ifd-<date>.png)")
     args = parser.parse_args(argv)
     try:
-        explicit = resolve_range(args.start, args.end)
+        explicit = resolve_range(args.start, args.end, tz=args.tz)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

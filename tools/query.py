@@ -301,7 +301,7 @@ def _fail(message: object, code: int) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m tools.query") -> int:
     """Run one query and write its result.
 
     Parameters
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         Exit code: 0 written, 1 the query failed, 2 usage, settings, store or output error.
     """
     parser = argparse.ArgumentParser(
-        prog="python -m tools.query", description=__doc__.splitlines()[0],
+        prog=prog, description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("sql", help="one SQL statement (a trailing FORMAT clause is understood)")
     parser.add_argument("--format", "-f", choices=FORMATS, default=None,
