@@ -217,7 +217,8 @@ def build_flow(
     settings = settings or load_settings()
     alerts = settings.alerts if alerts is True else alerts or None
     _configure_logging()
-    log.info("effective settings: %s", masked(settings))
+    log.info("settings: %s", settings.summary())
+    log.debug("effective settings: %s", masked(settings))
     flow = Dataflow("ifd")
     window_ns = settings.window_length_s * 1_000_000_000
     lateness = timedelta(seconds=settings.allowed_lateness_s)

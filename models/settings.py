@@ -351,6 +351,23 @@ class Settings(BaseSettings):
         """True when no ``IFD_CLICKHOUSE_URL`` is set (embedded chdb)."""
         return self.clickhouse_url is None
 
+    def summary(self) -> str:
+        """One log line of what this run does (no secrets; :func:`masked` has every field)."""
+        source = "the bundled sample" if self.source is None else self.source
+        if len(source) > 80:
+            source = source[:77] + "..."
+        if self.clickhouse_url is None:
+            store = f"embedded chdb {self.effective_chdb_path}"
+        else:
+            store = "ClickHouse " + mask_url(self.clickhouse_url.get_secret_value())
+        scoring = (f"scoring on ({self.scoring.lookback_days}-day baselines)"
+                   if self.scoring.enabled else "scoring off")
+        feed = (f"feed on {self.feed.host}:{self.feed.port}" if self.feed.enabled
+                else "feed off")
+        what = "live " + self.live.symbols if self.mode == "live" else f"replay of {source}"
+        return (f"{what} -> {store}; {self.window_length_s} s windows, {scoring}, "
+                f"L3 {'on' if self.l3_enabled else 'off'}, {feed}")
+
     @property
     def effective_chdb_path(self) -> Path:
         """The chdb data directory: ``IFD_CHDB_PATH`` or ``<data_dir>/chdb``."""

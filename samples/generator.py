@@ -301,7 +301,7 @@ def _write_dbn(path: Path, header: bytes, blocks: Iterable[np.ndarray]) -> Path:
             w.write(block.tobytes())
             count += len(block)
     os.replace(tmp, path)
-    logger.info("wrote %s (%d records)", path, count)
+    logger.debug("wrote %s (%d records)", path, count)
     return path
 
 

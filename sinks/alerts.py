@@ -335,7 +335,10 @@ class AlertDispatcher:
         shown = masked(settings)
         if notices_only:
             shown.update(outbox_path=None, jsonl_path=None, queue_size=None)  # not used
-        log.info("alerts%s: %s", " (notices only)" if notices_only else "", shown)
+        log.debug("alerts%s: %s", " (notices only)" if notices_only else "", shown)
+        if not notices_only:
+            log.info("alerts: class %s and above -> %s, %d channel(s)", settings.min_class,
+                     settings.jsonl_path or "no file", len(self._channels))
 
     def _notifier(self, position: int, label: str, url: str) -> apprise.Apprise:
         """Build one channel's Apprise object with our socket timeouts.
@@ -500,7 +503,8 @@ class AlertDispatcher:
                         "(if the process exits first, that alert is sent again at the next start)")
         else:
             self._release()
-        log.info("alerts closed: %s", self.stats)
+        counts = {k: v for k, v in self.stats.items() if v}
+        log.info("alerts closed: %s", counts or "nothing to send")
 
     def _log_left(self, outbox: AlertOutbox) -> None:
         try:
