@@ -239,6 +239,7 @@ def build_flow(
         merged_clock=len(partition_keys) > 1,
         tape=_tape_rules(settings),
         l3=settings.l3_enabled,
+        live=settings.mode == "live",
     )
     normalised = op.map("normalise_trades", batches, normalise_batch)
     by_source = op.key_on("key_by_source", normalised, lambda item: item[0].partition)

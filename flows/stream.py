@@ -222,6 +222,8 @@ class StreamProcessor:
         (:mod:`flows.validate`). Inputs without symbology are not checked.
     max_skew_ns : int
         Time-check tolerance (:data:`flows.validate.MAX_SKEW_NS`).
+    live : bool
+        The input is the live feed (stamped on :class:`BatchStats` for the health board).
     merged_clock : bool
         Several partitions feed the window keys (:mod:`flows.clock`): after
         each batch report :class:`~flows.clock.Progress` to every window key
@@ -231,8 +233,9 @@ class StreamProcessor:
     def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int,
                  shards: int = 16, symbology: dict[str, frozenset[int]] | None = None,
                  max_skew_ns: int = MAX_SKEW_NS, merged_clock: bool = False,
-                 tape: TapeRules | None = None, l3: bool = True) -> None:
+                 tape: TapeRules | None = None, l3: bool = True, live: bool = False) -> None:
         self.catalog = catalog
+        self.live = live
         self.l3 = l3
         self.tape = tape or TapeRules()
         self.window_ns = window_ns
@@ -343,6 +346,7 @@ class StreamProcessor:
                 eof=batch.eof,
                 path=batch.path,
                 error=batch.error or "",
+                live=self.live,
             )
         )
         return state, out

@@ -419,6 +419,10 @@ class BatchStats:
     """The input's file path (display; ``source`` is its content identity)."""
     error: str = ""
     """Non-empty on a batch that ends its input early (truncated/corrupt file): the run is partial."""
+    live: bool = False
+    """From the live feed (event time ≈ wall time), not a replay of files."""
+    processed_ns: int = 0
+    """Wall time (ns since epoch UTC) the sink received the batch's counters: processing done."""
 
 
 class PressureMetrics(BaseModel):

@@ -20,10 +20,12 @@ partial re-emissions never change the numbers read through
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -439,6 +441,8 @@ def stats_table(stats: list[BatchStats]) -> pa.Table:
             "max_ts_event": _ts([s.max_ts_event for s in stats]),
             "file": pa.array([s.path for s in stats], pa.string()),
             "error": pa.array([s.error for s in stats], pa.string()),
+            "live": pa.array([int(s.live) for s in stats], pa.uint8()),
+            "processed_at": _ts([s.processed_ns or time.time_ns() for s in stats], "ms"),
         }
     )
 
@@ -765,6 +769,8 @@ class IFDWriter:
         if spec is None:
             msg = f"no ClickHouse table for {type(item).__name__}"
             raise TypeError(msg)
+        if isinstance(item, BatchStats) and not item.processed_ns:
+            item = dataclasses.replace(item, processed_ns=time.time_ns())  # processing done
         self._buffers[spec.table].append(item)
         self._rows[spec.table] += spec.rows(item)
         if self._rows[spec.table] >= self.batch_rows:

@@ -218,6 +218,10 @@ SETTINGS non_replicated_deduplication_window = 1000;
 -- corrupt file): that input, and so the run, is partial.
 ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS file String DEFAULT '' AFTER max_ts_event;
 ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS error String DEFAULT '' AFTER file;
+-- live: 1 for batches of the live feed (their event time is near wall time; a replay's is not);
+-- processed_at: wall time the sink received the batch's counters (processing done), ms.
+ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS live UInt8 DEFAULT 0 AFTER error;
+ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS processed_at DateTime64(3, 'UTC') DEFAULT inserted_at AFTER live;
 
 -- Bad trade records, one row each (nothing is dropped silently).
 CREATE TABLE IF NOT EXISTS ifd.dead_letters

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import databento as db
+import numpy as np
 import pyarrow as pa
 import pytest
 import yaml
@@ -84,7 +85,8 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("ifd-flow", "Top contracts by imbalance", "A"): (
         "symbol", "expiry", "type", "strike_price", "ask", "bid", "net_pressure", "imbalance", "trades",
         "contract_key"),
-    ("ifd-flow", "Pressure ratio (ask / bid) — chosen strikes", "A"): ("time", "series", "pressure_ratio"),
+    ("ifd-flow", "Log imbalance log₂((ask + 1) / (bid + 1)) — chosen strikes", "A"): (
+        "time", "series", "log_imbalance"),
     ("ifd-flow", "IFD signals", "A"): (
         "time", "symbol", "direction", "signal_class", "confidence", "reason", "contract_key"),
     ("ifd-contract", "Bid / ask volume", "A"): ("time", "bid", "ask", "unknown"),
@@ -100,7 +102,8 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], tuple[str, ...]] = {
         "mm_score", "baseline_scope", "baseline_avg_size", "reason"),
     ("ifd-health", "Records/s", "A"): ("time", "records_per_s", "trades_per_s"),
     ("ifd-health", "Records and trades per batch", "A"): ("time", "records", "trades"),
-    ("ifd-health", "Lag (write time − latest event time)", "A"): ("time", "lag_s"),
+    ("ifd-health", "Lag: event → processed (live) and processed → stored", "A"): (
+        "time", "event_lag_s", "write_lag_s"),
     ("ifd-health", "Dead letters and unknown instruments", "A"): (
         "time", "dead_letters", "unknown_instrument_trades"),
     ("ifd-health", "Totals in range", "A"): (
@@ -633,3 +636,86 @@ def test_flow_services_environment_covers_every_setting():
                 assert var not in env, f"{name}: {var} is marked as not passed"
                 continue
             assert var in env, f"{name}: pass {var} (or mark it '{NOT_PASSED_MARK}' in .env.example)"
+
+
+# ------------------------------------------------------------------------------------ rendering
+
+
+def test_query_types_are_the_plugins_values_and_match_the_format():
+    for board in DASHBOARDS.values():
+        for panel in _panels(board):
+            for t in panel.get("targets", []):
+                # grafana-clickhouse-datasource v4 (src/types/sql.ts QueryType): table, logs,
+                # timeSeries, traces; the SQL format 0 is a time series, 1 a table
+                expected = {0: "timeSeries", 1: "table"}[t["format"]]
+                assert t["queryType"] == expected, (board["uid"], panel["title"])
+
+
+def _heatmaps() -> list[tuple[str, dict[str, Any]]]:
+    return [(b["uid"], p) for b in DASHBOARDS.values() for p in _panels(b) if p["type"] == "heatmap"]
+
+
+def test_heatmap_colours_are_diverging_and_symmetric_around_zero():
+    assert len(_heatmaps()) == 3
+    for uid, panel in _heatmaps():
+        color = panel["options"]["color"]
+        assert color["scheme"] in ("RdBu", "PuOr", "BrBG"), (uid, panel["title"])  # colour-blind safe
+        assert color["scale"] == "linear"  # an exponential scale would move 0 off the middle
+        assert color["min"] == -color["max"] and color["max"] > 0
+
+
+def test_heatmap_values_fill_the_fixed_colour_scale_on_the_replay(replay, variables):
+    for uid, panel in _heatmaps():
+        target = panel["targets"][0]
+        sql = expand(target["rawSql"], _range_for(replay, uid), variables[uid])
+        table = replay.store.query_arrow(sql)
+        values = np.array(table.column(table.num_columns - 1).to_pylist(), dtype=float)
+        limit = panel["options"]["color"]["max"]
+        assert (values > 0).any() and (values < 0).any(), panel["title"]  # both colours in use
+        # most cells sit inside the scale (it saturates only on the biggest prints) ...
+        assert np.mean(np.abs(values) <= limit) >= 0.95, panel["title"]
+        # ... and the scale is not so wide that everything looks neutral
+        assert np.abs(values).max() >= limit / 10, panel["title"]
+
+
+def test_log_imbalance_is_defined_everywhere_and_signed(replay, variables):
+    target = next(t for t in TARGETS if t.panel.startswith("Log imbalance"))
+    sql = expand(target.sql, _range_for(replay, target.uid), variables[target.uid])
+    got = replay.store.query_arrow(sql).to_pydict()
+    values = np.array(got["log_imbalance"], dtype=float)
+    assert len(values) > 0 and np.isfinite(values).all()
+    # independent: the panel's rows recomputed in Python from the raw windows it filters
+    where = target.sql.split("FROM ifd.pressure_metrics", 1)[1].split("GROUP BY", 1)[0]
+    raw = replay.store.query_arrow(expand(
+        "SELECT toUnixTimestamp(window_start) AS t, option_type, strike, ask_volume, bid_volume "
+        "FROM ifd.pressure_metrics" + where, _range_for(replay, target.uid),
+        variables[target.uid])).to_pylist()
+    sums: dict[tuple[int, str, float], list[int]] = {}
+    for r in raw:
+        cell = sums.setdefault((r["t"] // INTERVAL_S, r["option_type"], r["strike"]), [0, 0])
+        cell[0] += r["ask_volume"]
+        cell[1] += r["bid_volume"]
+    want = sorted(float(np.log2((a + 1) / (b + 1))) for a, b in sums.values())
+    assert np.allclose(sorted(values), want)
+    assert min(want) < 0 < max(want) or len(want) < 3  # signed: both sides occur
+
+
+def test_health_rates_use_busy_seconds_and_replays_have_no_event_lag(replay, variables):
+    target = next(t for t in TARGETS if t.key == ("ifd-health", "Records/s", "A"))
+    sql = expand(target.sql, replay.health_range_s, variables["ifd-health"])
+    got = replay.store.query_arrow(sql).to_pydict()
+    rows = replay.store.query_arrow(
+        "SELECT toUnixTimestamp64Milli(processed_at) AS t, records FROM ifd.ingest_batches FINAL "
+        "WHERE inserted_at >= toDateTime({lo:Int64}) AND inserted_at <= toDateTime({hi:Int64})",
+        {"lo": replay.health_range_s[0], "hi": replay.health_range_s[1]}).to_pydict()
+    buckets: dict[int, list[tuple[int, int]]] = {}
+    for t, n in zip(rows["t"], rows["records"], strict=True):
+        buckets.setdefault(t // 1000 // INTERVAL_S * INTERVAL_S, []).append((t, n))
+    want = [sum(n for _, n in b) / max(1.0, (max(t for t, _ in b) - min(t for t, _ in b)) / 1000)
+            for _, b in sorted(buckets.items())]
+    assert np.allclose(got["records_per_s"], want)
+    lag = next(t for t in TARGETS if t.panel.startswith("Lag:"))
+    lags = replay.store.query_arrow(expand(lag.sql, replay.health_range_s,
+                                           variables["ifd-health"])).to_pydict()
+    assert all(v is None for v in lags["event_lag_s"])  # only replays in this store
+    assert all(v is not None and 0 <= v < 3600 for v in lags["write_lag_s"])

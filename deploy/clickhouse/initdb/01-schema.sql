@@ -190,6 +190,10 @@ ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS file String DEFAULT '' A
 
 ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS error String DEFAULT '' AFTER file;
 
+ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS live UInt8 DEFAULT 0 AFTER error;
+
+ALTER TABLE ifd.ingest_batches ADD COLUMN IF NOT EXISTS processed_at DateTime64(3, 'UTC') DEFAULT inserted_at AFTER live;
+
 CREATE TABLE IF NOT EXISTS ifd.dead_letters
 (
     source        String,
