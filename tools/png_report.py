@@ -16,11 +16,13 @@ figure part                    content
 =============================  ==================================================================
 left, top / bottom             calls / puts: strike (rows) × window (columns) heatmap of net
                                pressure = ask − bid volume in contracts, summed over expirations;
-                               diverging colours centred at 0 (green: offers lifted, red: bids
-                               hit), symmetric log scale up to the largest ``|net|``; white = no
-                               trade
-markers                        ▲ BUY / ▼ SELL IFD signals at their window and strike, larger for
-                               stronger classes (STRONG > MODERATE > MONITOR)
+                               diverging colour-blind-safe colours centred at 0 (RdBu: blue =
+                               offers lifted, red = bids hit), symmetric log scale up to the
+                               largest ``|net|``; white = no trade
+markers                        IFD signals at their window and strike: shape = direction (▲ BUY
+                               lifted offers / ▼ SELL hit bids), colour = sentiment (orange
+                               bullish: bought calls, sold puts; purple bearish), size = class
+                               (STRONG > MODERATE > MONITOR; legend)
 right, top / bottom            net pressure per strike summed over the range (bars)
 =============================  ==================================================================
 
@@ -61,7 +63,11 @@ from tools.times import FORMS, parse_when
 OPTION_TYPES = (("C", "calls"), ("P", "puts"))
 MARKER_SIZE = {"STRONG": 110.0, "MODERATE": 70.0, "MONITOR": 40.0}
 """Marker area (points²) per signal class."""
-BUY_COLOUR, SELL_COLOUR = "#1f4fff", "#111111"
+SENTIMENT_COLOUR = {"BULLISH": "#e66101", "BEARISH": "#5e3c99", "NEUTRAL": "#777777"}
+"""Marker fill by what the trade says about the underlying (PuOr ends: colour-blind safe);
+the marker *shape* is the aggressor's direction (▲ offers lifted, ▼ bids hit)."""
+LIFTED_COLOUR, HIT_COLOUR = "#2166ac", "#b2182b"
+"""RdBu ends, the heatmap's own scale: blue = ask side (offers lifted), red = bid side."""
 MAX_STRIKE_LABELS = 30
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,32}$")
 
@@ -124,6 +130,8 @@ class SignalMarks:
     option_type: np.ndarray
     direction: np.ndarray
     signal_class: np.ndarray
+    sentiment: np.ndarray | None = None
+    """BULLISH / BEARISH / NEUTRAL per signal (None: derived from direction and option type)."""
 
     @classmethod
     def empty(cls) -> SignalMarks:
@@ -141,7 +149,17 @@ class SignalMarks:
             np.asarray(table.column("option_type").to_pylist(), dtype=str),
             np.asarray(table.column("direction").to_pylist(), dtype=str),
             np.asarray(table.column("signal_class").to_pylist(), dtype=str),
+            np.asarray(table.column("sentiment").to_pylist(), dtype=str)
+            if "sentiment" in table.column_names else None,
         )
+
+    def sentiments(self) -> np.ndarray:
+        """Sentiment of every signal: stored, else bought calls / sold puts BULLISH."""
+        if self.sentiment is not None:
+            return self.sentiment
+        up = (self.direction == "BUY") == (self.option_type == "C")
+        return np.where(np.isin(self.option_type, ("C", "P")), np.where(up, "BULLISH", "BEARISH"),
+                        "NEUTRAL")
 
     def __len__(self) -> int:
         return len(self.window_start_s)
@@ -280,7 +298,7 @@ def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, titl
         raise NoDataError(msg)
     strikes = np.unique(cells.strike)  # shared rows: calls and puts line up with their bars
     norm = pressure_norm(cells.net_pressure)
-    cmap = colormaps["RdYlGn"].with_extremes(bad="white")
+    cmap = colormaps["RdBu"].with_extremes(bad="white")  # colour-blind safe; blue = offers lifted
     fig = Figure(figsize=(16, 11), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     grid_spec = fig.add_gridspec(2, 2, width_ratios=(4.2, 1.0))
@@ -312,7 +330,7 @@ def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, titl
         bars = fig.add_subplot(grid_spec[i, 1], sharey=heat)
         _, totals = strike_totals(part.strike, part.net_pressure, strikes)
         bars.barh(np.arange(len(strikes)), totals, height=0.8,
-                  color=np.where(totals >= 0, "#1a7d3c", "#b2182b"))
+                  color=np.where(totals >= 0, LIFTED_COLOUR, HIT_COLOUR))
         bars.axvline(0, color="#555555", linewidth=0.8)
         bars.set_title(f"{name}: net by strike", loc="left", fontsize=11)
         bars.set_xlabel("contracts")
@@ -327,12 +345,19 @@ def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, titl
     ticks = sorted({0.0, limit, -limit, *decades, *(-d for d in decades)})
     bar.set_ticks(ticks, labels=[f"{v:+,.0f}" if v else "0" for v in ticks])
     handles = [
-        Line2D([], [], marker="^", linestyle="", markersize=9, markerfacecolor=BUY_COLOUR,
-               markeredgecolor="white", label="BUY signal"),
-        Line2D([], [], marker="v", linestyle="", markersize=9, markerfacecolor=SELL_COLOUR,
-               markeredgecolor="white", label="SELL signal"),
+        Line2D([], [], marker="^", linestyle="", markersize=9, markerfacecolor="#777777",
+               markeredgecolor="white", label="BUY: offers lifted"),
+        Line2D([], [], marker="v", linestyle="", markersize=9, markerfacecolor="#777777",
+               markeredgecolor="white", label="SELL: bids hit"),
+        *(Line2D([], [], marker="o", linestyle="", markersize=9, markerfacecolor=colour,
+                 markeredgecolor="white", label=name.lower())
+          for name, colour in SENTIMENT_COLOUR.items()),
+        *(Line2D([], [], marker="o", linestyle="", markersize=float(np.sqrt(area)),
+                 markerfacecolor="none", markeredgecolor="#333333", label=name)
+          for name, area in MARKER_SIZE.items()),
     ]
-    fig.legend(handles=handles, loc="outside lower right", ncols=2, frameon=False)
+    fig.legend(handles=handles, loc="outside lower right", ncols=4, frameon=False,
+               title="signals: shape = direction, colour = sentiment, size = class")
     fig.suptitle(title, fontsize=13)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
@@ -348,14 +373,16 @@ def _mark_signals(ax: object, signals: SignalMarks, option_type: str, strikes: n
     rows = np.searchsorted(strikes, signals.strike)
     keep &= rows < len(strikes)
     keep[keep] &= strikes[rows[keep]] == signals.strike[keep]
-    for direction, marker, colour in (("BUY", "^", BUY_COLOUR), ("SELL", "v", SELL_COLOUR)):
+    sentiment = signals.sentiments()
+    for direction, marker in (("BUY", "^"), ("SELL", "v")):
         sel = keep & (signals.direction == direction)
         if not sel.any():
             continue
         centre = (signals.window_start_s[sel] + window_s // 2).astype("datetime64[s]")
         sizes = [MARKER_SIZE.get(c, 40.0) for c in signals.signal_class[sel]]
+        colours = [SENTIMENT_COLOUR.get(x, "#777777") for x in sentiment[sel]]
         ax.scatter(mdates.date2num(centre), rows[sel], s=sizes, marker=marker,  # type: ignore[attr-defined]
-                   c=colour, edgecolors="white", linewidths=0.8, zorder=3)
+                   c=colours, edgecolors="white", linewidths=0.8, zorder=3)
 
 
 # ------------------------------------------------------------------------------------ database
@@ -382,7 +409,8 @@ SELECT
     strike,
     option_type,
     toString(direction) AS direction,
-    toString(signal_class) AS signal_class
+    toString(signal_class) AS signal_class,
+    toString(sentiment) AS sentiment
 FROM ifd.ifd_signals FINAL
 WHERE window_start >= toDateTime({start_s:Int64}, 'UTC') AND window_start < toDateTime({end_s:Int64}, 'UTC')
   AND underlying = {underlying:String}
