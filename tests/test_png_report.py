@@ -204,3 +204,15 @@ def test_resolve_range_and_default_output():
     assert default_output(Path("d"), DAY, DAY + 86_400) == Path("d/reports/ifd-2026-10-26.png")
     assert default_output(Path("d"), DAY + 3600, DAY + 7200) == \
         Path("d/reports/ifd-20261026T0100_20261026T0200.png")
+
+
+def test_strike_axis_is_numeric_with_rows_centred_on_their_strikes():
+    from tools.png_report import strike_edges
+
+    strikes = np.array([21000.0, 21025.0, 21050.0, 21100.0, 21200.0])  # uneven spacing
+    edges = strike_edges(strikes)
+    assert len(edges) == len(strikes) + 1 and np.all(np.diff(edges) > 0)  # monotonic numbers
+    np.testing.assert_allclose((edges[1:] + edges[:-1])[1:-1] / 2, strikes[1:-1], atol=13)
+    np.testing.assert_allclose(edges[1:-1], [21012.5, 21037.5, 21075.0, 21150.0])
+    assert edges[0] == 20987.5 and edges[-1] == 21250.0
+    np.testing.assert_array_equal(strike_edges(np.array([5.0])), [4.5, 5.5])

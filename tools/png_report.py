@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pyarrow as pa
@@ -68,7 +69,6 @@ SENTIMENT_COLOUR = {"BULLISH": "#e66101", "BEARISH": "#5e3c99", "NEUTRAL": "#777
 the marker *shape* is the aggressor's direction (▲ offers lifted, ▼ bids hit)."""
 LIFTED_COLOUR, HIT_COLOUR = "#2166ac", "#b2182b"
 """RdBu ends, the heatmap's own scale: blue = ask side (offers lifted), red = bid side."""
-MAX_STRIKE_LABELS = 30
 _SYMBOL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,32}$")
 
 
@@ -223,6 +223,19 @@ def pressure_grid(
     return edges, rows, grid
 
 
+def strike_edges(strikes: np.ndarray) -> np.ndarray:
+    """Return the row edges of ascending ``strikes`` (float64[m] → float64[m + 1]).
+
+    Midpoints between neighbours; the outer rows as wide as their neighbour gap (1 point for a
+    single strike), so rows sit at their strike on a numeric axis.
+    """
+    k = np.asarray(strikes, dtype=np.float64)
+    if len(k) == 1:
+        return np.array([k[0] - 0.5, k[0] + 0.5])
+    mid = (k[1:] + k[:-1]) / 2
+    return np.r_[k[0] - (mid[0] - k[0]), mid, k[-1] + (k[-1] - mid[-1])]
+
+
 def strike_totals(strike: np.ndarray, net_pressure: np.ndarray,
                   strikes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Net pressure summed per strike.
@@ -260,12 +273,9 @@ def pressure_norm(net_pressure: np.ndarray) -> mcolors.SymLogNorm:
     return mcolors.SymLogNorm(linthresh=min(linthresh, limit), vmin=-limit, vmax=limit, base=10)
 
 
-def _strike_label(value: float) -> str:
-    return f"{value:g}"
-
-
 def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, title: str,
-                  start_s: int | None = None, end_s: int | None = None, dpi: int = 110) -> Path:
+                  start_s: int | None = None, end_s: int | None = None, dpi: int = 110,
+                  display_tz: str = "America/Chicago") -> Path:
     """Draw the report figure into a PNG file.
 
     Parameters
@@ -282,6 +292,8 @@ def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, titl
         Time range of the heatmap columns (s UTC); default: the cells' range.
     dpi : int
         Resolution.
+    display_tz : str
+        Zone of the time axis (default exchange time, America/Chicago).
 
     Returns
     -------
@@ -302,10 +314,10 @@ def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, titl
     fig = Figure(figsize=(16, 11), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     grid_spec = fig.add_gridspec(2, 2, width_ratios=(4.2, 1.0))
-    y_edges = np.arange(len(strikes) + 1) - 0.5
+    y_edges = strike_edges(strikes)  # a numeric strike axis: rows as wide as the strike spacing
+    zone_info = ZoneInfo(display_tz)
     lo = start_s if start_s is not None else int(cells.window_start_s.min())
     hi = end_s if end_s is not None else int(cells.window_start_s.max()) + cells.window_s
-    step = max(1, int(np.ceil(len(strikes) / MAX_STRIKE_LABELS)))
     mesh = None
     for i, (code, name) in enumerate(OPTION_TYPES):
         part = cells.select(code)
@@ -317,19 +329,19 @@ def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, titl
                                shading="flat")
         heat.set_title(f"{name}: net pressure (ask − bid) by strike and {cells.window_s // 60}-min window",
                        loc="left", fontsize=11)
-        heat.set_yticks(np.arange(0, len(strikes), step),
-                        [_strike_label(s) for s in strikes[::step]], fontsize=8)
-        heat.set_ylabel("strike")
-        locator = mdates.AutoDateLocator(minticks=4, maxticks=13)
+        heat.set_ylabel("strike (index points)")
+        heat.tick_params(axis="y", labelsize=8)
+        locator = mdates.AutoDateLocator(minticks=4, maxticks=13, tz=zone_info)
         heat.xaxis.set_major_locator(locator)
-        heat.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+        heat.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=zone_info))
+        heat.set_xlabel(f"time ({display_tz})", fontsize=9)
         heat.set_xlim(x_edges[0], x_edges[-1])
-        heat.set_ylim(-0.5, len(strikes) - 0.5)
+        heat.set_ylim(y_edges[0], y_edges[-1])
         _mark_signals(heat, signals, code, strikes, cells.window_s)
 
         bars = fig.add_subplot(grid_spec[i, 1], sharey=heat)
         _, totals = strike_totals(part.strike, part.net_pressure, strikes)
-        bars.barh(np.arange(len(strikes)), totals, height=0.8,
+        bars.barh(strikes, totals, height=0.8 * np.diff(y_edges),
                   color=np.where(totals >= 0, LIFTED_COLOUR, HIT_COLOUR))
         bars.axvline(0, color="#555555", linewidth=0.8)
         bars.set_title(f"{name}: net by strike", loc="left", fontsize=11)
@@ -366,7 +378,7 @@ def render_report(cells: PressureCells, signals: SignalMarks, out: Path, *, titl
 
 def _mark_signals(ax: object, signals: SignalMarks, option_type: str, strikes: np.ndarray,
                   window_s: int) -> None:
-    """Scatter ▲/▼ at (window centre, strike row) for the signals of one option type."""
+    """Scatter ▲/▼ at (window centre, strike) for the signals of one option type."""
     if len(signals) == 0:
         return
     keep = signals.option_type == option_type
@@ -381,7 +393,7 @@ def _mark_signals(ax: object, signals: SignalMarks, option_type: str, strikes: n
         centre = (signals.window_start_s[sel] + window_s // 2).astype("datetime64[s]")
         sizes = [MARKER_SIZE.get(c, 40.0) for c in signals.signal_class[sel]]
         colours = [SENTIMENT_COLOUR.get(x, "#777777") for x in sentiment[sel]]
-        ax.scatter(mdates.date2num(centre), rows[sel], s=sizes, marker=marker,  # type: ignore[attr-defined]
+        ax.scatter(mdates.date2num(centre), strikes[rows[sel]], s=sizes, marker=marker,  # type: ignore[attr-defined]
                    c=colours, edgecolors="white", linewidths=0.8, zorder=3)
 
 
@@ -579,7 +591,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m tools.png_report"
     finally:
         store.close()
     out = args.out or default_output(settings.data_dir, start_s, end_s)
-    title = (f"IFD option flow: {underlying}, {_iso(start_s)} → {_iso(end_s)} UTC "
+    ct = ZoneInfo("America/Chicago")
+    span = (f"{datetime.fromtimestamp(start_s, ct):%Y-%m-%d %H:%M} → "
+            f"{datetime.fromtimestamp(end_s, ct):%Y-%m-%d %H:%M} CT")
+    title = (f"IFD option flow: {underlying}, {span} "
              f"(all expirations; {len(signals)} signal{'s' if len(signals) != 1 else ''})")
     render_report(cells, signals, out, title=title, start_s=start_s, end_s=end_s)
     print(out)
