@@ -2,17 +2,20 @@
 
 Generates (cached) ``--days`` labelled NQ options days, then replays the first 5 days and all of
 them with the production command (``python -m bytewax.run flows.ifd``, embedded chdb, scoring on),
-each in a fresh subprocess that prints its own peak RSS. Figures are printed, never asserted.
+each in a fresh subprocess that prints its own peak RSS, ``--repeat`` times alternating (peak RSS
+of one run varies by ±30 MB with the timing of embedded chdb's thread pools, so medians are
+compared). Figures are printed, never asserted.
 
 Run::
 
-    .venv/bin/python benchmarks/bench_rss.py                 # 20 days x 40k trades
+    .venv/bin/python benchmarks/bench_rss.py                 # 20 days x 40k trades, median of 3
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,14 +53,20 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=20)
     parser.add_argument("--trades-per-day", type=int, default=40_000)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     out = ROOT / "data" / "bench" / f"rss-d{args.days}-s{args.seed}-t{args.trades_per_day}"
     days = generate_labelled_days(out, n_days=args.days, seed=args.seed,
                                   trades_per_day=args.trades_per_day, first_scored_day=5)
-    short = peak_rss_mb(days.definition_paths[:5] + days.tbbo_paths[:5])
-    full = peak_rss_mb(days.definition_paths + days.tbbo_paths)
-    print(f"peak RSS, 5 days: {short:.0f} MB; {args.days} days: {full:.0f} MB; "
-          f"ratio {full / short:.2f} ({(full - short) / (args.days - 5):+.1f} MB per extra day)")
+    shorts, fulls = [], []
+    for _ in range(args.repeat):
+        shorts.append(peak_rss_mb(days.definition_paths[:5] + days.tbbo_paths[:5]))
+        fulls.append(peak_rss_mb(days.definition_paths + days.tbbo_paths))
+    short, full = statistics.median(shorts), statistics.median(fulls)
+    print(f"peak RSS (MB), 5 days: {' '.join(f'{v:.0f}' for v in shorts)}; {args.days} days: "
+          f"{' '.join(f'{v:.0f}' for v in fulls)}")
+    print(f"medians: 5 days {short:.0f} MB, {args.days} days {full:.0f} MB, ratio {full / short:.2f} "
+          f"({(full - short) / (args.days - 5):+.1f} MB per extra day)")
 
 
 if __name__ == "__main__":
