@@ -63,6 +63,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import databento_dbn as dbn
+import numba as nb
 import numpy as np
 import zstandard
 
@@ -498,8 +499,89 @@ def _trade_blocks(
         yield rec
 
 
+MBO_BOOK_CAP = 128
+"""Most resting orders one instrument's simulated book holds (a CME option book rarely shows
+more; the real ESH4 future, the deepest book there is, held 9-11 k). A draw that would add to a
+full book cancels one of its orders instead; one that would cancel, modify or fill an order of
+an empty book adds one."""
+MBO_LIFO_SHARE = 0.6
+"""Share of cancels, modifies and fills that act on the instrument's newest resting order (fleeting
+quotes); the rest pick a resting order uniformly."""
+
+
+@nb.njit(cache=True)
+def _resolve_orders(inst, act, pick, newest, side_new, bid_px, ask_px, size_new,
+                    pool_oid, pool_side, pool_px, pool_size, pool_n, pending, next_oid):  # pragma: no cover
+    """Walk one block in record order against the carried resting books; fill the order fields.
+
+    ``act`` (A C M F T = 0..4) is changed in place where the book is full / empty, and where a
+    fill's modify is due. ``pending[k]`` is (pool slot, contracts filled) of instrument ``k``'s
+    order whose fill still awaits its modify (slot −1: none). Returns (order_id, side byte, price
+    ticks, size, next free order id).
+    """
+    m = len(act)
+    oid = np.zeros(m, np.int64)
+    side = np.zeros(m, np.uint8)
+    px = np.zeros(m, np.int64)
+    size = np.zeros(m, np.int64)
+    cap = pool_oid.shape[1]
+    for i in range(m):
+        k, a = inst[i], act[i]
+        if a == 4:
+            continue
+        n = pool_n[k]
+        j = n - 1 if newest[i] else min(int(pick[i] * n), n - 1)
+        if pending[k, 0] >= 0:  # the fill's book change: the order's remaining size
+            j = pending[k, 0]
+            pending[k, 0] = -1
+            act[i] = 2
+            pool_size[k, j] -= pending[k, 1]
+            oid[i], side[i], px[i], size[i] = pool_oid[k, j], pool_side[k, j], pool_px[k, j], pool_size[k, j]
+            continue
+        if a >= 1 and a <= 3 and n == 0:
+            a = 0
+        if a == 3 and pool_size[k, j] < 2:  # a fill leaves at least one contract resting
+            a = 1
+        if a == 0 and n == cap:
+            a = 1
+        act[i] = a
+        if a == 0:
+            next_oid += 1
+            s_ = side_new[i]
+            p_ = bid_px[i] if s_ == 66 else ask_px[i]
+            pool_oid[k, n], pool_side[k, n], pool_px[k, n], pool_size[k, n] = next_oid, s_, p_, size_new[i]
+            pool_n[k] = n + 1
+            oid[i], side[i], px[i], size[i] = next_oid, s_, p_, size_new[i]
+            continue
+        oid[i], side[i] = pool_oid[k, j], pool_side[k, j]
+        if a == 1:  # cancel: the whole order leaves the book
+            px[i], size[i] = pool_px[k, j], pool_size[k, j]
+            for q in range(j, n - 1):
+                pool_oid[k, q], pool_side[k, q] = pool_oid[k, q + 1], pool_side[k, q + 1]
+                pool_px[k, q], pool_size[k, q] = pool_px[k, q + 1], pool_size[k, q + 1]
+            pool_n[k] = n - 1
+        elif a == 2:  # modify: new price on its side, size at most the old one
+            p_ = bid_px[i] if pool_side[k, j] == 66 else ask_px[i]
+            z = min(size_new[i], pool_size[k, j])
+            pool_px[k, j], pool_size[k, j] = p_, z
+            px[i], size[i] = p_, z
+        else:  # fill of part of the order at its price; its modify comes with the next record
+            z = min(size_new[i], pool_size[k, j] - 1)
+            px[i], size[i] = pool_px[k, j], z
+            pending[k, 0], pending[k, 1] = j, z
+    return oid, side, px, size, next_oid
+
+
 def _mbo_blocks(rng: np.random.Generator, chain: Chain, n: int, count: int) -> Iterator[np.ndarray]:
-    """Yield blocks of MBO records over the ``count`` options nearest the money and expiry."""
+    """Yield blocks of MBO records over the ``count`` options nearest the money and expiry.
+
+    Cancels, modifies and fills act on orders resting in the simulated book of their instrument
+    (carried across blocks, at most :data:`MBO_BOOK_CAP` per instrument), with their current
+    price, side and size, so the book a consumer rebuilds stays bounded like a real one. A fill
+    does not change the book; the instrument's next order record is the modify to the remaining
+    size (Databento MBO: "the book is updated by the subsequent C or M"; CME MDP 3.0 sends the
+    order update after the fill).
+    """
     path, cdf = _underlying_path(rng, chain.underlying_price), _intensity_cdf()
     n_k = len(chain.strikes)
     opt = np.arange(len(chain.ids))
@@ -508,6 +590,9 @@ def _mbo_blocks(rng: np.random.Generator, chain: Chain, n: int, count: int) -> I
     chosen = np.argsort(score, kind="stable")[:count]
     w = 1.0 / (1.0 + 0.1 * np.arange(count))
     state, next_oid = {"recv": 0, "seq": 5_000_000}, 6_410_000_000_000
+    pool = (np.zeros((count, MBO_BOOK_CAP), np.int64), np.zeros((count, MBO_BOOK_CAP), np.uint8),
+            np.zeros((count, MBO_BOOK_CAP), np.int64), np.zeros((count, MBO_BOOK_CAP), np.int64),
+            np.zeros(count, np.int64), np.full((count, 2), -1, np.int64))
     for lo in range(0, n, _BLOCK):
         m = min(_BLOCK, n - lo)
         ts = _event_times(rng, lo, m, n, chain.session_start, cdf)
@@ -517,34 +602,18 @@ def _mbo_blocks(rng: np.random.Generator, chain: Chain, n: int, count: int) -> I
         theo = _option_theo(path[(ts - chain.session_start) // NS], strike[o], years, o % 2 == 1)
         mid = np.maximum(np.round(theo / TICK_PTS), 3).astype(np.int64)
         act = rng.choice(5, size=m, p=[0.40, 0.35, 0.15, 0.06, 0.04])  # A C M F T
-        # resolve C/M/F against an earlier add of the same instrument in this block
-        order = np.argsort(inst, kind="stable")
-        group_start = np.searchsorted(inst[order], inst[order], side="left")
-        for _ in range(2):  # second pass after turning orphan C/M/F (no prior add) into adds
-            is_add = (act[order] == 0).astype(np.int64)
-            before = np.cumsum(is_add) - is_add  # adds strictly before, in sorted order
-            prior = before - before[group_start]
-            act[order[(prior == 0) & (act[order] != 0) & (act[order] != 4)]] = 0
-        add_pos = order[is_add.astype(bool)] if is_add.any() else np.zeros(1, dtype=np.int64)
-        back = np.minimum(prior - 1, rng.geometric(0.02, m) - 1)
-        ref = np.empty(m, dtype=np.int64)
-        ref[order] = add_pos[np.clip(before - 1 - back, 0, len(add_pos) - 1)]
-        is_ref = (act >= 1) & (act <= 3)
-        side = np.where(rng.random(m) < 0.5, b"B", b"A")
-        side = np.where(
-            act == 4, rng.choice(np.array([b"B", b"A", b"N"]), m, p=[0.47, 0.47, 0.06]), side
-        )
-        side = np.where(is_ref, side[ref], side)
+        side_new = np.where(rng.random(m) < 0.5, ord("B"), ord("A")).astype(np.uint8)
         off = rng.geometric(0.25, m)
-        price = np.where(side == b"B", np.maximum(mid - off, 1), mid + off)
-        price = np.where(act == 4, mid + (side == b"B") - (side == b"A"), price)
-        size = rng.geometric(0.15, m).astype(np.int64)
-        size = np.where(act == 4, np.minimum(1 + np.floor(rng.lognormal(0.0, 0.9, m)), 60), size)
-        oid = next_oid + np.cumsum(act == 0)
-        next_oid = int(oid[-1])
-        oid = np.where(is_ref, oid[ref], np.where(act == 4, 0, oid))
-        price = np.where((act == 1) | (act == 3), price[ref], price)
-        size = np.where(act == 1, size[ref], np.where(act == 3, np.minimum(size, size[ref]), size))
+        size_new = rng.geometric(0.15, m).astype(np.int64)
+        oid, side_b, price, size, next_oid = _resolve_orders(
+            inst.astype(np.int64), act, rng.random(m), rng.random(m) < MBO_LIFO_SHARE, side_new,
+            np.maximum(mid - off, 1), mid + off, size_new, *pool, next_oid)
+        side = side_b.view("S1")
+        trade = act == 4
+        aggressor = rng.choice(np.array([b"B", b"A", b"N"]), m, p=[0.47, 0.47, 0.06])
+        side = np.where(trade, aggressor, side)
+        price = np.where(trade, mid + (side == b"B") - (side == b"A"), price)
+        size = np.where(trade, np.minimum(1 + np.floor(rng.lognormal(0.0, 0.9, m)), 60), size)
         rec = np.zeros(m, dtype=_MBO_DTYPE)
         rec["rtype"] = int(dbn.RType.MBO)
         rec["instrument_id"], rec["order_id"] = chain.ids[o], oid
@@ -681,9 +750,13 @@ def generate_mbo(
 ) -> Path:
     """Write a benchmark DBN v3 ``mbo`` file of one session day.
 
-    Actions A/C/M/F/T ~40/35/15/6/4 %: adds get fresh order ids; C/M/F refer to an
-    earlier add of the same instrument (C/F keep its price and side); T records
-    have order_id 0 and aggressor side B/A (~6 % N).  Prices (fixed 1e-9) sit on the
+    Actions are drawn A/C/M/F/T 40/35/15/6/4 %: adds get fresh order ids; C/M/F act on an
+    order resting in the instrument's simulated book, with its current price, side and size
+    (a modify moves it on its side, a fill takes part of it and leaves at least one contract);
+    a full book (:data:`MBO_BOOK_CAP` orders) turns an add into a cancel and an empty one a
+    C/M/F into an add (a fill of a 1-lot a cancel), so the written mix is ~39/38/15/5/4 % and
+    the rebuilt book stays
+    bounded. T records have order_id 0 and aggressor side B/A (~6 % N).  Prices (fixed 1e-9) sit on the
     0.05 tick grid around a Black-Scholes mid following the underlying random walk;
     sizes are contracts; ts_event is non-decreasing (ns since epoch UTC).
 

@@ -159,7 +159,7 @@ def test_generate_mbo_action_mix(tmp_path: Path) -> None:
     assert len(rec) == n
     assert np.all(rec["rtype"] == dbn.RType.MBO.value) and np.all(rec["flags"] == dbn.F_LAST)
     action = rec["action"]
-    for code, share in ((b"A", 0.40), (b"C", 0.35), (b"M", 0.15), (b"F", 0.06), (b"T", 0.04)):
+    for code, share in ((b"A", 0.37), (b"C", 0.36), (b"M", 0.19), (b"F", 0.04), (b"T", 0.04)):
         assert abs(np.mean(action == code) - share) < 0.02, code
     assert set(np.unique(rec["side"][action != b"T"]).tolist()) == {b"A", b"B"}
     assert np.all(np.diff(rec["ts_event"].astype(np.int64)) >= 0)
@@ -168,13 +168,35 @@ def test_generate_mbo_action_mix(tmp_path: Path) -> None:
     assert len(np.unique(rec["instrument_id"])) == 12
     adds = rec[action == b"A"]
     assert len(np.unique(adds["order_id"])) == len(adds)
-    add_at = dict(zip(adds["order_id"].tolist(), np.flatnonzero(action == b"A"), strict=True))
-    # cancels refer to an earlier add of the same order: same instrument, price and side
-    for i in np.flatnonzero(action == b"C")[:200]:
-        j = add_at[int(rec["order_id"][i])]
-        assert j < i
-        for col in ("instrument_id", "price", "side"):
-            assert rec[col][j] == rec[col][i]
+    # an independent replay: every C/M/F acts on a resting order with its current side (C: and
+    # its price and size; F: its price, part of its size, and the instrument's next order record
+    # is the modify to what is left), and the books stay bounded
+    book: dict[tuple[int, int], list[int]] = {}
+    resting = dict.fromkeys(np.unique(rec["instrument_id"]).tolist(), 0)
+    after_fill: dict[int, tuple[tuple[int, int], int]] = {}
+    for r in rec[action != b"T"]:
+        act, key = r["action"], (int(r["instrument_id"]), int(r["order_id"]))
+        due = after_fill.pop(key[0], None)
+        if due is not None:
+            assert act == b"M" and due == (key, int(r["size"]))
+        if act == b"A":
+            assert key not in book
+            book[key] = [r["side"], int(r["price"]), int(r["size"])]
+            resting[key[0]] += 1
+            assert resting[key[0]] <= sample.MBO_BOOK_CAP
+            continue
+        order = book[key]
+        assert order[0] == r["side"]
+        if act == b"C":
+            assert order[1:] == [int(r["price"]), int(r["size"])]
+            del book[key]
+            resting[key[0]] -= 1
+        elif act == b"M":
+            assert int(r["size"]) <= order[2]
+            order[1:] = [int(r["price"]), int(r["size"])]
+        else:  # a fill changes nothing yet
+            assert order[1] == int(r["price"]) and 0 < int(r["size"]) < order[2]
+            after_fill[key[0]] = (key, order[2] - int(r["size"]))
     defs = databento.DBNStore.from_file(tmp_path / "bench.definition.dbn.zst").to_ndarray()
     assert set(np.unique(rec["instrument_id"]).tolist()) <= set(defs["instrument_id"].tolist())
 
