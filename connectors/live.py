@@ -14,7 +14,15 @@ runs its own loop (Databento docs, "Live data: Intraday replay"):
    second, a gateway heartbeat, or closing), one :class:`SourceBatch` per
    piece with ``seq = second * 4096 + split``: stored parts keep a stable,
    collision-free identity.
-4. Backoff between attempts is exponential with full jitter, capped by
+4. A resume position older than ``IFD_LIVE_REPLAY_HORIZON_S`` is backfilled
+   from Databento Historical first (priced, refused above
+   ``IFD_LIVE_BACKFILL_BUDGET_USD``; :mod:`connectors.live_backfill`): its
+   records are accepted as one more replay connection, so de-duplication and
+   order are those of a replay, and the live connection then replays from the
+   backfill's end. Every request is a :class:`BackfillRow` (``ifd.backfills``).
+   Off (budget 0) or refused, the run stops with instructions; failed, it is
+   retried like a failed connection.
+5. Backoff between attempts is exponential with full jitter, capped by
    ``IFD_LIVE_RECONNECT_MAX_S``, for at most ``IFD_LIVE_RECONNECT_MAX_ATTEMPTS``
    attempts in a row.
 
@@ -23,6 +31,7 @@ runs its own loop (Databento docs, "Live data: Intraday replay"):
 | ErrorMsg AUTH_FAILED / API_KEY_DEACTIVATED| fatal :class:`LiveAuthError` (how to fix)         |
 | ErrorMsg SYMBOL_RESOLUTION_FAILED / INVALID_SUBSCRIPTION | fatal :class:`LiveConfigError`   |
 | ErrorMsg REPLAY_DATA_AGED_OUT             | fatal: gap beyond the intraday-replay horizon    |
+| resume position older than the horizon    | backfill from Historical within budget, then replay |
 | ErrorMsg CONNECTION_LIMIT_EXCEEDED, INTERNAL_ERROR,  | reconnect with replay                  |
 | SKIPPED_RECORDS_AFTER_SLOW_READING, other           |                                        |
 | SystemMsg HEARTBEAT                       | liveness; seals the open ``ts_recv`` second       |
@@ -62,6 +71,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import databento_dbn as dbn
 import numpy as np
@@ -71,6 +81,7 @@ from connectors.dbn import (
     SourceBatch,
     decode_records,
 )
+from connectors.live_backfill import BackfillOutcome, HistoricalBackfill, plan_backfill
 from connectors.live_budget import BudgetMeter, MarketSessions, UsageMeter
 from connectors.live_connection import (
     NS,
@@ -83,11 +94,13 @@ from connectors.live_connection import (
 )
 from connectors.live_resume import (
     DATA,
+    DEFINITIONS,
     LiveResume,
     LiveSequencer,
     Unit,
 )
-from models.records import F_MAYBE_BAD_BOOK, UsageRow
+from models.errors import PipelineError
+from models.records import F_MAYBE_BAD_BOOK, BackfillRow, UsageRow
 from models.redact import SecretFilter
 from models.settings import LiveSettings
 
@@ -139,6 +152,7 @@ class LiveFeed:
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         notify: Callable[[str, str, str], object] | None = None,
+        historical_factory: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
         self._key = settings.key()
@@ -181,6 +195,14 @@ class LiveFeed:
         self._scrub = SecretFilter([self._key], withhold=[self._key[-5:]]).attach(_databento_loggers())
         self.connection = LiveConnection(settings, client_factory, self.meter, now, self._scrub,
                                          self._count, self._set_last_error)
+        self.historical = HistoricalBackfill(self._key, settings.backfill_budget_usd,
+                                             gateway=settings.historical_gateway,
+                                             client_factory=historical_factory, scrub=self._scrub)
+        self._backfilled_to_ns = 0
+        """End of the last backfill (ns): a replay never starts before it minus the overlap."""
+        self._backfill_rows: list[BackfillRow] = []
+        self._fatal: PipelineError | None = None
+        """Raised by the next :meth:`poll`, once this one has returned its rows."""
         for name in _databento_loggers():
             logger = logging.getLogger(name)
             if name == "databento" and logger.level == logging.NOTSET:
@@ -205,26 +227,89 @@ class LiveFeed:
             return None
         with conn.lock:
             received = conn.received_position
-        return self.sequencer.replay_starts(received)
+        starts = self.sequencer.replay_starts(received)
+        floor = self._backfilled_to_ns - self.sequencer.overlap_ns
+        if self._backfilled_to_ns and starts[DATA] < floor:
+            # the backfill covered [start, end): a quiet end leaves the position far behind it
+            starts = {DEFINITIONS: floor, DATA: floor}
+        return starts
 
     def _connect(self, now_s: float) -> None:
         s = self.settings
         starts = self._replay_starts()
         data_start = starts[DATA] if starts is not None else None
-        if data_start:  # 0 = the whole available history, always within the horizon
-            if now_s * NS - data_start > s.replay_horizon_s * NS:
-                when = datetime.fromtimestamp(data_start / NS, UTC)
-                msg = (f"live gap too long: last processed {when:%Y-%m-%d %H:%M:%SZ} "
-                       f"is beyond the {s.replay_horizon_s / 3600:.0f} h intraday-replay horizon; "
-                       "backfill it "
-                       "with `python -m tools.baseline_job --source …` (Databento Historical) and restart "
-                       "without the recovery snapshot")
-                raise LiveConfigError(msg)
+        # 0 = the whole available history, always within the horizon
+        if starts is not None and data_start and now_s * NS - data_start > s.replay_horizon_s * NS:
+            if not self._backfill(now_s, starts):
+                return  # off or refused (fatal on the next poll), or failed (retried)
+            starts = self._replay_starts()
         self.connection.open(now_s, self._key, starts, lambda gen: self.sequencer.begin(gen, starts))
         if not self._idle_rebased:
             # a reconnect after a silence gets its full idle time to replay (a stall, a drop)
             self._idle_since_s, self._idle_rebased = max(self._idle_since_s, now_s), True
             self._idle_heard = False
+
+    def _backfill(self, now_s: float, starts: dict[str, int]) -> bool:
+        """Fetch ``[starts, now - horizon + margin)`` from Historical and accept it as a replay.
+
+        Returns True when done (the live connection may open).
+
+        Off (budget 0) or refused: the next :meth:`poll` raises :class:`LiveConfigError` (the
+        row is returned first). Failed: a reconnect is scheduled (the backoff's attempt limit
+        applies). Done: records are accepted in order, replayed copies dropped.
+        """
+        s = self.settings
+        when = datetime.fromtimestamp(starts[DATA] / NS, UTC)
+        gap = (f"live gap too long: last processed {when:%Y-%m-%d %H:%M:%SZ} is beyond the "
+               f"{s.replay_horizon_s / 3600:.0f} h intraday-replay horizon")
+        if s.backfill_budget_usd <= 0:
+            self._fatal = LiveConfigError(
+                f"{gap}; backfill from Databento Historical is off: set "
+                "IFD_LIVE_BACKFILL_BUDGET_USD (USD per backfill, priced with metadata.get_cost "
+                "first) to fetch it, or restart without the recovery snapshot")
+            return False
+        horizon = int(s.replay_horizon_s * NS)
+        plan = plan_backfill(dataset=s.dataset, symbols=s.symbol_list(), stype_in=s.stype_in,
+                             schema=s.schema_name, data_start_ns=starts[DATA],
+                             definitions_start_ns=starts[DEFINITIONS], now_ns=int(now_s * NS),
+                             horizon_ns=horizon,
+                             margin_ns=min(int(s.backfill_margin_s * NS), horizon // 2))
+        log.warning("live: %s: backfilling %s from Databento Historical (budget $%.2f)",
+                    gap, plan.describe(), s.backfill_budget_usd)
+        outcome = self.historical.run(plan)
+        duplicates = 0
+        if outcome.outcome == "done":
+            duplicates = self._accept_backfill(outcome, starts)
+            log.info("live: backfill done: %d records (%d already emitted) in %.1f s, $%.2f",
+                     len(outcome.records), duplicates, outcome.seconds, outcome.cost_usd)
+        self._backfill_rows.append(BackfillRow(
+            requested_ns=int(now_s * NS), source=self.source_id, dataset=s.dataset,
+            schema=s.schema_name, symbols=",".join(s.symbol_list()), start_ns=outcome.plan.start_ns,
+            end_ns=outcome.plan.end_ns, cost_usd=outcome.cost_usd,
+            budget_usd=s.backfill_budget_usd, outcome=outcome.outcome,
+            records=len(outcome.records), duplicates=duplicates, seconds=outcome.seconds,
+            error=outcome.error))
+        self._count(f"backfill_{outcome.outcome}")
+        if outcome.outcome == "refused":
+            self._fatal = LiveConfigError(f"{gap}; {outcome.error}; raise the budget or restart "
+                                          "without the recovery snapshot")
+        elif outcome.outcome == "failed":
+            self._schedule_reconnect(now_s, outcome.error)
+        return outcome.outcome == "done"
+
+    def _accept_backfill(self, outcome: BackfillOutcome, starts: dict[str, int]) -> int:
+        """Accept the fetched records as one replay connection; return the replayed copies."""
+        gen = self.connection.reserve_gen()
+        seq = self.sequencer
+        seq.begin(gen, starts)
+        before = seq.duplicates
+        for record in outcome.records:
+            seq.accept(gen, record.raw, record.ts_event, record.ts_recv)
+        duplicates = seq.duplicates - before
+        if duplicates:
+            self._count("replayed_duplicates", duplicates)
+        self._backfilled_to_ns = outcome.plan.end_ns
+        return duplicates
 
     def _disconnect(self, now_s: float, reason: str) -> bool:
         """Close the connection (its later callbacks are ignored); True if one was open."""
@@ -300,15 +385,15 @@ class LiveFeed:
         """
         self._stop_requested = reason or "stop requested"
 
-    def poll(self) -> tuple[list[SourceBatch], list[UsageRow]]:
+    def poll(self) -> tuple[list[SourceBatch], list[UsageRow | BackfillRow]]:
         """Advance the connection state machine and return what arrived.
 
         Returns
         -------
-        (list[SourceBatch], list[UsageRow])
+        (list[SourceBatch], list[UsageRow | BackfillRow])
             New records, one batch per sealed piece of a ``ts_recv`` second
-            (oldest first, possibly none), and usage rows for every completed
-            minute.
+            (oldest first, possibly none), usage rows for every completed
+            minute and a row per backfill request.
 
         Raises
         ------
@@ -316,6 +401,10 @@ class LiveFeed:
             Fatal conditions (see module docstring); the message says what to do.
         """
         now_s = self._now()
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            self._disconnect(now_s, str(fatal))
+            raise fatal
         if self.finished:
             return [], self._take_usage(now_s)
         if self._stop_requested:
@@ -343,6 +432,8 @@ class LiveFeed:
                 self._connect(now_s)  # attempts reset only once fresh data flows (below)
             except ConnectionError as exc:
                 self._schedule_reconnect(now_s, f"connect failed: {exc}")
+            if self._fatal is not None:
+                return self._drain(now_s, flush_all=True), self._take_usage(None)
         if self.connection.client is not None:
             self._handle_events(now_s)
         client = self.connection.client
@@ -388,7 +479,8 @@ class LiveFeed:
             self._idle_since_s, self._idle_heard = max(self._idle_since_s, now_s), True
         return now_s - self._idle_since_s > self.settings.idle_exit_s
 
-    def _finish(self, now_s: float, reason: str) -> tuple[list[SourceBatch], list[UsageRow]]:
+    def _finish(self, now_s: float, reason: str) -> tuple[list[SourceBatch],
+                                                          list[UsageRow | BackfillRow]]:
         """Close the connection, emit every accepted record (open second included), finish."""
         self._disconnect(now_s, reason)
         batches = self._drain(now_s, flush_all=True)
@@ -425,10 +517,13 @@ class LiveFeed:
                            chunk=chunk, bytes_read=0, total_bytes=0, eof=False,
                            partition=self.source_id)
 
-    def _take_usage(self, now_s: float | None) -> list[UsageRow]:
-        """Usage rows of completed minutes (all of them when ``now_s`` is None)."""
-        return self.usage.take(now_s, cost_usd=self.meter.cost_usd(), reconnects=self.reconnects,
-                               last_error=self.last_error)
+    def _take_usage(self, now_s: float | None) -> list[UsageRow | BackfillRow]:
+        """Backfill rows, then usage rows of completed minutes (all of them when ``now_s`` is None)."""
+        rows: list[UsageRow | BackfillRow] = list(self._backfill_rows)
+        self._backfill_rows.clear()
+        rows.extend(self.usage.take(now_s, cost_usd=self.meter.cost_usd(),
+                                    reconnects=self.reconnects, last_error=self.last_error))
+        return rows
 
     def snapshot(self) -> LiveResume:
         """Resume point for bytewax recovery: exactly the records emitted so far."""

@@ -206,6 +206,12 @@ class LiveConnection:
         else:
             log.info("live: connected to %s (%s %s)", s.gateway or "Databento", s.schema_name, s.symbols)
 
+    def reserve_gen(self) -> int:
+        """Take a connection number for records fetched elsewhere (a backfill); none is open."""
+        with self.lock:
+            self.gen, self._gen_open = self.gen + 1, False
+            return self.gen
+
     def _on_record(self, gen: int, record: Any) -> None:
         """Client-thread callback: queue one record of connection ``gen``."""
         raw = bytes(record)

@@ -31,7 +31,7 @@ from connectors.live import LiveClient, LiveFeed
 from connectors.live_resume import LiveResume
 from models.batch import SourceBatch
 from models.errors import PipelineError, record_fatal
-from models.records import UsageRow
+from models.records import BackfillRow, UsageRow
 from models.settings import LiveSettings
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,14 @@ class Notifier(Protocol):
         """Flush what is pending and release the channel."""
 
 
-class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow, LiveResume]):
+class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow | BackfillRow, LiveResume]):
     def __init__(self, feed: LiveFeed, dispatcher: Notifier | None) -> None:
         self._feed = feed
         self._dispatcher = dispatcher
         self._signals = _StopOnSignal(feed)
 
     @override
-    def next_batch(self) -> list[SourceBatch | UsageRow]:
+    def next_batch(self) -> list[SourceBatch | UsageRow | BackfillRow]:
         if self._feed.finished:
             raise StopIteration
         try:
@@ -95,7 +95,7 @@ class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow, LiveResume]
             record_fatal(exc)
             self._feed.close()
             raise StopIteration from None
-        items: list[SourceBatch | UsageRow] = list(usage)
+        items: list[SourceBatch | UsageRow | BackfillRow] = list(usage)
         items.extend(batches)
         return items
 
@@ -115,7 +115,7 @@ class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow, LiveResume]
             self._dispatcher.close()
 
 
-class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow, LiveResume]):
+class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow | BackfillRow, LiveResume]):
     """Databento live data as :class:`SourceBatch` items (plus per-minute ``UsageRow`` s).
 
     Parameters

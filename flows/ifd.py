@@ -55,6 +55,7 @@ from flows.stream import StreamItem, StreamProcessor, normalise_batch
 from flows.sweeps import TapeRules
 from models.batch import SourceBatch
 from models.errors import PipelineError, fatal_errors
+from models.latency import LatencyMeter
 from models.records import (
     AbsorptionRows,
     Heartbeat,
@@ -112,6 +113,20 @@ def _late(key_item: tuple[str, tuple[int, PartBlock | Heartbeat]]) -> WindowResu
         return None  # a heartbeat behind another input's watermark carries nothing
     assert item.window_start_ns is not None
     return WindowResult(key, item.window_start_ns, item.with_late(), correction=True)
+
+
+def _timed_process(processor: StreamProcessor, latency: LatencyMeter) -> Callable[..., Any]:
+    """``processor.process`` that records each trade's ``ts_recv`` → aggregated latency (live)."""
+    def step(state: Any, item: Any) -> Any:
+        out = processor.process(state, item)
+        ts_recv = item[1].trades.ts_recv
+        if len(ts_recv):
+            now_ns = time.time_ns()
+            known = ts_recv[(ts_recv > 0) & (ts_recv <= now_ns)]
+            latency.record("record", now_ns / 1e9, (now_ns - known) / 1e6)
+        return out
+
+    return step
 
 
 @dataclass
@@ -243,7 +258,9 @@ def build_flow(
     )
     normalised = op.map("normalise_trades", batches, normalise_batch)
     by_source = op.key_on("key_by_source", normalised, lambda item: item[0].partition)
-    processed = op.stateful_map("classify_and_aggregate", by_source, processor.process)
+    latency = LatencyMeter() if settings.mode == "live" else None  # wall-clock stages: live only
+    step = processor.process if latency is None else _timed_process(processor, latency)
+    processed = op.stateful_map("classify_and_aggregate", by_source, step)
     items = op.flat_map("explode", processed, lambda key_items: key_items[1])
     split = op.branch("split_window_items", items, _is_window_item)
     by_shard = op.key_on("key_by_shard", split.trues, lambda x: x.key)
@@ -271,11 +288,12 @@ def build_flow(
                       op.merge("closed_late_and_evidence", closed, late, l3_rows))
         to_score = op.key_on("key_for_scoring", merged, lambda _r: "ifd")
         scored = op.stateful("score_ifd", to_score,
-                             lambda resumed: ScoringLogic(scorer, resumed, scorers))
+                             lambda resumed: ScoringLogic(scorer, resumed, scorers, latency))
         signals = op.map("signals", scored, lambda key_signal: key_signal[1])
         streams.append(signals)
         if alerts is not None:
-            op.output("alerts", op.key_on("route_to_alerts", signals, lambda _s: "alerts"), AlertSink(alerts))
+            op.output("alerts", op.key_on("route_to_alerts", signals, lambda _s: "alerts"),
+                      AlertSink(alerts, latency))
         if feed is not None or settings.feed.enabled:
             op.output("feed", op.key_on("route_to_feed", signals, lambda _s: "feed"),
                       FeedSink(settings.feed, feed))
@@ -287,9 +305,10 @@ def build_flow(
         op.output("clickhouse", outputs, sink)
     elif settings.embedded:
         keyed = op.key_on("route_to_chdb", outputs, lambda _x: "clickhouse")
-        op.output("clickhouse", keyed, ClickHouseSink(settings, total_bytes))
+        op.output("clickhouse", keyed, ClickHouseSink(settings, total_bytes, latency=latency))
     else:
-        op.output("clickhouse", outputs, ClickHouseDynamicSink(settings, total_bytes))
+        op.output("clickhouse", outputs, ClickHouseDynamicSink(settings, total_bytes,
+                                                                   latency=latency))
     return flow
 
 
@@ -304,8 +323,10 @@ class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Si
     """
 
     def __init__(self, scorer: Scorer, resumed: ScorerState | None,
-                 scorers: list[tuple[SignalScorer, float]] | None = None) -> None:
+                 scorers: list[tuple[SignalScorer, float]] | None = None,
+                 latency: LatencyMeter | None = None) -> None:
         self.scorer = scorer
+        self.latency = latency
         self.scorers = scorers or []
         self.state = resumed if resumed is not None else scorer.new_state()
 
@@ -320,6 +341,10 @@ class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Si
             l3 = self.state.l3
             signals = [with_consensus(s, self.scorers, l3.evidence(
                 s.contract_key, int(s.window_start.timestamp()))) for s in signals]
+        if self.latency is not None and signals and not value.correction:
+            now = time.time()
+            self.latency.record("signal_scored", now,
+                                [1e3 * (now - s.window_end.timestamp()) for s in signals])
         return signals, StatefulLogic.RETAIN
 
     def snapshot(self) -> ScorerState:

@@ -644,3 +644,30 @@ class UsageRow:
     lag_ms: float
     last_error: str
     source: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRow:
+    """One Databento Historical backfill request of a live source, for ``ifd.backfills``.
+
+    Times are ns since epoch UTC (``start_ns``/``end_ns``: the ``[start, end)`` range on
+    ``ts_event``); ``cost_usd``: ``metadata.get_cost`` of the request (definitions + trade
+    schema); ``outcome``: ``done``, ``refused`` (over ``IFD_LIVE_BACKFILL_BUDGET_USD``) or
+    ``failed``; ``records``: records fetched; ``duplicates``: those already emitted (dropped);
+    ``error``: the reason when not done (never holds the API key).
+    """
+
+    requested_ns: int
+    source: str
+    dataset: str
+    schema: str
+    symbols: str
+    start_ns: int
+    end_ns: int
+    cost_usd: float
+    budget_usd: float
+    outcome: str
+    records: int
+    duplicates: int
+    seconds: float
+    error: str

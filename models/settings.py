@@ -251,6 +251,14 @@ class LiveSettings(_DatabentoKey):
     reconnect_max_attempts: int = Field(default=20, ge=1)
     replay_overlap_s: float = Field(default=2.0, ge=0)
     replay_horizon_s: float = Field(default=86_400.0, gt=0)
+    backfill_budget_usd: float = Field(default=0.0, ge=0)
+    """Most USD one Databento Historical backfill of a gap older than the replay horizon may cost
+    (``metadata.get_cost`` first); 0 = backfill off, such a gap stops the run with instructions."""
+    backfill_margin_s: float = Field(default=3_600.0, gt=0)
+    """A backfill ends this long inside the replay horizon (at most half the horizon), so the live
+    replay that follows it is still within reach (:mod:`connectors.live_backfill`)."""
+    historical_gateway: str | None = None
+    """Databento Historical API base URL (None: Databento's own)."""
     daily_budget_usd: float = Field(default=50.0, gt=0)
     budget_stop_fraction: float = Field(default=0.8, gt=0, le=1)
     cost_per_gb_usd: float = Field(default=1.0, ge=0)

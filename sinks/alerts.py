@@ -166,6 +166,7 @@ from tenacity import (
 )
 
 from models.errors import ConfigError, SinkFatalError, SinkRetryableError
+from models.latency import LatencyMeter
 from models.redact import SecretFilter, channel_labels, url_secret_fragments
 from models.settings import AlertSettings, masked
 from models.signals import Signal, SignalClass
@@ -258,9 +259,13 @@ class AlertDispatcher:
     process are queued again (logged with their numbers).
     """
 
-    def __init__(self, settings: AlertSettings, *, notices_only: bool = False) -> None:
+    def __init__(self, settings: AlertSettings, *, notices_only: bool = False,
+                 latency: LatencyMeter | None = None) -> None:
         self.settings = settings
         self.notices_only = notices_only
+        self._latency = latency
+        self._submitted_at: dict[str, float] = {}
+        """alert_key → when :meth:`submit` accepted it (``alert_delivered`` latency; live only)."""
         self._min_rank = CLASS_RANK[settings.min_class]
         urls = settings.url_list()
         labels = channel_labels(urls)
@@ -422,6 +427,9 @@ class AlertDispatcher:
         if not inserted:
             self._count("duplicates")
             return False
+        if self._latency is not None:
+            with self._lock:
+                self._submitted_at[key] = time.time()
         self._wake.set()
         return True
 
@@ -708,6 +716,12 @@ class AlertDispatcher:
     def _finish(self, outbox: AlertOutbox, signal: Signal, status: str,
                 channels: dict[str, bool]) -> None:
         """Outbox first (the record of truth), then the JSONL line."""
+        if self._latency is not None:
+            with self._lock:
+                submitted = self._submitted_at.pop(signal.alert_key, None)
+            if status == "delivered" and submitted is not None:  # an earlier run's row: no start
+                now = time.time()
+                self._latency.record("alert_delivered", now, [1e3 * (now - submitted)])
         outbox.finish(signal.alert_key, status, channels)
         with self._jsonl_lock:
             self._write_jsonl(signal, status=status, channels=channels)

@@ -26,8 +26,10 @@ from bytewax.outputs import (
 )
 from typing_extensions import override
 
+from models.latency import LatencyMeter, LatencyRow
 from models.records import (
     AbsorptionRows,
+    BackfillRow,
     BatchStats,
     DeadLetters,
     FootprintRows,
@@ -46,15 +48,18 @@ from sinks.run_report import RunReport
 log = logging.getLogger(__name__)
 
 SinkItem = (WindowResult | BatchStats | DeadLetters | OpenInterestRows | FootprintRows
-            | IcebergRows | AbsorptionRows | Signal | UsageRow)
+            | IcebergRows | AbsorptionRows | Signal | UsageRow | BackfillRow | LatencyRow)
 
 
 class _Writer:
     """Shared body of both partition kinds."""
 
-    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float) -> None:
+    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float,
+                 latency: LatencyMeter | None = None) -> None:
         self.store = open_store(settings)  # the schema is applied once at flow build
-        self.writer = IFDWriter(self.store, batch_rows=settings.sink_batch_rows, pipelined=True)
+        self.writer = IFDWriter(self.store, batch_rows=settings.sink_batch_rows, pipelined=True,
+                                latency=latency)
+        self.latency = latency
         self.report = RunReport(total_bytes, settings.progress_interval_s)
         self.flush_interval_s = flush_interval_s
         self._last_flush = time.monotonic()
@@ -71,6 +76,9 @@ class _Writer:
                 self.report.on_stats(item)
             elif isinstance(item, Signal):
                 self.report.on_signal(item)
+        if self.latency is not None:
+            for row in self.latency.take(time.time()):
+                self.writer.add(row)
         now = time.monotonic()
         if self.writer.pending and now - self._last_flush >= self.flush_interval_s:
             self.flush(wait=False)
@@ -82,6 +90,10 @@ class _Writer:
 
     def close(self) -> None:
         try:
+            if self.latency is not None:
+                self.writer.flush()  # the last window rows' own latency is measured here
+                for row in self.latency.take(None):
+                    self.writer.add(row)
             self.writer.close()
             print(self.report.summary(), flush=True)  # noqa: T201 - the run's final output
         finally:
@@ -117,10 +129,12 @@ class ClickHouseSink(FixedPartitionedSink[SinkItem, None]):
         Longest time rows stay buffered.
     """
 
-    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float = 1.0,
+                 latency: LatencyMeter | None = None) -> None:
         self._settings = settings
         self._total_bytes = total_bytes
         self._flush_interval_s = flush_interval_s
+        self._latency = latency
 
     @override
     def list_parts(self) -> list[str]:
@@ -132,7 +146,8 @@ class ClickHouseSink(FixedPartitionedSink[SinkItem, None]):
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _FixedPartition:
-        return _FixedPartition(_Writer(self._settings, self._total_bytes, self._flush_interval_s))
+        return _FixedPartition(_Writer(self._settings, self._total_bytes, self._flush_interval_s,
+                                      self._latency))
 
 
 class _DynamicPartition(StatelessSinkPartition[SinkItem]):
@@ -151,14 +166,17 @@ class _DynamicPartition(StatelessSinkPartition[SinkItem]):
 class ClickHouseDynamicSink(DynamicSink[SinkItem]):
     """One writer per worker (ClickHouse server): scales with ``-i/-a`` processes."""
 
-    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float = 1.0) -> None:
+    def __init__(self, settings: Settings, total_bytes: int, flush_interval_s: float = 1.0,
+                 latency: LatencyMeter | None = None) -> None:
         self._settings = settings
         self._total_bytes = total_bytes
         self._flush_interval_s = flush_interval_s
+        self._latency = latency
 
     @override
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DynamicPartition:
-        return _DynamicPartition(_Writer(self._settings, self._total_bytes, self._flush_interval_s))
+        return _DynamicPartition(_Writer(self._settings, self._total_bytes, self._flush_interval_s,
+                                      self._latency))
 
 
 class _AlertPartition(StatefulSinkPartition[Signal, None]):
@@ -202,8 +220,9 @@ class AlertSink(FixedPartitionedSink[Signal, None]):
         Channels, threshold, outbox and audit file.
     """
 
-    def __init__(self, settings: AlertSettings) -> None:
+    def __init__(self, settings: AlertSettings, latency: LatencyMeter | None = None) -> None:
         self._settings = settings
+        self._latency = latency
 
     @override
     def list_parts(self) -> list[str]:
@@ -215,7 +234,7 @@ class AlertSink(FixedPartitionedSink[Signal, None]):
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _AlertPartition:
-        return _AlertPartition(AlertDispatcher(self._settings))
+        return _AlertPartition(AlertDispatcher(self._settings, latency=self._latency))
 
 
 class _FeedPartition(StatefulSinkPartition[Signal, None]):

@@ -46,10 +46,12 @@ from tenacity import (
 )
 
 from models.errors import SinkError, SinkFatalError, SinkRetryableError
+from models.latency import LatencyMeter, LatencyRow
 from models.records import (
     FIXED_PRICE_SCALE,
     UNDEF_PRICE,
     AbsorptionRows,
+    BackfillRow,
     BatchStats,
     DeadLetters,
     FootprintRows,
@@ -481,6 +483,29 @@ def usage_table(rows: list[UsageRow]) -> pa.Table:
     })
 
 
+def backfills_table(rows: list[BackfillRow]) -> pa.Table:
+    """Arrow block for ``ifd.backfills``."""
+    def ns(values: list[int], unit: str) -> pa.Array:
+        return pa.array(values, pa.int64()).view(pa.timestamp(unit, tz="UTC"))
+
+    return pa.table({
+        "requested_at": ns([r.requested_ns // 1_000_000 for r in rows], "ms"),
+        "source": pa.array([r.source for r in rows], pa.string()),
+        "dataset": pa.array([r.dataset for r in rows], pa.string()),
+        "schema": pa.array([r.schema for r in rows], pa.string()),
+        "symbols": pa.array([r.symbols for r in rows], pa.string()),
+        "range_start": ns([r.start_ns for r in rows], "ns"),
+        "range_end": ns([r.end_ns for r in rows], "ns"),
+        "cost_usd": pa.array([r.cost_usd for r in rows], pa.float64()),
+        "budget_usd": pa.array([r.budget_usd for r in rows], pa.float64()),
+        "outcome": pa.array([r.outcome for r in rows], pa.string()),
+        "records": pa.array([r.records for r in rows], pa.uint64()),
+        "duplicates": pa.array([r.duplicates for r in rows], pa.uint64()),
+        "seconds": pa.array([r.seconds for r in rows], pa.float64()),
+        "error": pa.array([r.error for r in rows], pa.string()),
+    })
+
+
 def signals_table(signals: list[Signal]) -> pa.Table:
     """Arrow block for ``ifd.ifd_signals`` (field names = table columns)."""
     rows = [sig.model_dump(mode="python") for sig in signals]
@@ -666,6 +691,28 @@ def _encode_usage(rows: list[UsageRow]) -> tuple[pa.Table, str]:
     return usage_table(rows), _token("ifd.usage", [(u.source, u.minute_s) for u in rows])
 
 
+def latency_table(rows: list[LatencyRow]) -> pa.Table:
+    """Arrow block for ``ifd.latency``."""
+    return pa.table({
+        "minute": pa.array([r.minute_s for r in rows], pa.int64()).view(pa.timestamp("s", tz="UTC")),
+        "stage": pa.array([r.stage for r in rows], pa.string()),
+        "process": pa.array([r.process for r in rows], pa.string()),
+        "samples": pa.array([r.samples for r in rows], pa.uint64()),
+        **{name: pa.array([getattr(r, name) for r in rows], pa.float64())
+           for name in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")},
+    })
+
+
+def _encode_latency(rows: list[LatencyRow]) -> tuple[pa.Table, str]:
+    return latency_table(rows), _token("ifd.latency",
+                                       [(r.minute_s, r.stage, r.process) for r in rows])
+
+
+def _encode_backfills(rows: list[BackfillRow]) -> tuple[pa.Table, str]:
+    return backfills_table(rows), _token("ifd.backfills",
+                                         [(r.source, r.requested_ns, r.start_ns) for r in rows])
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """How one kind of sink item becomes rows of one table.
@@ -699,11 +746,14 @@ TABLES: tuple[TableSpec, ...] = (
     TableSpec("ifd.absorption", AbsorptionRows, _encode_absorption, len),
     TableSpec("ifd.ifd_signals", Signal, _encode_signals),
     TableSpec("ifd.usage", UsageRow, _encode_usage),
+    TableSpec("ifd.backfills", BackfillRow, _encode_backfills),
+    TableSpec("ifd.latency", LatencyRow, _encode_latency),
 )
 """Every table the dataflow writes, in flush order (parts before the counters that describe them)."""
 
 WriterItem = (PartBlock | BatchStats | DeadLetters | OpenInterestRows | FootprintRows
-              | IcebergRows | AbsorptionRows | Signal | UsageRow)
+              | IcebergRows | AbsorptionRows | Signal | UsageRow | BackfillRow
+              | LatencyRow)
 
 
 class IFDWriter:
@@ -738,8 +788,9 @@ class IFDWriter:
 
     def __init__(self, store: ClickHouseStore, *, batch_rows: int = 20_000,
                  max_attempts: int = 6, backoff_initial_s: float = 0.2,
-                 pipelined: bool = False) -> None:
+                 pipelined: bool = False, latency: LatencyMeter | None = None) -> None:
         self.store = store
+        self.latency = latency
         self.batch_rows = batch_rows
         self._executor = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifd-writer")
                           if pipelined else None)
@@ -804,22 +855,35 @@ class IFDWriter:
         if not items:
             return
         data, token = spec.encode(items)
+        window_ends = self._window_ends(spec, items)
         if self._executor is None:
-            self._insert_checked(spec.table, data, token)
+            self._insert_checked(spec.table, data, token, window_ends)
             self._buffers[spec.table], self._rows[spec.table] = [], 0
             self._count(spec.table, data.num_rows)
             return
         self._buffers[spec.table], self._rows[spec.table] = [], 0
         self._wait()  # one block in flight: the next waits for it
-        future = self._executor.submit(self._insert_checked, spec.table, data, token)
+        future = self._executor.submit(self._insert_checked, spec.table, data, token, window_ends)
         self._in_flight = (future, spec.table, data.num_rows)
 
-    def _insert_checked(self, table: str, data: pa.Table, token: str) -> None:
+    def _window_ends(self, spec: TableSpec, items: list[Any]) -> np.ndarray | None:
+        """Window ends (ns) of the closed (not late) window blocks in ``items``, when measured."""
+        if self.latency is None or spec.item_type is not PartBlock:
+            return None
+        ends = [b.window_start_ns + b.window_ns for b in items
+                if b.window_start_ns is not None and len(b) and not b.cols["late"].any()]
+        return np.asarray(ends, dtype=np.int64)
+
+    def _insert_checked(self, table: str, data: pa.Table, token: str,
+                        window_ends: np.ndarray | None = None) -> None:
         try:
             self._insert(table, data, token)
         except SinkRetryableError as exc:
             msg = f"giving up on insert into {table} after retries: {exc}"
             raise SinkFatalError(msg) from exc
+        if window_ends is not None and self.latency is not None and len(window_ends):
+            now_ns = time.time_ns()
+            self.latency.record("window_written", now_ns / 1e9, (now_ns - window_ends) / 1e6)
 
     def _wait(self) -> None:
         if self._in_flight is None:

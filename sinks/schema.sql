@@ -332,6 +332,51 @@ CREATE TABLE IF NOT EXISTS ifd.usage
 ENGINE = ReplacingMergeTree(inserted_at)
 ORDER BY (minute, source);
 
+-- Databento Historical backfills of live gaps older than the intraday-replay horizon
+-- (connectors/live_backfill.py): one row per request, whatever its outcome (done, refused over
+-- IFD_LIVE_BACKFILL_BUDGET_USD, failed). [range_start, range_end) is on ts_event; cost_usd is
+-- metadata.get_cost of definitions + the trade schema; duplicates = fetched records already emitted.
+CREATE TABLE IF NOT EXISTS ifd.backfills
+(
+    requested_at  DateTime64(3, 'UTC'),
+    source        LowCardinality(String),
+    dataset       LowCardinality(String),
+    schema        LowCardinality(String),
+    symbols       String,
+    range_start   DateTime64(9, 'UTC'),
+    range_end     DateTime64(9, 'UTC'),
+    cost_usd      Float64,
+    budget_usd    Float64,
+    outcome       LowCardinality(String),
+    records       UInt64,
+    duplicates    UInt64,
+    seconds       Float64,
+    error         String,
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY (source, requested_at, range_start);
+
+-- End-to-end latency of a live run per wall-clock minute, stage and process (models/latency.py):
+-- record = trade ts_recv -> batch aggregated; window_written = window end -> pressure rows
+-- stored; signal_scored = window end -> signal scored; alert_delivered = signal in the outbox ->
+-- accepted by a channel. Percentiles are over every sample of the minute (numpy linear).
+CREATE TABLE IF NOT EXISTS ifd.latency
+(
+    minute        DateTime('UTC'),
+    stage         LowCardinality(String),
+    process       LowCardinality(String),
+    samples       UInt64,
+    p50_ms        Float64,
+    p95_ms        Float64,
+    p99_ms        Float64,
+    max_ms        Float64,
+    mean_ms       Float64,
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY (minute, stage, process);
+
 -- Open interest (Databento statistics, stat_type 9): one row per published figure. CME
 -- publishes a contract's open interest once a day, for the previous trading day; session_day
 -- is the CME trading day in which it was published, so it is the open interest prior to that

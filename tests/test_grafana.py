@@ -75,6 +75,9 @@ ESH4_MBO = "esh4-glbx-mdp3-20231225.mbo.dbn.zst"
 LIVE_ONLY = {
     ("ifd-health", "Reconnects (live source)", "A"): "ifd.usage is written by the live source only",
     ("ifd-health", "Databento budget used", "A"): "ifd.usage is written by the live source only",
+    ("ifd-health", "Latency p50 / p95 / p99 by stage (live)", "A"):
+        "ifd.latency is written by live runs only",
+    ("ifd-health", "Backfills (live source)", "A"): "ifd.backfills is written by the live source only",
 }
 
 # The columns every target returns, in order: a panel's field overrides, links and the heatmap's
@@ -116,6 +119,11 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], tuple[str, ...]] = {
         "size"),
     ("ifd-health", "Reconnects (live source)", "A"): ("time", "reconnects"),
     ("ifd-health", "Databento budget used", "A"): ("time", "cost_usd", "cumulative_cost_usd"),
+    ("ifd-health", "Latency p50 / p95 / p99 by stage (live)", "A"): (
+        "time", "stage", "p50_ms", "p95_ms", "p99_ms"),
+    ("ifd-health", "Backfills (live source)", "A"): (
+        "time", "source", "outcome", "range_start", "range_end", "records", "duplicates", "cost_usd",
+        "budget_usd", "seconds", "error"),
     ("ifd-l3", "Footprint — delta by price", "A"): ("time", "price_level", "delta"),
     ("ifd-l3", "Delta and CVD", "A"): ("time", "delta", "cvd"),
     ("ifd-l3", "Iceberg and absorption prices", "A"): ("time", "iceberg_price"),
@@ -445,10 +453,10 @@ def test_heatmap_query_reads_by_primary_key(replay, variables):
 
 def test_live_usage_panels_on_usage_rows(replay, variables):
     usage_targets = [t for t in TARGETS if "ifd.usage" in t.sql]
-    assert {t.key for t in usage_targets} == set(LIVE_ONLY)
+    assert {t.key for t in usage_targets} == {k for k, why in LIVE_ONLY.items() if "ifd.usage" in why}
     for uid, title, _ref in LIVE_ONLY:
         panel = next(p for p in _panels(_board(uid)) if p["title"] == title)
-        assert "filled by the live source (issue 4)" in panel["description"].lower()
+        assert "filled by the live source (issue" in panel["description"].lower()
     # a copy of the real ifd.usage with two live sources over two minutes (one minute written twice)
     lo = 1_761_436_800  # 2026-10-26 00:00 UTC, a 300-s boundary; the range below spans one bucket
     replay.store.command("CREATE DATABASE IF NOT EXISTS usage_check")
@@ -469,6 +477,27 @@ def test_live_usage_panels_on_usage_rows(replay, variables):
     assert results["Reconnects (live source)"]["reconnects"] == [3]
     budget = results["Databento budget used"]
     assert budget["cost_usd"] == [1.75] and budget["cumulative_cost_usd"] == [1.75]
+
+
+def test_latency_panel_shows_each_stages_worst_minute(replay, variables):
+    (target,) = [t for t in TARGETS if "ifd.latency" in t.sql]
+    lo = 1_761_436_800  # a 300-s boundary; minutes lo and lo+60 share one bucket, lo+300 is the next
+    replay.store.command("CREATE DATABASE IF NOT EXISTS latency_check")
+    replay.store.command("CREATE TABLE latency_check.latency AS ifd.latency")
+    rows = [(lo, "record", 1.0, 5.0, 9.0), (lo + 60, "record", 2.0, 4.0, 30.0),
+            (lo, "window_written", 10.0, 20.0, 40.0), (lo + 300, "record", 3.0, 3.5, 4.0)]
+    values = ", ".join(f"(toDateTime({m}), '{st}', 'host:1', 10, {a}, {b}, {c}, {c}, {a})"
+                       for m, st, a, b, c in rows)
+    replay.store.command("INSERT INTO latency_check.latency (minute, stage, process, samples, p50_ms, "
+                         f"p95_ms, p99_ms, max_ms, mean_ms) VALUES {values}")
+    try:
+        sql = expand(target.sql.replace("ifd.latency", "latency_check.latency"), (lo, lo + 599),
+                     variables[target.uid])
+        got = replay.store.query_arrow(sql).to_pylist()
+    finally:
+        replay.store.command("DROP DATABASE latency_check")
+    assert [(r["stage"], r["p50_ms"], r["p95_ms"], r["p99_ms"]) for r in got] == [
+        ("record", 2.0, 5.0, 30.0), ("window_written", 10.0, 20.0, 40.0), ("record", 3.0, 3.5, 4.0)]
 
 
 # ------------------------------------------------------------------------------------ provisioning

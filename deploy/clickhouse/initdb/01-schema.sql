@@ -303,6 +303,43 @@ CREATE TABLE IF NOT EXISTS ifd.usage
 ENGINE = ReplacingMergeTree(inserted_at)
 ORDER BY (minute, source);
 
+CREATE TABLE IF NOT EXISTS ifd.backfills
+(
+    requested_at  DateTime64(3, 'UTC'),
+    source        LowCardinality(String),
+    dataset       LowCardinality(String),
+    schema        LowCardinality(String),
+    symbols       String,
+    range_start   DateTime64(9, 'UTC'),
+    range_end     DateTime64(9, 'UTC'),
+    cost_usd      Float64,
+    budget_usd    Float64,
+    outcome       LowCardinality(String),
+    records       UInt64,
+    duplicates    UInt64,
+    seconds       Float64,
+    error         String,
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY (source, requested_at, range_start);
+
+CREATE TABLE IF NOT EXISTS ifd.latency
+(
+    minute        DateTime('UTC'),
+    stage         LowCardinality(String),
+    process       LowCardinality(String),
+    samples       UInt64,
+    p50_ms        Float64,
+    p95_ms        Float64,
+    p99_ms        Float64,
+    max_ms        Float64,
+    mean_ms       Float64,
+    inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
+)
+ENGINE = ReplacingMergeTree(inserted_at)
+ORDER BY (minute, stage, process);
+
 CREATE TABLE IF NOT EXISTS ifd.open_interest
 (
     session_day    Date,
