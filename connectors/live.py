@@ -22,7 +22,14 @@ runs its own loop (Databento docs, "Live data: Intraday replay"):
    backfill's end. Every request is a :class:`BackfillRow` (``ifd.backfills``).
    Off (budget 0) or refused, the run stops with instructions; failed, it is
    retried like a failed connection.
-5. Backoff between attempts is exponential with full jitter, capped by
+5. **Fallback** (``IFD_LIVE_FALLBACK_ENABLED``): once the reconnect attempts are
+   exhausted, the feed keeps the flow alive on Historical catch-up (every
+   ``IFD_LIVE_FALLBACK_POLL_S``: ``[resume position - overlap, now)``, capped at
+   the dataset's available end, priced against ``IFD_LIVE_BACKFILL_BUDGET_USD``)
+   and probes the gateway every ``IFD_LIVE_RECONNECT_MAX_S``; the first
+   connection that opens returns to live with replay from where the catch-up
+   ended. ``ifd.usage.mode`` says ``live``, ``historical`` or ``down``.
+6. Backoff between attempts is exponential with full jitter, capped by
    ``IFD_LIVE_RECONNECT_MAX_S``, for at most ``IFD_LIVE_RECONNECT_MAX_ATTEMPTS``
    attempts in a row.
 
@@ -81,7 +88,12 @@ from connectors.dbn import (
     SourceBatch,
     decode_records,
 )
-from connectors.live_backfill import BackfillOutcome, HistoricalBackfill, plan_backfill
+from connectors.live_backfill import (
+    BackfillOutcome,
+    BackfillPlan,
+    HistoricalBackfill,
+    plan_backfill,
+)
 from connectors.live_budget import BudgetMeter, MarketSessions, UsageMeter
 from connectors.live_connection import (
     NS,
@@ -99,7 +111,7 @@ from connectors.live_resume import (
     LiveSequencer,
     Unit,
 )
-from models.errors import PipelineError
+from models.errors import PipelineError, SourceError
 from models.records import F_MAYBE_BAD_BOOK, BackfillRow, UsageRow
 from models.redact import SecretFilter
 from models.settings import LiveSettings
@@ -108,6 +120,10 @@ log = logging.getLogger(__name__)
 
 RECORDS_PER_UNIT_MAX = 1 << 20
 """Dead letters of a live unit are numbered ``unit_id * RECORDS_PER_UNIT_MAX + index``."""
+
+
+def _iso_ns(ns: int) -> str:
+    return datetime.fromtimestamp(ns / NS, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _databento_loggers() -> list[str]:
@@ -182,6 +198,7 @@ class LiveFeed:
         self.stopped_reason = ""
         self.usage = UsageMeter(self.source_id)
         self._last_data_s = now()
+        self._created_ns = int(self._last_data_s * NS)
         self._idle_since_s = self._last_data_s
         """Idle-exit baseline: the last new data, or the first connection made after it."""
         self._idle_rebased = False
@@ -203,6 +220,9 @@ class LiveFeed:
         self._backfill_rows: list[BackfillRow] = []
         self._fatal: PipelineError | None = None
         """Raised by the next :meth:`poll`, once this one has returned its rows."""
+        self.fallback = False
+        """Whether the feed runs on Historical catch-up (reconnect attempts exhausted)."""
+        self._next_catchup_s = 0.0
         for name in _databento_loggers():
             logger = logging.getLogger(name)
             if name == "databento" and logger.level == logging.NOTSET:
@@ -244,6 +264,10 @@ class LiveFeed:
                 return  # off or refused (fatal on the next poll), or failed (retried)
             starts = self._replay_starts()
         self.connection.open(now_s, self._key, starts, lambda gen: self.sequencer.begin(gen, starts))
+        if self.fallback:
+            self.fallback = False
+            log.warning("live: the gateway answers again: back to live (replay from %s)",
+                        _iso_ns(starts[DATA]) if starts and starts[DATA] else "the start")
         if not self._idle_rebased:
             # a reconnect after a silence gets its full idle time to replay (a stall, a drop)
             self._idle_since_s, self._idle_rebased = max(self._idle_since_s, now_s), True
@@ -282,13 +306,7 @@ class LiveFeed:
             duplicates = self._accept_backfill(outcome, starts)
             log.info("live: backfill done: %d records (%d already emitted) in %.1f s, $%.2f",
                      len(outcome.records), duplicates, outcome.seconds, outcome.cost_usd)
-        self._backfill_rows.append(BackfillRow(
-            requested_ns=int(now_s * NS), source=self.source_id, dataset=s.dataset,
-            schema=s.schema_name, symbols=",".join(s.symbol_list()), start_ns=outcome.plan.start_ns,
-            end_ns=outcome.plan.end_ns, cost_usd=outcome.cost_usd,
-            budget_usd=s.backfill_budget_usd, outcome=outcome.outcome,
-            records=len(outcome.records), duplicates=duplicates, seconds=outcome.seconds,
-            error=outcome.error))
+        self._store_backfill(now_s, outcome, duplicates, "gap")
         self._count(f"backfill_{outcome.outcome}")
         if outcome.outcome == "refused":
             self._fatal = LiveConfigError(f"{gap}; {outcome.error}; raise the budget or restart "
@@ -296,6 +314,17 @@ class LiveFeed:
         elif outcome.outcome == "failed":
             self._schedule_reconnect(now_s, outcome.error)
         return outcome.outcome == "done"
+
+    def _store_backfill(self, now_s: float, outcome: BackfillOutcome, duplicates: int,
+                        kind: str) -> None:
+        s = self.settings
+        self._backfill_rows.append(BackfillRow(
+            requested_ns=int(now_s * NS), source=self.source_id, dataset=s.dataset,
+            schema=s.schema_name, symbols=",".join(s.symbol_list()), start_ns=outcome.plan.start_ns,
+            end_ns=outcome.plan.end_ns, cost_usd=outcome.cost_usd,
+            budget_usd=s.backfill_budget_usd, outcome=outcome.outcome,
+            records=len(outcome.records), duplicates=duplicates, seconds=outcome.seconds,
+            error=outcome.error, kind=kind))
 
     def _accept_backfill(self, outcome: BackfillOutcome, starts: dict[str, int]) -> int:
         """Accept the fetched records as one replay connection; return the replayed copies."""
@@ -319,9 +348,57 @@ class LiveFeed:
         self._disconnect(now_s, reason)
         self.reconnects += 1
         self.last_error = reason
-        delay = self.backoff.next_delay_s(reason)  # SourceError after the last attempt
+        if self.fallback:  # probing: one attempt per IFD_LIVE_RECONNECT_MAX_S, never giving up
+            self._next_attempt_s = now_s + self.settings.reconnect_max_s
+            log.info("live: %s; still on Historical catch-up, next live probe in %.2f s", reason,
+                     self.settings.reconnect_max_s)
+            return
+        try:
+            delay = self.backoff.next_delay_s(reason)  # SourceError after the last attempt
+        except SourceError:
+            if not self.settings.fallback_enabled:
+                raise
+            self._enter_fallback(now_s, reason)
+            return
         self._next_attempt_s = now_s + delay
         log.warning("live: %s; reconnect attempt %d in %.2f s", reason, self.backoff.attempts, delay)
+
+    def _enter_fallback(self, now_s: float, reason: str) -> None:
+        """Reconnect attempts exhausted: run on Historical catch-up, probe the gateway."""
+        s = self.settings
+        self.fallback = True
+        self._count("fallbacks")
+        self._next_catchup_s = now_s
+        self._next_attempt_s = now_s + s.reconnect_max_s
+        text = (f"live gateway unreachable after {s.reconnect_max_attempts} attempts ({reason}): "
+                f"falling back to Databento Historical catch-up every {s.fallback_poll_s:.0f} s, "
+                f"probing the gateway every {s.reconnect_max_s:.0f} s")
+        log.error("live: %s", text)
+        if self._notify is not None:
+            self._notify(f"fallback-{self.source_id}-{int(now_s)}", "IFD live fallback", text)
+
+    def _catch_up(self, now_s: float) -> None:
+        """One fallback request: ``[replay start, now)`` from Historical, accepted as a replay."""
+        s = self.settings
+        self._next_catchup_s = now_s + s.fallback_poll_s
+        starts = self._replay_starts()
+        if starts is None:  # never connected: the run's own start, as the live session would
+            starts = {DEFINITIONS: 0, DATA: self._created_ns}
+        elif not starts[DATA]:  # "the whole history" of a live replay = its horizon
+            starts = {DEFINITIONS: 0, DATA: int((now_s - s.replay_horizon_s) * NS)}
+        start = starts[DATA]
+        defs = starts[DEFINITIONS] or start // (86_400 * NS) * 86_400 * NS
+        plan = BackfillPlan(s.dataset, tuple(s.symbol_list()), s.stype_in, s.schema_name, start,
+                            min(defs, start), max(start + 1, int(now_s * NS)))
+        outcome = self.historical.run(plan)
+        duplicates = self._accept_backfill(outcome, starts) if outcome.outcome == "done" else 0
+        if outcome.outcome == "done":
+            log.info("live: catch-up %s: %d records (%d already emitted), $%.2f",
+                     outcome.plan.describe(), len(outcome.records), duplicates, outcome.cost_usd)
+        else:
+            log.warning("live: catch-up %s: %s", outcome.outcome, outcome.error)
+        self._store_backfill(now_s, outcome, duplicates, "fallback")
+        self._count(f"catchup_{outcome.outcome}")
 
     def backoff_delay_s(self) -> float:
         """Seconds until the next connection attempt (0 when connected or due)."""
@@ -372,6 +449,8 @@ class LiveFeed:
             wake = self.sessions.next_open_s(now_s)
         elif self.connection.client is None:
             wake = max(now_s, self._next_attempt_s)
+            if self.fallback:
+                wake = min(wake, max(now_s, self._next_catchup_s))
         else:
             wake = now_s + 0.05
         if self.settings.idle_exit_s:
@@ -436,6 +515,10 @@ class LiveFeed:
                 return self._drain(now_s, flush_all=True), self._take_usage(None)
         if self.connection.client is not None:
             self._handle_events(now_s)
+        seq = self.sequencer
+        accepted, received = seq.accepted, seq.accepted + seq.duplicates
+        if self.fallback and self.connection.client is None and now_s >= self._next_catchup_s:
+            self._catch_up(now_s)
         client = self.connection.client
         if client is not None:
             silent = now_s - self.connection.last_heard
@@ -443,13 +526,12 @@ class LiveFeed:
                 self._schedule_reconnect(now_s, f"no data or heartbeat for {silent:.0f} s")
             elif not client.is_connected():
                 self._schedule_reconnect(now_s, "connection closed by the gateway")
-        seq = self.sequencer
-        accepted, received = seq.accepted, seq.accepted + seq.duplicates
         batches = self._drain(now_s, flush_all=flush_all)
         if self.sequencer.accepted > accepted:
             self._last_data_s = self._idle_since_s = now_s
             self._idle_rebased = False
-            self.backoff.reset()  # a connection that delivers new data ends the backoff run
+            if not self.fallback:
+                self.backoff.reset()  # a connection that delivers new data ends the backoff run
         elif self._idle_due(now_s, heard=seq.accepted + seq.duplicates > received):
             log.info("live: no new data for %.1f s: exiting (IFD_LIVE_IDLE_EXIT_S)",
                      now_s - self._last_data_s)
@@ -488,6 +570,14 @@ class LiveFeed:
         log.info("live: finished (%s); %s", reason, self.counters or "no faults counted")
         return batches, self._take_usage(None)
 
+    def abort(self, reason: str) -> tuple[list[SourceBatch], list[UsageRow | BackfillRow]]:
+        """After a fatal error from :meth:`poll`: close, emit every record accepted, finish.
+
+        Nothing received before the error is lost: the records of the open ``ts_recv`` second
+        and those still queued from the connection are emitted too.
+        """
+        return self._finish(self._now(), f"fatal: {reason}")
+
     def _drain(self, now_s: float, *, flush_all: bool = False) -> list[SourceBatch]:
         """Accept queued records (dropping replayed copies) and turn sealed seconds into batches."""
         entries = self.connection.take_records()
@@ -519,6 +609,8 @@ class LiveFeed:
 
     def _take_usage(self, now_s: float | None) -> list[UsageRow | BackfillRow]:
         """Backfill rows, then usage rows of completed minutes (all of them when ``now_s`` is None)."""
+        self.usage.note_mode("historical" if self.fallback
+                             else "live" if self.connection.client is not None else "down")
         rows: list[UsageRow | BackfillRow] = list(self._backfill_rows)
         self._backfill_rows.clear()
         rows.extend(self.usage.take(now_s, cost_usd=self.meter.cost_usd(),

@@ -240,7 +240,9 @@ class HistoricalBackfill:
             if available is not None and available < plan.end_ns:
                 plan = BackfillPlan(plan.dataset, plan.symbols, plan.stype_in, plan.schema,
                                     plan.start_ns, plan.definitions_start_ns,
-                                    max(plan.start_ns + 1, available))
+                                    max(plan.start_ns, available))
+            if plan.end_ns <= plan.start_ns:  # Historical has nothing newer yet
+                return BackfillOutcome(plan, 0.0, "done", [], "", time.monotonic() - began)
             requests = plan.requests()
             cost = sum(float(client.metadata.get_cost(**r)) for r in requests)
             if cost > self.budget_usd:

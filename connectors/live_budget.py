@@ -94,7 +94,15 @@ class UsageMeter:
     bytes: int = 0
     lag_sum_ms: float = 0.0
     lag_n: int = 0
+    mode: str = "live"
+    """The feed's current mode (``live``, ``historical``, ``down``), set by the feed at every poll."""
+    _modes: set[str] = field(default_factory=set)
     _rows: list[UsageRow] = field(default_factory=list)
+
+    def note_mode(self, mode: str) -> None:
+        """Set the feed's mode; a minute's row shows the worst mode it saw (historical > down > live)."""
+        self.mode = mode
+        self._modes.add(mode)
 
     def account(self, now_s: float, records: int, nbytes: int, chunk: DecodedChunk,
                 *, cost_usd: float, reconnects: int, last_error: str) -> None:
@@ -117,12 +125,20 @@ class UsageMeter:
             est_cost_usd=cost_usd, reconnects=reconnects,
             lag_ms=self.lag_sum_ms / self.lag_n if self.lag_n else 0.0,
             last_error=last_error, source=self.source,
+            mode=next(m for m in ("historical", "down", "live") if m in self._modes | {self.mode}),
         ))
+        self._modes = set()
         self.minute, self.records, self.bytes, self.lag_sum_ms, self.lag_n = 0, 0, 0, 0.0, 0
 
     def take(self, now_s: float | None, *, cost_usd: float, reconnects: int,
              last_error: str) -> list[UsageRow]:
-        """Return the rows of completed minutes (every minute when ``now_s`` is None: finishing)."""
+        """Return the rows of completed minutes (every minute when ``now_s`` is None: finishing).
+
+        A minute with no batch still gets a row while :attr:`mode` is not ``live``, so the health
+        board shows a fallback or an outage even when no data flows.
+        """
+        if not self.minute and self.mode != "live" and now_s is not None:
+            self.minute = int(now_s // 60)  # an empty minute: its row still shows the mode
         if self.minute and (now_s is None or int(now_s // 60) != self.minute):
             self._close_minute(cost_usd, reconnects, last_error)
         rows, self._rows = self._rows, []

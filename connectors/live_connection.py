@@ -193,7 +193,8 @@ class LiveConnection:
         except Exception as exc:
             close_quietly(client)
             text = self._scrub.scrub(str(exc))
-            if "auth" in text.lower():
+            low = text.lower()
+            if "auth" in low and "timed out" not in low:  # a timeout is not a rejected key
                 msg = f"Databento rejected the API key ({text}); check DATABENTO_API_KEY"
                 raise LiveAuthError(msg) from None
             raise ConnectionError(text) from None

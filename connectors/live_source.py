@@ -93,8 +93,8 @@ class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow | BackfillRo
             # one clear line, no traceback; the stream ends so windows and alerts flush
             log.error("live: %s", exc)
             record_fatal(exc)
-            self._feed.close()
-            raise StopIteration from None
+            # every record already accepted is still emitted (the next call ends the stream)
+            batches, usage = self._feed.abort(str(exc))
         items: list[SourceBatch | UsageRow | BackfillRow] = list(usage)
         items.extend(batches)
         return items

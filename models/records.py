@@ -644,6 +644,8 @@ class UsageRow:
     lag_ms: float
     last_error: str
     source: str
+    mode: str = "live"
+    """``live`` (gateway connection), ``historical`` (fallback catch-up) or ``down`` (neither)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -654,7 +656,8 @@ class BackfillRow:
     ``ts_event``); ``cost_usd``: ``metadata.get_cost`` of the request (definitions + trade
     schema); ``outcome``: ``done``, ``refused`` (over ``IFD_LIVE_BACKFILL_BUDGET_USD``) or
     ``failed``; ``records``: records fetched; ``duplicates``: those already emitted (dropped);
-    ``error``: the reason when not done (never holds the API key).
+    ``error``: the reason when not done (never holds the API key); ``kind``: ``gap`` (a resume
+    position older than the replay horizon) or ``fallback`` (catch-up while the gateway is down).
     """
 
     requested_ns: int
@@ -671,3 +674,4 @@ class BackfillRow:
     duplicates: int
     seconds: float
     error: str
+    kind: str = "gap"

@@ -259,6 +259,12 @@ class LiveSettings(_DatabentoKey):
     replay that follows it is still within reach (:mod:`connectors.live_backfill`)."""
     historical_gateway: str | None = None
     """Databento Historical API base URL (None: Databento's own)."""
+    fallback_enabled: bool = False
+    """After ``reconnect_max_attempts`` failed reconnects, keep running on Databento Historical
+    catch-up (each request priced and capped by ``backfill_budget_usd``) and probe the live gateway
+    every ``reconnect_max_s``; back to live when it answers. Off: the run stops (exit 5)."""
+    fallback_poll_s: float = Field(default=60.0, gt=0)
+    """Seconds between Historical catch-up requests in fallback mode."""
     daily_budget_usd: float = Field(default=50.0, gt=0)
     budget_stop_fraction: float = Field(default=0.8, gt=0, le=1)
     cost_per_gb_usd: float = Field(default=1.0, ge=0)
@@ -268,6 +274,14 @@ class LiveSettings(_DatabentoKey):
     idle_exit_s: float | None = Field(default=None, gt=0)
     """Exit when no new data record was accepted for this long, counted from the last new record
     or the first reconnect after it (tests, one-off catch-up runs)."""
+
+    @model_validator(mode="after")
+    def _fallback_needs_a_budget(self) -> LiveSettings:
+        if self.fallback_enabled and self.backfill_budget_usd <= 0:
+            msg = ("IFD_LIVE_FALLBACK_ENABLED needs IFD_LIVE_BACKFILL_BUDGET_USD > 0 (each Historical "
+                   "catch-up request is priced against it)")
+            raise ValueError(msg)
+        return self
 
     def symbol_list(self) -> list[str]:
         """``IFD_LIVE_SYMBOLS`` split on commas."""

@@ -480,6 +480,7 @@ def usage_table(rows: list[UsageRow]) -> pa.Table:
         "reconnects": pa.array([r.reconnects for r in rows], pa.uint32()),
         "lag_ms": pa.array([r.lag_ms for r in rows], pa.float64()),
         "last_error": pa.array([r.last_error for r in rows], pa.string()),
+        "mode": pa.array([r.mode for r in rows], pa.string()),
     })
 
 
@@ -503,6 +504,7 @@ def backfills_table(rows: list[BackfillRow]) -> pa.Table:
         "duplicates": pa.array([r.duplicates for r in rows], pa.uint64()),
         "seconds": pa.array([r.seconds for r in rows], pa.float64()),
         "error": pa.array([r.error for r in rows], pa.string()),
+        "kind": pa.array([r.kind for r in rows], pa.string()),
     })
 
 

@@ -327,15 +327,20 @@ CREATE TABLE IF NOT EXISTS ifd.usage
     reconnects    UInt32,
     lag_ms        Float64,
     last_error    String,
+    mode          LowCardinality(String) DEFAULT 'live',
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(inserted_at)
 ORDER BY (minute, source);
+-- mode: live (gateway connection), historical (fallback catch-up, IFD_LIVE_FALLBACK_ENABLED) or
+-- down (reconnecting) when the minute closed
+ALTER TABLE ifd.usage ADD COLUMN IF NOT EXISTS mode LowCardinality(String) DEFAULT 'live' AFTER last_error;
 
 -- Databento Historical backfills of live gaps older than the intraday-replay horizon
 -- (connectors/live_backfill.py): one row per request, whatever its outcome (done, refused over
 -- IFD_LIVE_BACKFILL_BUDGET_USD, failed). [range_start, range_end) is on ts_event; cost_usd is
--- metadata.get_cost of definitions + the trade schema; duplicates = fetched records already emitted.
+-- metadata.get_cost of definitions + the trade schema; duplicates = fetched records already emitted;
+-- kind: gap (resume beyond the horizon) or fallback (catch-up while the gateway is down).
 CREATE TABLE IF NOT EXISTS ifd.backfills
 (
     requested_at  DateTime64(3, 'UTC'),
@@ -352,6 +357,7 @@ CREATE TABLE IF NOT EXISTS ifd.backfills
     duplicates    UInt64,
     seconds       Float64,
     error         String,
+    kind          LowCardinality(String),
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(inserted_at)

@@ -51,10 +51,13 @@ class HistoricalStub:
         USD per MB of DBN record bytes in the requested range.
     fail_range : bool
         Answer ``get_range`` with HTTP 500 (a failed backfill).
+    available_end_ns : int | None
+        The dataset's available end (``get_dataset_range``; a range beyond it is HTTP 422, as
+        Databento); None: just after the last record.
     """
 
     def __init__(self, files: dict[str, Path], api_key: str, cost_per_mb: float = 1.0, *,
-                 fail_range: bool = False) -> None:
+                 fail_range: bool = False, available_end_ns: int | None = None) -> None:
         self.records: dict[str, list[Any]] = {}
         self.dataset = ""
         for schema, path in files.items():
@@ -64,6 +67,8 @@ class HistoricalStub:
         self.api_key = api_key
         self.cost_per_mb = cost_per_mb
         self.fail_range = fail_range
+        last = max(r.ts_event for recs in self.records.values() for r in recs)
+        self.available_end_ns = available_end_ns if available_end_ns is not None else last + 1
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._ca = trustme.CA()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -138,13 +143,17 @@ class HistoricalStub:
                 if not self._authorised():
                     return
                 if path.endswith("/metadata.get_dataset_range"):
-                    ends = [r.ts_event for recs in stub.records.values() for r in recs]
-                    body = {"start": _iso(min(ends)), "end": _iso(max(ends) + 1)}
+                    first = min(r.ts_event for recs in stub.records.values() for r in recs)
+                    body = {"start": _iso(first), "end": _iso(stub.available_end_ns)}
                     self._send(200, json.dumps(body).encode(), "application/json")
                     return
                 start = int(form["start"])
                 end = int(form["end"]) if form.get("end") else None
                 schema = form["schema"]
+                if end is None or end > stub.available_end_ns:
+                    self._send(422, b'{"detail":"end is after the available range."}',
+                               "application/json")
+                    return
                 if path.endswith("/metadata.get_cost"):
                     body_cost = json.dumps(stub.cost(schema, start, end)).encode()
                     self._send(200, body_cost, "application/json")

@@ -190,6 +190,10 @@ class Faults:
         ends).  ``False``: stay open with heartbeats.
     end_linger_s : float
         Linger before the graceful close at end of stream.
+    down_after_drop_s : float
+        At the first ``drop_after`` drop the gateway goes down for this long: its listening socket
+        is closed (connects are refused at once, as by a host that is down), then it listens on
+        the same port again.  0 = never down.
     """
 
     drop_after: list[int | None] = field(default_factory=list)
@@ -207,6 +211,7 @@ class Faults:
     heartbeat_interval_s: float | None = None
     close_after_end: bool = True
     end_linger_s: float = 0.05
+    down_after_drop_s: float = 0.0
 
     def __post_init__(self) -> None:
         """Reject an unknown ``gateway_clock``."""
@@ -419,6 +424,8 @@ class LiveGateway:
         self.port = 0
         # observations
         self.connections = 0
+        self.down_periods = 0
+        self._down_until = 0.0
         self.auth_attempts = 0
         self.sessions = 0
         self.subscriptions: list[dict[str, Any]] = []
@@ -602,9 +609,35 @@ class LiveGateway:
         if alive:
             logger.error("live gateway threads still alive: %s", alive)
 
+    def _listen(self, port: int) -> socket.socket:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(16)
+        listener.settimeout(_POLL_S)
+        return listener
+
+    def _go_down(self) -> None:
+        """Close the listening socket now (``down_after_drop_s``); the accept loop re-opens it."""
+        with self._lock:
+            if self._down_until or self.down_periods or not self.faults.down_after_drop_s:
+                return
+            self._down_until = time.monotonic() + self.faults.down_after_drop_s
+            self.down_periods += 1
+            listener = self._listener
+        if listener is not None:
+            listener.close()
+
     def _accept_loop(self) -> None:
         assert self._listener is not None
         while not self._stop.is_set():
+            if self._down_until:
+                if time.monotonic() < self._down_until:
+                    self._stop.wait(_POLL_S)
+                    continue
+                self._listener = self._listen(self.port)
+                with self._lock:
+                    self._down_until = 0.0
             try:
                 sock, _ = self._listener.accept()
             except TimeoutError:
@@ -612,6 +645,8 @@ class LiveGateway:
             except OSError:
                 if self._stop.is_set():
                     return
+                if self._down_until:
+                    continue  # closed by _go_down
                 raise
             sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -845,6 +880,7 @@ class LiveGateway:
                     conn.close_graceful()
                     return "closed"
             if cf.drop is not None and cf.drop == n:
+                self._go_down()
                 if f.drop_reset:
                     conn.close_reset()
                 else:

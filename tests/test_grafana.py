@@ -78,6 +78,7 @@ LIVE_ONLY = {
     ("ifd-health", "Latency p50 / p95 / p99 by stage (live)", "A"):
         "ifd.latency is written by live runs only",
     ("ifd-health", "Backfills (live source)", "A"): "ifd.backfills is written by the live source only",
+    ("ifd-health", "Source mode (live source)", "A"): "ifd.usage is written by the live source only",
 }
 
 # The columns every target returns, in order: a panel's field overrides, links and the heatmap's
@@ -121,6 +122,7 @@ EXPECTED_COLUMNS: dict[tuple[str, str, str], tuple[str, ...]] = {
     ("ifd-health", "Databento budget used", "A"): ("time", "cost_usd", "cumulative_cost_usd"),
     ("ifd-health", "Latency p50 / p95 / p99 by stage (live)", "A"): (
         "time", "stage", "p50_ms", "p95_ms", "p99_ms"),
+    ("ifd-health", "Source mode (live source)", "A"): ("time", "source", "mode"),
     ("ifd-health", "Backfills (live source)", "A"): (
         "time", "source", "outcome", "range_start", "range_end", "records", "duplicates", "cost_usd",
         "budget_usd", "seconds", "error"),
@@ -461,10 +463,12 @@ def test_live_usage_panels_on_usage_rows(replay, variables):
     lo = 1_761_436_800  # 2026-10-26 00:00 UTC, a 300-s boundary; the range below spans one bucket
     replay.store.command("CREATE DATABASE IF NOT EXISTS usage_check")
     replay.store.command("CREATE TABLE usage_check.usage AS ifd.usage")
-    rows = [(lo, "a", 1.0, 1), (lo, "b", 0.5, 0), (lo + 60, "a", 0.25, 2), (lo + 60, "a", 0.25, 2)]
-    values = ", ".join(f"(toDateTime({m}), '{s}', 100, 4096, {c}, {r}, 12.5, '')" for m, s, c, r in rows)
+    rows = [(lo, "a", 1.0, 1, "live"), (lo, "b", 0.5, 0, "down"), (lo + 60, "a", 0.25, 2, "historical"),
+            (lo + 60, "a", 0.25, 2, "historical")]
+    values = ", ".join(f"(toDateTime({m}), '{s}', 100, 4096, {c}, {r}, 12.5, '', '{mode}')"
+                       for m, s, c, r, mode in rows)
     replay.store.command("INSERT INTO usage_check.usage (minute, source, records, bytes, est_cost_usd, "
-                         f"reconnects, lag_ms, last_error) VALUES {values}")
+                         f"reconnects, lag_ms, last_error, mode) VALUES {values}")
     try:
         results = {}
         for target in usage_targets:
@@ -477,6 +481,9 @@ def test_live_usage_panels_on_usage_rows(replay, variables):
     assert results["Reconnects (live source)"]["reconnects"] == [3]
     budget = results["Databento budget used"]
     assert budget["cost_usd"] == [1.75] and budget["cumulative_cost_usd"] == [1.75]
+    # a bucket shows each source's worst minute: a was live then historical, b down
+    mode = results["Source mode (live source)"]
+    assert list(zip(mode["source"], mode["mode"], strict=True)) == [("a", "historical"), ("b", "down")]
 
 
 def test_latency_panel_shows_each_stages_worst_minute(replay, variables):

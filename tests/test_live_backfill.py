@@ -189,3 +189,45 @@ def test_failed_backfill_is_retried_then_gives_up_with_a_clear_error(tmp_path, d
     assert all("500" in r["error"] or "Internal" in r["error"] for r in rows)
     assert KEY not in " ".join(r["error"] for r in rows)
 
+
+
+def test_fallback_catches_up_from_historical_then_returns_to_live(tmp_path, day, stub_factory):
+    _, trades = _decode_file(day[1])
+    # Historical has the day up to trade 2000; the gateway drops after 1000 records and is down
+    # for 3 s: two reconnect attempts (≤ 0.1 s apart) fail, then the feed falls back
+    available = trades[2000].ts_event
+    stub = stub_factory(cost_per_mb=1.0, available_end_ns=available)
+    faults = Faults(drop_after=[1000], drop_reset=True, down_after_drop_s=3.0)
+    with LiveGateway([day[0], day[1]], api_key=KEY, faults=faults) as gw:
+        out = run_live(tmp_path, gw.port, reconnect_max_attempts=2, reconnect_initial_s=0.01,
+                       reconnect_max_s=0.1, fallback_enabled=True, fallback_poll_s=0.05,
+                       backfill_budget_usd=50.0, historical_gateway=stub.url)
+        down, subscriptions = gw.down_periods, list(gw.subscriptions)
+    assert out["fatal"] == []
+    assert out["windows"] == lee_ready_windows(trades_frame(day[1]))
+    assert down == 1
+    rows = _backfills(tmp_path)
+    fetched = [r for r in rows if r["kind"] == "fallback" and r["records"]]
+    assert fetched and all(r["outcome"] == "done" for r in rows)
+    # the catch-up delivered the trades up to Historical's end
+    trade_req = [f for p, f in stub.requests if p.endswith("timeseries.get_range")
+                 and f["schema"] == "tbbo"]
+    assert max(int(f["end"]) for f in trade_req) <= available
+    assert int(trade_req[0]["start"]) < trades[1000].ts_event
+    # back to live: the connection after the refusals replays from where the catch-up ended
+    last_start = max(int(s["start"]) for s in subscriptions
+                     if s["schema"] == "tbbo" and s["start"] is not None)
+    assert last_start >= max(int(f["end"]) for f in trade_req) - 2 * NS - 1_000_000
+    assert "historical" in {u["mode"] for u in out["usage"]}
+
+
+def test_a_fatal_give_up_still_emits_every_trade_received(tmp_path, day):
+    # the gateway goes down for good after 1000 records: two reconnects fail, the run stops
+    # with a clear error, and every trade received before the drop is stored (none held back)
+    faults = Faults(drop_after=[1000], drop_reset=False, down_after_drop_s=600.0)
+    with LiveGateway([day[0], day[1]], api_key=KEY, faults=faults) as gw:
+        out = run_live(tmp_path, gw.port, reconnect_max_attempts=2)
+        sent = [r for r in gw.sent_by_connection[0] if r[1] == 1]  # rtype 1: MBP-1 (tbbo)
+    assert len(out["fatal"]) == 1 and "giving up after 2 reconnect attempts" in str(out["fatal"][0])
+    assert 0 < len(sent) < 3000
+    assert sum(w["trades"] for w in out["windows"].values()) == len(sent)

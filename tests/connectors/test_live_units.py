@@ -52,3 +52,22 @@ def test_api_key_never_appears_in_settings_repr_or_masked(monkeypatch):
     s = load_section(LiveSettings)
     assert "test_SECRET" not in repr(s) and "test_SECRET" not in str(masked(s))
     assert s.key() == "db-test_SECRET_key_12345"
+
+
+def test_usage_minute_shows_the_worst_mode_and_an_empty_minute_still_gets_a_row():
+    from connectors.live_budget import UsageMeter
+    from models.batch import DecodedChunk
+
+    meter = UsageMeter("live-x")
+    t0 = 1_800_000_000 // 60 * 60
+    meter.note_mode("live")
+    meter.account(t0 + 1, 10, 100, DecodedChunk(start_record=0, n_records=10, end_offset=100),
+                  cost_usd=0.0, reconnects=0, last_error="")
+    meter.note_mode("historical")
+    meter.note_mode("live")
+    rows = meter.take(t0 + 61, cost_usd=0.0, reconnects=1, last_error="")
+    assert [(r.minute_s, r.mode, r.records) for r in rows] == [(t0, "historical", 10)]
+    meter.note_mode("down")  # no batch in this minute: the outage still shows
+    assert meter.take(t0 + 62, cost_usd=0.0, reconnects=1, last_error="") == []
+    rows = meter.take(t0 + 121, cost_usd=0.0, reconnects=1, last_error="")
+    assert [(r.minute_s, r.mode, r.records) for r in rows] == [(t0 + 60, "down", 0)]

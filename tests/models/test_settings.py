@@ -188,3 +188,9 @@ def test_the_package_never_reads_the_environment_directly():
     offenders = [str(p.relative_to(root)) for room in rooms for p in (root / room).rglob("*.py")
                  if "os.environ" in p.read_text() or "getenv(" in p.read_text()]
     assert offenders == []
+
+
+def test_fallback_without_a_backfill_budget_is_refused_with_both_names():
+    with pytest.raises(ValidationError, match="IFD_LIVE_FALLBACK_ENABLED needs IFD_LIVE_BACKFILL_BUDGET_USD"):
+        LiveSettings(api_key="db-x", fallback_enabled=True)
+    assert LiveSettings(api_key="db-x", fallback_enabled=True, backfill_budget_usd=1).fallback_enabled

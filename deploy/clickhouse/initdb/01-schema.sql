@@ -298,10 +298,13 @@ CREATE TABLE IF NOT EXISTS ifd.usage
     reconnects    UInt32,
     lag_ms        Float64,
     last_error    String,
+    mode          LowCardinality(String) DEFAULT 'live',
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(inserted_at)
 ORDER BY (minute, source);
+
+ALTER TABLE ifd.usage ADD COLUMN IF NOT EXISTS mode LowCardinality(String) DEFAULT 'live' AFTER last_error;
 
 CREATE TABLE IF NOT EXISTS ifd.backfills
 (
@@ -319,6 +322,7 @@ CREATE TABLE IF NOT EXISTS ifd.backfills
     duplicates    UInt64,
     seconds       Float64,
     error         String,
+    kind          LowCardinality(String),
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree(inserted_at)
