@@ -132,8 +132,13 @@ def _third_friday(year: int, month: int) -> dt.date:
     return first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
 
 
-def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 21500.0) -> Chain:
+def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 21500.0,
+                *, full_chain: bool = False) -> Chain:
     """Build the deterministic NQ option chain listed on ``session_date``.
+
+    ``full_chain``: a whole listed chain instead (soak runs): 12 weekly expiries,
+    the end-of-month and the quarterly, every 10-pt strike within 1000 pts (201
+    strikes): 14 × 201 × 2 = 5,628 options.
 
     Expiries: the next four weekly Fridays (``QN<week><month><y>``, including
     ``session_date`` itself when it is a Friday, i.e. 0DTE), the end-of-month
@@ -151,7 +156,7 @@ def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 
     quarterly = _third_friday(y, m)
     exps: list[tuple[int, str, str]] = [(_ns(quarterly, 13, 30), fut_symbol, "NQ")]
     day = session_date + dt.timedelta(days=(4 - session_date.weekday()) % 7)
-    while len(exps) < 5:
+    while len(exps) < (13 if full_chain else 5):
         if day != quarterly:
             code = f"QN{(day.day - 1) // 7 + 1}"
             exps.append((_ns(day, 20), f"{code}{_MONTHS[day.month - 1]}{day.year % 10}", code))
@@ -170,7 +175,8 @@ def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 
     keep = [
         k
         for k in grid
-        if abs(k - atm) <= 150 or (abs(k - atm) <= 500 and k % 50 == 0) or k % 100 == 0
+        if full_chain or abs(k - atm) <= 150 or (abs(k - atm) <= 500 and k % 50 == 0)
+        or k % 100 == 0
     ]
     strikes = np.array(keep, dtype=np.float64)
     symbols = tuple(f"{root} {cp}{int(k)}" for _, root, _ in exps for k in strikes for cp in "CP")
@@ -312,10 +318,11 @@ def sample_name(session_date: dt.date, schema: str) -> str:
 
 
 def write_definitions(
-    path: Path, *, session_date: dt.date = DEFAULT_DATE, underlying_price: float = 21500.0
+    path: Path, *, session_date: dt.date = DEFAULT_DATE, underlying_price: float = 21500.0,
+    full_chain: bool = False,
 ) -> Path:
     """Write the chain of :func:`build_chain` as a DBN v3 ``definition`` file; returns ``path``."""
-    chain = build_chain(session_date, underlying_price)
+    chain = build_chain(session_date, underlying_price, full_chain=full_chain)
     header = _metadata(
         chain,
         dbn.Schema("definition"),
@@ -641,6 +648,7 @@ def generate_session(
     underlying_price: float = 21500.0,
     n_trades: int = 60_000,
     sweep_share: float = 0.0,
+    full_chain: bool = False,
 ) -> SampleFiles:
     """Write the sample NQ options session (definition + tbbo) into ``out_dir``.
 
@@ -661,6 +669,9 @@ def generate_session(
         2-5 records with equal ``ts_event``/``ts_recv``/``instrument_id``/``sequence`` (see the
         module docstring); 1 in 50 sweeps holds two byte-identical prints.  ``0`` (default)
         gives the same bytes as before sweeps existed.
+    full_chain : bool
+        Every listed expiry and strike (:func:`build_chain`), ~5,600 options; default the
+        660-option sample chain.
 
     Returns
     -------
@@ -674,11 +685,12 @@ def generate_session(
     """
     _check_sweep_share(sweep_share)
     out_dir = Path(out_dir)
-    chain = build_chain(session_date, underlying_price)
+    chain = build_chain(session_date, underlying_price, full_chain=full_chain)
     defs = write_definitions(
         out_dir / sample_name(session_date, "definition"),
         session_date=session_date,
         underlying_price=underlying_price,
+        full_chain=full_chain,
     )
     rng = np.random.default_rng(seed)
     tbbo = _write_dbn(

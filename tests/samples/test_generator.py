@@ -330,3 +330,18 @@ def test_generate_trades_with_sweeps(tmp_path: Path) -> None:
     sweeps = [g for g in _events(recs).values() if len(g) > 1]
     assert len(recs) == 2_000 and all(isinstance(r, dbn.TradeMsg) for r in recs)
     assert len(sweeps) > 200 and all(len({r.side for r in g}) == 1 for g in sweeps)
+
+
+def test_full_chain_lists_every_expiry_and_10_point_strike(tmp_path: Path) -> None:
+    files = sample.generate_session(tmp_path, n_trades=20_000, full_chain=True)
+    defs = databento.DBNStore.from_file(files.definition_path).to_ndarray()
+    opts = defs[np.isin(defs["instrument_class"], [b"C", b"P"])]
+    expiries = np.unique(opts["expiration"])
+    assert len(expiries) == 14  # 12 weeklies, end-of-month, quarterly
+    for expiry in expiries:
+        strikes = np.unique(opts["strike_price"][opts["expiration"] == expiry]) // 1_000_000_000
+        assert len(strikes) == 201 and np.all(np.diff(strikes) == 10)
+    assert len(opts) == 14 * 201 * 2 and len(np.unique(opts["instrument_id"])) == len(opts)
+    trades = databento.DBNStore.from_file(files.tbbo_path).to_ndarray()
+    assert set(np.unique(trades["instrument_id"])) <= set(opts["instrument_id"].tolist())
+    assert len(np.unique(trades["instrument_id"])) > 1000  # the flow sees thousands of contracts

@@ -1,0 +1,204 @@
+"""Soak: a whole simulated NQ.OPT session on the full chain through the live flow, with faults.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_soak.py                      # 400,000 trades, 5,628 options
+    .venv/bin/python benchmarks/bench_soak.py --trades 100000 --drops 3
+
+The generator writes one session (00:00-20:00 UTC of event time: the overnight session, then the
+RTH open peak and the 0DTE weekly's expiry peak at 20:00; ``samples.generator``, ``full_chain``:
+12 weeklies + end-of-month + quarterly, every 10-pt strike within 1000 pts). The project's local
+Databento gateway (``tests/live_gateway.py``) plays it as fast as the flow reads (event time
+compressed) with ``--drops`` TCP resets at random points, a gap a naive reconnect would lose, and a
+stall inside a second with heartbeats. The real live flow (``flows.ifd``, embedded chdb, bytewax
+epochs of 10 s) reads it to its idle exit. Printed, never asserted:
+
+* records/s (wall, start-up included) and trades/s;
+* peak and final RSS, and RSS at 25 / 50 / 75 % of the run (flat = the last within 10 % of the
+  50 % figure);
+* snapshot time per 10 s epoch: every state copy bytewax makes (``copy.deepcopy`` in its
+  operators and windowing, the scoring state's ``snapshot``, the live source's resume point),
+  summed per epoch, mean and max;
+* missing and duplicated trades: stored windows against an independent polars computation over
+  the raw file (``tests.reference``), per (contract, window);
+* ``ifd.latency`` per stage. In compressed event time the wall-clock stages measure how far the
+  replayed past is behind now, not the pipeline: they are printed for completeness only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import sys
+import tempfile
+import threading
+import time
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import bytewax.operators as bw_ops  # noqa: E402
+import bytewax.operators.windowing as bw_win  # noqa: E402
+from bytewax.testing import run_main  # noqa: E402
+
+import connectors.live_source as live_source  # noqa: E402
+import flows.ifd as ifd  # noqa: E402
+from models.errors import clear_fatal_errors, fatal_errors  # noqa: E402
+from models.settings import Settings  # noqa: E402
+from samples.generator import generate_session  # noqa: E402
+from sinks.clickhouse import ChdbStore  # noqa: E402
+from tests.flowrun import stored_windows  # noqa: E402
+from tests.live_gateway import Faults, LiveGateway  # noqa: E402
+from tests.liverun import KEY, live_settings  # noqa: E402
+from tests.reference import lee_ready_windows, trades_frame  # noqa: E402
+
+EPOCH_S = 10.0
+
+
+class SnapshotTimer:
+    """Wall time spent in state copies, bucketed per epoch (10 s of the run)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.per_epoch: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, seconds: float) -> None:
+        epoch = int((time.monotonic() - self.t0) // EPOCH_S)
+        with self._lock:
+            self.per_epoch[epoch] = self.per_epoch.get(epoch, 0.0) + seconds
+
+    def wrap(self, fn):  # noqa: ANN001, ANN201 - any callable
+        def timed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(time.perf_counter() - began)
+        return timed
+
+
+def install_timers(timer: SnapshotTimer) -> None:
+    """Time every snapshot path of the flow (see module docstring)."""
+    timed_copy = types.SimpleNamespace(**{k: getattr(copy, k) for k in dir(copy) if not k.startswith("__")})
+    timed_copy.deepcopy = timer.wrap(copy.deepcopy)
+    bw_ops.copy = timed_copy  # type: ignore[attr-defined]
+    bw_win.copy = timed_copy  # type: ignore[attr-defined]
+    ifd.ScoringLogic.snapshot = timer.wrap(ifd.ScoringLogic.snapshot)  # type: ignore[method-assign]
+    part = live_source._LivePartition  # noqa: SLF001
+    part.snapshot = timer.wrap(part.snapshot)  # type: ignore[method-assign]
+
+
+class RssSampler(threading.Thread):
+    """RSS of this process every 0.25 s (``/proc/self/status``), MB."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop_event.wait(0.25):
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    self.samples.append((time.monotonic() - t0, int(line.split()[1]) / 1024))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def at(self, fraction: float) -> float:
+        end = self.samples[-1][0]
+        return next(mb for t, mb in self.samples if t >= fraction * end)
+
+
+def faults_for(rng: random.Random, gw: LiveGateway, drops: int) -> Faults:
+    total = len(gw.timeline_keys())
+    # one drop per connection, counted from its (replay) start: the run sees every drop
+    points = [rng.randint(total // (4 * drops), total // (drops + 1)) for _ in range(drops)]
+    inside = gw.positions_inside_second(["definition", "tbbo"])
+    stall = rng.choice([n for n in inside if n > total // 2] or [total // 2])
+    return Faults(drop_after=points, drop_reset=True, gap_records=200, stalls=[stall],
+                  heartbeats_in_stall=True, stall_heartbeats=2, gateway_clock="wall",
+                  close_after_end=False)  # a real gateway stays open with heartbeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--trades", type=int, default=400_000)
+    parser.add_argument("--drops", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        began = time.monotonic()
+        files = generate_session(tmp / "src", n_trades=args.trades, seed=args.seed, sweep_share=0.2,
+                                 full_chain=True)
+        print(f"generated {args.trades:,} trades on the full chain in {time.monotonic() - began:.1f} s")
+        timer = SnapshotTimer()
+        install_timers(timer)
+        sampler = RssSampler()
+        rng = random.Random(args.seed)
+        with LiveGateway([files.definition_path, files.tbbo_path], api_key=KEY) as gw:
+            gw.faults = faults_for(rng, gw, args.drops)
+            gw._drop_queue = list(gw.faults.drop_after)  # noqa: SLF001 - faults chosen from the timeline
+            gw._stall_queue = list(gw.faults.stalls)  # noqa: SLF001
+            records = len(gw.timeline_keys())
+            gw_recv = [e.ts_recv for e in gw._entries(None)]  # noqa: SLF001
+            settings = Settings(mode="live", data_dir=tmp / "run", progress_interval_s=0,
+                                scoring={"enabled": True})
+            live = live_settings(gw.port, idle_exit_s=5.0, batch_records=65_536,
+                                 heartbeat_interval_s=1, replay_horizon_s=365 * 86_400.0)
+            clear_fatal_errors()
+            sampler.start()
+            t0 = time.monotonic()
+            run_main(ifd.build_flow(settings, live=live, alerts=None))
+            wall = time.monotonic() - t0 - live.idle_exit_s
+            sampler.stop()
+            reconnects = gw.sessions - 1
+        fatal = fatal_errors()
+        print(f"records played: {records:,} ({args.drops} drops, 1 stall, gap 200 on naive reconnects); "
+              f"sessions: {reconnects + 1}; fatal: {fatal or 'none'}")
+        print(f"throughput: {records / wall:,.0f} records/s, {args.trades / wall:,.0f} trades/s "
+              f"({wall:.1f} s wall, start-up included, idle exit excluded)")
+        units = len({ts // 1_000_000_000 for ts in gw_recv})
+        print(f"live units (ts_recv seconds holding records): {units:,}, {1e3 * wall / units:.2f} ms "
+              f"each; 20 h of event time in {wall:.0f} s: {72_000 / wall:.0f}x faster than real time")
+        rss = [mb for _, mb in sampler.samples]
+        print(f"RSS: peak {max(rss):.0f} MB, final {rss[-1]:.0f} MB (close included: last flush, "
+              f"chdb); at 25/50/75/90 % of the run: {sampler.at(0.25):.0f} / {sampler.at(0.5):.0f} / "
+              f"{sampler.at(0.75):.0f} / {sampler.at(0.9):.0f} MB; 90 % vs 50 %: "
+              f"{100 * (sampler.at(0.9) / sampler.at(0.5) - 1):+.1f} %, end vs 50 %: "
+              f"{100 * (rss[-1] / sampler.at(0.5) - 1):+.1f} %")
+        epochs = [timer.per_epoch.get(e, 0.0) for e in range(int(wall // EPOCH_S) + 1)]
+        print(f"snapshot time per 10 s epoch: mean {1e3 * sum(epochs) / len(epochs):.1f} ms, "
+              f"max {1e3 * max(epochs):.1f} ms over {len(epochs)} epochs")
+
+        expected = lee_ready_windows(trades_frame(files.tbbo_path))
+        got = stored_windows(tmp / "run")
+        missing = sum(max(0, v["trades"] - got.get(k, {}).get("trades", 0)) for k, v in expected.items())
+        doubled = sum(max(0, v["trades"] - expected.get(k, {}).get("trades", 0)) for k, v in got.items())
+        same = sum(got.get(k) == v for k, v in expected.items())
+        print(f"trades missing: {missing:,}, duplicated: {doubled:,}; (contract, window) rows equal to "
+              f"the polars reference: {same:,} of {len(expected):,} (stored {len(got):,})")
+
+        store = ChdbStore(tmp / "run" / "chdb")
+        try:
+            lat = store.query_arrow(
+                "SELECT stage, sum(samples) AS n, quantileExact(0.5)(p50_ms) AS p50, max(p95_ms) AS p95, "
+                "max(p99_ms) AS p99 FROM ifd.latency FINAL GROUP BY stage ORDER BY stage").to_pylist()
+        finally:
+            store.close()
+        print("ifd.latency (compressed event time: wall-clock stages show the replayed past's age):")
+        for row in lat:
+            print(f"  {row['stage']:<16} samples {row['n']:>9,}  p50 {row['p50']:>14,.1f} ms  "
+                  f"worst p95 {row['p95']:>14,.1f} ms  worst p99 {row['p99']:>14,.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
