@@ -23,18 +23,27 @@ epochs of 10 s) reads it to its idle exit. Printed, never asserted:
   the raw file (``tests.reference``), per (contract, window);
 * ``ifd.latency`` per stage. In compressed event time the wall-clock stages measure how far the
   replayed past is behind now, not the pipeline: they are printed for completeness only.
+
+``--realtime-minutes M`` adds a second phase that measures latency for real: a full-chain
+session generated for today, sliced to the next M minutes of ``ts_recv``, played by the gateway
+in real time (each record sent when the wall clock reaches its ``ts_recv``) with one drop, through
+the live flow with 60-s windows, scoring on and alerts (``IFD_ALERT_MIN_CLASS=MONITOR``) posted to a
+local webhook; prints ``ifd.latency`` per stage (sample-weighted over minutes: median of the
+minute p50s, worst minute p95/p99) and the window end → alert figure beyond the allowed lateness.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import datetime as dt
 import random
 import sys
 import tempfile
 import threading
 import time
 import types
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,13 +51,14 @@ sys.path.insert(0, str(ROOT))
 
 import bytewax.operators as bw_ops  # noqa: E402
 import bytewax.operators.windowing as bw_win  # noqa: E402
+import databento  # noqa: E402
 from bytewax.testing import run_main  # noqa: E402
 
 import connectors.live_source as live_source  # noqa: E402
 import flows.ifd as ifd  # noqa: E402
 from models.errors import clear_fatal_errors, fatal_errors  # noqa: E402
-from models.settings import Settings  # noqa: E402
-from samples.generator import generate_session  # noqa: E402
+from models.settings import AlertSettings, Settings  # noqa: E402
+from samples.generator import generate_session, write_slice  # noqa: E402
 from sinks.clickhouse import ChdbStore  # noqa: E402
 from tests.flowrun import stored_windows  # noqa: E402
 from tests.live_gateway import Faults, LiveGateway  # noqa: E402
@@ -127,12 +137,91 @@ def faults_for(rng: random.Random, gw: LiveGateway, drops: int) -> Faults:
                   close_after_end=False)  # a real gateway stays open with heartbeats
 
 
+class _Hook(BaseHTTPRequestHandler):
+    received = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).received += 1
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+def latency_rows(data_dir: Path) -> list[dict]:
+    store = ChdbStore(data_dir / "chdb")
+    try:
+        return store.query_arrow(
+            "SELECT stage, sum(samples) AS n, quantileExactWeighted(0.5)(p50_ms, samples) AS p50, "
+            "max(p95_ms) AS p95, max(p99_ms) AS p99, max(max_ms) AS mx FROM ifd.latency FINAL "
+            "GROUP BY stage ORDER BY stage").to_pylist()
+    finally:
+        store.close()
+
+
+def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path) -> None:
+    """Latency in real time: today's session, the next ``minutes`` of it, paced by ts_recv."""
+    today = dt.datetime.now(dt.UTC).date()
+    files = generate_session(tmp / "rt-src", session_date=today, n_trades=trades, seed=seed,
+                             full_chain=True)
+    # the slice starts once the gateway has loaded and the flow has started (30 s from now), so
+    # the gateway's live start (the wall clock at connect) precedes its first trade
+    lo = time.time_ns() + 30 * 1_000_000_000
+    hi = lo + int(minutes * 60e9)
+    sliced = tmp / "rt" / files.tbbo_path.name
+    kept = write_slice(files.tbbo_path, sliced, lo, hi)
+    if not kept:
+        print(f"real-time phase skipped: the generated session has no trades now ({today}, "
+              "00:00-20:00 UTC only)")
+        return
+    print(f"real-time phase: {kept:,} trades over {minutes:g} min of today's session from 30 s on "
+          f"({kept / (minutes * 60):.1f} trades/s), one drop, 60-s windows")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    alerts = AlertSettings(urls=f"json://127.0.0.1:{server.server_address[1]}/ifd", jsonl_path=None,
+                           min_class="MONITOR", max_per_minute=10_000)
+    n_defs = len(databento.DBNStore.from_file(files.definition_path).to_ndarray())
+    faults = Faults(drop_after=[n_defs + kept // 2], drop_reset=True, realtime=True, gateway_clock="wall",
+                    close_after_end=False)
+    with LiveGateway([files.definition_path, sliced], api_key=KEY, faults=faults) as gw:
+        settings = Settings(mode="live", data_dir=tmp / "rt-run", progress_interval_s=0,
+                            window_length_s=60, scoring={"enabled": True})
+        live = live_settings(gw.port, idle_exit_s=30.0, batch_records=65_536,
+                             heartbeat_interval_s=1, heartbeat_grace_s=2.0)
+        clear_fatal_errors()
+        run_main(ifd.build_flow(settings, live=live, alerts=alerts))
+    server.shutdown()
+    expected = {k: v for k, v in lee_ready_windows(trades_frame(sliced), window_s=60).items()}
+    got = stored_windows(tmp / "rt-run")
+    print(f"  fatal: {fatal_errors() or 'none'}; alerts posted: {_Hook.received}; windows equal to the "
+          f"polars reference: {sum(got.get(k) == v for k, v in expected.items()):,} of {len(expected):,}")
+    lateness_ms = 1e3 * settings.allowed_lateness_s
+    for row in latency_rows(tmp / "rt-run"):
+        beyond = row["stage"] in ("window_written", "signal_scored")
+        extra = f"  (p99 beyond the {lateness_ms:.0f} ms lateness: {row['p99'] - lateness_ms:,.1f} ms)" \
+            if beyond else ""
+        print(f"  {row['stage']:<16} samples {row['n']:>7,}  p50 {row['p50']:>9,.1f} ms  worst p95 "
+              f"{row['p95']:>9,.1f} ms  worst p99 {row['p99']:>9,.1f} ms  max {row['mx']:>9,.1f} ms"
+              f"{extra}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--trades", type=int, default=400_000)
     parser.add_argument("--drops", type=int, default=5)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--realtime-minutes", type=float, default=0.0,
+                        help="also run the real-time latency phase for this long (0: skip)")
+    parser.add_argument("--realtime-trades", type=int, default=2_000_000,
+                        help="trades in the whole generated day the real-time slice is cut from")
+    parser.add_argument("--skip-soak", action="store_true", help="run only the real-time phase")
     args = parser.parse_args()
+    if args.skip_soak:
+        with tempfile.TemporaryDirectory() as tmp_name:
+            realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, Path(tmp_name))
+        return
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -198,6 +287,8 @@ def main() -> None:
         for row in lat:
             print(f"  {row['stage']:<16} samples {row['n']:>9,}  p50 {row['p50']:>14,.1f} ms  "
                   f"worst p95 {row['p95']:>14,.1f} ms  worst p99 {row['p99']:>14,.1f} ms")
+        if args.realtime_minutes > 0:
+            realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, tmp)
 
 
 if __name__ == "__main__":

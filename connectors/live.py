@@ -11,7 +11,8 @@ runs its own loop (Databento docs, "Live data: Intraday replay"):
    are dropped, counted once per accepted copy; first deliveries are never
    de-duplicated. Aggregates equal those of an unbroken session.
 3. Records are emitted as whole ``ts_recv`` seconds (sealed by a later
-   second, a gateway heartbeat, or closing), one :class:`SourceBatch` per
+   second, a gateway heartbeat, the wall clock passing the second's end by
+   ``IFD_LIVE_SEAL_GRACE_S`` for live seconds, or closing), one :class:`SourceBatch` per
    piece with ``seq = second * 4096 + split``: stored parts keep a stable,
    collision-free identity.
 4. A resume position older than ``IFD_LIVE_REPLAY_HORIZON_S`` is backfilled
@@ -590,6 +591,14 @@ class LiveFeed:
                 seq.accept(gen, raw, ts_event, ts_recv)
         if seq.duplicates > duplicates:
             self._count("replayed_duplicates", seq.duplicates - duplicates)
+        second = seq.open_second()
+        grace = self.settings.seal_grace_s
+        if second is not None and grace and second + 1 + grace <= now_s < second + 60:
+            # a live second the wall clock has left: seal it rather than wait for the next
+            # second's record or a heartbeat (a record of it arriving later re-opens it as the
+            # next split, so identities stay unique)
+            seq.seal()
+            self._count("seals_by_clock")
         return [self._batch(now_s, unit) for unit in seq.take_units(flush_all=flush_all)]
 
     def _batch(self, now_s: float, unit: Unit) -> SourceBatch:

@@ -287,6 +287,12 @@ class LiveSequencer:
         self.accepted += 1
         return True
 
+    def open_second(self) -> int | None:
+        """Return the newest held ``ts_recv`` second while it is still open (not sealed), else None."""
+        if self._held and not self._sealed:
+            return self._held[-1].second
+        return None
+
     def seal(self) -> None:
         """Mark the newest second complete (the gateway sent a heartbeat after a silence)."""
         if self._held:

@@ -271,6 +271,10 @@ class LiveSettings(_DatabentoKey):
     cost_per_hour_usd: float = Field(default=0.0, ge=0)
     session: SessionPreset = "globex"
     batch_records: int = Field(default=65_536, ge=1, le=1 << 20)
+    seal_grace_s: float = Field(default=0.2, ge=0)
+    """A live ``ts_recv`` second is emitted once the wall clock is this far past its end, without
+    waiting for the next second's record or a heartbeat (0 = wait); only seconds under a minute
+    old (replayed history is sealed by its own later records)."""
     idle_exit_s: float | None = Field(default=None, gt=0)
     """Exit when no new data record was accepted for this long, counted from the last new record
     or the first reconnect after it (tests, one-off catch-up runs)."""

@@ -312,6 +312,31 @@ def _write_dbn(path: Path, header: bytes, blocks: Iterable[np.ndarray]) -> Path:
     return path
 
 
+def write_slice(src: Path, dst: Path, ts_recv_lo: int, ts_recv_hi: int) -> int:
+    """Copy the records of a generated ``tbbo`` file with ``ts_recv_lo <= ts_recv < ts_recv_hi``.
+
+    The metadata header is kept as is (its ``start``/``end`` still describe the session). Times
+    are ns since epoch UTC. Returns the number of records written.
+
+    Raises
+    ------
+    ValueError
+        ``src`` is not a zstd DBN v3 ``tbbo`` file of this generator.
+    """
+    raw = zstandard.ZstdDecompressor().stream_reader(Path(src).read_bytes()).read()
+    if raw[:3] != b"DBN" or raw[3] != 3:
+        msg = f"{src}: not a DBN v3 file"
+        raise ValueError(msg)
+    body = 8 + int.from_bytes(raw[4:8], "little")
+    if (len(raw) - body) % _MBP1_DTYPE.itemsize:
+        msg = f"{src}: records are not {_MBP1_DTYPE.itemsize}-byte tbbo (MBP-1) records"
+        raise ValueError(msg)
+    rec = np.frombuffer(raw, dtype=_MBP1_DTYPE, offset=body)
+    keep = rec[(rec["ts_recv"] >= ts_recv_lo) & (rec["ts_recv"] < ts_recv_hi)]
+    _write_dbn(Path(dst), raw[:body], [keep])
+    return len(keep)
+
+
 def sample_name(session_date: dt.date, schema: str) -> str:
     """File name ``nq-opt-glbx-mdp3-YYYYMMDD.<schema>.dbn.zst``."""
     return f"nq-opt-glbx-mdp3-{session_date:%Y%m%d}.{schema}.dbn.zst"

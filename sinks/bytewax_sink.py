@@ -60,6 +60,9 @@ class _Writer:
         self.writer = IFDWriter(self.store, batch_rows=settings.sink_batch_rows, pipelined=True,
                                 latency=latency)
         self.latency = latency
+        self.flush_on_window = settings.mode == "live"
+        """Live: a closed window is stored at once, not after ``flush_interval_s`` (window rows
+        come once per window length, so this adds few inserts)."""
         self.report = RunReport(total_bytes, settings.progress_interval_s)
         self.flush_interval_s = flush_interval_s
         self._last_flush = time.monotonic()
@@ -80,7 +83,9 @@ class _Writer:
             for row in self.latency.take(time.time()):
                 self.writer.add(row)
         now = time.monotonic()
-        if self.writer.pending and now - self._last_flush >= self.flush_interval_s:
+        closed = self.flush_on_window and any(
+            isinstance(item, WindowResult) and not item.correction for item in items)
+        if self.writer.pending and (closed or now - self._last_flush >= self.flush_interval_s):
             self.flush(wait=False)
         self.report.maybe_progress()
 

@@ -885,7 +885,8 @@ class IFDWriter:
             raise SinkFatalError(msg) from exc
         if window_ends is not None and self.latency is not None and len(window_ends):
             now_ns = time.time_ns()
-            self.latency.record("window_written", now_ns / 1e9, (now_ns - window_ends) / 1e6)
+            ended = window_ends[window_ends <= now_ns]  # a stop flushes windows not yet ended
+            self.latency.record("window_written", now_ns / 1e9, (now_ns - ended) / 1e6)
 
     def _wait(self) -> None:
         if self._in_flight is None:

@@ -190,6 +190,11 @@ class Faults:
         ends).  ``False``: stay open with heartbeats.
     end_linger_s : float
         Linger before the graceful close at end of stream.
+    realtime : bool
+        Play in real time: a live (no ``start=``) subscription gets the day's definitions, then
+        data from the first record with ``ts_recv`` at or after the wall clock; every record is sent once
+        the wall clock reaches its ``ts_recv`` (heartbeats while waiting); a replay sends its
+        backlog at once, then paces.  For files of today (soak latency runs).
     down_after_drop_s : float
         At the first ``drop_after`` drop the gateway goes down for this long: its listening socket
         is closed (connects are refused at once, as by a host that is down), then it listens on
@@ -212,6 +217,7 @@ class Faults:
     close_after_end: bool = True
     end_linger_s: float = 0.05
     down_after_drop_s: float = 0.0
+    realtime: bool = False
 
     def __post_init__(self) -> None:
         """Reject an unknown ``gateway_clock``."""
@@ -760,6 +766,11 @@ class LiveGateway:
         """Timeline indices to send on this connection and the metadata start (lock held)."""
         resolved = [(s, self._resolve(s)) for s in subs]
         live_begin = self.live_position
+        live_from = 0  # realtime: data records of a live subscription start at the wall clock
+        if self.faults.realtime:
+            wall = time.time_ns()
+            live_from = next((i for i, e in enumerate(self._timeline)
+                              if e.ts_recv >= wall and e.schema != "definition"), len(self._timeline))
         gap_left = self.faults.gap_records if reconnect else 0
         plan: list[int] = []
         for idx, e in enumerate(self._timeline):
@@ -770,7 +781,7 @@ class LiveGateway:
                 if s.start is not None:
                     ts = e.ts_recv if e.schema.startswith(_RECV_FILTERED) else e.ts_event
                     replay_hit = replay_hit or ts >= s.start
-                elif idx >= live_begin:
+                elif idx >= live_begin and (idx >= live_from or e.schema == "definition"):
                     live_hit = True
             if live_hit and not replay_hit and gap_left > 0:
                 gap_left -= 1
@@ -906,8 +917,18 @@ class LiveGateway:
 
         sent = 0
         state = after(0)
+        last_write = time.monotonic()
         for idx in plan if state is None else ():
             e = self._timeline[idx]
+            if f.realtime and e.ts_recv > time.time_ns():
+                conn.flush()
+                while (due := (e.ts_recv - time.time_ns()) / 1e9) > 0:
+                    if self._stop.wait(min(due, 0.25)):
+                        raise _Closed
+                    if cf.heartbeat_s > 0 and time.monotonic() - last_write >= cf.heartbeat_s:
+                        self._heartbeat(conn, now())
+                        last_write = time.monotonic()
+            last_write = time.monotonic()
             if f.delay_s > 0:
                 conn.flush()
                 if self._stop.wait(f.delay_s):

@@ -38,3 +38,59 @@ def test_every_trade_and_closed_window_is_a_latency_sample(tmp_path, day):
     # one sample per closed window (one shard here): the distinct windows holding trades
     assert by_stage["window_written"] == len({start for _instrument, start in expected})
     assert set(by_stage) == {"record", "window_written"}  # scoring is off in run_live
+
+
+class _Client:
+    """Just enough of ``databento.Live`` to hand the feed records from the test."""
+
+    def __init__(self, **_kwargs: object) -> None:
+        self.callback = None
+
+    def subscribe(self, **_kwargs: object) -> None:
+        return None
+
+    def add_callback(self, callback, _on_error=None) -> None:  # noqa: ANN001
+        self.callback = callback
+
+    def start(self) -> None:
+        return None
+
+    def is_connected(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("grace", [0.2, 0.0])
+def test_a_live_second_is_emitted_once_the_clock_passes_its_end(day, grace):
+    from connectors.live import LiveFeed
+    from tests.liverun import live_settings
+
+    _, records = _decode_file(day[1])
+    second = records[0].ts_recv // 1_000_000_000
+    same = [r for r in records if r.ts_recv // 1_000_000_000 == second]
+    clock = [second + 0.5]
+    clients: list[_Client] = []
+
+    def factory(**kwargs: object) -> _Client:
+        clients.append(_Client(**kwargs))
+        return clients[-1]
+
+    feed = LiveFeed(live_settings(1, seal_grace_s=grace, heartbeat_interval_s=5,
+                                  heartbeat_grace_s=100.0),
+                    client_factory=factory, now=lambda: clock[0])
+    try:
+        assert feed.poll()[0] == []  # connects
+        for record in same:
+            clients[0].callback(record)
+        assert feed.poll()[0] == []  # the second is still open
+        clock[0] = second + 1 + 0.25
+        batches, _ = feed.poll()
+        if grace:
+            assert [b.chunk.n_records for b in batches] == [len(same)]
+            assert [b.seq for b in batches] == [second * 4096]
+        else:  # waits for a later second's record or a heartbeat, as before
+            assert batches == []
+    finally:
+        feed.close()

@@ -345,3 +345,18 @@ def test_full_chain_lists_every_expiry_and_10_point_strike(tmp_path: Path) -> No
     trades = databento.DBNStore.from_file(files.tbbo_path).to_ndarray()
     assert set(np.unique(trades["instrument_id"])) <= set(opts["instrument_id"].tolist())
     assert len(np.unique(trades["instrument_id"])) > 1000  # the flow sees thousands of contracts
+
+
+def test_write_slice_keeps_exactly_the_ts_recv_range(session: sample.SampleFiles, trades: np.ndarray,
+                                                     tmp_path: Path) -> None:
+    lo, hi = int(trades["ts_recv"][1000]), int(trades["ts_recv"][5000])
+    out = tmp_path / "slice.tbbo.dbn.zst"
+    kept = sample.write_slice(session.tbbo_path, out, lo, hi)
+    got = databento.DBNStore.from_file(out).to_ndarray()
+    want = trades[(trades["ts_recv"] >= lo) & (trades["ts_recv"] < hi)]
+    assert kept == len(want) == len(got) > 0
+    assert got.tobytes() == want.tobytes()
+    with pytest.raises(ValueError, match="not a DBN v3 file"):
+        bad = tmp_path / "bad.dbn.zst"
+        bad.write_bytes(zstandard.ZstdCompressor().compress(b"not dbn at all"))
+        sample.write_slice(bad, tmp_path / "x.dbn.zst", lo, hi)
