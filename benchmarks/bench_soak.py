@@ -193,7 +193,7 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path) -> None:
         clear_fatal_errors()
         run_main(ifd.build_flow(settings, live=live, alerts=alerts))
     server.shutdown()
-    expected = {k: v for k, v in lee_ready_windows(trades_frame(sliced), window_s=60).items()}
+    expected = lee_ready_windows(trades_frame(sliced), window_s=60)
     got = stored_windows(tmp / "rt-run")
     print(f"  fatal: {fatal_errors() or 'none'}; alerts posted: {_Hook.received}; windows equal to the "
           f"polars reference: {sum(got.get(k) == v for k, v in expected.items()):,} of {len(expected):,}")

@@ -79,7 +79,6 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 import databento_dbn as dbn
 import numpy as np
@@ -91,9 +90,10 @@ from connectors.dbn import (
 )
 from connectors.live_backfill import (
     BackfillOutcome,
-    BackfillPlan,
     HistoricalBackfill,
+    iso_utc,
     plan_backfill,
+    plan_range,
 )
 from connectors.live_budget import BudgetMeter, MarketSessions, UsageMeter
 from connectors.live_connection import (
@@ -121,10 +121,6 @@ log = logging.getLogger(__name__)
 
 RECORDS_PER_UNIT_MAX = 1 << 20
 """Dead letters of a live unit are numbered ``unit_id * RECORDS_PER_UNIT_MAX + index``."""
-
-
-def _iso_ns(ns: int) -> str:
-    return datetime.fromtimestamp(ns / NS, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _databento_loggers() -> list[str]:
@@ -169,7 +165,6 @@ class LiveFeed:
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         notify: Callable[[str, str, str], object] | None = None,
-        historical_factory: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
         self._key = settings.key()
@@ -215,7 +210,7 @@ class LiveFeed:
                                          self._count, self._set_last_error)
         self.historical = HistoricalBackfill(self._key, settings.backfill_budget_usd,
                                              gateway=settings.historical_gateway,
-                                             client_factory=historical_factory, scrub=self._scrub)
+                                             scrub=self._scrub)
         self._backfilled_to_ns = 0
         """End of the last backfill (ns): a replay never starts before it minus the overlap."""
         self._backfill_rows: list[BackfillRow] = []
@@ -268,7 +263,7 @@ class LiveFeed:
         if self.fallback:
             self.fallback = False
             log.warning("live: the gateway answers again: back to live (replay from %s)",
-                        _iso_ns(starts[DATA]) if starts and starts[DATA] else "the start")
+                        iso_utc(starts[DATA]) if starts and starts[DATA] else "the start")
         if not self._idle_rebased:
             # a reconnect after a silence gets its full idle time to replay (a stall, a drop)
             self._idle_since_s, self._idle_rebased = max(self._idle_since_s, now_s), True
@@ -284,8 +279,7 @@ class LiveFeed:
         applies). Done: records are accepted in order, replayed copies dropped.
         """
         s = self.settings
-        when = datetime.fromtimestamp(starts[DATA] / NS, UTC)
-        gap = (f"live gap too long: last processed {when:%Y-%m-%d %H:%M:%SZ} is beyond the "
+        gap = (f"live gap too long: last processed {iso_utc(starts[DATA])} is beyond the "
                f"{s.replay_horizon_s / 3600:.0f} h intraday-replay horizon")
         if s.backfill_budget_usd <= 0:
             self._fatal = LiveConfigError(
@@ -387,10 +381,9 @@ class LiveFeed:
             starts = {DEFINITIONS: 0, DATA: self._created_ns}
         elif not starts[DATA]:  # "the whole history" of a live replay = its horizon
             starts = {DEFINITIONS: 0, DATA: int((now_s - s.replay_horizon_s) * NS)}
-        start = starts[DATA]
-        defs = starts[DEFINITIONS] or start // (86_400 * NS) * 86_400 * NS
-        plan = BackfillPlan(s.dataset, tuple(s.symbol_list()), s.stype_in, s.schema_name, start,
-                            min(defs, start), max(start + 1, int(now_s * NS)))
+        plan = plan_range(dataset=s.dataset, symbols=s.symbol_list(), stype_in=s.stype_in,
+                          schema=s.schema_name, data_start_ns=starts[DATA],
+                          definitions_start_ns=starts[DEFINITIONS], end_ns=int(now_s * NS))
         outcome = self.historical.run(plan)
         duplicates = self._accept_backfill(outcome, starts) if outcome.outcome == "done" else 0
         if outcome.outcome == "done":

@@ -57,10 +57,6 @@ DAY_NS = 86_400 * NS
 UNDEF_TIMESTAMP = 2**64 - 1
 
 
-class BackfillRefusedError(PipelineError):
-    """The backfill would cost more than ``IFD_LIVE_BACKFILL_BUDGET_USD`` (nothing was fetched)."""
-
-
 class BackfillFailedError(PipelineError):
     """Databento Historical did not deliver the range (network, HTTP or decoding error)."""
 
@@ -102,11 +98,24 @@ class BackfillPlan:
 
     def describe(self) -> str:
         """``start .. end`` in ISO UTC, for logs and messages."""
-        return f"{_iso(self.start_ns)} .. {_iso(self.end_ns)}"
+        return f"{iso_utc(self.start_ns)} .. {iso_utc(self.end_ns)}"
 
 
-def _iso(ns: int) -> str:
+def iso_utc(ns: int) -> str:
+    """``YYYY-MM-DD HH:MM:SSZ`` of a time in ns since epoch UTC (logs and messages)."""
     return datetime.fromtimestamp(ns / NS, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def plan_range(*, dataset: str, symbols: list[str], stype_in: str, schema: str,
+               data_start_ns: int, definitions_start_ns: int, end_ns: int) -> BackfillPlan:
+    """Plan ``[data_start_ns, end_ns)``; ``definitions_start_ns`` 0 = the UTC midnight before.
+
+    Databento publishes a definition of every listed instrument each day, so that midnight
+    stands for "the whole history" of the definitions.
+    """
+    defs = definitions_start_ns or data_start_ns // DAY_NS * DAY_NS
+    return BackfillPlan(dataset, tuple(symbols), stype_in, schema, data_start_ns,
+                        min(defs, data_start_ns), max(data_start_ns + 1, end_ns))
 
 
 def plan_backfill(*, dataset: str, symbols: list[str], stype_in: str, schema: str,
@@ -122,10 +131,9 @@ def plan_backfill(*, dataset: str, symbols: list[str], stype_in: str, schema: st
     if not 0 < margin_ns < horizon_ns:
         msg = f"backfill margin {margin_ns / NS:.0f} s must be > 0 and below the replay horizon"
         raise ValueError(msg)
-    end = max(data_start_ns + 1, now_ns - horizon_ns + margin_ns)
-    defs = definitions_start_ns or data_start_ns // DAY_NS * DAY_NS
-    return BackfillPlan(dataset, tuple(symbols), stype_in, schema, data_start_ns,
-                        min(defs, data_start_ns), end)
+    return plan_range(dataset=dataset, symbols=symbols, stype_in=stype_in, schema=schema,
+                      data_start_ns=data_start_ns, definitions_start_ns=definitions_start_ns,
+                      end_ns=now_ns - horizon_ns + margin_ns)
 
 
 def decode_timeline(payloads: list[bytes]) -> list[BackfillRecord]:
@@ -279,4 +287,4 @@ def _plain(data: bytes) -> bytes:
 
 
 __all__ = ["BackfillFailedError", "BackfillOutcome", "BackfillPlan", "BackfillRecord",
-           "BackfillRefusedError", "HistoricalBackfill", "decode_timeline", "plan_backfill"]
+           "HistoricalBackfill", "decode_timeline", "iso_utc", "plan_backfill", "plan_range"]
