@@ -165,8 +165,11 @@ class LiveFeed:
         now: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         notify: Callable[[str, str, str], object] | None = None,
+        lateness_s: float = 0.0,
     ) -> None:
         self.settings = settings
+        self._clock_lead_ns = int(min(1.0 + settings.seal_grace_s, lateness_s / 2) * NS)
+        """Most a batch's ``clock_ns`` runs ahead of the start of its ``ts_recv`` second."""
         self._key = settings.key()
         self._client_factory = client_factory
         self._notify = notify
@@ -607,7 +610,23 @@ class LiveFeed:
         self.batches += 1
         return SourceBatch(source=self.source_id, seq=unit.unit_id, trade_rtype=self.trade_rtype,
                            chunk=chunk, bytes_read=0, total_bytes=0, eof=False,
-                           partition=self.source_id)
+                           partition=self.source_id, clock_ns=self._clock_ns(now_s, unit))
+
+    def _clock_ns(self, now_s: float, unit: Unit) -> int:
+        """Event time the flow may treat as reached once ``unit`` is in (ns UTC; 0 = unknown).
+
+        The connection's extrapolated ``ts_recv`` clock, but never more than
+        ``min(1 s + seal grace, lateness / 2)`` past the start of the unit's second:
+        every later unit holds records with ``ts_recv`` at or after that start, so
+        their trades stay on time however far the connection has read ahead
+        (an intraday replay, a compressed test gateway, a flow that fell behind).
+        On a connection that keeps up, a second is sealed about 1 s + grace after
+        its start and the bound does not bind.
+        """
+        clock = self.connection.clock_ns(now_s)
+        if not clock or not self._clock_lead_ns:
+            return 0
+        return min(clock, unit.second * NS + self._clock_lead_ns)
 
     def _take_usage(self, now_s: float | None) -> list[UsageRow | BackfillRow]:
         """Backfill rows, then usage rows of completed minutes (all of them when ``now_s`` is None)."""

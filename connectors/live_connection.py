@@ -25,7 +25,13 @@ import databento_dbn as dbn
 from tenacity import RetryCallState, wait_exponential
 
 from connectors.live_budget import BudgetMeter
-from connectors.live_resume import DATA, DEFINITIONS, GATEWAY_RTYPES, RTYPE_SYMBOL_MAPPING
+from connectors.live_resume import (
+    DATA,
+    DEFINITIONS,
+    GATEWAY_RTYPES,
+    RTYPE_DEFINITION,
+    RTYPE_SYMBOL_MAPPING,
+)
 from models.errors import ConfigError, SourceError
 from models.redact import SecretFilter
 from models.settings import LiveSettings
@@ -36,6 +42,7 @@ NS = 1_000_000_000
 SEAL = b""
 """Raw bytes of a queued heartbeat: it seals the open ``ts_recv`` second."""
 
+UNDEF_TIMESTAMP = 2**64 - 1
 QueuedRecord = tuple[int, bytes, int, int | None]
 """(connection number, raw record, ts_event, ts_recv) in arrival order."""
 
@@ -154,6 +161,8 @@ class LiveConnection:
         """Newest ``min(ts_event, ts_recv)`` received (not yet accepted): where a replay resumes."""
         self.last_heard = 0.0
         self.connected_at = 0.0
+        self._clock: tuple[int, float] | None = None
+        """(newest market-data ``ts_recv`` of the open connection, wall time it arrived)."""
 
     def open(self, now_s: float, key: str, starts: dict[str, int] | None,
              on_begin: Callable[[int], None]) -> None:
@@ -187,7 +196,7 @@ class LiveConnection:
                                  start=starts[kind] if starts is not None else None)
             client.add_callback(lambda record: self._on_record(gen, record), self._on_callback_error)
             with self.lock:
-                self.gen, self._gen_open = gen, True
+                self.gen, self._gen_open, self._clock = gen, True, None
             on_begin(gen)
             client.start()
         except Exception as exc:
@@ -235,6 +244,9 @@ class LiveConnection:
             ts_event = int(record.ts_event)
             ts_recv = getattr(record, "ts_recv", None)
             self._records.append((gen, raw, ts_event, ts_recv))
+            if (ts_recv is not None and ts_recv != UNDEF_TIMESTAMP and rtype != RTYPE_DEFINITION
+                    and (self._clock is None or ts_recv > self._clock[0])):
+                self._clock = (int(ts_recv), self.last_heard)
             if ts_event != 2**64 - 1:
                 # received, not yet accepted: a reconnect replays from the newest arrival
                 pos = min(ts_event, ts_recv) if ts_recv is not None else ts_event
@@ -258,6 +270,21 @@ class LiveConnection:
             entries = list(self._records)
             self._records.clear()
         return entries
+
+    def clock_ns(self, now_s: float) -> int:
+        """Event time the open connection has delivered up to, extrapolated to ``now_s`` (ns UTC).
+
+        The newest market-data ``ts_recv`` received plus the wall time since it arrived: on a
+        connection that keeps up with the gateway this is the wall clock less the network
+        transit; during an intraday replay it is the replayed ``ts_recv``. Definitions (the
+        gateway may resend old ones) and gateway-made records never move it. 0 when no
+        connection is open or nothing has arrived on it.
+        """
+        with self.lock:
+            if not self._gen_open or self._clock is None:
+                return 0
+            ts_recv, arrived_s = self._clock
+        return ts_recv + max(0, int((now_s - arrived_s) * NS))
 
     def next_event(self) -> dbn.ErrorMsg | dbn.SystemMsg | None:
         """Return the oldest queued gateway event, or None."""

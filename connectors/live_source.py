@@ -128,12 +128,17 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow | BackfillRow, Li
         Builds the :class:`Notifier` for operational notices (budget stop),
         once per partition; handed in by the wiring (:mod:`flows.ifd`) so
         connectors never import sinks. None: log only.
+    lateness_s : float
+        The flow's allowed lateness, s: bounds how far each batch's event clock
+        may run ahead of its records (:class:`LiveFeed`).
     """
 
     def __init__(self, settings: LiveSettings,
                  client_factory: Callable[..., LiveClient] | None = None,
-                 notifier: Callable[[], Notifier] | None = None) -> None:
+                 notifier: Callable[[], Notifier] | None = None, *,
+                 lateness_s: float = 0.0) -> None:
         self._settings = settings
+        self._lateness_s = lateness_s
         self._client_factory = client_factory
         self._notifier = notifier
         self._part = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
@@ -147,5 +152,6 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow | BackfillRow, Li
                    resume_state: LiveResume | None) -> _LivePartition:
         dispatcher = self._notifier() if self._notifier is not None else None
         feed = LiveFeed(self._settings, resume=resume_state, client_factory=self._client_factory,
-                        notify=dispatcher.notify if dispatcher is not None else None)
+                        notify=dispatcher.notify if dispatcher is not None else None,
+                        lateness_s=self._lateness_s)
         return _LivePartition(feed, dispatcher)

@@ -305,6 +305,8 @@ class StreamProcessor:
                        for i in range(self.shards))
         else:
             out.extend(state.tracker.heartbeats(state.watermark_ns))
+            if batch.clock_ns:  # live: every key's clock follows the connection's
+                out.extend(Heartbeat(shard_key(i), batch.clock_ns) for i in range(self.shards))
         c = parts.cols
         undefined_rows = ~c["defined"]
         undefined = int((c["buy_trades"] + c["sell_trades"] + c["unknown_trades"])[undefined_rows].sum())

@@ -134,6 +134,15 @@ class SourceBatch:
     last : bool
         True on the partition's final batch (its last file exhausted, or an
         error): no more data will come from this partition.
+    clock_ns : int
+        Live only: the event time (ns UTC) the connection had delivered up to when
+        the batch was emitted (:meth:`connectors.live_connection.LiveConnection.clock_ns`),
+        0 = unknown (files, backfill, catch-up), bounded by the batch's own records: never
+        more than ``min(1 s + seal grace, lateness / 2)`` past the start of their
+        ``ts_recv`` second (:meth:`connectors.live.LiveFeed._clock_ns`). Every window
+        key's clock is advanced to it, so windows close at their end + the allowed
+        lateness on the wall clock, not later by the age of the newest trade a key
+        happened to see.
     """
 
     source: str
@@ -149,3 +158,4 @@ class SourceBatch:
     path: str = ""
     error: str | None = None
     last: bool = False
+    clock_ns: int = 0

@@ -94,3 +94,46 @@ def test_a_live_second_is_emitted_once_the_clock_passes_its_end(day, grace):
             assert batches == []
     finally:
         feed.close()
+
+
+@pytest.mark.parametrize(("lateness", "arrive_at", "poll_at", "bound_binds"), [
+    (10.0, 1.2, 1.25, False),  # keeps up: the extrapolated ts_recv clock, under the bound
+    (10.0, 0.5, 6.0, True),    # read ahead / polled late: 1 s + grace past the second's start
+    (1.0, 0.5, 6.0, True),     # short lateness: lateness / 2 past the second's start
+    (0.0, 0.5, 1.25, None),    # no lateness: no clock (0)
+])
+def test_a_batch_clock_follows_the_connection_but_never_outruns_its_records(
+        day, lateness, arrive_at, poll_at, bound_binds):
+    from connectors.live import LiveFeed
+    from tests.liverun import live_settings
+
+    _, records = _decode_file(day[1])
+    second = records[0].ts_recv // 1_000_000_000
+    same = [r for r in records if r.ts_recv // 1_000_000_000 == second]
+    newest = max(r.ts_recv for r in same)
+    clock = [second + arrive_at]
+    clients: list[_Client] = []
+
+    def factory(**kwargs: object) -> _Client:
+        clients.append(_Client(**kwargs))
+        return clients[-1]
+
+    feed = LiveFeed(live_settings(1, seal_grace_s=0.2, heartbeat_interval_s=5,
+                                  heartbeat_grace_s=100.0),
+                    client_factory=factory, now=lambda: clock[0], lateness_s=lateness)
+    try:
+        assert feed.poll()[0] == []  # connects
+        for record in same:
+            clients[0].callback(record)
+        clock[0] = second + poll_at
+        batches, _ = feed.poll()
+        assert [b.chunk.n_records for b in batches] == [len(same)]
+        if bound_binds is None:
+            assert batches[0].clock_ns == 0
+            return
+        extrapolated = newest + round((poll_at - arrive_at) * 1e9)
+        bound = second * 1_000_000_000 + round(min(1.2, lateness / 2) * 1e9)
+        assert (extrapolated > bound) == bound_binds  # the case tests what it says
+        assert abs(batches[0].clock_ns - min(extrapolated, bound)) <= 1_000
+    finally:
+        feed.close()
