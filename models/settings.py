@@ -139,6 +139,10 @@ class AlertSettings(BaseSettings):
         default=1000, ge=1,
         description="Outbox rows the worker reads per query (prefetch); never causes drops.",
     )
+    concurrency: int = Field(
+        default=4, ge=1, le=64,
+        description="Signals delivered at once (each to every channel); also the most re-sent after a crash.",
+    )
 
     @field_validator("jsonl_path", "outbox_path", mode="before")
     @classmethod

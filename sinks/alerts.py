@@ -27,6 +27,7 @@ variable                        default                 meaning
 ``IFD_ALERT_TIMEOUT_S``         ``10``                  socket connect and read timeout per request
 ``IFD_ALERT_QUEUE_SIZE``        ``1000``                outbox rows the worker reads per query (prefetch);
                                                         not a limit: nothing is ever dropped
+``IFD_ALERT_CONCURRENCY``       ``4``                   signals delivered at once (1 = one at a time)
 =============================== ======================= ===================================================
 
 Apprise URL examples (https://github.com/caronc/apprise/wiki):
@@ -61,8 +62,11 @@ Guarantees
   ``in_flight`` before sending it and ``delivered``/``failed`` after. A
   dispatcher starting on an existing outbox sends every ``pending`` and
   ``in_flight`` row again, in acceptance order. So after a crash only signals
-  that were in flight can be delivered twice (to each channel). One worker
-  sends one signal at a time, so that is at most one signal per crash.
+  that were in flight can be delivered twice (to each channel): at most
+  ``concurrency`` signals per crash. Deliveries start in acceptance order;
+  up to ``concurrency`` of them run at once, so a burst of signals at a
+  window close does not queue behind one another's round trips (a chat
+  webhook answers in 100-300 ms).
 - **De-duplicated per** ``signal.alert_key`` (contract, window and class), across
   restarts: the key is the outbox's primary key, so a replayed or re-emitted
   (possibly rescored) window is not accepted again, whatever became of the
@@ -293,6 +297,9 @@ class AlertDispatcher:
         self._notices: deque[Notice] = deque()
         self._notice_keys: set[str] = set()
         self._prefetched: deque[_Row] = deque()
+        self._dispatched: set[str] = set()
+        """Keys handed to a delivery slot and not finished: a re-read of the outbox skips them."""
+        self._slots = threading.BoundedSemaphore(settings.concurrency)
         # at most max_per_minute deliveries in any 60 s (moving window, `limits`)
         self._rate = MovingWindowRateLimiter(MemoryStorage())
         self._per_minute = RateLimitItemPerMinute(settings.max_per_minute)
@@ -331,8 +338,14 @@ class AlertDispatcher:
                     self._outbox.path, pending + in_flight, in_flight,
                 )
         self._pool = (
-            ThreadPoolExecutor(max_workers=len(self._channels), thread_name_prefix="ifd-alert-channel")
+            ThreadPoolExecutor(max_workers=len(self._channels) * settings.concurrency,
+                               thread_name_prefix="ifd-alert-channel")
             if len(self._channels) > 1
+            else None
+        )
+        self._deliveries = (
+            ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="ifd-alert-send")
+            if settings.concurrency > 1
             else None
         )
         self._thread = threading.Thread(target=self._run, name="ifd-alerts", daemon=True)
@@ -507,8 +520,8 @@ class AlertDispatcher:
             # a worker still inside a delivery releases the outbox and the log filter after it
             self._release_on_exit = not self._worker_done
         if self._release_on_exit:
-            log.warning("alerts: the worker is still sending one alert and closes the outbox after it "
-                        "(if the process exits first, that alert is sent again at the next start)")
+            log.warning("alerts: the worker is still sending and closes the outbox after it "
+                        "(if the process exits first, alerts in flight are sent again at the next start)")
         else:
             self._release()
         counts = {k: v for k, v in self.stats.items() if v}
@@ -603,6 +616,8 @@ class AlertDispatcher:
         try:
             self._work()
         finally:
+            if self._deliveries is not None:  # deliveries in progress finish (their rows stay exact)
+                self._deliveries.shutdown(wait=True)
             with self._lock:
                 self._worker_done = True
                 release = self._release_on_exit
@@ -621,9 +636,43 @@ class AlertDispatcher:
                 continue
             row = self._next_row()
             if row is not None:
-                self._guarded(row.alert_key, self._process, row)
+                self._dispatch(row)
                 continue
             self._wake.wait(_IDLE_POLL_S)
+
+    def _dispatch(self, row: _Row) -> None:
+        """Deliver ``row`` on a free slot (at once when ``concurrency`` is 1); waits for a slot.
+
+        The rate limit is taken here, in acceptance order, so the signals a burst lets through
+        are its first ones whatever the order the slots finish in.
+        """
+        allowed = not self._channels or self._rate.hit(self._per_minute, "alerts")
+
+        def process(r: _Row) -> None:
+            self._process(r, allowed=allowed)
+
+        if self._deliveries is None:
+            try:
+                self._guarded(row.alert_key, process, row)
+            finally:
+                with self._lock:
+                    self._dispatched.discard(row.alert_key)
+            return
+        while not self._slots.acquire(timeout=_IDLE_POLL_S):
+            if self._stop.is_set():  # not started: stays pending in the outbox
+                with self._lock:
+                    self._dispatched.discard(row.alert_key)
+                return
+
+        def deliver() -> None:
+            try:
+                self._guarded(row.alert_key, process, row)
+            finally:
+                with self._lock:
+                    self._dispatched.discard(row.alert_key)
+                self._slots.release()
+
+        self._deliveries.submit(deliver)
 
     def _next_row(self) -> _Row | None:
         """Return the oldest pending outbox row (read ``queue_size`` at a time), or None."""
@@ -637,8 +686,15 @@ class AlertDispatcher:
                 log.exception("alerts: cannot read the outbox %s", self._outbox.path)
                 self._stop.wait(_ERROR_PAUSE_S)
                 return None
-            self._prefetched.extend(_Row(*row) for row in rows)
-        return self._prefetched.popleft() if self._prefetched else None
+            with self._lock:  # rows still being delivered may not be marked in flight yet
+                fresh = [_Row(*row) for row in rows if row[1] not in self._dispatched]
+                self._prefetched.extend(fresh)
+        with self._lock:
+            if not self._prefetched:
+                return None
+            row = self._prefetched.popleft()
+            self._dispatched.add(row.alert_key)
+            return row
 
     def _guarded(self, key: str, step: Callable[[Any], None], item: Any) -> None:
         """Run one delivery step; the worker must survive anything.
@@ -657,7 +713,9 @@ class AlertDispatcher:
                     self._outbox.finish(item.alert_key, "failed", {})
                 except sqlite3.Error:
                     log.warning("alert %s stays in the outbox: sent later or at the next start", key)
-                    self._prefetched.clear()
+                    with self._lock:
+                        self._prefetched.clear()
+                        self._dispatched.discard(item.alert_key)  # read again after the pause
                     self._stop.wait(_ERROR_PAUSE_S)
                     return
         self._done()
@@ -668,7 +726,8 @@ class AlertDispatcher:
         self._count("notices_delivered" if any(outcomes) else "notices_undelivered")
         log.warning("notice %s: %s", notice.alert_key, notice.title)
 
-    def _process(self, row: _Row) -> None:
+    def _process(self, row: _Row, *, allowed: bool) -> None:
+        """Deliver one outbox row (``allowed``: the rate limit let it through)."""
         outbox = self._outbox
         assert outbox is not None  # rows come from the outbox
         key = row.alert_key
@@ -682,7 +741,7 @@ class AlertDispatcher:
         if not self._channels:  # nothing is sent, so nothing to rate-limit
             self._finish(outbox, signal, "jsonl_only", {})
             return
-        if not self._rate.hit(self._per_minute, "alerts"):
+        if not allowed:
             limited = self._count("rate_limited")
             log.log(
                 logging.WARNING if limited == 1 or limited % 100 == 0 else logging.DEBUG,

@@ -43,7 +43,8 @@ def make_signal(minute: int = 0, **overrides: object) -> Signal:
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    """/ok → 200, /fail → 500, /slow → 200 after 1 s; every POST is recorded."""
+    """/ok → 200, /fail → 500, /slow → 200 after 1 s, /pair → 200 once two are open (else 500 after
+    5 s); every POST is recorded."""
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
@@ -54,6 +55,11 @@ class _Recorder(BaseHTTPRequestHandler):
         if self.path.startswith("/slow"):
             time.sleep(1.0)
         status = 500 if self.path.startswith("/fail") else 200
+        if self.path.startswith("/pair"):  # answered only once two POSTs are open at the same time
+            try:
+                server.pair.wait(timeout=5.0)  # type: ignore[attr-defined]
+            except threading.BrokenBarrierError:
+                status = 500
         self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -87,6 +93,7 @@ def server(monkeypatch):
     httpd.daemon_threads = True
     httpd.lock = threading.Lock()  # type: ignore[attr-defined]
     httpd.requests = []  # type: ignore[attr-defined]
+    httpd.pair = threading.Barrier(2)  # type: ignore[attr-defined]
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield Server(httpd)
@@ -248,9 +255,10 @@ def test_rate_limit_two_per_minute_sends_two_of_five_and_counts_three(server, di
     assert len(server.posts("ok")) == 2
     stats = d.stats
     assert stats["delivered"] == 2 and stats["rate_limited"] == 3
-    statuses = [line["status"] for line in _final(tmp_path)]
-    assert statuses == ["delivered"] * 2 + ["rate_limited"] * 3  # not lost: audited
-    assert all(line["delivered"] is False for line in _final(tmp_path)[2:])
+    final = {line["alert_key"]: line for line in _final(tmp_path)}
+    statuses = [final[make_signal(minute=i).alert_key]["status"] for i in range(5)]
+    assert statuses == ["delivered"] * 2 + ["rate_limited"] * 3  # the first two: not lost, audited
+    assert all(final[make_signal(minute=i).alert_key]["delivered"] is False for i in range(2, 5))
     assert d.outbox_counts()["rate_limited"] == 3
 
 
@@ -418,7 +426,7 @@ def test_alert_left_in_flight_by_a_killed_process_is_sent_again_at_start(server,
 def test_close_with_a_slow_channel_leaves_the_rest_pending_for_the_next_start(server, dispatcher,
                                                                                 tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="sinks.alerts")
-    first = dispatcher(urls=server.url("slow"))
+    first = dispatcher(urls=server.url("slow"), concurrency=1)  # one at a time: 3 s for all three
     for minute in range(3):
         assert first.submit(make_signal(minute=minute))
     started = time.perf_counter()
@@ -478,3 +486,16 @@ def test_a_new_outbox_imports_alerts_recorded_by_the_jsonl_only_dispatcher(serve
     assert d.submit(make_signal(minute=5)) is True
     d.flush(5.0)
     assert [p["title"] for p in server.posts("ok")] == [alert_title(make_signal(minute=5))]
+
+
+def test_a_burst_of_signals_is_delivered_concurrently(server, dispatcher):
+    # /pair answers a POST only while another is open: serial delivery would fail both
+    d = dispatcher(urls=server.url("pair"), concurrency=2, max_attempts=1, timeout_s=10.0,
+                   max_per_minute=100)
+    for minute in range(4):
+        assert d.submit(make_signal(minute=minute))
+    d.flush(30.0)
+    assert d.stats["delivered"] == 4 and d.stats["undelivered"] == 0
+    assert sorted(p["title"] for p in server.posts("pair")) == sorted(
+        alert_title(make_signal(minute=m)) for m in range(4))
+    assert d.outbox_counts()["delivered"] == 4
