@@ -37,7 +37,9 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import json
 import random
+import re
 import sys
 import tempfile
 import threading
@@ -45,6 +47,8 @@ import time
 import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -137,12 +141,20 @@ def faults_for(rng: random.Random, gw: LiveGateway, drops: int) -> Faults:
                   close_after_end=False)  # a real gateway stays open with heartbeats
 
 
+_SIGNAL_LINE = re.compile(r"^IFD (?:STRONG|MODERATE|MONITOR) .*? (\d{4}-\d{2}-\d{2} \d{2}:\d{2})Z", re.M)
+"""A signal's title (a single alert's title, or a line of a digest): its window start, UTC."""
+
+
 class _Hook(BaseHTTPRequestHandler):
     received = 0
+    window_starts: list[tuple[float, str]] = []  # noqa: RUF012 - (arrival, window start) per signal
 
     def do_POST(self) -> None:  # noqa: N802 - http.server API
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        now = time.time()
         type(self).received += 1
+        text = f"{body.get('title', '')}\n{body.get('message', '')}"
+        type(self).window_starts.extend((now, start) for start in _SIGNAL_LINE.findall(text))
         self.send_response(200)
         self.end_headers()
 
@@ -195,9 +207,19 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path) -> None:
     server.shutdown()
     expected = lee_ready_windows(trades_frame(sliced), window_s=60)
     got = stored_windows(tmp / "rt-run")
-    print(f"  fatal: {fatal_errors() or 'none'}; alerts posted: {_Hook.received}; windows equal to the "
-          f"polars reference: {sum(got.get(k) == v for k, v in expected.items()):,} of {len(expected):,}")
+    print(f"  fatal: {fatal_errors() or 'none'}; alert messages posted: {_Hook.received} carrying "
+          f"{len(_Hook.window_starts):,} signals; windows equal to the polars reference: "
+          f"{sum(got.get(k) == v for k, v in expected.items()):,} of {len(expected):,}")
     lateness_ms = 1e3 * settings.allowed_lateness_s
+    if _Hook.window_starts:  # measured at the receiving end, independent of ifd.latency
+        ends = [dt.datetime.strptime(s, "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC).timestamp()
+                + settings.window_length_s for _, s in _Hook.window_starts]
+        beyond = np.array([1e3 * (at - end) - lateness_ms
+                           for (at, _), end in zip(_Hook.window_starts, ends, strict=True)])
+        p50, p95, p99 = np.percentile(beyond, [50, 95, 99])
+        print(f"  window end -> alert received at the webhook, beyond the {lateness_ms:.0f} ms lateness: "
+              f"p50 {p50:,.1f} ms  p95 {p95:,.1f} ms  p99 {p99:,.1f} ms  max {beyond.max():,.1f} ms "
+              f"({len(beyond):,} signals)")
     for row in latency_rows(tmp / "rt-run"):
         beyond = row["stage"] in ("window_written", "signal_scored")
         extra = f"  (p99 beyond the {lateness_ms:.0f} ms lateness: {row['p99'] - lateness_ms:,.1f} ms)" \

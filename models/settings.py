@@ -141,8 +141,13 @@ class AlertSettings(BaseSettings):
     )
     concurrency: int = Field(
         default=4, ge=1, le=64,
-        description="Signals delivered at once (each to every channel); also the most re-sent after a crash.",
+        description="Messages delivered at once (each to every channel); also the most re-sent after a crash.",
     )
+    digest_min: int = Field(
+        default=5, ge=0,
+        description="Signals waiting together that go out as one digest message; 0 or 1 = never.",
+    )
+    digest_max: int = Field(default=50, ge=2, le=1000, description="Most signals in one digest message.")
 
     @field_validator("jsonl_path", "outbox_path", mode="before")
     @classmethod

@@ -176,6 +176,38 @@ class AlertOutbox:
             )
         return cursor.rowcount == 1
 
+    def add_many(self, rows: list[tuple[str, str]]) -> list[bool]:
+        """Insert ``(key, payload)`` rows as ``pending`` in one committed transaction.
+
+        Returns
+        -------
+        list of bool
+            Per row, ``True`` when inserted, ``False`` when its key is already in the outbox
+            (or earlier in ``rows``).
+
+        Raises
+        ------
+        sqlite3.Error
+            Nothing was written (the transaction is rolled back).
+        """
+        now = now_iso()
+        inserted: list[bool] = []
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for key, payload in rows:
+                    cursor = self._conn.execute(
+                        "INSERT OR IGNORE INTO alert_outbox (alert_key, status, attempts, payload,"
+                        " channels, accepted_at, updated_at) VALUES (?, 'pending', 0, ?, '{}', ?, ?)",
+                        (key, payload, now, now),
+                    )
+                    inserted.append(cursor.rowcount == 1)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return inserted
+
     def add_finished(self, key: str, status: str, payload: str, at: str) -> bool:
         """Insert a row in a final status (JSONL import); ``False`` when ``key`` exists."""
         with self._lock:
@@ -214,24 +246,32 @@ class AlertOutbox:
                 (limit,),
             ).fetchall()
 
-    def mark_in_flight(self, key: str) -> None:
-        """``pending`` → ``in_flight`` and count the attempt, committed before anything is sent."""
+    def mark_in_flight(self, *keys: str) -> None:
+        """``pending`` → ``in_flight`` for ``keys``, counting the attempt, before anything is sent.
+
+        One committed transaction.
+        """
+        now = now_iso()
         with self._lock:
-            self._conn.execute(
+            self._conn.executemany(
                 "UPDATE alert_outbox SET status = 'in_flight', attempts = attempts + 1, updated_at = ?"
                 " WHERE alert_key = ?",
-                (now_iso(), key),
+                [(now, key) for key in keys],
             )
 
-    def finish(self, key: str, status: str, channels: dict[str, bool]) -> None:
-        """Record a final status and the per-channel outcome (labels only, never URLs)."""
+    def finish(self, key: str, status: str, channels: dict[str, bool], *more: str) -> None:
+        """Record a final status and the per-channel outcome (labels only, never URLs).
+
+        For ``key`` and the ``more`` keys, in one committed transaction.
+        """
         if status not in FINAL_STATUSES:
             msg = f"not a final outbox status: {status!r}"
             raise ValueError(msg)
+        outcome, now = json.dumps(channels, separators=(",", ":")), now_iso()
         with self._lock:
-            self._conn.execute(
+            self._conn.executemany(
                 "UPDATE alert_outbox SET status = ?, channels = ?, updated_at = ? WHERE alert_key = ?",
-                (status, json.dumps(channels, separators=(",", ":")), now_iso(), key),
+                [(status, outcome, now, k) for k in (key, *more)],
             )
 
     def counts(self) -> dict[str, int]:

@@ -61,3 +61,32 @@ def _trader_line(signal: Signal) -> str:
     if signal.block_trades:
         parts.append(f"{signal.block_trades} block print(s)")
     return ", ".join(parts)
+
+
+_RANK = {"STRONG": 3, "MODERATE": 2, "MONITOR": 1}
+
+
+def digest_title(signals: list[Signal]) -> str:
+    """One-line title of several signals sent as one message.
+
+    E.g. ``IFD 12 signals (3 STRONG, 9 MODERATE) 2026-11-20 13:35Z`` (earliest window start, UTC).
+    """
+    counts: dict[str, int] = {}
+    for s in signals:
+        counts[s.signal_class.value] = counts.get(s.signal_class.value, 0) + 1
+    classes = ", ".join(f"{counts[c]} {c}" for c in sorted(counts, key=lambda c: -_RANK.get(c, 0)))
+    start = min(_utc(s.window_start) for s in signals)
+    return f"IFD {len(signals)} signals ({classes}) {start:%Y-%m-%d %H:%M}Z"
+
+
+def digest_body(signals: list[Signal]) -> str:
+    """Plain-text body of a digest: one line per signal, strongest class and confidence first.
+
+    Each line: the signal's title, confidence, volume (contracts, bid / ask) and reason.
+    """
+    ordered = sorted(signals, key=lambda s: (-_RANK.get(s.signal_class.value, 0), -s.confidence))
+    return "\n".join(
+        f"{alert_title(s)} | confidence {s.confidence:.2f} | volume {s.total_volume:,} "
+        f"(bid {s.bid_volume:,} / ask {s.ask_volume:,}) | {s.reason}"
+        for s in ordered
+    )

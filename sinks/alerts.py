@@ -27,7 +27,10 @@ variable                        default                 meaning
 ``IFD_ALERT_TIMEOUT_S``         ``10``                  socket connect and read timeout per request
 ``IFD_ALERT_QUEUE_SIZE``        ``1000``                outbox rows the worker reads per query (prefetch);
                                                         not a limit: nothing is ever dropped
-``IFD_ALERT_CONCURRENCY``       ``4``                   signals delivered at once (1 = one at a time)
+``IFD_ALERT_CONCURRENCY``       ``4``                   messages delivered at once (1 = one at a time)
+``IFD_ALERT_DIGEST_MIN``        ``5``                   this many signals waiting together go out as one
+                                                        digest message (0 = one message per signal)
+``IFD_ALERT_DIGEST_MAX``        ``50``                  most signals in one digest
 =============================== ======================= ===================================================
 
 Apprise URL examples (https://github.com/caronc/apprise/wiki):
@@ -91,10 +94,16 @@ Guarantees
   :class:`~models.errors.SinkRetryableError` only when the outbox write itself
   fails (disk full, file locked longer than the busy timeout). In that case the
   signal was not accepted.
-- **Rate limit**: at most ``max_per_minute`` signals go out in any burst,
-  refilled at ``max_per_minute`` per minute (checked when the worker picks
-  the signal up; the bucket starts full in every process). A rate-limited
-  signal is *not* sent to any channel. It is counted (``rate_limited``),
+- **Digests**: when at least ``digest_min`` signals are waiting together
+  (the burst a window close brings), up to ``digest_max`` of them go out as
+  one message, one line per signal (:func:`sinks.alert_text.digest_body`),
+  instead of one message each: chat webhooks take about one message a second
+  and a burst of 100 single alerts buries the strong ones. Every signal keeps
+  its own outbox row and JSONL lines, with the digest's outcome.
+- **Rate limit**: at most ``max_per_minute`` messages (a digest counts once) go
+  out in any burst, refilled at ``max_per_minute`` per minute (checked when the
+  worker picks the message up, in acceptance order; the bucket starts full in
+  every process). A rate-limited signal is *not* sent to any channel. It is counted (``rate_limited``),
   logged at WARNING and recorded as ``rate_limited`` in the outbox and the
   JSONL file.
 - **Notices** (:meth:`AlertDispatcher.notify`) are not durable: they wait in
@@ -175,7 +184,7 @@ from models.redact import SecretFilter, channel_labels, url_secret_fragments
 from models.settings import AlertSettings, masked
 from models.signals import Signal, SignalClass
 from sinks.alert_outbox import FINAL_STATUSES, OUTBOX_STATUSES, AlertOutbox, now_iso
-from sinks.alert_text import alert_body, alert_title
+from sinks.alert_text import alert_body, alert_title, digest_body, digest_title
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +317,7 @@ class AlertDispatcher:
                 "submitted", "duplicates", "below_min_class", "rejected_closed", "requeued",
                 "resent_in_flight", "delivered", "undelivered", "retried", "rate_limited",
                 "jsonl_written", "jsonl_failed", "jsonl_imported", "jsonl_unreadable_lines",
-                "notices", "notices_delivered", "notices_undelivered", "internal_errors",
+                "notices", "notices_delivered", "notices_undelivered", "internal_errors", "digests",
             ),
             0,
         )
@@ -383,68 +392,80 @@ class AlertDispatcher:
     # ---------------------------------------------------------------- caller side
 
     def submit(self, signal: Signal) -> bool:
-        """Accept ``signal`` for delivery: commit it to the outbox, then return.
+        """Accept one signal: :meth:`submit_many` of ``[signal]``."""
+        return self.submit_many([signal])[0]
 
-        Does not wait for any channel: one SQLite insert and one JSONL append.
+    def submit_many(self, signals: list[Signal]) -> list[bool]:
+        """Accept ``signals`` for delivery: commit them to the outbox (one transaction), then return.
+
+        Does not wait for any channel: one SQLite transaction and one JSONL append, so a
+        window close's burst is committed at once (and can go out as one digest).
 
         Parameters
         ----------
-        signal : Signal
-            A scored window; identity ``signal.alert_key``.
+        signals : list of Signal
+            Scored windows; identity ``signal.alert_key``.
 
         Returns
         -------
-        bool
-            ``True`` when accepted: the outbox row is committed and survives a
-            killed process. ``False`` when its class is below ``min_class``,
-            its ``alert_key`` is already in the outbox (``duplicates``, also
-            across restarts) or the dispatcher is closed (``rejected_closed``).
+        list of bool
+            Per signal, ``True`` when accepted: the outbox row is committed and
+            survives a killed process. ``False`` when its class is below
+            ``min_class``, its ``alert_key`` is already in the outbox
+            (``duplicates``, also across restarts) or the dispatcher is closed
+            (``rejected_closed``).
 
         Raises
         ------
         SinkRetryableError
-            The outbox could not be written (disk full, locked): the signal
-            was not accepted; the caller may retry.
+            The outbox could not be written (disk full, locked): none of the
+            signals was accepted; the caller may retry.
         RuntimeError
             The dispatcher was built with ``notices_only=True``.
         """
         if self._outbox is None:
             msg = "this AlertDispatcher was built with notices_only=True and does not take signals"
             raise RuntimeError(msg)
-        if CLASS_RANK[signal.signal_class.value] < self._min_rank:
-            self._count("below_min_class")
-            return False
-        key = signal.alert_key
+        wanted = [CLASS_RANK[s.signal_class.value] >= self._min_rank for s in signals]
+        self._count("below_min_class", wanted.count(False))
+        offered = [s for s, ok in zip(signals, wanted, strict=True) if ok]
+        if not offered:
+            return wanted
         with self._lock:
             if self._closed:
-                self._counts["rejected_closed"] += 1
-                log.warning("alert %s not accepted: dispatcher is closed", key)
-                return False
-            self._outstanding += 1  # before the insert: the worker may finish the row at once
-        inserted = False
+                self._counts["rejected_closed"] += len(offered)
+                log.warning("alerts %s not accepted: dispatcher is closed",
+                            ", ".join(s.alert_key for s in offered))
+                return [False] * len(signals)
+            self._outstanding += len(offered)  # before the insert: the worker may finish rows at once
+        inserted: list[bool] = []
         try:
-            with self._jsonl_lock:  # the pending line precedes the worker's final line
-                inserted = self._outbox.add(key, signal.model_dump_json())
-                if inserted:
-                    self._write_jsonl(signal, status="pending", channels={})
+            with self._jsonl_lock:  # the pending lines precede the worker's final lines
+                inserted = self._outbox.add_many([(s.alert_key, s.model_dump_json()) for s in offered])
+                for signal, new in zip(offered, inserted, strict=True):
+                    if new:
+                        self._write_jsonl(signal, status="pending", channels={})
         except sqlite3.Error as exc:
-            msg = f"alert {key} not accepted: cannot write the outbox {self._outbox.path}: {exc}"
+            keys = ", ".join(s.alert_key for s in offered)
+            msg = f"alerts {keys} not accepted: cannot write the outbox {self._outbox.path}: {exc}"
             raise SinkRetryableError(msg) from exc
         finally:
+            accepted = sum(inserted)
             with self._idle:
-                if inserted:
-                    self._counts["submitted"] += 1
-                else:
-                    self._outstanding -= 1
-                    self._idle.notify_all()
-        if not inserted:
-            self._count("duplicates")
-            return False
-        if self._latency is not None:
+                self._counts["submitted"] += accepted
+                self._outstanding -= len(offered) - accepted
+                self._idle.notify_all()
+        self._count("duplicates", len(offered) - accepted)
+        if self._latency is not None and accepted:
+            now = time.time()
             with self._lock:
-                self._submitted_at[key] = time.time()
-        self._wake.set()
-        return True
+                for signal, new in zip(offered, inserted, strict=True):
+                    if new:
+                        self._submitted_at[signal.alert_key] = now
+        if accepted:
+            self._wake.set()
+        results = iter(inserted)
+        return [next(results) if ok else False for ok in wanted]
 
     def notify(self, key: str, title: str, body: str) -> bool:
         """Queue an operational notice (e.g. the live budget) for every channel, once per ``key``.
@@ -634,91 +655,111 @@ class AlertDispatcher:
             if notice is not None:
                 self._guarded(notice.alert_key, self._deliver_notice, notice)
                 continue
-            row = self._next_row()
-            if row is not None:
-                self._dispatch(row)
+            rows = self._next_rows()
+            if len(rows) >= max(self.settings.digest_min, 2):
+                self._dispatch(rows)  # one message for the burst
+            else:
+                for row in rows:
+                    self._dispatch([row])
+            if rows:
                 continue
             self._wake.wait(_IDLE_POLL_S)
 
-    def _dispatch(self, row: _Row) -> None:
-        """Deliver ``row`` on a free slot (at once when ``concurrency`` is 1); waits for a slot.
+    def _dispatch(self, rows: list[_Row]) -> None:
+        """Deliver ``rows`` (one signal, or several as one digest) on a free slot; waits for one.
 
-        The rate limit is taken here, in acceptance order, so the signals a burst lets through
-        are its first ones whatever the order the slots finish in.
+        The rate limit is taken here, once per message and in acceptance order, so the
+        messages a burst lets through are its first ones whatever order the slots finish in.
         """
         allowed = not self._channels or self._rate.hit(self._per_minute, "alerts")
 
-        def process(r: _Row) -> None:
-            self._process(r, allowed=allowed)
-
-        if self._deliveries is None:
+        def run() -> None:
             try:
-                self._guarded(row.alert_key, process, row)
+                self._guarded_rows(rows, allowed=allowed)
             finally:
                 with self._lock:
-                    self._dispatched.discard(row.alert_key)
+                    self._dispatched.difference_update(r.alert_key for r in rows)
+
+        if self._deliveries is None:
+            run()
             return
         while not self._slots.acquire(timeout=_IDLE_POLL_S):
             if self._stop.is_set():  # not started: stays pending in the outbox
                 with self._lock:
-                    self._dispatched.discard(row.alert_key)
+                    self._dispatched.difference_update(r.alert_key for r in rows)
                 return
 
         def deliver() -> None:
             try:
-                self._guarded(row.alert_key, process, row)
+                run()
             finally:
-                with self._lock:
-                    self._dispatched.discard(row.alert_key)
                 self._slots.release()
 
         self._deliveries.submit(deliver)
 
-    def _next_row(self) -> _Row | None:
-        """Return the oldest pending outbox row (read ``queue_size`` at a time), or None."""
+    def _next_rows(self) -> list[_Row]:
+        """Oldest pending outbox rows: one, or up to ``digest_max`` when ``digest_min`` are waiting.
+
+        Rows are read ``queue_size`` at a time; with digests on, a short prefetch is read again
+        so a burst committed since is taken whole. Rows handed to a delivery slot are skipped
+        (they may not be marked in flight yet).
+        """
         if self._outbox is None:
-            return None
-        if not self._prefetched:
+            return []
+        digest = self.settings.digest_min >= 2
+        if not self._prefetched or (digest and len(self._prefetched) < self.settings.digest_max):
             try:
                 rows = self._outbox.pending(self.settings.queue_size)
             except sqlite3.Error:
                 self._count("internal_errors")
                 log.exception("alerts: cannot read the outbox %s", self._outbox.path)
                 self._stop.wait(_ERROR_PAUSE_S)
-                return None
-            with self._lock:  # rows still being delivered may not be marked in flight yet
-                fresh = [_Row(*row) for row in rows if row[1] not in self._dispatched]
-                self._prefetched.extend(fresh)
+                return []
+            with self._lock:
+                self._prefetched.clear()
+                self._prefetched.extend(_Row(*row) for row in rows if row[1] not in self._dispatched)
         with self._lock:
-            if not self._prefetched:
-                return None
-            row = self._prefetched.popleft()
-            self._dispatched.add(row.alert_key)
-            return row
+            waiting = len(self._prefetched)
+            take = min(waiting, self.settings.digest_max) if digest and waiting >= self.settings.digest_min \
+                else min(waiting, 1)
+            taken = [self._prefetched.popleft() for _ in range(take)]
+            self._dispatched.update(r.alert_key for r in taken)
+        return taken
 
     def _guarded(self, key: str, step: Callable[[Any], None], item: Any) -> None:
-        """Run one delivery step; the worker must survive anything.
-
-        A row whose step raised is marked ``failed`` (not sent again). When
-        even that write fails, the row stays outstanding and is read again
-        after a pause.
-        """
+        """Run one notice's delivery; the worker must survive anything."""
         try:
             step(item)
         except Exception:
             self._count("internal_errors")
             log.exception("alert %s: unexpected error in the alert worker", key)
-            if isinstance(item, _Row) and self._outbox is not None:
+        self._done()
+
+    def _guarded_rows(self, rows: list[_Row], *, allowed: bool) -> None:
+        """Deliver ``rows``; the worker must survive anything.
+
+        Rows whose delivery raised are marked ``failed`` (not sent again). When even that
+        write fails, they stay outstanding and are read again after a pause.
+        """
+        keys = [r.alert_key for r in rows]
+        try:
+            self._process(rows, allowed=allowed)
+        except Exception:
+            self._count("internal_errors")
+            log.exception("alert %s: unexpected error in the alert worker", ", ".join(keys))
+            if self._outbox is not None:
                 try:
-                    self._outbox.finish(item.alert_key, "failed", {})
+                    self._outbox.finish(keys[0], "failed", {}, *keys[1:])
                 except sqlite3.Error:
-                    log.warning("alert %s stays in the outbox: sent later or at the next start", key)
+                    log.warning("alert %s stays in the outbox: sent later or at the next start",
+                                ", ".join(keys))
                     with self._lock:
                         self._prefetched.clear()
-                        self._dispatched.discard(item.alert_key)  # read again after the pause
+                        self._dispatched.difference_update(keys)  # read again after the pause
                     self._stop.wait(_ERROR_PAUSE_S)
                     return
-        self._done()
+        for _ in rows:
+            self._done()
 
     def _deliver_notice(self, notice: Notice) -> None:
         outcomes = [self._send(c, notice.alert_key, notice.title, notice.body,
@@ -726,37 +767,41 @@ class AlertDispatcher:
         self._count("notices_delivered" if any(outcomes) else "notices_undelivered")
         log.warning("notice %s: %s", notice.alert_key, notice.title)
 
-    def _process(self, row: _Row, *, allowed: bool) -> None:
-        """Deliver one outbox row (``allowed``: the rate limit let it through)."""
+    def _process(self, rows: list[_Row], *, allowed: bool) -> None:
+        """Deliver outbox rows as one message (``allowed``: the rate limit let it through)."""
         outbox = self._outbox
         assert outbox is not None  # rows come from the outbox
-        key = row.alert_key
-        try:
-            signal = Signal.model_validate_json(row.payload)
-        except ValidationError:
-            self._count("internal_errors")
-            log.error("alert %s: unreadable outbox payload, marked failed", key)
-            outbox.finish(key, "failed", {})
+        signals: list[Signal] = []
+        for row in rows:
+            try:
+                signals.append(Signal.model_validate_json(row.payload))
+            except ValidationError:
+                self._count("internal_errors")
+                log.error("alert %s: unreadable outbox payload, marked failed", row.alert_key)
+                outbox.finish(row.alert_key, "failed", {})
+        if not signals:
             return
         if not self._channels:  # nothing is sent, so nothing to rate-limit
-            self._finish(outbox, signal, "jsonl_only", {})
+            self._finish(outbox, signals, "jsonl_only", {})
             return
+        key = signals[0].alert_key if len(signals) == 1 else f"digest of {len(signals)}"
         if not allowed:
-            limited = self._count("rate_limited")
+            limited = self._count("rate_limited", len(signals))
             log.log(
-                logging.WARNING if limited == 1 or limited % 100 == 0 else logging.DEBUG,
+                logging.WARNING if limited == len(signals) or limited % 100 < len(signals)
+                else logging.DEBUG,
                 "alert %s rate-limited (IFD_ALERT_MAX_PER_MINUTE=%d; %d so far): not sent, "
                 "recorded as rate_limited", key, self.settings.max_per_minute, limited,
             )
-            self._finish(outbox, signal, "rate_limited", {})
+            self._finish(outbox, signals, "rate_limited", {})
             return
-        outbox.mark_in_flight(key)
-        title, body = alert_title(signal), alert_body(signal)
-        notify_type = (
-            apprise.NotifyType.WARNING
-            if signal.signal_class is SignalClass.STRONG
-            else apprise.NotifyType.INFO
-        )
+        outbox.mark_in_flight(*(s.alert_key for s in signals))
+        if len(signals) == 1:
+            title, body = alert_title(signals[0]), alert_body(signals[0])
+        else:
+            title, body = digest_title(signals), digest_body(signals)
+        strong = any(s.signal_class is SignalClass.STRONG for s in signals)
+        notify_type = apprise.NotifyType.WARNING if strong else apprise.NotifyType.INFO
 
         def send(channel: _Channel) -> bool:
             return self._send(channel, key, title, body, notify_type)
@@ -767,23 +812,28 @@ class AlertDispatcher:
             outcomes = list(self._pool.map(send, self._channels))
         results = {c.label: ok for c, ok in zip(self._channels, outcomes, strict=True)}
         delivered = any(outcomes)
-        self._count("delivered" if delivered else "undelivered")
+        self._count("delivered" if delivered else "undelivered", len(signals))
+        if len(signals) > 1:
+            self._count("digests")
         if delivered:
             log.info("alert %s delivered to %s", key, [k for k, ok in results.items() if ok])
-        self._finish(outbox, signal, "delivered" if delivered else "failed", results)
+        self._finish(outbox, signals, "delivered" if delivered else "failed", results)
 
-    def _finish(self, outbox: AlertOutbox, signal: Signal, status: str,
+    def _finish(self, outbox: AlertOutbox, signals: list[Signal], status: str,
                 channels: dict[str, bool]) -> None:
-        """Outbox first (the record of truth), then the JSONL line."""
+        """Outbox first (the record of truth, one transaction), then the JSONL lines."""
+        keys = [s.alert_key for s in signals]
         if self._latency is not None:
             with self._lock:
-                submitted = self._submitted_at.pop(signal.alert_key, None)
-            if status == "delivered" and submitted is not None:  # an earlier run's row: no start
+                submitted = [self._submitted_at.pop(k, None) for k in keys]
+            started = [t for t in submitted if t is not None]  # an earlier run's row: no start
+            if status == "delivered" and started:
                 now = time.time()
-                self._latency.record("alert_delivered", now, [1e3 * (now - submitted)])
-        outbox.finish(signal.alert_key, status, channels)
+                self._latency.record("alert_delivered", now, [1e3 * (now - t) for t in started])
+        outbox.finish(keys[0], status, channels, *keys[1:])
         with self._jsonl_lock:
-            self._write_jsonl(signal, status=status, channels=channels)
+            for signal in signals:
+                self._write_jsonl(signal, status=status, channels=channels)
 
     def _send(self, channel: _Channel, key: str, title: str, body: str, notify_type: Any) -> bool:
         """Deliver to one channel with retries; ``False`` after ``max_attempts`` failures."""

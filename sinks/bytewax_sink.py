@@ -190,8 +190,7 @@ class _AlertPartition(StatefulSinkPartition[Signal, None]):
 
     @override
     def write_batch(self, values: list[Signal]) -> None:
-        for signal in values:
-            self._dispatcher.submit(signal)  # committed to the outbox before it returns
+        self._dispatcher.submit_many(values)  # committed to the outbox before it returns
 
     @override
     def snapshot(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -96,9 +97,16 @@ def test_default_run_writes_signals_with_reasons_and_alerts_the_channel(sample_r
     assert all(" volume " in s["reason"] and "MM score" in s["reason"] for s in signals)
     # the five baseline days build history: only the sixth (scored) day carries STRONG signals
     assert len({s["d"] for s in strong}) == 1
-    titles = [m["title"] for m in _Hook.received]
+    # one message per signal, or one digest line per signal when a burst came together
+    titles = []
+    for m in _Hook.received:
+        digest = re.fullmatch(r"IFD (\d+) signals \((\d+) STRONG\) .*", m["title"])
+        lines = m["message"].splitlines() if digest else [m["title"]]
+        assert digest is None or int(digest[1]) == int(digest[2]) == len(lines)
+        titles += [line.split(" | ")[0] for line in lines]
     assert len(titles) == len(strong)
     assert all(t.startswith("IFD STRONG ") for t in titles)
+    assert sorted(" ".join(t.split()[3:-2]) for t in titles) == sorted(s["symbol"] for s in strong)
     lines = [json.loads(line) for line in (data_dir / "alerts.jsonl").read_text().splitlines()]
     final = {a["alert_key"]: a for a in lines}  # the last line per alert: its final status
     assert len(final) == len(strong) and {a["status"] for a in final.values()} == {"delivered"}

@@ -162,7 +162,7 @@ url, outbox, jsonl = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 n, slots = int(sys.argv[4]), int(sys.argv[5])
 d = AlertDispatcher(AlertSettings(urls=url, outbox_path=outbox, jsonl_path=jsonl, max_per_minute=100_000,
                                   backoff_initial_s=0.01, timeout_s=600.0,  # a held POST never times out
-                                  concurrency=slots))
+                                  concurrency=slots, digest_min=0))
 for minute in range(n):
     assert d.submit(make_signal(minute=minute))
 print("accepted", n, flush=True)
@@ -202,7 +202,7 @@ def kill_hard(proc: subprocess.Popen) -> None:
 def drain(url: str, outbox: Path, jsonl: Path, timeout_s: float = 120.0) -> dict:
     """Start a dispatcher on an existing outbox, wait until it has sent everything; return its stats."""
     settings = AlertSettings(urls=url, outbox_path=outbox, jsonl_path=jsonl, max_per_minute=100_000,
-                             backoff_initial_s=0.01, timeout_s=30.0)
+                             backoff_initial_s=0.01, timeout_s=30.0, digest_min=0)
     with AlertDispatcher(settings) as d:
         d.flush(timeout_s)
         return d.stats
@@ -282,6 +282,7 @@ def test_dataflow_killed_while_alerting_delivers_every_signal_after_a_recovery_r
         env = child_env()
         env.update(IFD_DATA_DIR=str(data_dir), IFD_ALERT_URLS=hook.url, IFD_ALERT_MIN_CLASS="MONITOR",
                    IFD_ALERT_MAX_PER_MINUTE="10000", IFD_ALERT_TIMEOUT_S="600", IFD_ALERT_CONCURRENCY="1",
+                   IFD_ALERT_DIGEST_MIN="0",
                    IFD_PROGRESS_INTERVAL_S="0.1")
         with (tmp_path / "first.log").open("w") as first_log:
             first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=first_log,

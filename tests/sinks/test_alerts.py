@@ -111,6 +111,7 @@ def dispatcher(tmp_path):
         kwargs.setdefault("jsonl_path", tmp_path / "alerts.jsonl")
         kwargs.setdefault("backoff_initial_s", 0.01)
         kwargs.setdefault("timeout_s", 5.0)
+        kwargs.setdefault("digest_min", 0)  # one message per signal unless a test asks for digests
         d = AlertDispatcher(AlertSettings(**kwargs))  # type: ignore[arg-type]
         made.append(d)
         return d
@@ -499,3 +500,42 @@ def test_a_burst_of_signals_is_delivered_concurrently(server, dispatcher):
     assert sorted(p["title"] for p in server.posts("pair")) == sorted(
         alert_title(make_signal(minute=m)) for m in range(4))
     assert d.outbox_counts()["delivered"] == 4
+
+
+def _signals_in(post: dict) -> list[str]:
+    """Signal titles a POST carries: its title, or one per line of a digest."""
+    if re.fullmatch(r"IFD \d+ signals \(.*\) .*Z", post["title"]):
+        return [line.split(" | ")[0] for line in post["message"].splitlines()]
+    return [post["title"]]
+
+
+def test_a_burst_goes_out_as_digests_and_every_signal_is_delivered_once(server, dispatcher, tmp_path):
+    d = dispatcher(urls=server.url("ok"), digest_min=5, digest_max=5, concurrency=1, max_per_minute=3,
+                   min_class="MONITOR")
+    signals = [make_signal(minute=i, signal_class=SignalClass.MODERATE if i % 3 else SignalClass.STRONG)
+               for i in range(12)]
+    assert d.submit_many(signals) == [True] * 12  # one transaction: the worker sees all twelve
+    d.flush(10.0)
+    posts = server.posts("ok")
+    # 12 waiting: a digest of 5, then 7 waiting: a digest of 5, then 2 singles; the rate limit
+    # (3 messages a minute) counts a digest once, so the last single is rate-limited
+    assert [len(_signals_in(p)) for p in posts] == [5, 5, 1]
+    sent = [t for p in posts for t in _signals_in(p)]
+    assert sorted(sent) == sorted(alert_title(s) for s in signals[:11])  # the first eleven, once each
+    assert posts[0]["title"].startswith("IFD 5 signals (") and "STRONG" in posts[0]["title"]
+    stats = d.stats
+    assert stats["delivered"] == 11 and stats["rate_limited"] == 1 and stats["digests"] == 2
+    final = {line["alert_key"]: line["status"] for line in _final(tmp_path)}
+    assert final == {s.alert_key: ("rate_limited" if i == 11 else "delivered")
+                     for i, s in enumerate(signals)}
+    assert d.outbox_counts()["delivered"] == 11
+
+
+def test_submit_many_reports_each_signal_and_skips_duplicates_and_lower_classes(server, dispatcher):
+    d = dispatcher(urls=server.url("ok"), min_class="MODERATE", digest_min=5)
+    low = make_signal(minute=1, signal_class=SignalClass.MONITOR)
+    assert d.submit_many([make_signal(0), low, make_signal(0), make_signal(2)]) == [True, False, False, True]
+    d.flush(10.0)
+    assert d.stats["duplicates"] == 1 and d.stats["below_min_class"] == 1
+    assert sorted(p["title"] for p in server.posts("ok")) == sorted(
+        alert_title(make_signal(m)) for m in (0, 2))  # two waiting: below digest_min, one each
