@@ -170,8 +170,6 @@ class LiveFeed:
         self.settings = settings
         self._clock_lead_ns = int(min(1.0 + settings.seal_grace_s, lateness_s / 2) * NS)
         """Most a batch's ``clock_ns`` runs ahead of the start of its ``ts_recv`` second."""
-        self._clock_limit_ns = int(lateness_s / 2 * NS)
-        """Most the clock runs ahead of it once carried through processing."""
         self._key = settings.key()
         self._client_factory = client_factory
         self._notify = notify
@@ -612,8 +610,7 @@ class LiveFeed:
         self.batches += 1
         return SourceBatch(source=self.source_id, seq=unit.unit_id, trade_rtype=self.trade_rtype,
                            chunk=chunk, bytes_read=0, total_bytes=0, eof=False,
-                           partition=self.source_id, clock_ns=self._clock_ns(now_s, unit),
-                           clock_at_s=now_s, clock_limit_ns=unit.second * NS + self._clock_limit_ns)
+                           partition=self.source_id, clock_ns=self._clock_ns(now_s, unit))
 
     def _clock_ns(self, now_s: float, unit: Unit) -> int:
         """Event time the flow may treat as reached once ``unit`` is in (ns UTC; 0 = unknown).

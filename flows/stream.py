@@ -10,8 +10,6 @@ open windows. Everything is numpy over the batch; Python runs once per
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -205,19 +203,6 @@ class StreamState:
         self.__dict__.update(state)
 
 
-def live_clock_ns(batch: SourceBatch, now_s: float) -> int:
-    """Return a live batch's event clock carried to ``now_s`` (ns UTC; 0 when the batch has none).
-
-    ``batch.clock_ns`` was read when the feed emitted the batch; the processing since then is
-    added (the window keys' watermark would otherwise lag by it, and windows close that much
-    later than their end + lateness), capped at ``batch.clock_limit_ns``.
-    """
-    if not batch.clock_ns:
-        return 0
-    carried = batch.clock_ns + max(0, int((now_s - batch.clock_at_s) * 1e9))
-    return min(carried, batch.clock_limit_ns) if batch.clock_limit_ns else batch.clock_ns
-
-
 class StreamProcessor:
     """Turn normalised batches of one input into window parts and heartbeats.
 
@@ -243,18 +228,13 @@ class StreamProcessor:
         Several partitions feed the window keys (:mod:`flows.clock`): after
         each batch report :class:`~flows.clock.Progress` to every window key
         instead of per-input heartbeats.
-    now : callable
-        Wall clock, s since epoch: a live batch's ``clock_ns`` is carried forward by the
-        time its processing took (tests pass their own).
     """
 
     def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int,
                  shards: int = 16, symbology: dict[str, frozenset[int]] | None = None,
                  max_skew_ns: int = MAX_SKEW_NS, merged_clock: bool = False,
-                 tape: TapeRules | None = None, l3: bool = True, live: bool = False,
-                 now: Callable[[], float] = time.time) -> None:
+                 tape: TapeRules | None = None, l3: bool = True, live: bool = False) -> None:
         self.catalog = catalog
-        self._now = now
         self.live = live
         self.l3 = l3
         self.tape = tape or TapeRules()
@@ -326,8 +306,7 @@ class StreamProcessor:
         else:
             out.extend(state.tracker.heartbeats(state.watermark_ns))
             if batch.clock_ns:  # live: every key's clock follows the connection's
-                clock = live_clock_ns(batch, self._now())
-                out.extend(Heartbeat(shard_key(i), clock) for i in range(self.shards))
+                out.extend(Heartbeat(shard_key(i), batch.clock_ns) for i in range(self.shards))
         c = parts.cols
         undefined_rows = ~c["defined"]
         undefined = int((c["buy_trades"] + c["sell_trades"] + c["unknown_trades"])[undefined_rows].sum())

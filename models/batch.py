@@ -143,12 +143,6 @@ class SourceBatch:
         key's clock is advanced to it, so windows close at their end + the allowed
         lateness on the wall clock, not later by the age of the newest trade a key
         happened to see.
-    clock_at_s : float
-        Wall time (s since epoch) ``clock_ns`` was read: processing carries the clock
-        forward by the time since (:func:`flows.stream.live_clock_ns`).
-    clock_limit_ns : int
-        Where that carried clock stops (ns UTC): the start of the batch's ``ts_recv``
-        second + lateness / 2, so records of later batches stay on time.
     """
 
     source: str
@@ -165,5 +159,3 @@ class SourceBatch:
     error: str | None = None
     last: bool = False
     clock_ns: int = 0
-    clock_at_s: float = 0.0
-    clock_limit_ns: int = 0

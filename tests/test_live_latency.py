@@ -137,18 +137,3 @@ def test_a_batch_clock_follows_the_connection_but_never_outruns_its_records(
         assert abs(batches[0].clock_ns - min(extrapolated, bound)) <= 1_000
     finally:
         feed.close()
-
-
-@pytest.mark.parametrize(("clock", "at", "limit", "now", "expected"), [
-    (0, 10.0, 0, 11.0, 0),                                       # no clock: none
-    (5_000_000_000, 10.0, 9_000_000_000, 10.25, 5_250_000_000),  # carried by the processing time
-    (5_000_000_000, 10.0, 5_100_000_000, 10.25, 5_100_000_000),  # never past the limit
-    (5_000_000_000, 10.0, 9_000_000_000, 9.0, 5_000_000_000),    # a clock step back never rewinds it
-])
-def test_a_live_clock_is_carried_through_processing_up_to_its_limit(clock, at, limit, now, expected):
-    from flows.stream import live_clock_ns
-    from models.batch import SourceBatch
-
-    batch = SourceBatch(source="live", seq=0, trade_rtype=1, chunk=None, bytes_read=0,  # type: ignore[arg-type]
-                        total_bytes=0, eof=False, clock_ns=clock, clock_at_s=at, clock_limit_ns=limit)
-    assert live_clock_ns(batch, now) == expected
