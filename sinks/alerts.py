@@ -655,13 +655,9 @@ class AlertDispatcher:
             if notice is not None:
                 self._guarded(notice.alert_key, self._deliver_notice, notice)
                 continue
-            rows = self._next_rows()
-            if len(rows) >= max(self.settings.digest_min, 2):
-                self._dispatch(rows)  # one message for the burst
-            else:
-                for row in rows:
-                    self._dispatch([row])
+            rows = self._next_rows()  # one signal, or a burst for one digest message
             if rows:
+                self._dispatch(rows)
                 continue
             self._wake.wait(_IDLE_POLL_S)
 
@@ -787,9 +783,9 @@ class AlertDispatcher:
         key = signals[0].alert_key if len(signals) == 1 else f"digest of {len(signals)}"
         if not allowed:
             limited = self._count("rate_limited", len(signals))
+            first_of_a_hundred = (limited - len(signals)) // 100 != limited // 100  # 1st, 100th, ...
             log.log(
-                logging.WARNING if limited == len(signals) or limited % 100 < len(signals)
-                else logging.DEBUG,
+                logging.WARNING if first_of_a_hundred or limited == len(signals) else logging.DEBUG,
                 "alert %s rate-limited (IFD_ALERT_MAX_PER_MINUTE=%d; %d so far): not sent, "
                 "recorded as rate_limited", key, self.settings.max_per_minute, limited,
             )

@@ -44,7 +44,7 @@ def make_signal(minute: int = 0, **overrides: object) -> Signal:
 
 class _Recorder(BaseHTTPRequestHandler):
     """/ok → 200, /fail → 500, /slow → 200 after 1 s, /pair → 200 once two are open (else 500 after
-    5 s); every POST is recorded."""
+    60 s); every POST is recorded."""
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
@@ -57,7 +57,7 @@ class _Recorder(BaseHTTPRequestHandler):
         status = 500 if self.path.startswith("/fail") else 200
         if self.path.startswith("/pair"):  # answered only once two POSTs are open at the same time
             try:
-                server.pair.wait(timeout=5.0)  # type: ignore[attr-defined]
+                server.pair.wait(timeout=60.0)  # type: ignore[attr-defined]
             except threading.BrokenBarrierError:
                 status = 500
         self.send_response(status)
@@ -491,11 +491,11 @@ def test_a_new_outbox_imports_alerts_recorded_by_the_jsonl_only_dispatcher(serve
 
 def test_a_burst_of_signals_is_delivered_concurrently(server, dispatcher):
     # /pair answers a POST only while another is open: serial delivery would fail both
-    d = dispatcher(urls=server.url("pair"), concurrency=2, max_attempts=1, timeout_s=10.0,
+    d = dispatcher(urls=server.url("pair"), concurrency=2, max_attempts=1, timeout_s=120.0,
                    max_per_minute=100)
     for minute in range(4):
         assert d.submit(make_signal(minute=minute))
-    d.flush(30.0)
+    d.flush(300.0)
     assert d.stats["delivered"] == 4 and d.stats["undelivered"] == 0
     assert sorted(p["title"] for p in server.posts("pair")) == sorted(
         alert_title(make_signal(minute=m)) for m in range(4))
