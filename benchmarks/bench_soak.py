@@ -173,22 +173,32 @@ def latency_rows(data_dir: Path) -> list[dict]:
         store.close()
 
 
-def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path) -> None:
-    """Latency in real time: today's session, the next ``minutes`` of it, paced by ts_recv."""
+def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: str | None = None) -> None:
+    """Latency in real time: today's session, the next ``minutes`` of it, paced by ts_recv.
+
+    ``at`` ("HH:MM", UTC) plays the session from that time of day instead of from now, shifted
+    so that it starts now (the session has trades from 00:00 to 20:00 UTC only).
+    """
     today = dt.datetime.now(dt.UTC).date()
     files = generate_session(tmp / "rt-src", session_date=today, n_trades=trades, seed=seed,
                              full_chain=True)
     # the slice starts once the gateway has loaded and the flow has started (30 s from now), so
     # the gateway's live start (the wall clock at connect) precedes its first trade
-    lo = time.time_ns() + 30 * 1_000_000_000
+    start = time.time_ns() + 30 * 1_000_000_000
+    lo = start
+    if at is not None:
+        hour, minute = (int(x) for x in at.split(":"))
+        lo = int(dt.datetime.combine(today, dt.time(hour, minute), dt.UTC).timestamp() * 1e9)
     hi = lo + int(minutes * 60e9)
     sliced = tmp / "rt" / files.tbbo_path.name
-    kept = write_slice(files.tbbo_path, sliced, lo, hi)
+    kept = write_slice(files.tbbo_path, sliced, lo, hi, shift_ns=start - lo)
     if not kept:
-        print(f"real-time phase skipped: the generated session has no trades now ({today}, "
-              "00:00-20:00 UTC only)")
+        print(f"real-time phase skipped: the generated session has no trades at "
+              f"{dt.datetime.fromtimestamp(lo / 1e9, dt.UTC):%H:%M} UTC ({today}: 00:00-20:00 UTC "
+              "only); pass --realtime-at HH:MM")
         return
-    print(f"real-time phase: {kept:,} trades over {minutes:g} min of today's session from 30 s on "
+    print(f"real-time phase: {kept:,} trades over {minutes:g} min of today's session from "
+          f"{dt.datetime.fromtimestamp(lo / 1e9, dt.UTC):%H:%M:%S} UTC, played from 30 s on "
           f"({kept / (minutes * 60):.1f} trades/s), one drop, 60-s windows")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -236,13 +246,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--realtime-minutes", type=float, default=0.0,
                         help="also run the real-time latency phase for this long (0: skip)")
+    parser.add_argument("--realtime-at", default=None, metavar="HH:MM",
+                        help="play the session from this time of day (UTC), shifted to now")
     parser.add_argument("--realtime-trades", type=int, default=2_000_000,
                         help="trades in the whole generated day the real-time slice is cut from")
     parser.add_argument("--skip-soak", action="store_true", help="run only the real-time phase")
     args = parser.parse_args()
     if args.skip_soak:
         with tempfile.TemporaryDirectory() as tmp_name:
-            realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, Path(tmp_name))
+            realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, Path(tmp_name),
+                           args.realtime_at)
         return
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -310,7 +323,7 @@ def main() -> None:
             print(f"  {row['stage']:<16} samples {row['n']:>9,}  p50 {row['p50']:>14,.1f} ms  "
                   f"worst p95 {row['p95']:>14,.1f} ms  worst p99 {row['p99']:>14,.1f} ms")
         if args.realtime_minutes > 0:
-            realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, tmp)
+            realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, tmp, args.realtime_at)
 
 
 if __name__ == "__main__":

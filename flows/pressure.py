@@ -271,6 +271,12 @@ def _row_shards(contract_key: np.ndarray, shards: int) -> np.ndarray:
     return np.repeat(per_run, np.diff(np.r_[starts, n]))
 
 
+_SUMMED = ("bid_volume", "ask_volume", "unknown_volume", "buy_trades", "sell_trades",
+           "unknown_trades", "notional", "flag_volume", "quote_volume", "tick_volume",
+           "spread_volume", "sweep_volume", "block_volume", "block_trades")
+"""Part columns a (contract, window)'s metrics sum; the others are the first part's or min/max."""
+
+
 def merge_parts(parts: list[WindowPart]) -> PressureMetrics:
     """Combine one (contract, window)'s parts into final metrics.
 
@@ -286,24 +292,85 @@ def merge_parts(parts: list[WindowPart]) -> PressureMetrics:
     if any(p.key != head.key or p.window_start_ns != head.window_start_ns for p in parts):
         msg = f"parts of different windows/contracts: {head.key} @ {head.window_start_ns}"
         raise ValueError(msg)
-    bid = sum(p.bid_volume for p in parts)
-    ask = sum(p.ask_volume for p in parts)
-    unknown = sum(p.unknown_volume for p in parts)
+    totals: dict[str, float] = {name: sum(getattr(p, name) for p in parts) for name in _SUMMED}
+    totals["max_trade_size"] = max(p.max_trade_size for p in parts)
+    totals["first_ts_ns"] = min(p.first_ts_ns for p in parts)
+    totals["last_ts_ns"] = max(p.last_ts_ns for p in parts)
+    totals["parts"] = len(parts)
+    return _metrics(head.key, head.window_start_ns, head.window_end_ns, head.instrument_id,
+                    head.symbol, head.underlying, head.expiration_ns, head.strike_price,
+                    head.option_type, head.multiplier, totals)
+
+
+def merge_rows(block: PartBlock, group: np.ndarray, which: Sequence[int]) -> list[PressureMetrics]:
+    """:func:`merge_parts` of several contracts of one window at once, from the block's columns.
+
+    Parameters
+    ----------
+    block : PartBlock
+        Rows of one window (``window_start_ns`` set).
+    group : numpy.ndarray
+        int64[len(block)], each row's contract group id (≥ 0): rows of one contract share it.
+    which : sequence of int
+        The group ids to merge; each must have at least one row.
+
+    Returns one :class:`~models.records.PressureMetrics` per id of ``which``, in that order, equal
+    to :func:`merge_parts` of that group's rows: sums are taken in row order (``np.bincount``
+    accumulates sequentially), the head attributes are the group's first row's.
+    """
+    c = block.cols
+    k = int(group.max()) + 1
+    sums = {name: np.bincount(group, weights=c[name], minlength=k) for name in _SUMMED}
+    count = np.bincount(group, minlength=k)
+    first = np.full(k, -1, dtype=np.int64)
+    first[group[::-1]] = np.arange(len(group) - 1, -1, -1)  # the last write per group wins: row order
+    biggest = np.zeros(k, dtype=np.int64)
+    np.maximum.at(biggest, group, c["max_trade_size"])
+    first_ts = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_ts, group, c["first_ts_ns"])
+    last_ts = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last_ts, group, c["last_ts_ns"])
+    out = []
+    for g in which:
+        r = int(first[g]) if 0 <= g < k else -1
+        if r < 0:
+            msg = f"merge_rows: contract group {g} has no rows"
+            raise ValueError(msg)
+        totals: dict[str, float] = {name: int(sums[name][g]) for name in _SUMMED if name != "notional"}
+        totals["notional"] = float(sums["notional"][g])
+        totals["max_trade_size"] = int(biggest[g])
+        totals["first_ts_ns"], totals["last_ts_ns"] = int(first_ts[g]), int(last_ts[g])
+        totals["parts"] = int(count[g])
+        expiration, strike = int(c["expiration_ns"][r]), int(c["strike_price"][r])
+        multiplier = float(c["multiplier"][r])
+        start = int(c["window_start_ns"][r])
+        out.append(_metrics(
+            str(c["contract_key"][r]), start, start + block.window_ns, int(c["instrument_id"][r]),
+            str(c["symbol"][r]), str(c["underlying"][r]), None if expiration < 0 else expiration,
+            None if strike == UNDEF_PRICE else strike, str(c["option_type"][r]),
+            None if multiplier != multiplier else multiplier, totals))  # NaN multiplier: unknown
+    return out
+
+
+def _metrics(key: str, window_start_ns: int, window_end_ns: int, instrument_id: int, symbol: str,
+             underlying: str, expiration_ns: int | None, strike_price: int | None, option_type: str,
+             multiplier: float | None, t: dict[str, float]) -> PressureMetrics:
+    """Build a contract-window's metrics from its attributes and its parts' totals ``t``."""
+    bid, ask, unknown = int(t["bid_volume"]), int(t["ask_volume"]), int(t["unknown_volume"])
     volume = bid + ask + unknown
-    buys = sum(p.buy_trades for p in parts)
-    sells = sum(p.sell_trades for p in parts)
-    trades = buys + sells + sum(p.unknown_trades for p in parts)
-    notional = sum(p.notional for p in parts)
+    buys, sells = int(t["buy_trades"]), int(t["sell_trades"])
+    trades = buys + sells + int(t["unknown_trades"])
+    notional = t["notional"]
     return PressureMetrics(
-        window_start=ns_to_datetime(head.window_start_ns),
-        window_end=ns_to_datetime(head.window_end_ns),
-        contract_key=head.key,
-        instrument_id=head.instrument_id,
-        symbol=head.symbol,
-        underlying=head.underlying,
-        expiration=None if head.expiration_ns is None else ns_to_datetime(head.expiration_ns),
-        strike=None if head.strike_price is None else head.strike_price / FIXED_PRICE_SCALE,
-        option_type=head.option_type,
+        window_start=ns_to_datetime(window_start_ns),
+        window_end=ns_to_datetime(window_end_ns),
+        contract_key=key,
+        instrument_id=instrument_id,
+        symbol=symbol,
+        underlying=underlying,
+        expiration=None if expiration_ns is None else ns_to_datetime(expiration_ns),
+        strike=None if strike_price is None else strike_price / FIXED_PRICE_SCALE,
+        option_type=option_type,
         bid_volume=bid,
         ask_volume=ask,
         unknown_volume=unknown,
@@ -313,23 +380,23 @@ def merge_parts(parts: list[WindowPart]) -> PressureMetrics:
         sell_trades=sells,
         total_trades=trades,
         avg_trade_size=volume / trades if trades else 0.0,
-        max_trade_size=max(p.max_trade_size for p in parts),
+        max_trade_size=int(t["max_trade_size"]),
         vwap=notional / volume if volume else None,
         dominant_side=dominant_side(bid, ask),
         dominance_confidence=min(1.0, dominance_confidence(bid, ask, volume, trades)),
-        first_trade_ts=ns_to_datetime(min(p.first_ts_ns for p in parts)),
-        last_trade_ts=ns_to_datetime(max(p.last_ts_ns for p in parts)),
-        flag_volume=sum(p.flag_volume for p in parts),
-        quote_volume=sum(p.quote_volume for p in parts),
-        tick_volume=sum(p.tick_volume for p in parts),
-        parts=len(parts),
-        spread_volume=sum(p.spread_volume for p in parts),
-        sweep_volume=sum(p.sweep_volume for p in parts),
-        block_volume=sum(p.block_volume for p in parts),
-        block_trades=sum(p.block_trades for p in parts),
-        premium_usd=None if head.multiplier is None else notional * head.multiplier,
-        days_to_expiry=(None if head.expiration_ns is None
-                        else (head.expiration_ns - head.window_end_ns) / 86_400e9),
+        first_trade_ts=ns_to_datetime(int(t["first_ts_ns"])),
+        last_trade_ts=ns_to_datetime(int(t["last_ts_ns"])),
+        flag_volume=int(t["flag_volume"]),
+        quote_volume=int(t["quote_volume"]),
+        tick_volume=int(t["tick_volume"]),
+        parts=int(t["parts"]),
+        spread_volume=int(t["spread_volume"]),
+        sweep_volume=int(t["sweep_volume"]),
+        block_volume=int(t["block_volume"]),
+        block_trades=int(t["block_trades"]),
+        premium_usd=None if multiplier is None else notional * multiplier,
+        days_to_expiry=(None if expiration_ns is None
+                        else (expiration_ns - window_end_ns) / 86_400e9),
     )
 
 

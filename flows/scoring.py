@@ -73,7 +73,7 @@ import numpy as np
 from flows.baselines import Baseline, BaselineArrays, BaselineBook
 from flows.consensus import EvidenceBook
 from flows.exchange_time import exchange_clock, locate_one
-from flows.pressure import merge_parts
+from flows.pressure import merge_rows
 from models.records import (
     FIXED_PRICE_SCALE,
     OPTION_TYPE_CODES,
@@ -727,15 +727,19 @@ class Scorer:
         # without any baseline, one-sided volume alone means nothing: only a tape tag counts
         tagged = (sweep_strikes >= p.sweep_min_strikes) | (blocks > 0)
         hits = np.flatnonzero((conf >= p.monitor) & (ask != bid) & (chosen.valid | tagged))
-        signals = []
+        emit: list[tuple[int, SignalClass]] = []
         for j in hits.tolist():
             cls = signal_class(float(conf[j]), p)
+            if cls is not None and CLASS_RANK[cls] > state.emitted.get((str(keys[idx[j]]), start_s), 0):
+                emit.append((j, cls))
+        signals: list[Signal] = []
+        if not emit:
+            return signals
+        metrics = merge_rows(block, inverse, [int(idx[j]) for j, _ in emit])
+        for (j, cls), m in zip(emit, metrics, strict=True):
             i = int(idx[j])
             key = str(keys[i])
-            if cls is None or CLASS_RANK[cls] <= state.emitted.get((key, start_s), 0):
-                continue
             baseline = chosen.at(j, scopes[j]) if chosen.valid[j] else None
-            m = merge_parts(block.take(inverse == i).to_parts())
             direction = Direction.BUY if ask[j] > bid[j] else Direction.SELL
             chain = int(state.attrs.chain[codes[i]])
             forward = state.forward(chain, start_s)

@@ -567,45 +567,46 @@ class PartBlock:
 
     def to_parts(self) -> list[WindowPart]:
         """Row objects (for tests, debugging and per-contract consumers); ``tests/partblocks.py`` inverts it."""
-        c = self.cols
+        c = {name: col.tolist() for name, col in self.cols.items()}  # Python scalars, once per column
         rows = []
         for i in range(len(self)):
-            expiration = int(c["expiration_ns"][i])
-            strike = int(c["strike_price"][i])
-            start = int(c["window_start_ns"][i])
+            expiration = c["expiration_ns"][i]
+            strike = c["strike_price"][i]
+            start = c["window_start_ns"][i]
+            multiplier = c["multiplier"][i]
             rows.append(
                 WindowPart(
                     key=str(c["contract_key"][i]),
                     window_start_ns=start,
                     window_end_ns=start + self.window_ns,
                     source=str(c["source"][i]),
-                    seq=int(c["seq"][i]),
-                    instrument_id=int(c["instrument_id"][i]),
+                    seq=c["seq"][i],
+                    instrument_id=c["instrument_id"][i],
                     symbol=str(c["symbol"][i]),
                     underlying=str(c["underlying"][i]),
                     expiration_ns=None if expiration < 0 else expiration,
                     strike_price=None if strike == UNDEF_PRICE else strike,
                     option_type=str(c["option_type"][i]),
                     defined=bool(c["defined"][i]),
-                    bid_volume=int(c["bid_volume"][i]),
-                    ask_volume=int(c["ask_volume"][i]),
-                    unknown_volume=int(c["unknown_volume"][i]),
-                    buy_trades=int(c["buy_trades"][i]),
-                    sell_trades=int(c["sell_trades"][i]),
-                    unknown_trades=int(c["unknown_trades"][i]),
+                    bid_volume=c["bid_volume"][i],
+                    ask_volume=c["ask_volume"][i],
+                    unknown_volume=c["unknown_volume"][i],
+                    buy_trades=c["buy_trades"][i],
+                    sell_trades=c["sell_trades"][i],
+                    unknown_trades=c["unknown_trades"][i],
                     notional=float(c["notional"][i]),
-                    max_trade_size=int(c["max_trade_size"][i]),
-                    first_ts_ns=int(c["first_ts_ns"][i]),
-                    last_ts_ns=int(c["last_ts_ns"][i]),
-                    flag_volume=int(c["flag_volume"][i]),
-                    quote_volume=int(c["quote_volume"][i]),
-                    tick_volume=int(c["tick_volume"][i]),
+                    max_trade_size=c["max_trade_size"][i],
+                    first_ts_ns=c["first_ts_ns"][i],
+                    last_ts_ns=c["last_ts_ns"][i],
+                    flag_volume=c["flag_volume"][i],
+                    quote_volume=c["quote_volume"][i],
+                    tick_volume=c["tick_volume"][i],
                     late=bool(c["late"][i]),
-                    spread_volume=int(c["spread_volume"][i]),
-                    sweep_volume=int(c["sweep_volume"][i]),
-                    block_volume=int(c["block_volume"][i]),
-                    block_trades=int(c["block_trades"][i]),
-                    multiplier=None if np.isnan(c["multiplier"][i]) else float(c["multiplier"][i]),
+                    spread_volume=c["spread_volume"][i],
+                    sweep_volume=c["sweep_volume"][i],
+                    block_volume=c["block_volume"][i],
+                    block_trades=c["block_trades"][i],
+                    multiplier=None if multiplier != multiplier else float(multiplier),  # NaN: unknown
                 )
             )
         return rows

@@ -312,11 +312,13 @@ def _write_dbn(path: Path, header: bytes, blocks: Iterable[np.ndarray]) -> Path:
     return path
 
 
-def write_slice(src: Path, dst: Path, ts_recv_lo: int, ts_recv_hi: int) -> int:
+def write_slice(src: Path, dst: Path, ts_recv_lo: int, ts_recv_hi: int, shift_ns: int = 0) -> int:
     """Copy the records of a generated ``tbbo`` file with ``ts_recv_lo <= ts_recv < ts_recv_hi``.
 
     The metadata header is kept as is (its ``start``/``end`` still describe the session). Times
-    are ns since epoch UTC. Returns the number of records written.
+    are ns since epoch UTC. ``shift_ns`` is added to each kept record's ``ts_event`` and
+    ``ts_recv`` (to play a slice of the session at another time of day). Returns the number of
+    records written.
 
     Raises
     ------
@@ -332,7 +334,9 @@ def write_slice(src: Path, dst: Path, ts_recv_lo: int, ts_recv_hi: int) -> int:
         msg = f"{src}: records are not {_MBP1_DTYPE.itemsize}-byte tbbo (MBP-1) records"
         raise ValueError(msg)
     rec = np.frombuffer(raw, dtype=_MBP1_DTYPE, offset=body)
-    keep = rec[(rec["ts_recv"] >= ts_recv_lo) & (rec["ts_recv"] < ts_recv_hi)]
+    keep = rec[(rec["ts_recv"] >= ts_recv_lo) & (rec["ts_recv"] < ts_recv_hi)].copy()
+    for field in ("ts_event", "ts_recv") if shift_ns else ():
+        keep[field] = (keep[field].astype(np.int64) + shift_ns).astype(np.uint64)
     _write_dbn(Path(dst), raw[:body], [keep])
     return len(keep)
 

@@ -18,6 +18,7 @@ from flows.pressure import (
     dominance_confidence,
     dominant_side,
     merge_parts,
+    merge_rows,
     split_by_shard_and_window,
 )
 from models.records import DominantSide, Heartbeat, InstrumentDefinition, PartBlock, WindowPart
@@ -390,6 +391,42 @@ def test_merge_parts_sums_and_recomputes_metrics() -> None:
     assert m.strike == 5230.0
     assert m.expiration == datetime(2024, 6, 21, 13, 30, tzinfo=UTC)
     assert m.option_type == "P"
+
+
+def test_merge_rows_equals_per_contract_sums_of_interleaved_rows() -> None:
+    rng = random.Random(7)
+    keys = [f"{PUT_KEY}-{i}" for i in range(6)]
+    parts = []
+    for seq in range(60):  # rows of six contracts interleaved, as a window's concatenated batches
+        key = rng.choice(keys)
+        parts.append(make_part(
+            key=key, seq=seq, instrument_id=100 + keys.index(key), symbol=f"S{keys.index(key)}",
+            bid_volume=rng.randrange(50), ask_volume=rng.randrange(50),
+            unknown_volume=rng.randrange(5), buy_trades=rng.randrange(9),
+            sell_trades=rng.randrange(9), unknown_trades=rng.randrange(2),
+            notional=rng.random() * 1e4, max_trade_size=rng.randrange(1, 40),
+            first_ts_ns=T0 + rng.randrange(300) * SEC, last_ts_ns=T0 + rng.randrange(300) * SEC,
+            sweep_volume=rng.randrange(3), block_trades=rng.randrange(2), multiplier=20.0))
+    block = block_of(parts, WINDOW_NS)
+    group = np.array([keys.index(p.key) for p in parts], dtype=np.int64)
+    which = [4, 0, 2]
+    got = merge_rows(block, group, which)
+    for g, m in zip(which, got, strict=True):
+        mine = [p for p in parts if p.key == keys[g]]
+        assert m.contract_key == keys[g] and m.instrument_id == 100 + g and m.parts == len(mine)
+        assert m.bid_volume == sum(p.bid_volume for p in mine)
+        assert m.ask_volume == sum(p.ask_volume for p in mine)
+        assert m.total_trades == sum(p.buy_trades + p.sell_trades + p.unknown_trades for p in mine)
+        assert m.max_trade_size == max(p.max_trade_size for p in mine)
+        assert m.first_trade_ts == datetime.fromtimestamp(min(p.first_ts_ns for p in mine) / 1e9, UTC)
+        assert m.premium_usd == pytest.approx(20.0 * sum(p.notional for p in mine), rel=1e-12)
+        assert m == merge_parts(mine)  # row order kept: the float sums agree bit for bit
+
+
+def test_merge_rows_group_without_rows_raises() -> None:
+    block = block_of([make_part()], WINDOW_NS)
+    with pytest.raises(ValueError, match="group 3 has no rows"):
+        merge_rows(block, np.array([0], dtype=np.int64), [3])
 
 
 def test_merge_parts_pressure_ratio_is_none_without_bid_volume() -> None:
