@@ -31,6 +31,7 @@ from connectors.live import LiveClient, LiveFeed
 from connectors.live_resume import LiveResume
 from models.batch import SourceBatch
 from models.errors import PipelineError, record_fatal
+from models.gc_pacing import GcPacer
 from models.records import BackfillRow, UsageRow
 from models.settings import LiveSettings
 
@@ -78,10 +79,14 @@ class Notifier(Protocol):
 
 
 class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow | BackfillRow, LiveResume]):
-    def __init__(self, feed: LiveFeed, dispatcher: Notifier | None) -> None:
+    def __init__(self, feed: LiveFeed, dispatcher: Notifier | None,
+                 pacer: GcPacer | None = None) -> None:
         self._feed = feed
         self._dispatcher = dispatcher
         self._signals = _StopOnSignal(feed)
+        self._pacer = pacer
+        if pacer is not None:
+            pacer.start()
 
     @override
     def next_batch(self) -> list[SourceBatch | UsageRow | BackfillRow]:
@@ -97,11 +102,16 @@ class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow | BackfillRo
             batches, usage = self._feed.abort(str(exc))
         items: list[SourceBatch | UsageRow | BackfillRow] = list(usage)
         items.extend(batches)
+        if self._pacer is not None:
+            self._pacer.tick()  # on the worker thread, between window closes
         return items
 
     @override
     def next_awake(self) -> datetime | None:
-        return datetime.fromtimestamp(self._feed.next_wake_s(), UTC)
+        wake = self._feed.next_wake_s()
+        if self._pacer is not None:
+            wake = min(wake, self._pacer.due_s)
+        return datetime.fromtimestamp(wake, UTC)
 
     @override
     def snapshot(self) -> LiveResume:
@@ -110,6 +120,8 @@ class _LivePartition(StatefulSourcePartition[SourceBatch | UsageRow | BackfillRo
     @override
     def close(self) -> None:
         self._signals.restore()
+        if self._pacer is not None:
+            self._pacer.stop()
         self._feed.close()
         if self._dispatcher is not None:
             self._dispatcher.close()
@@ -131,14 +143,18 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow | BackfillRow, Li
     lateness_s : float
         The flow's allowed lateness, s: bounds how far each batch's event clock
         may run ahead of its records (:class:`LiveFeed`).
+    window_s : float | None
+        The flow's window length, s: with ``settings.gc_paced``, full garbage collections run
+        half a window after each close (:class:`~models.gc_pacing.GcPacer`). None: Python's own.
     """
 
     def __init__(self, settings: LiveSettings,
                  client_factory: Callable[..., LiveClient] | None = None,
                  notifier: Callable[[], Notifier] | None = None, *,
-                 lateness_s: float = 0.0) -> None:
+                 lateness_s: float = 0.0, window_s: float | None = None) -> None:
         self._settings = settings
         self._lateness_s = lateness_s
+        self._window_s = window_s
         self._client_factory = client_factory
         self._notifier = notifier
         self._part = f"live-{settings.dataset}-{'-'.join(settings.symbol_list())}"
@@ -154,4 +170,6 @@ class LiveSource(FixedPartitionedSource[SourceBatch | UsageRow | BackfillRow, Li
         feed = LiveFeed(self._settings, resume=resume_state, client_factory=self._client_factory,
                         notify=dispatcher.notify if dispatcher is not None else None,
                         lateness_s=self._lateness_s)
-        return _LivePartition(feed, dispatcher)
+        pacer = (GcPacer(self._window_s, self._lateness_s)
+                 if self._window_s is not None and self._settings.gc_paced else None)
+        return _LivePartition(feed, dispatcher, pacer)

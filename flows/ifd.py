@@ -156,7 +156,7 @@ def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
     raw = op.input("read_live", flow, LiveSource(
         live, live_client_factory,
         (lambda: AlertDispatcher(alerts, notices_only=True)) if alerts is not None else None,
-        lateness_s=settings.allowed_lateness_s))
+        lateness_s=settings.allowed_lateness_s, window_s=settings.window_length_s))
     by_type = op.branch("split_usage", raw, lambda x: isinstance(x, SourceBatch))
     batches = by_type.trues
     extra_outputs.append(by_type.falses)

@@ -284,6 +284,9 @@ class LiveSettings(_DatabentoKey):
     """A live ``ts_recv`` second is emitted once the wall clock is this far past its end, without
     waiting for the next second's record or a heartbeat (0 = wait); only seconds under a minute
     old (replayed history is sealed by its own later records)."""
+    gc_paced: bool = True
+    """Run CPython's full garbage collections half a window after each close, never during one
+    (:mod:`models.gc_pacing`; a full collection holds the GIL for 50-220 ms here)."""
     idle_exit_s: float | None = Field(default=None, gt=0)
     """Exit when no new data record was accepted for this long, counted from the last new record
     or the first reconnect after it (tests, one-off catch-up runs)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 
@@ -40,10 +41,13 @@ def test_every_trade_counted_once_after_three_drops_and_a_gap(tmp_path, day, cap
 
 
 def test_stall_past_the_heartbeat_reconnects_and_loses_nothing(tmp_path, day):
+    thresholds = gc.get_threshold()
     with LiveGateway(list(day), api_key=KEY, faults=Faults(stall_after=700)) as gw:
         out = run_live(tmp_path, gw.port)
         assert gw.sessions >= 2
     assert out["windows"] == lee_ready_windows(trades_frame(day[1]))
+    assert gc.get_threshold() == thresholds  # the live source's paced collections ended with it
+    assert gc.get_freeze_count() == 0
 
 
 def test_internal_error_msg_reconnects_and_loses_nothing(tmp_path, day):
