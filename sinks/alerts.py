@@ -278,6 +278,9 @@ class AlertDispatcher:
         self.notices_only = notices_only
         self._latency = latency
         self._submitted_at: dict[str, float] = {}
+        self._accepted: dict[str, Signal] = {}
+        """alert_key → the signal :meth:`submit_many` committed, until the worker takes its row
+        (saves parsing the outbox payload; rows of an earlier run are parsed)."""
         """alert_key → when :meth:`submit` accepted it (``alert_delivered`` latency; live only)."""
         self._min_rank = CLASS_RANK[settings.min_class]
         urls = settings.url_list()
@@ -438,6 +441,8 @@ class AlertDispatcher:
                             ", ".join(s.alert_key for s in offered))
                 return [False] * len(signals)
             self._outstanding += len(offered)  # before the insert: the worker may finish rows at once
+            for signal in offered:  # before the insert: the worker may read the rows at once
+                self._accepted.setdefault(signal.alert_key, signal)
         inserted: list[bool] = []
         try:
             with self._jsonl_lock:  # the pending lines precede the worker's final lines
@@ -454,6 +459,9 @@ class AlertDispatcher:
             with self._idle:
                 self._counts["submitted"] += accepted
                 self._outstanding -= len(offered) - accepted
+                for signal, new in zip(offered, inserted or [False] * len(offered), strict=True):
+                    if not new and self._accepted.get(signal.alert_key) is signal:
+                        del self._accepted[signal.alert_key]  # a duplicate, or nothing was written
                 self._idle.notify_all()
         self._count("duplicates", len(offered) - accepted)
         if self._latency is not None and accepted:
@@ -768,7 +776,12 @@ class AlertDispatcher:
         outbox = self._outbox
         assert outbox is not None  # rows come from the outbox
         signals: list[Signal] = []
-        for row in rows:
+        with self._lock:
+            known = [self._accepted.pop(row.alert_key, None) for row in rows]
+        for row, signal in zip(rows, known, strict=True):
+            if signal is not None:
+                signals.append(signal)
+                continue
             try:
                 signals.append(Signal.model_validate_json(row.payload))
             except ValidationError:

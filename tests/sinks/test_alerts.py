@@ -176,6 +176,7 @@ def test_duplicate_alert_key_is_delivered_once(server, dispatcher, tmp_path):
     assert len(server.posts("ok")) == 1
     assert len(_jsonl(tmp_path)) == 2  # pending + delivered of the one accepted signal
     assert d.stats["duplicates"] == 2 and d.stats["submitted"] == 1
+    assert not d._accepted  # the in-memory copies of committed signals were all taken  # noqa: SLF001
 
 
 def test_a_restarted_dispatcher_does_not_re_alert_what_the_outbox_records(server, dispatcher,
