@@ -134,8 +134,9 @@ def cme_sessions() -> CmeSessions:
     return CmeSessions()
 
 
+@lru_cache(maxsize=4096)
 def exchange_clock(ts_s: int) -> str:
-    """``HH:MM CT`` wall-clock time in America/Chicago of a timestamp (s since epoch UTC)."""
+    """``HH:MM CT`` wall-clock time in America/Chicago of a timestamp (s since epoch UTC), cached."""
     return f"{dt.datetime.fromtimestamp(ts_s, CHICAGO):%H:%M} CT"
 
 

@@ -330,24 +330,33 @@ def merge_rows(block: PartBlock, group: np.ndarray, which: Sequence[int]) -> lis
     np.minimum.at(first_ts, group, c["first_ts_ns"])
     last_ts = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(last_ts, group, c["last_ts_ns"])
+    wanted = np.asarray(which, dtype=np.int64)
+    missing = wanted[(wanted < 0) | (wanted >= k)]
+    if len(missing) == 0:
+        missing = wanted[first[wanted] < 0]
+    if len(missing):
+        msg = f"merge_rows: contract group {int(missing[0])} has no rows"
+        raise ValueError(msg)
+    rows = first[wanted]
+    # Python scalars once per column (not one numpy scalar per value)
+    per = {name: (sums[name][wanted].astype(np.int64) if name != "notional" else sums[name][wanted]).tolist()
+           for name in _SUMMED}
+    per["max_trade_size"] = biggest[wanted].tolist()
+    per["first_ts_ns"], per["last_ts_ns"] = first_ts[wanted].tolist(), last_ts[wanted].tolist()
+    per["parts"] = count[wanted].tolist()
+    head = {name: c[name][rows].tolist() for name in (
+        "contract_key", "window_start_ns", "instrument_id", "symbol", "underlying", "expiration_ns",
+        "strike_price", "option_type", "multiplier")}
     out = []
-    for g in which:
-        r = int(first[g]) if 0 <= g < k else -1
-        if r < 0:
-            msg = f"merge_rows: contract group {g} has no rows"
-            raise ValueError(msg)
-        totals: dict[str, float] = {name: int(sums[name][g]) for name in _SUMMED if name != "notional"}
-        totals["notional"] = float(sums["notional"][g])
-        totals["max_trade_size"] = int(biggest[g])
-        totals["first_ts_ns"], totals["last_ts_ns"] = int(first_ts[g]), int(last_ts[g])
-        totals["parts"] = int(count[g])
-        expiration, strike = int(c["expiration_ns"][r]), int(c["strike_price"][r])
-        multiplier = float(c["multiplier"][r])
-        start = int(c["window_start_ns"][r])
+    for j in range(len(wanted)):
+        totals = {name: values[j] for name, values in per.items()}
+        expiration, strike, multiplier = (head["expiration_ns"][j], head["strike_price"][j],
+                                          head["multiplier"][j])
+        start = head["window_start_ns"][j]
         out.append(_metrics(
-            str(c["contract_key"][r]), start, start + block.window_ns, int(c["instrument_id"][r]),
-            str(c["symbol"][r]), str(c["underlying"][r]), None if expiration < 0 else expiration,
-            None if strike == UNDEF_PRICE else strike, str(c["option_type"][r]),
+            str(head["contract_key"][j]), start, start + block.window_ns, head["instrument_id"][j],
+            str(head["symbol"][j]), str(head["underlying"][j]), None if expiration < 0 else expiration,
+            None if strike == UNDEF_PRICE else strike, str(head["option_type"][j]),
             None if multiplier != multiplier else multiplier, totals))  # NaN multiplier: unknown
     return out
 
