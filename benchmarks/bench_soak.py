@@ -38,6 +38,7 @@ import argparse
 import copy
 import datetime as dt
 import json
+import multiprocessing
 import random
 import re
 import sys
@@ -47,6 +48,7 @@ import time
 import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -146,20 +148,37 @@ _SIGNAL_LINE = re.compile(r"^IFD (?:STRONG|MODERATE|MONITOR) .*? (\d{4}-\d{2}-\d
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received = 0
-    window_starts: list[tuple[float, str]] = []  # noqa: RUF012 - (arrival, window start) per signal
+    """The webhook: one JSON line per POST (arrival time, window starts of its signals)."""
+
+    out: Any = None
 
     def do_POST(self) -> None:  # noqa: N802 - http.server API
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
         now = time.time()
-        type(self).received += 1
         text = f"{body.get('title', '')}\n{body.get('message', '')}"
-        type(self).window_starts.extend((now, start) for start in _SIGNAL_LINE.findall(text))
+        self.out.write(json.dumps({"at": now, "starts": _SIGNAL_LINE.findall(text)}) + "\n")
+        self.out.flush()
         self.send_response(200)
         self.end_headers()
 
     def log_message(self, *args: object) -> None:
         return
+
+
+def _serve_hook(out_path: str, ports: Any) -> None:
+    """Run the webhook in its own process (a real channel's CPU is not the flow's)."""
+    with open(out_path, "a") as out:  # noqa: PTH123 - one file, line-buffered by flush
+        _Hook.out = out
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+        ports.put(server.server_address[1])
+        server.serve_forever()
+
+
+def _serve_gateway(paths: list[str], faults: Faults, ports: Any, stop: Any) -> None:
+    """Run the local gateway in its own process (a real gateway's CPU is not the flow's)."""
+    with LiveGateway([Path(p) for p in paths], api_key=KEY, faults=faults) as gw:
+        ports.put(gw.port)
+        stop.wait()
 
 
 def latency_rows(data_dir: Path) -> list[dict]:
@@ -173,11 +192,13 @@ def latency_rows(data_dir: Path) -> list[dict]:
         store.close()
 
 
-def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: str | None = None) -> None:
+def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: str | None = None,
+                   alert_class: str = "MONITOR") -> None:
     """Latency in real time: today's session, the next ``minutes`` of it, paced by ts_recv.
 
     ``at`` ("HH:MM", UTC) plays the session from that time of day instead of from now, shifted
-    so that it starts now (the session has trades from 00:00 to 20:00 UTC only).
+    so that it starts now (the session has trades from 00:00 to 20:00 UTC only). Alerts of
+    ``alert_class`` and above go to a webhook in another process, which times each signal.
     """
     today = dt.datetime.now(dt.UTC).date()
     files = generate_session(tmp / "rt-src", session_date=today, n_trades=trades, seed=seed,
@@ -200,32 +221,43 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: str | 
     print(f"real-time phase: {kept:,} trades over {minutes:g} min of today's session from "
           f"{dt.datetime.fromtimestamp(lo / 1e9, dt.UTC):%H:%M:%S} UTC, played from 30 s on "
           f"({kept / (minutes * 60):.1f} trades/s), one drop, 60-s windows")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    alerts = AlertSettings(urls=f"json://127.0.0.1:{server.server_address[1]}/ifd", jsonl_path=None,
-                           min_class="MONITOR", max_per_minute=10_000)
+    spawn = multiprocessing.get_context("spawn")
+    ports = spawn.Queue()
+    hook_log = tmp / "webhook.jsonl"
+    hook = spawn.Process(target=_serve_hook, args=(str(hook_log), ports), daemon=True)
+    hook.start()
+    alerts = AlertSettings(urls=f"json://127.0.0.1:{ports.get(timeout=60)}/ifd", jsonl_path=None,
+                           min_class=alert_class, max_per_minute=10_000)
     n_defs = len(databento.DBNStore.from_file(files.definition_path).to_ndarray())
     faults = Faults(drop_after=[n_defs + kept // 2], drop_reset=True, realtime=True, gateway_clock="wall",
                     close_after_end=False)
-    with LiveGateway([files.definition_path, sliced], api_key=KEY, faults=faults) as gw:
-        settings = Settings(mode="live", data_dir=tmp / "rt-run", progress_interval_s=0,
-                            window_length_s=60, scoring={"enabled": True})
-        live = live_settings(gw.port, idle_exit_s=30.0, batch_records=65_536,
-                             heartbeat_interval_s=1, heartbeat_grace_s=2.0)
-        clear_fatal_errors()
-        run_main(ifd.build_flow(settings, live=live, alerts=alerts))
-    server.shutdown()
+    stop = spawn.Event()
+    gateway = spawn.Process(target=_serve_gateway, daemon=True,
+                            args=([str(files.definition_path), str(sliced)], faults, ports, stop))
+    gateway.start()
+    settings = Settings(mode="live", data_dir=tmp / "rt-run", progress_interval_s=0,
+                        window_length_s=60, scoring={"enabled": True})
+    live = live_settings(ports.get(timeout=120), idle_exit_s=30.0, batch_records=65_536,
+                         heartbeat_interval_s=1, heartbeat_grace_s=2.0)
+    clear_fatal_errors()
+    run_main(ifd.build_flow(settings, live=live, alerts=alerts))
+    stop.set()
+    gateway.join(timeout=60)
+    hook.terminate()
+    hook.join()
+    posts = [json.loads(line) for line in hook_log.read_text().splitlines()]
+    window_starts = [(post["at"], start) for post in posts for start in post["starts"]]
     expected = lee_ready_windows(trades_frame(sliced), window_s=60)
     got = stored_windows(tmp / "rt-run")
-    print(f"  fatal: {fatal_errors() or 'none'}; alert messages posted: {_Hook.received} carrying "
-          f"{len(_Hook.window_starts):,} signals; windows equal to the polars reference: "
+    print(f"  fatal: {fatal_errors() or 'none'}; {alert_class}+ alert messages posted: {len(posts)} "
+          f"carrying {len(window_starts):,} signals; windows equal to the polars reference: "
           f"{sum(got.get(k) == v for k, v in expected.items()):,} of {len(expected):,}")
     lateness_ms = 1e3 * settings.allowed_lateness_s
-    if _Hook.window_starts:  # measured at the receiving end, independent of ifd.latency
+    if window_starts:  # measured at the receiving end, independent of ifd.latency
         ends = [dt.datetime.strptime(s, "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC).timestamp()
-                + settings.window_length_s for _, s in _Hook.window_starts]
+                + settings.window_length_s for _, s in window_starts]
         beyond = np.array([1e3 * (at - end) - lateness_ms
-                           for (at, _), end in zip(_Hook.window_starts, ends, strict=True)])
+                           for (at, _), end in zip(window_starts, ends, strict=True)])
         p50, p95, p99 = np.percentile(beyond, [50, 95, 99])
         print(f"  window end -> alert received at the webhook, beyond the {lateness_ms:.0f} ms lateness: "
               f"p50 {p50:,.1f} ms  p95 {p95:,.1f} ms  p99 {p99:,.1f} ms  max {beyond.max():,.1f} ms "
@@ -248,6 +280,8 @@ def main() -> None:
                         help="also run the real-time latency phase for this long (0: skip)")
     parser.add_argument("--realtime-at", default=None, metavar="HH:MM",
                         help="play the session from this time of day (UTC), shifted to now")
+    parser.add_argument("--alert-class", default="MONITOR", choices=["MONITOR", "MODERATE", "STRONG"],
+                        help="lowest signal class alerted in the real-time phase")
     parser.add_argument("--realtime-trades", type=int, default=2_000_000,
                         help="trades in the whole generated day the real-time slice is cut from")
     parser.add_argument("--skip-soak", action="store_true", help="run only the real-time phase")
@@ -255,7 +289,7 @@ def main() -> None:
     if args.skip_soak:
         with tempfile.TemporaryDirectory() as tmp_name:
             realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, Path(tmp_name),
-                           args.realtime_at)
+                           args.realtime_at, args.alert_class)
         return
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -323,7 +357,8 @@ def main() -> None:
             print(f"  {row['stage']:<16} samples {row['n']:>9,}  p50 {row['p50']:>14,.1f} ms  "
                   f"worst p95 {row['p95']:>14,.1f} ms  worst p99 {row['p99']:>14,.1f} ms")
         if args.realtime_minutes > 0:
-            realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, tmp, args.realtime_at)
+            realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, tmp, args.realtime_at,
+                           args.alert_class)
 
 
 if __name__ == "__main__":
