@@ -511,6 +511,13 @@ PART_COLUMNS: dict[str, str] = {
 -1 and ``strike_price`` is ``UNDEF_PRICE`` where undefined."""
 
 
+_PART_COUNTS = ("seq", "instrument_id", "bid_volume", "ask_volume", "unknown_volume", "buy_trades",
+                "sell_trades", "unknown_trades", "max_trade_size", "first_ts_ns", "last_ts_ns",
+                "flag_volume", "quote_volume", "tick_volume", "spread_volume", "sweep_volume",
+                "block_volume", "block_trades")
+"""Integer :class:`WindowPart` fields whose :data:`PART_COLUMNS` column holds the value as is."""
+
+
 @dataclass(frozen=True, slots=True)
 class PartBlock:
     """Columnar :class:`WindowPart` rows: the unit that flows through the windows.
@@ -574,41 +581,22 @@ class PartBlock:
             strike = c["strike_price"][i]
             start = c["window_start_ns"][i]
             multiplier = c["multiplier"][i]
-            rows.append(
-                WindowPart(
-                    key=str(c["contract_key"][i]),
-                    window_start_ns=start,
-                    window_end_ns=start + self.window_ns,
-                    source=str(c["source"][i]),
-                    seq=c["seq"][i],
-                    instrument_id=c["instrument_id"][i],
-                    symbol=str(c["symbol"][i]),
-                    underlying=str(c["underlying"][i]),
-                    expiration_ns=None if expiration < 0 else expiration,
-                    strike_price=None if strike == UNDEF_PRICE else strike,
-                    option_type=str(c["option_type"][i]),
-                    defined=bool(c["defined"][i]),
-                    bid_volume=c["bid_volume"][i],
-                    ask_volume=c["ask_volume"][i],
-                    unknown_volume=c["unknown_volume"][i],
-                    buy_trades=c["buy_trades"][i],
-                    sell_trades=c["sell_trades"][i],
-                    unknown_trades=c["unknown_trades"][i],
-                    notional=float(c["notional"][i]),
-                    max_trade_size=c["max_trade_size"][i],
-                    first_ts_ns=c["first_ts_ns"][i],
-                    last_ts_ns=c["last_ts_ns"][i],
-                    flag_volume=c["flag_volume"][i],
-                    quote_volume=c["quote_volume"][i],
-                    tick_volume=c["tick_volume"][i],
-                    late=bool(c["late"][i]),
-                    spread_volume=c["spread_volume"][i],
-                    sweep_volume=c["sweep_volume"][i],
-                    block_volume=c["block_volume"][i],
-                    block_trades=c["block_trades"][i],
-                    multiplier=None if multiplier != multiplier else float(multiplier),  # NaN: unknown
-                )
-            )
+            rows.append(WindowPart(
+                key=str(c["contract_key"][i]),
+                window_start_ns=start,
+                window_end_ns=start + self.window_ns,
+                source=str(c["source"][i]),
+                symbol=str(c["symbol"][i]),
+                underlying=str(c["underlying"][i]),
+                expiration_ns=None if expiration < 0 else expiration,
+                strike_price=None if strike == UNDEF_PRICE else strike,
+                option_type=str(c["option_type"][i]),
+                defined=bool(c["defined"][i]),
+                notional=float(c["notional"][i]),
+                late=bool(c["late"][i]),
+                multiplier=None if multiplier != multiplier else float(multiplier),  # NaN: unknown
+                **{name: c[name][i] for name in _PART_COUNTS},
+            ))
         return rows
 
 
