@@ -192,11 +192,11 @@ def latency_rows(data_dir: Path) -> list[dict]:
         store.close()
 
 
-def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: str | None = None,
+def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: dt.time | None = None,
                    alert_class: str = "MONITOR") -> None:
     """Latency in real time: today's session, the next ``minutes`` of it, paced by ts_recv.
 
-    ``at`` ("HH:MM", UTC) plays the session from that time of day instead of from now, shifted
+    ``at`` (UTC time of day) plays the session from that time of day instead of from now, shifted
     so that it starts now (the session has trades from 00:00 to 20:00 UTC only). Alerts of
     ``alert_class`` and above go to a webhook in another process, which times each signal.
     """
@@ -208,18 +208,17 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: str | 
     start = time.time_ns() + 30 * 1_000_000_000
     lo = start
     if at is not None:
-        hour, minute = (int(x) for x in at.split(":"))
-        lo = int(dt.datetime.combine(today, dt.time(hour, minute), dt.UTC).timestamp() * 1e9)
+        lo = int(dt.datetime.combine(today, at, dt.UTC).timestamp() * 1e9)
     hi = lo + int(minutes * 60e9)
     sliced = tmp / "rt" / files.tbbo_path.name
     kept = write_slice(files.tbbo_path, sliced, lo, hi, shift_ns=start - lo)
+    played = f"{dt.datetime.fromtimestamp(lo / 1e9, dt.UTC):%H:%M:%S} UTC"
     if not kept:
-        print(f"real-time phase skipped: the generated session has no trades at "
-              f"{dt.datetime.fromtimestamp(lo / 1e9, dt.UTC):%H:%M} UTC ({today}: 00:00-20:00 UTC "
-              "only); pass --realtime-at HH:MM")
+        print(f"real-time phase skipped: the generated session has no trades at {played} "
+              f"({today}: 00:00-20:00 UTC only); pass --realtime-at HH:MM")
         return
     print(f"real-time phase: {kept:,} trades over {minutes:g} min of today's session from "
-          f"{dt.datetime.fromtimestamp(lo / 1e9, dt.UTC):%H:%M:%S} UTC, played from 30 s on "
+          f"{played}, played from 30 s on "
           f"({kept / (minutes * 60):.1f} trades/s), one drop, 60-s windows")
     spawn = multiprocessing.get_context("spawn")
     ports = spawn.Queue()
@@ -246,7 +245,7 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: str | 
     hook.terminate()
     hook.join()
     posts = [json.loads(line) for line in hook_log.read_text().splitlines()]
-    window_starts = [(post["at"], start) for post in posts for start in post["starts"]]
+    window_starts = [(post["at"], ws) for post in posts for ws in post["starts"]]
     expected = lee_ready_windows(trades_frame(sliced), window_s=60)
     got = stored_windows(tmp / "rt-run")
     print(f"  fatal: {fatal_errors() or 'none'}; {alert_class}+ alert messages posted: {len(posts)} "
@@ -271,6 +270,15 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: str | 
               f"{extra}")
 
 
+def _time_of_day(text: str) -> dt.time:
+    """``HH:MM`` (UTC) for ``--realtime-at``; argparse names the option when it is malformed."""
+    try:
+        return dt.time.fromisoformat(text)
+    except ValueError:
+        msg = f"expected HH:MM (UTC), got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--trades", type=int, default=400_000)
@@ -278,7 +286,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--realtime-minutes", type=float, default=0.0,
                         help="also run the real-time latency phase for this long (0: skip)")
-    parser.add_argument("--realtime-at", default=None, metavar="HH:MM",
+    parser.add_argument("--realtime-at", default=None, metavar="HH:MM", type=_time_of_day,
                         help="play the session from this time of day (UTC), shifted to now")
     parser.add_argument("--alert-class", default="MONITOR", choices=["MONITOR", "MODERATE", "STRONG"],
                         help="lowest signal class alerted in the real-time phase")

@@ -331,11 +331,10 @@ def merge_rows(block: PartBlock, group: np.ndarray, which: Sequence[int]) -> lis
     last_ts = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(last_ts, group, c["last_ts_ns"])
     wanted = np.asarray(which, dtype=np.int64)
-    missing = wanted[(wanted < 0) | (wanted >= k)]
-    if len(missing) == 0:
-        missing = wanted[first[wanted] < 0]
-    if len(missing):
-        msg = f"merge_rows: contract group {int(missing[0])} has no rows"
+    has_rows = (wanted >= 0) & (wanted < k)
+    has_rows[has_rows] = first[wanted[has_rows]] >= 0
+    if not has_rows.all():
+        msg = f"merge_rows: contract group {int(wanted[~has_rows][0])} has no rows"
         raise ValueError(msg)
     rows = first[wanted]
     # Python scalars once per column (not one numpy scalar per value)

@@ -335,8 +335,9 @@ def write_slice(src: Path, dst: Path, ts_recv_lo: int, ts_recv_hi: int, shift_ns
         raise ValueError(msg)
     rec = np.frombuffer(raw, dtype=_MBP1_DTYPE, offset=body)
     keep = rec[(rec["ts_recv"] >= ts_recv_lo) & (rec["ts_recv"] < ts_recv_hi)].copy()
-    for field in ("ts_event", "ts_recv") if shift_ns else ():
-        keep[field] = (keep[field].astype(np.int64) + shift_ns).astype(np.uint64)
+    if shift_ns:
+        for field in ("ts_event", "ts_recv"):
+            keep[field] = (keep[field].astype(np.int64) + shift_ns).astype(np.uint64)
     _write_dbn(Path(dst), raw[:body], [keep])
     return len(keep)
 
