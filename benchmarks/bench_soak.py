@@ -27,9 +27,15 @@ epochs of 10 s) reads it to its idle exit. Printed, never asserted:
 ``--realtime-minutes M`` adds a second phase that measures latency for real: a full-chain
 session generated for today, sliced to the next M minutes of ``ts_recv``, played by the gateway
 in real time (each record sent when the wall clock reaches its ``ts_recv``) with one drop, through
-the live flow with 60-s windows, scoring on and alerts (``IFD_ALERT_MIN_CLASS=MONITOR``) posted to a
-local webhook; prints ``ifd.latency`` per stage (sample-weighted over minutes: median of the
-minute p50s, worst minute p95/p99) and the window end → alert figure beyond the allowed lateness.
+the live flow with 60-s windows, scoring on and alerts (``--alert-class``, default MONITOR) posted
+to a local webhook; prints the signals stored per class, ``ifd.latency`` per stage (sample-weighted
+over minutes: median of the minute p50s, worst minute p95/p99) and the window end → alert figure
+beyond the allowed lateness. Before it, ``--history-days`` (default 20) earlier weekdays of the
+same generator (other seeds), cut to the played time of day ± 1 h, are replayed into the run's
+store, so the flow starts with full baselines as a deployed one does::
+
+    .venv/bin/python benchmarks/bench_soak.py --skip-soak --realtime-minutes 6 --realtime-at 13:27 \
+        --alert-class STRONG
 """
 
 from __future__ import annotations
@@ -181,6 +187,18 @@ def _serve_gateway(paths: list[str], faults: Faults, ports: Any, stop: Any) -> N
         stop.wait()
 
 
+def signal_classes(data_dir: Path) -> str:
+    """Signals stored per class and windows that produced them, e.g. ``STRONG 3 / MONITOR 410``."""
+    store = ChdbStore(data_dir / "chdb")
+    try:
+        rows = store.query_arrow(
+            "SELECT signal_class AS c, count() AS n, uniqExact(window_start) AS w FROM ifd.ifd_signals FINAL "
+            "GROUP BY c ORDER BY n").to_pylist()
+    finally:
+        store.close()
+    return ", ".join(f"{r['c']} {r['n']:,} ({r['n'] / r['w']:.1f} per window)" for r in rows) or "none"
+
+
 def latency_rows(data_dir: Path) -> list[dict]:
     store = ChdbStore(data_dir / "chdb")
     try:
@@ -192,8 +210,39 @@ def latency_rows(data_dir: Path) -> list[dict]:
         store.close()
 
 
+def seed_history(settings: Settings, days: int, trades: int, seed: int, tmp: Path,
+                 played: tuple[int, int], shift_ns: int) -> None:
+    """Store ``days`` earlier weekdays of history in ``settings.data_dir`` for the baselines.
+
+    Each day is a session of the same generator and size (another seed), cut to the played
+    time of day ± 1 h (``played``: ns since epoch UTC, today) and shifted like the played slice,
+    so the baseline slots (30 min) the real-time windows fall in hold full history. It is
+    replayed through the project's own flow, scoring off, into the same data directory.
+    """
+    began = time.monotonic()
+    sources: list[str] = []
+    date, day_ns = dt.datetime.now(dt.UTC).date(), 86_400 * 1_000_000_000
+    back = 0
+    while len(sources) < 2 * days:
+        date -= dt.timedelta(days=1)
+        back += 1
+        if date.weekday() >= 5:  # the played time of day falls in no session on Sat/Sun (UTC)
+            continue
+        files = generate_session(tmp / "history-src" / f"{date}", session_date=date, n_trades=trades,
+                                 seed=seed + 1_000 + back, full_chain=True)
+        sliced = tmp / "history" / files.tbbo_path.name
+        lo, hi = played[0] - back * day_ns - 3_600_000_000_000, played[1] - back * day_ns + 3_600_000_000_000
+        write_slice(files.tbbo_path, sliced, lo, hi, shift_ns=shift_ns)
+        sources += [str(files.definition_path), str(sliced)]
+    history = settings.model_copy(update={"mode": "replay", "source": ",".join(sources),
+                                          "scoring": settings.scoring.model_copy(update={"enabled": False})})
+    run_main(ifd.build_flow(history, alerts=None))
+    print(f"history: {days} earlier weekdays ({date} on), the played time of day +-1 h, replayed into "
+          f"the run's store in {time.monotonic() - began:.0f} s")
+
+
 def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: dt.time | None = None,
-                   alert_class: str = "MONITOR") -> None:
+                   alert_class: str = "MONITOR", history_days: int = 0) -> None:
     """Latency in real time: today's session, the next ``minutes`` of it, paced by ts_recv.
 
     ``at`` (UTC time of day) plays the session from that time of day instead of from now, shifted
@@ -203,13 +252,22 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: dt.tim
     today = dt.datetime.now(dt.UTC).date()
     files = generate_session(tmp / "rt-src", session_date=today, n_trades=trades, seed=seed,
                              full_chain=True)
+    settings = Settings(mode="live", data_dir=tmp / "rt-run", progress_interval_s=0,
+                        window_length_s=60, scoring={"enabled": True})
+    length = int(minutes * 60e9)
+
+    def played_from(start: int) -> int:
+        return start if at is None else int(dt.datetime.combine(today, at, dt.UTC).timestamp() * 1e9)
+
+    if history_days:  # the played time of day moves by the minutes this takes: history holds +-1 h
+        now = time.time_ns()
+        seed_history(settings, history_days, trades, seed, tmp, (played_from(now), played_from(now) + length),
+                     now - played_from(now))
     # the slice starts once the gateway has loaded and the flow has started (30 s from now), so
     # the gateway's live start (the wall clock at connect) precedes its first trade
     start = time.time_ns() + 30 * 1_000_000_000
-    lo = start
-    if at is not None:
-        lo = int(dt.datetime.combine(today, at, dt.UTC).timestamp() * 1e9)
-    hi = lo + int(minutes * 60e9)
+    lo = played_from(start)
+    hi = lo + length
     sliced = tmp / "rt" / files.tbbo_path.name
     kept = write_slice(files.tbbo_path, sliced, lo, hi, shift_ns=start - lo)
     played = f"{dt.datetime.fromtimestamp(lo / 1e9, dt.UTC):%H:%M:%S} UTC"
@@ -234,8 +292,6 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: dt.tim
     gateway = spawn.Process(target=_serve_gateway, daemon=True,
                             args=([str(files.definition_path), str(sliced)], faults, ports, stop))
     gateway.start()
-    settings = Settings(mode="live", data_dir=tmp / "rt-run", progress_interval_s=0,
-                        window_length_s=60, scoring={"enabled": True})
     live = live_settings(ports.get(timeout=120), idle_exit_s=30.0, batch_records=65_536,
                          heartbeat_interval_s=1, heartbeat_grace_s=2.0)
     clear_fatal_errors()
@@ -251,6 +307,7 @@ def realtime_phase(minutes: float, trades: int, seed: int, tmp: Path, at: dt.tim
     print(f"  fatal: {fatal_errors() or 'none'}; {alert_class}+ alert messages posted: {len(posts)} "
           f"carrying {len(window_starts):,} signals; windows equal to the polars reference: "
           f"{sum(got.get(k) == v for k, v in expected.items()):,} of {len(expected):,}")
+    print(f"  signals stored by class: {signal_classes(tmp / 'rt-run')}")
     lateness_ms = 1e3 * settings.allowed_lateness_s
     if window_starts:  # measured at the receiving end, independent of ifd.latency
         ends = [dt.datetime.strptime(s, "%Y-%m-%d %H:%M").replace(tzinfo=dt.UTC).timestamp()
@@ -292,12 +349,14 @@ def main() -> None:
                         help="lowest signal class alerted in the real-time phase")
     parser.add_argument("--realtime-trades", type=int, default=2_000_000,
                         help="trades in the whole generated day the real-time slice is cut from")
+    parser.add_argument("--history-days", type=int, default=20,
+                        help="earlier weekdays of history for the real-time phase's baselines (0: none)")
     parser.add_argument("--skip-soak", action="store_true", help="run only the real-time phase")
     args = parser.parse_args()
     if args.skip_soak:
         with tempfile.TemporaryDirectory() as tmp_name:
             realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, Path(tmp_name),
-                           args.realtime_at, args.alert_class)
+                           args.realtime_at, args.alert_class, args.history_days)
         return
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -366,7 +425,7 @@ def main() -> None:
                   f"worst p95 {row['p95']:>14,.1f} ms  worst p99 {row['p99']:>14,.1f} ms")
         if args.realtime_minutes > 0:
             realtime_phase(args.realtime_minutes, args.realtime_trades, args.seed, tmp, args.realtime_at,
-                           args.alert_class)
+                           args.alert_class, args.history_days)
 
 
 if __name__ == "__main__":
