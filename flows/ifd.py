@@ -50,7 +50,7 @@ from flows.baselines import BaselineBook, add_history
 from flows.clock import PartitionClock, Progress
 from flows.consensus import SignalScorer, load_scorers, with_consensus
 from flows.instruments import InstrumentCatalog
-from flows.scoring import Scorer, ScorerState
+from flows.scoring import CLASS_RANK, DeferredSignals, Scorer, ScorerState
 from flows.stream import StreamItem, StreamProcessor, normalise_batch
 from flows.sweeps import TapeRules
 from models.batch import SourceBatch
@@ -65,7 +65,7 @@ from models.records import (
     ns_to_datetime,
 )
 from models.settings import AlertSettings, LiveSettings, Settings, load_settings, masked
-from models.signals import Signal
+from models.signals import Signal, SignalClass
 from samples import ensure_sample
 from sinks.alerts import AlertDispatcher
 from sinks.bytewax_sink import AlertSink, ClickHouseDynamicSink, ClickHouseSink, FeedSink
@@ -293,13 +293,17 @@ def build_flow(
         merged = cast("Stream[WindowResult | IcebergRows | AbsorptionRows]",
                       op.merge("closed_late_and_evidence", closed, late, l3_rows))
         to_score = op.key_on("key_for_scoring", merged, lambda _r: "ifd")
+        # the alerted class is built first; the window's other signals reach the sinks unbuilt
+        urgent = None if alerts is None else CLASS_RANK[SignalClass(alerts.min_class)]
         scored = op.stateful("score_ifd", to_score,
-                             lambda resumed: ScoringLogic(scorer, resumed, scorers, latency))
+                             lambda resumed: ScoringLogic(scorer, resumed, scorers, latency, urgent))
         signals = op.map("signals", scored, lambda key_signal: key_signal[1])
         streams.append(signals)
         if alerts is not None:
-            op.output("alerts", op.key_on("route_to_alerts", signals, lambda _s: "alerts"),
-                      AlertSink(alerts, latency))
+            alerted = op.filter_map("alerted_class", signals, _urgent)
+            first_wait_s = alerts.first_wait_s if settings.mode == "live" else 0.0
+            op.output("alerts", op.key_on("route_to_alerts", alerted, lambda _s: "alerts"),
+                      AlertSink(alerts, latency, first_wait_s=first_wait_s))
         if feed is not None or settings.feed.enabled:
             op.output("feed", op.key_on("route_to_feed", signals, lambda _s: "feed"),
                       FeedSink(settings.feed, feed))
@@ -307,8 +311,8 @@ def build_flow(
         log.warning("live feed not started: scoring is off (IFD_SCORING_ENABLED=false), "
                     "so there are no signals to serve")
     outputs = op.merge("outputs", *streams)
-    if sink is not None:
-        op.output("clickhouse", outputs, sink)
+    if sink is not None:  # a sink of the caller's sees built signals only
+        op.output("clickhouse", op.flat_map("build_signals", outputs, _built), sink)
     elif settings.embedded:
         keyed = op.key_on("route_to_chdb", outputs, lambda _x: "clickhouse")
         op.output("clickhouse", keyed, ClickHouseSink(settings, total_bytes, latency=latency))
@@ -318,7 +322,8 @@ def build_flow(
     return flow
 
 
-class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Signal, ScorerState]):
+class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Signal | DeferredSignals,
+                                 ScorerState]):
     """The scoring step's bytewax state: one :class:`ScorerState`, snapshotted copy-on-write.
 
     bytewax's ``stateful_map`` deep-copies its state at every epoch; this logic hands bytewax a
@@ -330,28 +335,43 @@ class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Si
 
     def __init__(self, scorer: Scorer, resumed: ScorerState | None,
                  scorers: list[tuple[SignalScorer, float]] | None = None,
-                 latency: LatencyMeter | None = None) -> None:
+                 latency: LatencyMeter | None = None, urgent_rank: int | None = None) -> None:
         self.scorer = scorer
         self.latency = latency
         self.scorers = scorers or []
+        self.urgent_rank = urgent_rank
+        """Signals of this class rank and above are built at once; the rest are deferred."""
         self.state = resumed if resumed is not None else scorer.new_state()
 
     def on_item(self, value: WindowResult | IcebergRows | AbsorptionRows,
-                ) -> tuple[list[Signal], bool]:
-        """Score one closed window (or late correction), or record L3 evidence; keep the state."""
+                ) -> tuple[list[Signal | DeferredSignals], bool]:
+        """Score one closed window (or late correction), or record L3 evidence; keep the state.
+
+        Emits the window's urgent signals (class rank ≥ ``urgent_rank``), then at most one
+        :class:`~flows.scoring.DeferredSignals` with the rest, built by the sinks.
+        """
         if isinstance(value, IcebergRows | AbsorptionRows):
             self.state.l3.add(value)
             return [], StatefulLogic.RETAIN
-        signals = self.scorer.score(self.state, value.parts, correction=value.correction)
+        signals, deferred = self.scorer.score_split(self.state, value.parts,
+                                                    correction=value.correction,
+                                                    urgent_rank=self.urgent_rank)
         if self.scorers:
             l3 = self.state.l3
             signals = [with_consensus(s, self.scorers, l3.evidence(
                 s.contract_key, int(s.window_start.timestamp()))) for s in signals]
-        if self.latency is not None and signals and not value.correction:
+            if deferred is not None:
+                deferred.with_scorers(self.scorers, [l3.evidence(key, deferred.window_start_s)
+                                                     for key in deferred.keys])
+        out: list[Signal | DeferredSignals] = list(signals)
+        if deferred is not None:
+            out.append(deferred)
+        if self.latency is not None and out and not value.correction:
             now = time.time()
+            end_s = ((value.parts.window_start_ns or 0) + value.parts.window_ns) / 1e9  # each signal's
             self.latency.record("signal_scored", now,
-                                [1e3 * (now - s.window_end.timestamp()) for s in signals])
-        return signals, StatefulLogic.RETAIN
+                                [1e3 * (now - end_s)] * (len(signals) + len(deferred or ())))
+        return out, StatefulLogic.RETAIN
 
     def snapshot(self) -> ScorerState:
         """Copy-on-write copy of the state (see :meth:`ScorerState.snapshot`)."""
@@ -372,6 +392,16 @@ def served_flow(host: str | None = None, port: int | None = None) -> Dataflow:
         changes["port"] = port
     feed = settings.feed.model_copy(update=changes)
     return build_flow(settings.model_copy(update={"feed": feed}))
+
+
+def _urgent(item: Signal | DeferredSignals) -> Signal | None:
+    """Signals built at once (the alerted class and above); deferred ones are below it."""
+    return item if isinstance(item, Signal) else None
+
+
+def _built(item: Any) -> list[Any]:
+    """``item``, or the signals of a :class:`~flows.scoring.DeferredSignals`."""
+    return item.signals() if isinstance(item, DeferredSignals) else [item]
 
 
 def _l3_evidence(item: StreamItem) -> IcebergRows | AbsorptionRows | None:

@@ -71,7 +71,7 @@ from typing import NamedTuple
 import numpy as np
 
 from flows.baselines import Baseline, BaselineArrays, BaselineBook
-from flows.consensus import EvidenceBook
+from flows.consensus import EvidenceBook, with_consensus
 from flows.exchange_time import exchange_clock, locate_one
 from flows.pressure import merge_rows
 from models.records import (
@@ -543,6 +543,12 @@ class Scorer:
         return ScorerState(book=book, forwards={}, l3=EvidenceBook(window_s=book.window_s))
 
     def score(self, state: ScorerState, block: PartBlock, *, correction: bool = False) -> list[Signal]:
+        """Every signal of :meth:`score_split`, built at once (same signals, same order)."""
+        signals, deferred = self.score_split(state, block, correction=correction)
+        return signals if deferred is None else signals + deferred.signals()
+
+    def score_split(self, state: ScorerState, block: PartBlock, *, correction: bool = False,
+                    urgent_rank: int | None = None) -> tuple[list[Signal], DeferredSignals | None]:
         """Score one closed window's contracts (or a late correction), then update the baselines.
 
         Parameters
@@ -557,12 +563,18 @@ class Scorer:
             The block adds to a window scored before: the window is re-scored
             on its combined numbers, the baseline gets the difference, and a
             signal is emitted only if its class rises above what was emitted.
+        urgent_rank : int | None
+            :data:`CLASS_RANK` of the lowest class built at once (the alerted class, so the
+            alert path does not wait for the other signal objects); the window's other
+            signals come back unbuilt. ``None``: every signal is built at once.
 
         Returns
         -------
-        list[Signal]
+        tuple[list[Signal], DeferredSignals | None]
             Windows at or above the MONITOR threshold (for a correction: only
-            those whose class rose).
+            those whose class rose): the urgent ones as signals, the rest as a
+            :class:`DeferredSignals` (None when there is none). Scoring and
+            the state's updates are complete either way; only the objects wait.
 
         Notes
         -----
@@ -574,7 +586,7 @@ class Scorer:
         if not defined.all():
             block = block.take(defined)
         if len(block) == 0:
-            return []
+            return [], None
         start_s = block.window_start_ns // 1_000_000_000 if block.window_start_ns else 0
         prior: dict[str, tuple[int, int, int]] | None = None
         scored = block
@@ -582,14 +594,15 @@ class Scorer:
             earlier = state.recent.get(start_s)
             if earlier is None:  # beyond the horizon: baseline only
                 self._add_to_book(state, block, start_s)
-                return []
+                return [], None
             prior = _totals(PartBlock.concat(earlier), set(block.cols["contract_key"].tolist()))
             scored = PartBlock.concat([*earlier, block])
-        signals = self._evaluate(state, scored, start_s, only=None if prior is None else prior,
-                                 update_forwards=not correction)
+        signals, deferred = self._evaluate(state, scored, start_s,
+                                           only=None if prior is None else prior,
+                                           update_forwards=not correction, urgent_rank=urgent_rank)
         state.recent.setdefault(start_s, []).append(block)
         self._evict(state, start_s)
-        return signals
+        return signals, deferred
 
     def _add_to_book(self, state: ScorerState, block: PartBlock, start_s: int) -> None:
         for key, (volume, trades, imbalance) in _totals(block, None).items():
@@ -604,7 +617,8 @@ class Scorer:
             state.emitted = {k: v for k, v in state.emitted.items() if k[1] >= cutoff}
 
     def _evaluate(self, state: ScorerState, block: PartBlock, start_s: int, *,
-                  only: dict[str, tuple[int, int, int]] | None, update_forwards: bool) -> list[Signal]:
+                  only: dict[str, tuple[int, int, int]] | None, update_forwards: bool,
+                  urgent_rank: int | None = None) -> tuple[list[Signal], DeferredSignals | None]:
         """Score the contracts of ``block``: all, or only the keys of ``only``.
 
         ``only`` maps a correction's contract keys to the (volume, trades,
@@ -653,11 +667,12 @@ class Scorer:
         # confidence ≤ sample factor: only windows that can reach MONITOR get baselines
         candidates = np.flatnonzero(scoped & (np.maximum(volume, sweep_volume)
                                               >= p.monitor * p.sample_volume))
-        signals = []
+        signals: list[Signal] = []
+        deferred = None
         if len(candidates):
-            signals = self._score_candidates(
+            signals, deferred = self._score_candidates(
                 state, block, inverse, start_s, candidates, keys, codes, bucket_codes,
-                (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks))
+                (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks), urgent_rank)
         imbalance = np.abs(ask - bid).astype(np.int64)
         d_volume, d_trades = volume.astype(np.int64), trades.astype(np.int64)
         squares = volume * volume
@@ -671,7 +686,7 @@ class Scorer:
         to = np.concatenate([np.flatnonzero(scoped), np.flatnonzero(scoped & has_bucket)])
         book.add_codes(np.concatenate([codes[scoped], bucket_codes[scoped & has_bucket]]),
                        start_s, d_volume[to], d_trades[to], imbalance[to], squares[to])
-        return signals
+        return signals, deferred
 
     def _bucket_codes(self, state: ScorerState, codes: np.ndarray, chain: np.ndarray,
                       strike: np.ndarray, option_type: np.ndarray, start_s: int) -> np.ndarray:
@@ -713,7 +728,8 @@ class Scorer:
 
     def _score_candidates(self, state: ScorerState, block: PartBlock, inverse: np.ndarray,
                           start_s: int, idx: np.ndarray, keys: np.ndarray, codes: np.ndarray,
-                          bucket_codes: np.ndarray, numbers: tuple) -> list[Signal]:
+                          bucket_codes: np.ndarray, numbers: tuple, urgent_rank: int | None,
+                          ) -> tuple[list[Signal], DeferredSignals | None]:
         """Baselines and factors of the candidate windows ``idx`` in one go; Python per signal."""
         p = self.params
         bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks = (
@@ -727,26 +743,25 @@ class Scorer:
         # without any baseline, one-sided volume alone means nothing: only a tape tag counts
         tagged = (sweep_strikes >= p.sweep_min_strikes) | (blocks > 0)
         hits = np.flatnonzero((conf >= p.monitor) & (ask != bid) & (chosen.valid | tagged))
-        emit: list[tuple[int, SignalClass]] = []
+        now, later = _SignalPlan(), _SignalPlan()
         for j in hits.tolist():
             cls = signal_class(float(conf[j]), p)
-            if cls is not None and CLASS_RANK[cls] > state.emitted.get((str(keys[idx[j]]), start_s), 0):
-                emit.append((j, cls))
-        signals: list[Signal] = []
-        if not emit:
-            return signals
-        metrics = merge_rows(block, inverse, [int(idx[j]) for j, _ in emit])
-        for (j, cls), m in zip(emit, metrics, strict=True):
+            if cls is None:
+                continue
             i = int(idx[j])
             key = str(keys[i])
-            baseline = chosen.at(j, scopes[j]) if chosen.valid[j] else None
-            direction = Direction.BUY if ask[j] > bid[j] else Direction.SELL
-            chain = int(state.attrs.chain[codes[i]])
-            forward = state.forward(chain, start_s)
-            signals.append(self._signal(m, f.at(j), baseline, cls, direction,
-                                        state.book.tod_bucket_s, forward))
+            if CLASS_RANK[cls] <= state.emitted.get((key, start_s), 0):
+                continue
+            plan = now if urgent_rank is None or CLASS_RANK[cls] >= urgent_rank else later
+            plan.add(i, j, key, cls, Direction.BUY if ask[j] > bid[j] else Direction.SELL,
+                     state.forward(int(state.attrs.chain[codes[i]]), start_s))
             state.emitted[(key, start_s)] = CLASS_RANK[cls]
-        return signals
+        built = DeferredSignals(block, inverse, f, chosen, scopes, book.tod_bucket_s, start_s, now)
+        deferred = None
+        if later.rows:
+            deferred = DeferredSignals(block, inverse, f, chosen, scopes, book.tod_bucket_s, start_s,
+                                       later)
+        return (built.signals() if now.rows else []), deferred
 
     def _choose_baselines(self, book: BaselineBook, contract: BaselineArrays,
                           bucket_codes: np.ndarray, start_s: int) -> tuple[BaselineArrays, list[str]]:
@@ -855,3 +870,84 @@ def _totals(block: PartBlock, keys: set[str] | None) -> dict[str, tuple[int, int
         row[2] += int(c["ask_volume"][i])
         row[3] += int(c["bid_volume"][i])
     return {k: (v[0], v[1], abs(v[2] - v[3])) for k, v in out.items()}
+
+
+@dataclass
+class _SignalPlan:
+    """Signals decided but not built yet.
+
+    Per signal: its contract group in the window, its candidate position, contract key, class,
+    direction and forward (USD price points; None when unknown).
+    """
+
+    rows: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    classes: list[SignalClass] = field(default_factory=list)
+    directions: list[Direction] = field(default_factory=list)
+    forwards: list[float | None] = field(default_factory=list)
+
+    def add(self, row: int, position: int, key: str, cls: SignalClass, direction: Direction,
+            forward: float | None) -> None:
+        self.rows.append(row)
+        self.positions.append(position)
+        self.keys.append(key)
+        self.classes.append(cls)
+        self.directions.append(direction)
+        self.forwards.append(forward)
+
+
+@dataclass
+class DeferredSignals:
+    """Signals of one window that are scored and classed, their objects not built yet.
+
+    Everything a signal depends on was decided and taken from the scoring state when the window
+    was scored (class, direction, forward, baseline arrays, and with :meth:`with_scorers` the L3
+    evidence), so :meth:`signals` returns the same signals whenever it runs. The scoring step
+    builds its urgent signals (the alerted class) at once and hands the rest on in this form:
+    the alert path does not wait for them, the sinks build them (once: the result is cached).
+    """
+
+    block: PartBlock
+    inverse: np.ndarray
+    factors: FactorArrays
+    baselines: BaselineArrays
+    scopes: list[str]
+    bucket_s: int
+    window_start_s: int
+    plan: _SignalPlan
+    scorers: list | None = None
+    """(scorer, weight) pairs for the consensus (:func:`flows.consensus.with_consensus`)."""
+    evidence: list | None = None
+    """Per signal its :class:`~flows.consensus.L3Evidence`, taken when the window was scored."""
+    _built: list[Signal] | None = None
+
+    def __len__(self) -> int:
+        return len(self.plan.rows)
+
+    @property
+    def keys(self) -> list[str]:
+        """Contract key of each signal, in :meth:`signals` order."""
+        return self.plan.keys
+
+    def with_scorers(self, scorers: list, evidence: list) -> None:
+        """Give each signal its consensus when built (``evidence``: one per signal, in order)."""
+        self.scorers, self.evidence = scorers, evidence
+
+    def signals(self) -> list[Signal]:
+        """Build the signals (the first call; later calls return the same list)."""
+        if self._built is None:
+            plan, f, chosen = self.plan, self.factors, self.baselines
+            metrics = merge_rows(self.block, self.inverse, plan.rows)
+            out = []
+            for j, cls, direction, forward, m in zip(plan.positions, plan.classes, plan.directions,
+                                                     plan.forwards, metrics, strict=True):
+                baseline = chosen.at(j, self.scopes[j]) if chosen.valid[j] else None
+                out.append(Scorer._signal(m, f.at(j), baseline, cls, direction,  # noqa: SLF001
+                                          self.bucket_s, forward))
+            if self.scorers:
+                assert self.evidence is not None  # set with the scorers
+                out = [with_consensus(s, self.scorers, e)
+                       for s, e in zip(out, self.evidence, strict=True)]
+            self._built = out
+        return self._built

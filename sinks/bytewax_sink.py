@@ -26,6 +26,7 @@ from bytewax.outputs import (
 )
 from typing_extensions import override
 
+from flows.scoring import DeferredSignals
 from models.latency import LatencyMeter, LatencyRow
 from models.records import (
     AbsorptionRows,
@@ -48,7 +49,19 @@ from sinks.run_report import RunReport
 log = logging.getLogger(__name__)
 
 SinkItem = (WindowResult | BatchStats | DeadLetters | OpenInterestRows | FootprintRows
-            | IcebergRows | AbsorptionRows | Signal | UsageRow | BackfillRow | LatencyRow)
+            | IcebergRows | AbsorptionRows | Signal | DeferredSignals | UsageRow | BackfillRow
+            | LatencyRow)
+
+
+def _signals(values: list[Signal | DeferredSignals]) -> list[Signal]:
+    """Signals, with each :class:`~flows.scoring.DeferredSignals` built in place."""
+    out: list[Signal] = []
+    for value in values:
+        if isinstance(value, DeferredSignals):
+            out.extend(value.signals())
+        else:
+            out.append(value)
+    return out
 
 
 class _Writer:
@@ -73,6 +86,11 @@ class _Writer:
                 self.writer.add(item.parts)
                 contracts = len(set(item.parts.cols["contract_key"].tolist()))
                 self.report.on_window(item.correction, contracts)
+                continue
+            if isinstance(item, DeferredSignals):  # the window's signals below the alerted class
+                for signal in item.signals():
+                    self.writer.add(signal)
+                    self.report.on_signal(signal)
                 continue
             self.writer.add(item)  # TypeError for an item with no table
             if isinstance(item, BatchStats):
@@ -185,12 +203,17 @@ class ClickHouseDynamicSink(DynamicSink[SinkItem]):
 
 
 class _AlertPartition(StatefulSinkPartition[Signal, None]):
-    def __init__(self, dispatcher: AlertDispatcher) -> None:
+    def __init__(self, dispatcher: AlertDispatcher, first_wait_s: float) -> None:
         self._dispatcher = dispatcher
+        self._first_wait_s = first_wait_s
 
     @override
     def write_batch(self, values: list[Signal]) -> None:
-        self._dispatcher.submit_many(values)  # committed to the outbox before it returns
+        accepted = self._dispatcher.submit_many(values)  # committed to the outbox before it returns
+        if self._first_wait_s and any(accepted):
+            # alerts first: the worker's next steps (storage, the window's other signals) would
+            # hold the GIL the delivery threads need; the wait is bounded and loses nothing
+            self._dispatcher.wait_delivered(self._first_wait_s)
 
     @override
     def snapshot(self) -> None:
@@ -214,19 +237,28 @@ class AlertSink(FixedPartitionedSink[Signal, None]):
     durable: after a crash, signals of committed epochs are sent from the
     outbox and signals of the replayed epoch are re-emitted and de-duplicated
     on ``alert_key``. Delivery (Apprise channels + JSONL) happens on the
-    dispatcher's thread, so a slow or failing channel never slows or stops
-    the dataflow. At close the sink waits a bounded time for deliveries and
-    leaves the rest pending in the outbox for the next start.
+    dispatcher's thread, so a failing channel never stops the dataflow. At
+    close the sink waits a bounded time for deliveries and leaves the rest
+    pending in the outbox for the next start.
 
     Parameters
     ----------
     settings : AlertSettings
         Channels, threshold, outbox and audit file.
+    latency : LatencyMeter | None
+        Records signal → alert delivered (live).
+    first_wait_s : float
+        After committing a batch, wait up to this long (s) for its delivery before
+        returning (``IFD_ALERT_FIRST_WAIT_S``, live only): the steps that follow would
+        compete for the GIL with the delivery threads. A slow channel delays the flow by
+        at most this much per batch.
     """
 
-    def __init__(self, settings: AlertSettings, latency: LatencyMeter | None = None) -> None:
+    def __init__(self, settings: AlertSettings, latency: LatencyMeter | None = None, *,
+                 first_wait_s: float = 0.0) -> None:
         self._settings = settings
         self._latency = latency
+        self._first_wait_s = first_wait_s
 
     @override
     def list_parts(self) -> list[str]:
@@ -238,17 +270,18 @@ class AlertSink(FixedPartitionedSink[Signal, None]):
 
     @override
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _AlertPartition:
-        return _AlertPartition(AlertDispatcher(self._settings, latency=self._latency))
+        return _AlertPartition(AlertDispatcher(self._settings, latency=self._latency),
+                               self._first_wait_s)
 
 
-class _FeedPartition(StatefulSinkPartition[Signal, None]):
+class _FeedPartition(StatefulSinkPartition[Signal | DeferredSignals, None]):
     def __init__(self, server: FeedServer, owned: bool) -> None:
         self._server = server
         self._owned = owned
 
     @override
-    def write_batch(self, values: list[Signal]) -> None:
-        self._server.hub.publish(values)  # never blocks: clients are served on the feed's loop
+    def write_batch(self, values: list[Signal | DeferredSignals]) -> None:
+        self._server.hub.publish(_signals(values))  # never blocks: clients are served on the feed's loop
 
     @override
     def snapshot(self) -> None:
@@ -260,7 +293,7 @@ class _FeedPartition(StatefulSinkPartition[Signal, None]):
             self._server.stop(linger_s=self._server.settings.linger_s)
 
 
-class FeedSink(FixedPartitionedSink[Signal, None]):
+class FeedSink(FixedPartitionedSink[Signal | DeferredSignals, None]):
     """Publish signals on the live feed (:mod:`sinks.feed`) as they are scored.
 
     One partition (``"feed"``): the server runs in the one process bytewax builds it in, and

@@ -14,6 +14,7 @@ import pytest
 from benchmarks.naive_rule import naive_pressure_signal
 from flows.baselines import Baseline, BaselineBook
 from flows.scoring import (
+    CLASS_RANK,
     DTE_LABELS,
     Scorer,
     ScoringSettings,
@@ -459,3 +460,48 @@ def test_thin_contract_history_is_shrunk_toward_its_bucket():
     plain, scopes = Scorer(ScoringSettings(shrink_days=0), lambda: book)._choose_baselines(
         book, contract, book.known(["NQZ6|C|+1|7-29d"]), start)
     assert scopes == ["contract"] and plain.volume_median[0] == pytest.approx(10.0)
+
+
+def _uneven_chain_block(day: int, asks: dict[int, int]) -> PartBlock:
+    """One window of calls: strike -> one-sided ask volume in 4 trades (2-lot quiet days below)."""
+    start = (SESSIONS[day] + T1330) * 10**9
+    parts = [
+        WindowPart(
+            key=f"NQZ6|2026-12-18T13:30:00Z|C|{k}|NQZ6", window_start_ns=start,
+            window_end_ns=start + 300 * 10**9, source="f", seq=day, instrument_id=k,
+            symbol=f"NQZ6 C{k}", underlying="NQZ6", expiration_ns=1_797_600_000 * 10**9,
+            strike_price=k * 10**9, option_type="C", defined=True, bid_volume=3 if ask == 0 else 0,
+            ask_volume=ask or 3, unknown_volume=0, buy_trades=4, sell_trades=0 if ask else 4,
+            unknown_trades=0, notional=10.0 * (ask or 6), max_trade_size=10, first_ts_ns=start,
+            last_ts_ns=start + 1, flag_volume=ask or 6, quote_volume=0, tick_volume=0,
+        )
+        for k, ask in asks.items()
+    ]
+    return block_of(parts, 300 * 10**9, key="s000")
+
+
+def test_deferred_signals_are_the_signals_of_the_window_below_the_urgent_class():
+    # the same history and window scored twice: all at once, and with STRONG built first
+    strikes = list(range(21000, 22000, 50))
+    quiet = dict.fromkeys(strikes, 0)
+    loud = {k: [400, 150, 90, 60, 45, 0][i % 6] for i, k in enumerate(strikes)}
+    runs = []
+    for urgent_rank in (None, CLASS_RANK[SignalClass.STRONG]):
+        scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
+        state = scorer.new_state()
+        for day in range(6):
+            scorer.score(state, _uneven_chain_block(day, quiet))
+        runs.append((state, *scorer.score_split(state, _uneven_chain_block(6, loud),
+                                                urgent_rank=urgent_rank)))
+    (state_all, everything, none), (state_split, urgent, deferred) = runs
+    assert none is None
+    assert deferred is not None and urgent and len(deferred)  # both parts hold signals
+    assert {s.signal_class for s in urgent} == {SignalClass.STRONG}
+    later = pickle.loads(pickle.dumps(deferred)).signals()  # it crosses workers pickled
+    assert later == deferred.signals() and deferred.signals() is deferred.signals()
+    assert all(s.signal_class is not SignalClass.STRONG for s in later)
+    assert sorted(s.contract_key for s in urgent + later) == sorted(s.contract_key for s in everything)
+    by_key = {s.contract_key: s for s in everything}
+    assert all(by_key[s.contract_key] == s for s in urgent + later)
+    # the window's signals count as emitted in both runs (a correction compares against them)
+    assert state_split.emitted == state_all.emitted and len(state_all.emitted) == len(everything)
