@@ -148,6 +148,9 @@ class AlertSettings(BaseSettings):
         description="Signals waiting together that go out as one digest message; 0 or 1 = never.",
     )
     digest_max: int = Field(default=50, ge=2, le=1000, description="Most signals in one digest message.")
+    first_wait_s: float = Field(default=0.1, ge=0.0, le=5.0)
+    """Live: longest time the flow waits, after committing a window's alerts, for their delivery
+    before it stores the window and builds its other signals (alerts first; 0: never waits)."""
 
     @field_validator("jsonl_path", "outbox_path", mode="before")
     @classmethod

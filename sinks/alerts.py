@@ -498,6 +498,21 @@ class AlertDispatcher:
         self._wake.set()
         return True
 
+    def wait_delivered(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` (s) for every accepted signal to reach a final status.
+
+        Returns ``True`` when none is outstanding; ``False`` at the timeout (they stay in
+        delivery; nothing is lost). Never raises.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._outstanding > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
     def flush(self, timeout_s: float) -> None:
         """Wait until every accepted signal and queued notice has reached a final status.
 
@@ -512,17 +527,10 @@ class AlertDispatcher:
             Alerts are still pending after ``timeout_s`` (call again to keep
             waiting); nothing is lost by the timeout itself.
         """
-        deadline = time.monotonic() + timeout_s
-        with self._idle:
-            while self._outstanding > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    msg = (
-                        f"alert queue not drained after {timeout_s} s: "
-                        f"{self._outstanding} signal(s) pending"
-                    )
-                    raise SinkRetryableError(msg)
-                self._idle.wait(remaining)
+        if not self.wait_delivered(timeout_s):
+            with self._idle:
+                msg = f"alert queue not drained after {timeout_s} s: {self._outstanding} signal(s) pending"
+            raise SinkRetryableError(msg)
 
     def close(self, timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S) -> None:
         """Wait for deliveries (up to about ``timeout_s`` seconds), stop the worker, close the outbox.

@@ -540,3 +540,15 @@ def test_submit_many_reports_each_signal_and_skips_duplicates_and_lower_classes(
     assert d.stats["duplicates"] == 1 and d.stats["below_min_class"] == 1
     assert sorted(p["title"] for p in server.posts("ok")) == sorted(
         alert_title(make_signal(m)) for m in (0, 2))  # two waiting: below digest_min, one each
+
+
+def test_alert_sink_waits_a_bounded_time_for_the_delivery_of_what_it_committed(server, dispatcher):
+    from sinks.bytewax_sink import _AlertPartition
+
+    fast = dispatcher(urls=server.url("ok"))
+    _AlertPartition(fast, first_wait_s=30.0).write_batch([make_signal()])
+    assert fast.stats["delivered"] == 1  # returned once delivered, not after the bound
+    slow = dispatcher(urls=server.url("slow"), outbox_path=None, jsonl_path=None)
+    _AlertPartition(slow, first_wait_s=0.01).write_batch([make_signal(minute=1)])
+    assert slow.wait_delivered(0.0) is False  # the bound passed: still in delivery, not lost
+    assert slow.wait_delivered(30.0) is True and slow.stats["delivered"] == 1
