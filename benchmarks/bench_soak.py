@@ -187,27 +187,26 @@ def _serve_gateway(paths: list[str], faults: Faults, ports: Any, stop: Any) -> N
         stop.wait()
 
 
-def signal_classes(data_dir: Path) -> str:
-    """Signals stored per class and windows that produced them, e.g. ``STRONG 3 / MONITOR 410``."""
+def _rows(data_dir: Path, sql: str) -> list[dict]:
     store = ChdbStore(data_dir / "chdb")
     try:
-        rows = store.query_arrow(
-            "SELECT signal_class AS c, count() AS n, uniqExact(window_start) AS w FROM ifd.ifd_signals FINAL "
-            "GROUP BY c ORDER BY n").to_pylist()
+        return store.query_arrow(sql).to_pylist()
     finally:
         store.close()
+
+
+def signal_classes(data_dir: Path) -> str:
+    """Signals stored per class and windows that produced them, e.g. ``STRONG 3 / MONITOR 410``."""
+    rows = _rows(data_dir, "SELECT signal_class AS c, count() AS n, uniqExact(window_start) AS w "
+                           "FROM ifd.ifd_signals FINAL GROUP BY c ORDER BY n")
     return ", ".join(f"{r['c']} {r['n']:,} ({r['n'] / r['w']:.1f} per window)" for r in rows) or "none"
 
 
 def latency_rows(data_dir: Path) -> list[dict]:
-    store = ChdbStore(data_dir / "chdb")
-    try:
-        return store.query_arrow(
-            "SELECT stage, sum(samples) AS n, quantileExactWeighted(0.5)(p50_ms, samples) AS p50, "
-            "max(p95_ms) AS p95, max(p99_ms) AS p99, max(max_ms) AS mx FROM ifd.latency FINAL "
-            "GROUP BY stage ORDER BY stage").to_pylist()
-    finally:
-        store.close()
+    return _rows(data_dir, "SELECT stage, sum(samples) AS n, "
+                           "quantileExactWeighted(0.5)(p50_ms, samples) AS p50, max(p95_ms) AS p95, "
+                           "max(p99_ms) AS p99, max(max_ms) AS mx FROM ifd.latency FINAL "
+                           "GROUP BY stage ORDER BY stage")
 
 
 def seed_history(settings: Settings, days: int, trades: int, seed: int, tmp: Path,
@@ -412,13 +411,9 @@ def main() -> None:
         print(f"trades missing: {missing:,}, duplicated: {doubled:,}; (contract, window) rows equal to "
               f"the polars reference: {same:,} of {len(expected):,} (stored {len(got):,})")
 
-        store = ChdbStore(tmp / "run" / "chdb")
-        try:
-            lat = store.query_arrow(
-                "SELECT stage, sum(samples) AS n, quantileExact(0.5)(p50_ms) AS p50, max(p95_ms) AS p95, "
-                "max(p99_ms) AS p99 FROM ifd.latency FINAL GROUP BY stage ORDER BY stage").to_pylist()
-        finally:
-            store.close()
+        lat = _rows(tmp / "run", "SELECT stage, sum(samples) AS n, quantileExact(0.5)(p50_ms) AS p50, "
+                                 "max(p95_ms) AS p95, max(p99_ms) AS p99 FROM ifd.latency FINAL "
+                                 "GROUP BY stage ORDER BY stage")
         print("ifd.latency (compressed event time: wall-clock stages show the replayed past's age):")
         for row in lat:
             print(f"  {row['stage']:<16} samples {row['n']:>9,}  p50 {row['p50']:>14,.1f} ms  "

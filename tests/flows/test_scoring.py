@@ -247,22 +247,24 @@ def test_scorer_learns_baselines_online_then_flags_the_abnormal_window():
     assert "6-day 07:30 CT contract median" in signal.reason
 
 
+def _call_part(day: int, k: int, bid: int, ask: int, buys: int, sells: int, sweep: int = 0) -> WindowPart:
+    """One 13:30 window's part of the NQZ6 C``k`` call (strike ``k`` USD points) on ``day``."""
+    start = (SESSIONS[day] + T1330) * 10**9
+    return WindowPart(
+        key=f"NQZ6|2026-12-18T13:30:00Z|C|{k}|NQZ6", window_start_ns=start,
+        window_end_ns=start + 300 * 10**9, source="f", seq=day, instrument_id=k,
+        symbol=f"NQZ6 C{k}", underlying="NQZ6", expiration_ns=1_797_600_000 * 10**9,
+        strike_price=k * 10**9, option_type="C", defined=True, bid_volume=bid,
+        ask_volume=ask, unknown_volume=0, buy_trades=buys, sell_trades=sells, unknown_trades=0,
+        notional=10.0 * (bid + ask), max_trade_size=10, first_ts_ns=start, last_ts_ns=start + 1,
+        flag_volume=bid + ask, quote_volume=0, tick_volume=0, sweep_volume=sweep,
+    )
+
+
 def _chain_block(day: int, strikes: list[int], bid: int, ask: int, trades: int, *,
                  sweep: int = 0) -> PartBlock:
-    start = (SESSIONS[day] + T1330) * 10**9
-    parts = [
-        WindowPart(
-            key=f"NQZ6|2026-12-18T13:30:00Z|C|{k}|NQZ6", window_start_ns=start,
-            window_end_ns=start + 300 * 10**9, source="f", seq=day, instrument_id=k,
-            symbol=f"NQZ6 C{k}", underlying="NQZ6", expiration_ns=1_797_600_000 * 10**9,
-            strike_price=k * 10**9, option_type="C", defined=True, bid_volume=bid,
-            ask_volume=ask, unknown_volume=0, buy_trades=trades if ask else 0,
-            sell_trades=trades if bid else 0, unknown_trades=0, notional=10.0 * (bid + ask),
-            max_trade_size=10, first_ts_ns=start, last_ts_ns=start + 1, flag_volume=bid + ask,
-            quote_volume=0, tick_volume=0, sweep_volume=sweep,
-        )
-        for k in strikes
-    ]
+    parts = [_call_part(day, k, bid, ask, trades if ask else 0, trades if bid else 0, sweep)
+             for k in strikes]
     return block_of(parts, 300 * 10**9, key="s000")
 
 
@@ -463,20 +465,9 @@ def test_thin_contract_history_is_shrunk_toward_its_bucket():
 
 
 def _uneven_chain_block(day: int, asks: dict[int, int]) -> PartBlock:
-    """One window of calls: strike -> one-sided ask volume in 4 trades (2-lot quiet days below)."""
-    start = (SESSIONS[day] + T1330) * 10**9
-    parts = [
-        WindowPart(
-            key=f"NQZ6|2026-12-18T13:30:00Z|C|{k}|NQZ6", window_start_ns=start,
-            window_end_ns=start + 300 * 10**9, source="f", seq=day, instrument_id=k,
-            symbol=f"NQZ6 C{k}", underlying="NQZ6", expiration_ns=1_797_600_000 * 10**9,
-            strike_price=k * 10**9, option_type="C", defined=True, bid_volume=3 if ask == 0 else 0,
-            ask_volume=ask or 3, unknown_volume=0, buy_trades=4, sell_trades=0 if ask else 4,
-            unknown_trades=0, notional=10.0 * (ask or 6), max_trade_size=10, first_ts_ns=start,
-            last_ts_ns=start + 1, flag_volume=ask or 6, quote_volume=0, tick_volume=0,
-        )
-        for k, ask in asks.items()
-    ]
+    """One window of calls: strike -> one-sided ask volume in 4 trades (0: 3 lots each side)."""
+    parts = [_call_part(day, k, 0, ask, 4, 0) if ask else _call_part(day, k, 3, 3, 4, 4)
+             for k, ask in asks.items()]
     return block_of(parts, 300 * 10**9, key="s000")
 
 
