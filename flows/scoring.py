@@ -906,6 +906,20 @@ class DeferredSignals:
     evidence), so :meth:`signals` returns the same signals whenever it runs. The scoring step
     builds its urgent signals (the alerted class) at once and hands the rest on in this form:
     the alert path does not wait for them, the sinks build them (once: the result is cached).
+    It pickles (it crosses bytewax workers like any item).
+
+    Attributes
+    ----------
+    block : PartBlock
+        The window's parts (for a correction: the earlier parts and the late ones).
+    inverse : numpy.ndarray
+        int64[len(block)], each row's contract group (:func:`flows.pressure.merge_rows`).
+    factors, baselines : FactorArrays, BaselineArrays
+        Per candidate contract of the window (shape (k,)); ``scopes`` is each one's baseline scope.
+    bucket_s, window_start_s : int
+        Baseline time-of-day bucket length and the window start, s (since epoch UTC).
+    plan : _SignalPlan
+        Per signal: contract group, candidate position, key, class, direction, forward.
     """
 
     block: PartBlock
