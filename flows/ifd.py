@@ -50,7 +50,7 @@ from flows.baselines import BaselineBook, add_history
 from flows.clock import PartitionClock, Progress
 from flows.consensus import SignalScorer, load_scorers, with_consensus
 from flows.instruments import InstrumentCatalog
-from flows.scoring import CLASS_RANK, DeferredSignals, Scorer, ScorerState
+from flows.scoring import CLASS_RANK, DeferredSignals, Scorer, ScorerState, built_signals
 from flows.stream import StreamItem, StreamProcessor, normalise_batch
 from flows.sweeps import TapeRules
 from models.batch import SourceBatch
@@ -312,7 +312,7 @@ def build_flow(
                     "so there are no signals to serve")
     outputs = op.merge("outputs", *streams)
     if sink is not None:  # a sink of the caller's sees built signals only
-        op.output("clickhouse", op.flat_map("build_signals", outputs, _built), sink)
+        op.output("clickhouse", op.flat_map("build_signals", outputs, lambda x: built_signals([x])), sink)
     elif settings.embedded:
         keyed = op.key_on("route_to_chdb", outputs, lambda _x: "clickhouse")
         op.output("clickhouse", keyed, ClickHouseSink(settings, total_bytes, latency=latency))
@@ -397,11 +397,6 @@ def served_flow(host: str | None = None, port: int | None = None) -> Dataflow:
 def _urgent(item: Signal | DeferredSignals) -> Signal | None:
     """Signals built at once (the alerted class and above); deferred ones are below it."""
     return item if isinstance(item, Signal) else None
-
-
-def _built(item: Any) -> list[Any]:
-    """``item``, or the signals of a :class:`~flows.scoring.DeferredSignals`."""
-    return item.signals() if isinstance(item, DeferredSignals) else [item]
 
 
 def _l3_evidence(item: StreamItem) -> IcebergRows | AbsorptionRows | None:

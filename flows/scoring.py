@@ -66,7 +66,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -965,3 +965,14 @@ class DeferredSignals:
                        for s, e in zip(out, self.evidence, strict=True)]
             self._built = out
         return self._built
+
+
+def built_signals(items: list[Any]) -> list[Any]:
+    """``items`` with each :class:`DeferredSignals` replaced by its signals (built once)."""
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, DeferredSignals):
+            out.extend(item.signals())
+        else:
+            out.append(item)
+    return out

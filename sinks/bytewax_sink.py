@@ -26,7 +26,7 @@ from bytewax.outputs import (
 )
 from typing_extensions import override
 
-from flows.scoring import DeferredSignals
+from flows.scoring import DeferredSignals, built_signals
 from models.latency import LatencyMeter, LatencyRow
 from models.records import (
     AbsorptionRows,
@@ -53,17 +53,6 @@ SinkItem = (WindowResult | BatchStats | DeadLetters | OpenInterestRows | Footpri
             | LatencyRow)
 
 
-def _signals(values: list[Signal | DeferredSignals]) -> list[Signal]:
-    """Signals, with each :class:`~flows.scoring.DeferredSignals` built in place."""
-    out: list[Signal] = []
-    for value in values:
-        if isinstance(value, DeferredSignals):
-            out.extend(value.signals())
-        else:
-            out.append(value)
-    return out
-
-
 class _Writer:
     """Shared body of both partition kinds."""
 
@@ -81,16 +70,11 @@ class _Writer:
         self._last_flush = time.monotonic()
 
     def write(self, items: list[SinkItem]) -> None:
-        for item in items:
+        for item in built_signals(items):  # the window's signals below the alerted class, too
             if isinstance(item, WindowResult):
                 self.writer.add(item.parts)
                 contracts = len(set(item.parts.cols["contract_key"].tolist()))
                 self.report.on_window(item.correction, contracts)
-                continue
-            if isinstance(item, DeferredSignals):  # the window's signals below the alerted class
-                for signal in item.signals():
-                    self.writer.add(signal)
-                    self.report.on_signal(signal)
                 continue
             self.writer.add(item)  # TypeError for an item with no table
             if isinstance(item, BatchStats):
@@ -281,7 +265,7 @@ class _FeedPartition(StatefulSinkPartition[Signal | DeferredSignals, None]):
 
     @override
     def write_batch(self, values: list[Signal | DeferredSignals]) -> None:
-        self._server.hub.publish(_signals(values))  # never blocks: clients are served on the feed's loop
+        self._server.hub.publish(built_signals(values))  # never blocks: clients are served on the feed's loop
 
     @override
     def snapshot(self) -> None:
