@@ -387,22 +387,38 @@ class ContractAttributes:
             return
         if self._shared:
             self._grow(len(self.chain))
-        for j in missing.tolist():
-            code, row = int(codes[j]), int(rows[j])
-            underlying = str(cols["underlying"][row])
-            expiration = int(cols["expiration_ns"][row])
-            strike = int(cols["strike_price"][row])
-            chain = self._chain_codes.setdefault((underlying, expiration), len(self.chains))
-            if chain == len(self.chains):
-                self.chains.append((underlying, expiration))
-            self.chain[code] = chain
-            self.expiration[code] = expiration
-            self.strike[code] = np.nan if strike == UNDEF_PRICE else strike / FIXED_PRICE_SCALE
-            self.option_type[code] = OPTION_TYPE_CODES.get(str(cols["option_type"][row]), -1)
-            self.underlying[code] = self._underlying_codes.setdefault(underlying,
-                                                                      len(self.underlyings))
-            if self.underlying[code] == len(self.underlyings):
-                self.underlyings.append(underlying)
+        new_codes, at = codes[missing], rows[missing]
+        underlying = cols["underlying"][at].astype(str)
+        expiration = cols["expiration_ns"][at].astype(np.int64)
+        strike = cols["strike_price"][at].astype(np.int64)
+        # Python per new chain and underlying (a handful per window), numpy per contract
+        names, name_of = np.unique(underlying, return_inverse=True)
+        name_of = name_of.reshape(-1)
+        expirations, expiration_of = np.unique(expiration, return_inverse=True)
+        pairs, pair_of = np.unique(name_of * len(expirations) + expiration_of.reshape(-1),
+                                   return_inverse=True)
+        chain_of = np.array([self._code(self._chain_codes, self.chains,
+                                        (str(names[x // len(expirations)]),
+                                         int(expirations[x % len(expirations)])))
+                             for x in pairs.tolist()], dtype=np.int64)
+        underlying_of = np.array([self._code(self._underlying_codes, self.underlyings, str(u))
+                                  for u in names.tolist()], dtype=np.int64)
+        self.chain[new_codes] = chain_of[pair_of.reshape(-1)]
+        self.expiration[new_codes] = expiration
+        self.strike[new_codes] = np.where(strike == UNDEF_PRICE, np.nan, strike / FIXED_PRICE_SCALE)
+        kind = cols["option_type"][at]
+        self.option_type[new_codes] = np.select(
+            [kind == name for name in OPTION_TYPE_CODES], list(OPTION_TYPE_CODES.values()), -1)
+        self.underlying[new_codes] = underlying_of[name_of]
+
+    @staticmethod
+    def _code(codes: dict, names: list, name: Any) -> int:
+        """Code of ``name`` in ``codes``/``names``, registered when new."""
+        code = codes.get(name)
+        if code is None:
+            code = codes[name] = len(names)
+            names.append(name)
+        return code
 
     def _grow(self, size: int) -> None:
         """Copy every array into new ones of ``size`` entries (also ends sharing)."""
