@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -105,6 +106,8 @@ _NCOL = 5
 _CELL = np.float32
 """Day-array dtype: integer sums stay exact below 2^24 contracts per slot and day; squares keep
 float32's relative precision (~6e-8), plenty for a variance."""
+_CACHED_BUCKETS = 8
+"""(day, tod bucket, per) baselines kept by :meth:`BaselineBook.baselines`."""
 _NEVER = np.iinfo(np.int64).max
 
 
@@ -178,25 +181,26 @@ class BaselineBook:
         self._days: dict[int, np.ndarray] = {}
         self._shared: set[int] = set()
         self._rows_shared = False
+        self._cache: dict[tuple[int, int, str], tuple[np.ndarray, BaselineArrays]] = {}
+        """(day, slot, per) → (code computed?, baselines by code): see :meth:`baselines`."""
 
     # --- keys and rows ------------------------------------------------------------------------
 
     def codes(self, keys: list[str]) -> np.ndarray:
         """Integer codes of ``keys`` (int64, shape (len(keys),)); unseen keys get new codes."""
-        get = self._codes.get
-        out = np.empty(len(keys), dtype=np.int64)
-        for i, key in enumerate(keys):
-            code = get(key)
+        out = self.known(keys)
+        for i in np.flatnonzero(out < 0).tolist():  # Python per new key only
+            code = self._codes.get(keys[i])
             if code is None:
-                code = self._codes[key] = len(self._keys)
-                self._keys.append(key)
+                code = self._codes[keys[i]] = len(self._keys)
+                self._keys.append(keys[i])
             out[i] = code
         return out
 
     def known(self, keys: list[str]) -> np.ndarray:
         """Codes of ``keys``, −1 for keys never added (int64, shape (len(keys),))."""
-        get = self._codes.get
-        return np.fromiter((get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        return np.fromiter(map(self._codes.get, keys, repeat(-1, len(keys))), dtype=np.int64,
+                           count=len(keys))
 
     def tod_bucket(self, window_start_s: int) -> int:
         """Start of the window's time-of-day bucket, seconds after its session's 17:00 CT open."""
@@ -248,6 +252,11 @@ class BaselineBook:
     # --- updates ------------------------------------------------------------------------------
 
     def _note_day(self, day: int) -> None:
+        if self._cache:
+            # an add to day d changes the prior days of every later day; a new day also moves
+            # the lookback of every day (eviction): drop what it makes stale
+            known = day in self.trading_days
+            self._cache = {k: v for k, v in self._cache.items() if known and k[0] <= day}
         if not self.trading_days or self.trading_days[-1] < day:
             self.trading_days.append(day)
             self._evict()
@@ -353,6 +362,7 @@ class BaselineBook:
         clone._days = dict(self._days)
         clone._shared = set(self._days)
         clone._rows_shared = True
+        clone._cache = {}
         self._shared = set(self._days)
         self._rows_shared = True
         return clone
@@ -377,6 +387,7 @@ class BaselineBook:
         if "_first" not in state:  # listed since the oldest day held
             oldest = min(state.get("trading_days") or [0])
             state["_first"] = np.full(len(state.get("_keys", [])), oldest, dtype=np.int64)
+        state.setdefault("_cache", {})
         self.__dict__.update(state)
 
     def __getstate__(self) -> dict:
@@ -385,6 +396,7 @@ class BaselineBook:
         state["_rows"] = self._rows[: len(self._keys)]
         state["_shared"] = set(self._days)  # views of live arrays: copy before writing
         state["_rows_shared"] = True
+        state["_cache"] = {}  # derived, rebuilt on demand
         return state
 
     # --- statistics ---------------------------------------------------------------------------
@@ -415,11 +427,49 @@ class BaselineBook:
             msg = f"per must be 'window' or 'trading', got {per!r}"
             raise ValueError(msg)
         day, slot = self._day(window_start_s), self._slot(window_start_s)
+        codes = np.asarray(codes, dtype=np.int64)
+        # Baselines read prior days only, so they hold for every window of this (day, bucket)
+        # until an add to an earlier day or a new day (_note_day drops those): computed once
+        # per code, then gathered. Windows of one bucket share them (6 at 5 min, 30 at 1 min).
+        size = max(len(self._keys), int(codes.max()) + 1 if len(codes) else 0)
+        entry = self._cache.get((day, slot, per))
+        if entry is None or len(entry[0]) < size:
+            entry = self._grown_entry(entry, size)
+            if (day, slot, per) not in self._cache and len(self._cache) >= _CACHED_BUCKETS:
+                del self._cache[next(iter(self._cache))]  # the oldest bucket
+            self._cache[(day, slot, per)] = entry
+        done, cached = entry
+        ok = codes >= 0
+        safe = np.where(ok, codes, 0)
+        todo = np.unique(codes[ok & ~done[safe]])
+        if len(todo):
+            for column, values in zip(cached, self._compute(todo, day, slot, per), strict=True):
+                column[todo] = values
+            done[todo] = True
+        return BaselineArrays(cached.valid[safe] & ok,
+                              *(np.where(ok, column[safe], 0) for column in cached[1:]))
+
+    @staticmethod
+    def _grown_entry(entry: tuple[np.ndarray, BaselineArrays] | None,
+                     size: int) -> tuple[np.ndarray, BaselineArrays]:
+        """Return a cache entry for ``size`` codes holding what ``entry`` held."""
+        size = max(size, 64, 2 * len(entry[0]) if entry is not None else 0)
+        done = np.zeros(size, dtype=bool)
+        cached = BaselineArrays(np.zeros(size, dtype=bool), np.zeros(size, dtype=np.int64),
+                                *(np.zeros(size) for _ in range(5)))
+        if entry is not None:
+            n = len(entry[0])
+            done[:n] = entry[0]
+            for column, old in zip(cached, entry[1], strict=True):
+                column[:n] = old
+        return done, cached
+
+    def _compute(self, codes: np.ndarray, day: int, slot: int, per: str) -> BaselineArrays:
+        """Baselines of ``codes`` (int64, (k,), ≥ 0) for trading day ``day`` and tod ``slot``."""
         bucket_start = slot * self.tod_bucket_s
         sessions = cme_sessions()
         prior = [d for d in self.trading_days
                  if d < day and bucket_start < sessions.close_second(d)][-self.lookback_days:]
-        codes = np.asarray(codes, dtype=np.int64)
         k = len(codes)
         zeros = np.zeros(k)
         if not prior or k == 0:

@@ -97,6 +97,45 @@ def test_vectorised_adds_and_statistics_equal_an_independent_computation():
     assert checked > 30
 
 
+def _assert_baselines(book, rows, scored, lookback=8, min_days=5):
+    keys = [f"K{k}" for k in range(45)]
+    got = book.baselines(book.known(keys), scored)
+    for i, key in enumerate(keys):
+        want = _expected(rows, key, scored, lookback, min_days)
+        b = got.at(i, "contract")
+        assert (b is None) == (want is None), key
+        if b is not None:
+            assert b.days == want[-1]
+            np.testing.assert_allclose([b.volume_median, b.volume_scale, b.avg_trade_size,
+                                        b.trades_median, b.abs_imbalance], want[:-1], rtol=1e-6)
+
+
+def _add_rows(book, rows):
+    book.add_many([r[0] for r in rows], np.array([r[1] for r in rows]),
+                  np.array([r[2] for r in rows]), np.array([r[3] for r in rows]),
+                  np.array([r[4] for r in rows]))
+
+
+def test_baselines_asked_again_follow_late_adds_to_earlier_days_and_new_days():
+    rows = _random_history()
+    late = [r for i, r in enumerate(rows)
+            if r[1] // DAY == SESSIONS[9] // DAY or (r[1] // DAY == SESSIONS[4] // DAY and i % 2)]
+    early = [r for r in rows if r not in late]
+    book = BaselineBook(lookback_days=8, min_days=5)
+    _add_rows(book, early)
+    day12, day13 = SESSIONS[12] + 13 * 3600 + 600, SESSIONS[13] + 13 * 3600 + 600
+    _assert_baselines(book, early, day12)
+    _assert_baselines(book, early, day13)
+    _add_rows(book, late)  # a whole missing day 9 and more of day 4 arrive late
+    _assert_baselines(book, rows, day12)
+    today = [("K1", SESSIONS[12] + 13 * 3600, 500, 5, 100), ("K44", SESSIONS[12] + 13 * 3600,
+                                                            9, 9, 9)]
+    _assert_baselines(book, rows, day13)
+    _add_rows(book, today)  # day 12 is a prior day of day 13, not of itself
+    _assert_baselines(book, rows + today, day12)
+    _assert_baselines(book, rows + today, day13)
+
+
 def test_snapshot_is_copy_on_write_both_ways_and_pickles_equal():
     book = BaselineBook(lookback_days=20, min_days=1)
     t, t2 = D0 + 13 * 3600, SESSIONS[1] + 13 * 3600
