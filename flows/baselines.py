@@ -149,7 +149,10 @@ class BaselineBook:
     number of windows added. Adds are vectorised (``np.add.at``); a day beyond the lookback is
     dropped whole. :meth:`snapshot` is copy-on-write: it shares every array and whichever side
     writes first copies only the array it writes (in practice the current day), so a snapshot
-    costs a dict copy, independent of the history held.
+    costs a dict copy, independent of the history held. Baselines read prior days only, so
+    :meth:`baselines` computes each key's once per (day, bucket) and reuses them for the
+    bucket's later windows, until an add to an earlier day or a new day makes them stale; the
+    cache is neither snapshotted nor pickled.
 
     Parameters
     ----------
