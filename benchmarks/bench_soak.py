@@ -120,14 +120,16 @@ class RssSampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.samples: list[tuple[float, float]] = []
+        self.t0 = time.monotonic()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        t0 = time.monotonic()
+        self.t0 = time.monotonic()
         while not self._stop_event.wait(0.25):
             for line in Path("/proc/self/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    self.samples.append((time.monotonic() - t0, int(line.split()[1]) / 1024))
+                    self.samples.append((time.monotonic() - self.t0,
+                                         int(line.split()[1]) / 1024))
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -136,6 +138,10 @@ class RssSampler(threading.Thread):
     def at(self, fraction: float) -> float:
         end = self.samples[-1][0]
         return next(mb for t, mb in self.samples if t >= fraction * end)
+
+    def at_monotonic(self, when: float) -> float:
+        """RSS at the first sample taken at or after ``time.monotonic()`` value ``when``, MB."""
+        return next((mb for t, mb in self.samples if t >= when - self.t0), self.samples[-1][1])
 
 
 def faults_for(rng: random.Random, gw: LiveGateway, drops: int) -> Faults:
@@ -399,6 +405,11 @@ def main() -> None:
               f"{sampler.at(0.75):.0f} / {sampler.at(0.9):.0f} MB; 90 % vs 50 %: "
               f"{100 * (sampler.at(0.9) / sampler.at(0.5) - 1):+.1f} %, end vs 50 %: "
               f"{100 * (rss[-1] / sampler.at(0.5) - 1):+.1f} %")
+        if gw.day_sent_at is not None:  # the session's end: its last record sent, before the close
+            sent = sampler.at_monotonic(gw.day_sent_at)
+            print(f"RSS when the day's last record was sent ({gw.day_sent_at - sampler.t0:.1f} s "
+                  f"of {sampler.samples[-1][0]:.1f} s): {sent:.0f} MB, "
+                  f"{100 * (sent / sampler.at(0.5) - 1):+.1f} % vs 50 %")
         epochs = [timer.per_epoch.get(e, 0.0) for e in range(int(wall // EPOCH_S) + 1)]
         print(f"snapshot time per 10 s epoch: mean {1e3 * sum(epochs) / len(epochs):.1f} ms, "
               f"max {1e3 * max(epochs):.1f} ms over {len(epochs)} epochs")

@@ -443,6 +443,8 @@ class LiveGateway:
         self.gap_skipped = 0
         self.heartbeats_sent = 0
         self.live_position = 0
+        self.day_sent_at: float | None = None
+        """``time.monotonic()`` when a connection first sent the day's last record."""
         self.handler_errors: list[BaseException] = []
 
         self._lock = threading.Lock()
@@ -960,6 +962,9 @@ class LiveGateway:
                     last_send = time.monotonic()
 
         # end of the day: idle, heartbeats, then (maybe) graceful close
+        with self._lock:
+            if self.day_sent_at is None:
+                self.day_sent_at = time.monotonic()
         end_at = time.monotonic() + f.end_linger_s
         last_send = time.monotonic()
         while not f.close_after_end or time.monotonic() < end_at:
