@@ -429,6 +429,12 @@ class WindowTracker:
         self.open_until: dict[str, int] = {}
         """key → end (ns) of the latest window that got data from this input."""
 
+    def copy(self) -> WindowTracker:
+        """Independent copy (the map holds str → int: a shallow copy is one)."""
+        clone = WindowTracker(self.lateness_ns)
+        clone.open_until = dict(self.open_until)
+        return clone
+
     def observe(self, parts: Iterable[WindowPart | PartBlock]) -> None:
         """Record the windows that ``parts`` (anything with ``key``/``window_end_ns``) feed."""
         for part in parts:
