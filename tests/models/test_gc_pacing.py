@@ -78,6 +78,17 @@ def test_nested_pacers_restore_the_thresholds_when_the_last_stops() -> None:
     assert gc.get_threshold() == before
 
 
+@pytest.mark.usefixtures("restore_gc")
+def test_the_last_stop_collects_what_the_pacing_left_instead_of_the_next_allocation() -> None:
+    pacer = GcPacer(300, 10, clock=_Clock(1_000_020.0))
+    pacer.start()
+    gc.set_threshold(10**9, 10**9, 2**31 - 1)  # nothing automatic frees the cycle by chance
+    _Cycle()
+    assert _cycles_alive() == 1
+    pacer.stop()  # thresholds back to what start() saved, heap unfrozen, one full collection
+    assert _cycles_alive() == 0
+
+
 def test_a_window_must_have_a_length() -> None:
     with pytest.raises(ValueError, match="positive window length"):
         GcPacer(0, 10)
