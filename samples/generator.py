@@ -61,6 +61,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import databento_dbn as dbn
 import numba as nb
@@ -121,6 +122,32 @@ class Chain:
     ids: np.ndarray
     symbols: tuple[str, ...]
     underlying_price: float
+    pre_open_s: int = 0
+    """Seconds of the session before ``session_start`` (00:00 UTC): 0, or the evening of the
+    CME Globex day (``globex_day``: from 17:00 America/Chicago the evening before)."""
+    post_close_s: int = 0
+    """Seconds of the session after 20:00 UTC: 0, or up to 16:00 America/Chicago
+    (``globex_day``)."""
+
+    @property
+    def open_ns(self) -> int:
+        """First ns of the generated session (definitions are stamped here)."""
+        return self.session_start - self.pre_open_s * NS
+
+
+def _globex_hours(session_date: dt.date) -> tuple[int, int]:
+    """Return (pre_open_s, post_close_s) of CME Globex's day for ``session_date``.
+
+    17:00 CT the evening before to 16:00 CT (CME Group, Nasdaq-100 options trading hours:
+    Sunday-Friday 5:00 p.m. - 4:00 p.m. CT, a 60-minute break each day): 23 h, i.e. 2 h before
+    00:00 UTC and 1 h after 20:00 UTC under CDT, 1 h and 2 h under CST.
+    """
+    chicago = ZoneInfo("America/Chicago")
+    midnight = dt.datetime.combine(session_date, dt.time(0), dt.UTC)
+    opens = dt.datetime.combine(session_date - dt.timedelta(days=1), dt.time(17), chicago)
+    closes = dt.datetime.combine(session_date, dt.time(16), chicago)
+    return (int((midnight - opens).total_seconds()),
+            int((closes - midnight).total_seconds()) - CLOSE_S)
 
 
 def _ns(day: dt.date, hour: int = 0, minute: int = 0) -> int:
@@ -133,7 +160,7 @@ def _third_friday(year: int, month: int) -> dt.date:
 
 
 def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 21500.0,
-                *, full_chain: bool = False) -> Chain:
+                *, full_chain: bool = False, globex_day: bool = False) -> Chain:
     """Build the deterministic NQ option chain listed on ``session_date``.
 
     ``full_chain``: a whole listed chain instead (soak runs): 12 weekly expiries,
@@ -144,6 +171,8 @@ def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 
     ``session_date`` itself when it is a Friday, i.e. 0DTE), the end-of-month
     option ``QNE<month><y>`` and the quarterly ``NQ<month><y>`` options on the
     front quarterly future.  Weekly/EOM expire 20:00 UTC, quarterly 13:30 UTC.
+    ``globex_day``: the session is CME Globex's whole 23-h day (:func:`_globex_hours`) instead of
+    00:00-20:00 UTC.
     Strikes (index points) are centred on ``underlying_price``: 10-pt within
     150 pts, 50-pt to 500 pts, 100-pt to 1000 pts (55 strikes).
     """
@@ -193,6 +222,8 @@ def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 
         ids=ids,
         symbols=symbols,
         underlying_price=float(underlying_price),
+        pre_open_s=_globex_hours(session_date)[0] if globex_day else 0,
+        post_close_s=_globex_hours(session_date)[1] if globex_day else 0,
     )
 
 
@@ -235,8 +266,8 @@ def _definition_bytes(chain: Chain) -> bytes:
         exp = dt.datetime.fromtimestamp(row["expiration"] // NS, dt.UTC)
         msg = dbn.InstrumentDefMsg(
             publisher_id=PUBLISHER_ID,
-            ts_event=chain.session_start,
-            ts_recv=chain.session_start,
+            ts_event=chain.open_ns,
+            ts_recv=chain.open_ns,
             raw_instrument_id=row["instrument_id"],
             group=row["asset"],
             currency="USD",
@@ -262,10 +293,10 @@ def _metadata(
 ) -> bytes:
     """Encode a DBN v3 metadata header with parent -> instrument_id mappings.
 
-    ``start`` (ns since epoch UTC, default the chain's ``session_start``) opens the file's range.
+    ``start`` (ns since epoch UTC, default the chain's ``open_ns``) opens the file's range.
     """
     ids = chain.ids if ids is None else ids
-    start = chain.session_start if start is None else start
+    start = chain.open_ns if start is None else start
     day = dt.datetime.fromtimestamp(start // NS, dt.UTC).date()
     end_day = dt.datetime.fromtimestamp(chain.session_start // NS, dt.UTC).date() + dt.timedelta(days=1)
     index = dict(zip(chain.ids.tolist(), chain.symbols, strict=True))
@@ -284,7 +315,7 @@ def _metadata(
     return dbn.Metadata(
         dataset=DATASET,
         start=start,
-        end=chain.session_start + CLOSE_S * NS,
+        end=chain.session_start + (CLOSE_S + chain.post_close_s) * NS,
         stype_in=dbn.SType("parent"),
         stype_out=dbn.SType("instrument_id"),
         schema=schema,
@@ -349,10 +380,11 @@ def sample_name(session_date: dt.date, schema: str) -> str:
 
 def write_definitions(
     path: Path, *, session_date: dt.date = DEFAULT_DATE, underlying_price: float = 21500.0,
-    full_chain: bool = False,
+    full_chain: bool = False, globex_day: bool = False,
 ) -> Path:
     """Write the chain of :func:`build_chain` as a DBN v3 ``definition`` file; returns ``path``."""
-    chain = build_chain(session_date, underlying_price, full_chain=full_chain)
+    chain = build_chain(session_date, underlying_price, full_chain=full_chain,
+                        globex_day=globex_day)
     header = _metadata(
         chain,
         dbn.Schema("definition"),
@@ -389,24 +421,34 @@ def _option_theo(
     return np.maximum(price, np.maximum(np.where(is_put, strike - spot, spot - strike), 0.0))
 
 
-def _underlying_path(rng: np.random.Generator, price: float) -> np.ndarray:
-    """Per-second underlying (index points) 00:00-20:00 UTC: 20 % vol in RTH, 7 % overnight."""
-    sec = np.arange(CLOSE_S)
-    sigma = np.where(sec >= RTH_OPEN_S, 1.0, 0.35) * 0.20 / np.sqrt(252 * 23_400)
-    steps = rng.standard_normal(CLOSE_S) * sigma
+def _underlying_path(rng: np.random.Generator, price: float, pre_s: int = 0,
+                     post_s: int = 0) -> np.ndarray:
+    """Per-second underlying (index points): 20 % vol in RTH, 7 % outside.
+
+    From ``pre_s`` before 00:00 UTC (element ``pre_s`` is 00:00) to ``post_s`` after 20:00 UTC.
+    """
+    sec = np.arange(-pre_s, CLOSE_S + post_s)
+    sigma = np.where((sec >= RTH_OPEN_S) & (sec < CLOSE_S), 1.0, 0.35) * 0.20 / np.sqrt(252 * 23_400)
+    steps = rng.standard_normal(len(sec)) * sigma
     steps[0] = 0.0
     return price * np.exp(np.cumsum(steps))
 
 
-def _intensity_cdf() -> tuple[np.ndarray, np.ndarray]:
-    """Per-minute activity CDF: flat overnight (8 %) then U-shaped RTH."""
-    minutes = np.arange(CLOSE_S // 60)
+def _intensity_cdf(pre_s: int = 0, post_s: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-minute activity CDF: flat outside RTH (8 % in all), U-shaped RTH.
+
+    Returns (cdf, ns offsets from 00:00 UTC) over ``pre_s`` before it to ``post_s`` after
+    20:00 UTC (whole minutes).
+    """
+    minutes = np.arange(-(pre_s // 60), (CLOSE_S + post_s) // 60)
     u = (minutes - RTH_OPEN_S // 60 + 0.5) / ((CLOSE_S - RTH_OPEN_S) / 60)
-    rth = 0.55 + 2.0 * (2 * u - 1) ** 4 + 2.5 * np.exp(-u / 0.015) + 1.5 * np.exp(-(1 - u) / 0.02)
-    on = u < 0
+    with np.errstate(over="ignore"):
+        rth = 0.55 + 2.0 * (2 * u - 1) ** 4 + 2.5 * np.exp(-u / 0.015) + 1.5 * np.exp(-(1 - u) / 0.02)
+    on = (u < 0) | (u > 1)
     w = np.where(on, 0.08 / 0.92 * rth[~on].sum() / on.sum(), rth)
     cdf = np.concatenate([[0.0], np.cumsum(w)]) / w.sum()
-    return cdf, np.linspace(0.0, CLOSE_S * NS - 1_000_000, len(cdf))  # stay 1 ms before the close
+    # stay 1 ms before the close
+    return cdf, np.linspace(-(pre_s // 60) * 60 * NS, (CLOSE_S + post_s) * NS - 1_000_000, len(cdf))
 
 
 def _event_times(
@@ -491,7 +533,8 @@ def _trade_blocks(
     """
     _check_sweep_share(sweep_share)
     sweep_rng = rng.spawn(1)[0] if sweep_share > 0 else None
-    path, cdf = _underlying_path(rng, chain.underlying_price), _intensity_cdf()
+    pre, post = chain.pre_open_s, chain.post_close_s
+    path, cdf = _underlying_path(rng, chain.underlying_price, pre, post), _intensity_cdf(pre, post)
     n_e, n_k = len(chain.expirations), len(chain.strikes)
     w_exp = 0.62 ** np.arange(n_e)
     w_exp[chain.roots.index(chain.future_symbol)] *= 2.5
@@ -500,8 +543,15 @@ def _trade_blocks(
     for lo in range(0, n, _BLOCK):
         m = min(_BLOCK, n - lo)
         ts = _event_times(rng, lo, m, n, chain.session_start, cdf)
-        spot = path[(ts - chain.session_start) // NS]
+        spot = path[(ts - chain.session_start) // NS + pre]
         e = rng.choice(n_e, size=m, p=w_exp)
+        # after a 20:00 UTC expiry (globex_day's last hour) its flow goes to the next expiry
+        # (expirations are sorted; only the earliest can have expired, the last never)
+        for _ in range(n_e - 1):
+            expired = chain.expirations[e].astype(np.int64) <= ts
+            if not expired.any():
+                break
+            e = np.where(expired, e + 1, e)
         years = (chain.expirations[e].astype(np.int64) - ts) / NS_PER_YEAR
         width = np.maximum(spot * 0.08 * np.sqrt(np.maximum(years, 0.0)), 30.0)
         target = spot + rng.standard_normal(m) * width
@@ -679,6 +729,7 @@ def generate_session(
     n_trades: int = 60_000,
     sweep_share: float = 0.0,
     full_chain: bool = False,
+    globex_day: bool = False,
 ) -> SampleFiles:
     """Write the sample NQ options session (definition + tbbo) into ``out_dir``.
 
@@ -702,6 +753,11 @@ def generate_session(
     full_chain : bool
         Every listed expiry and strike (:func:`build_chain`), ~5,600 options; default the
         660-option sample chain.
+    globex_day : bool
+        Trades span CME Globex's whole 23-h day, 17:00 America/Chicago the evening before to
+        16:00 CT, instead of 00:00-20:00 UTC (the added hours trade at the overnight rate; an
+        option expiring at 20:00 UTC trades up to its expiry). Default: the same bytes as before
+        the option existed.
 
     Returns
     -------
@@ -715,12 +771,14 @@ def generate_session(
     """
     _check_sweep_share(sweep_share)
     out_dir = Path(out_dir)
-    chain = build_chain(session_date, underlying_price, full_chain=full_chain)
+    chain = build_chain(session_date, underlying_price, full_chain=full_chain,
+                        globex_day=globex_day)
     defs = write_definitions(
         out_dir / sample_name(session_date, "definition"),
         session_date=session_date,
         underlying_price=underlying_price,
         full_chain=full_chain,
+        globex_day=globex_day,
     )
     rng = np.random.default_rng(seed)
     tbbo = _write_dbn(

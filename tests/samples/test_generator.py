@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import databento
 import databento_dbn as dbn
@@ -345,6 +347,33 @@ def test_full_chain_lists_every_expiry_and_10_point_strike(tmp_path: Path) -> No
     trades = databento.DBNStore.from_file(files.tbbo_path).to_ndarray()
     assert set(np.unique(trades["instrument_id"])) <= set(opts["instrument_id"].tolist())
     assert len(np.unique(trades["instrument_id"])) > 1000  # the flow sees thousands of contracts
+
+
+@pytest.mark.parametrize("date", ["2026-11-20", "2026-06-19"])  # a CST and a CDT Friday (0DTE)
+def test_globex_day_spans_17_00_ct_the_evening_before_to_16_00_ct(tmp_path: Path, date: str) -> None:
+    day = dt.date.fromisoformat(date)
+    chicago = ZoneInfo("America/Chicago")
+    opens = dt.datetime.combine(day - dt.timedelta(days=1), dt.time(17), chicago)
+    closes = dt.datetime.combine(day, dt.time(16), chicago)
+    open_ns, close_ns = int(opens.timestamp()) * 10**9, int(closes.timestamp()) * 10**9
+    assert close_ns - open_ns == 23 * 3600 * 10**9
+    files = sample.generate_session(tmp_path, session_date=day, n_trades=40_000, full_chain=True,
+                                    globex_day=True)
+    store = databento.DBNStore.from_bytes(files.tbbo_path.read_bytes())
+    assert (store.metadata.start, store.metadata.end) == (open_ns, close_ns)
+    trades = store.to_ndarray()
+    ts = trades["ts_event"].astype(np.int64)
+    assert open_ns <= ts.min() < open_ns + 3600 * 10**9  # the evening trades
+    assert ts.max() < close_ns
+    after_20_utc = int(dt.datetime.combine(day, dt.time(20), dt.UTC).timestamp()) * 10**9
+    assert (ts >= after_20_utc).sum() > 0  # the hour(s) after the 20:00 UTC expiry trade too
+    defs = databento.DBNStore.from_bytes(files.definition_path.read_bytes()).to_ndarray()
+    assert (defs["ts_recv"].astype(np.int64) <= trades["ts_recv"].astype(np.int64).min()).all()
+    expiry = dict(zip(defs["instrument_id"].tolist(), defs["expiration"].tolist(), strict=True))
+    expires = np.array([expiry[i] for i in trades["instrument_id"].tolist()], dtype=np.int64)
+    assert (ts < expires).all()  # nothing trades at or after its expiration (the 0DTE weekly)
+    zero_dte = expires == after_20_utc
+    assert zero_dte.any() and ts[zero_dte].max() < after_20_utc
 
 
 def test_write_slice_keeps_exactly_the_ts_recv_range(session: sample.SampleFiles, trades: np.ndarray,
