@@ -121,6 +121,12 @@ log = logging.getLogger(__name__)
 
 RECORDS_PER_UNIT_MAX = 1 << 20
 """Dead letters of a live unit are numbered ``unit_id * RECORDS_PER_UNIT_MAX + index``."""
+MAX_SECONDS_PER_POLL = 64
+"""Most ``ts_recv`` seconds one :meth:`LiveFeed.poll` hands the flow; the rest stay held in the
+sequencer for the next polls (:meth:`LiveSequencer.take_units`). A feed that read far ahead (a
+reconnect's backlog, a fast replay) then never gives bytewax thousands of batches at once:
+bytewax 0.21.1 delivered such a list's batches to the windows out of order (soak: parts of a
+second reached ``fold_window`` after parts hours later and were late; with the cap, none)."""
 
 
 def _databento_loggers() -> list[str]:
@@ -206,6 +212,10 @@ class LiveFeed:
         """Whether that connection delivered any record yet (the baseline moves to the first)."""
         self.finished = False
         self._stop_requested = ""
+        self._finishing = ""
+        """Reason of a finish whose held seconds are still being handed over (bounded polls)."""
+        self._flush_pending = False
+        """A flush (open second included) asked for is still being handed over."""
         # the key, and databento's DEBUG lines carrying the CRAM response (it ends with the key's
         # last 5 characters), never reach a log
         self._scrub = SecretFilter([self._key], withhold=[self._key[-5:]]).attach(_databento_loggers())
@@ -437,7 +447,8 @@ class LiveFeed:
     def next_wake_s(self) -> float:
         """When :meth:`poll` next has something to do (s since epoch)."""
         now_s = self._now()
-        if self.connection.backlog:
+        if (self.connection.backlog or self.sequencer.ready or self._finishing
+                or self._flush_pending):
             return now_s  # received records are processed whatever the state
         wake: float
         if self.stopped_reason == "budget":
@@ -483,6 +494,8 @@ class LiveFeed:
             raise fatal
         if self.finished:
             return [], self._take_usage(now_s)
+        if self._finishing:
+            return self._finish(now_s, self._finishing)
         if self._stop_requested:
             return self._finish(now_s, self._stop_requested)
         self.meter.roll(now_s)
@@ -560,9 +573,17 @@ class LiveFeed:
 
     def _finish(self, now_s: float, reason: str) -> tuple[list[SourceBatch],
                                                           list[UsageRow | BackfillRow]]:
-        """Close the connection, emit every accepted record (open second included), finish."""
-        self._disconnect(now_s, reason)
+        """Close the connection, emit every accepted record (open second included), finish.
+
+        The records are handed over in bounded polls (:data:`MAX_SECONDS_PER_POLL`): the feed
+        is finished once the last of them is out.
+        """
+        if not self._finishing:
+            self._disconnect(now_s, reason)
+            self._finishing = reason
         batches = self._drain(now_s, flush_all=True)
+        if self.sequencer.held_records or self.connection.backlog:
+            return batches, self._take_usage(now_s)
         self.finished = True
         log.info("live: finished (%s); %s", reason, self.counters or "no faults counted")
         return batches, self._take_usage(None)
@@ -579,6 +600,7 @@ class LiveFeed:
         """Accept queued records (dropping replayed copies) and turn sealed seconds into batches."""
         entries = self.connection.take_records()
         seq = self.sequencer
+        flush_all = flush_all or self._flush_pending
         duplicates = seq.duplicates
         for gen, raw, ts_event, ts_recv in entries:
             if raw is SEAL:
@@ -595,7 +617,9 @@ class LiveFeed:
             # next split, so identities stay unique)
             seq.seal()
             self._count("seals_by_clock")
-        return [self._batch(now_s, unit) for unit in seq.take_units(flush_all=flush_all)]
+        units = seq.take_units(flush_all=flush_all, max_seconds=MAX_SECONDS_PER_POLL)
+        self._flush_pending = flush_all and seq.held_records > 0
+        return [self._batch(now_s, unit) for unit in units]
 
     def _batch(self, now_s: float, unit: Unit) -> SourceBatch:
         buf = b"".join(unit.records)

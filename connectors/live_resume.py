@@ -298,17 +298,32 @@ class LiveSequencer:
         if self._held:
             self._sealed = True
 
-    def take_units(self, *, flush_all: bool = False) -> list[Unit]:
-        """Pop every complete unit, oldest first (``flush_all``: also the open second)."""
+    @property
+    def ready(self) -> bool:
+        """Whether :meth:`take_units` has a complete second to give."""
+        return len(self._held) > 1 or (bool(self._held) and self._sealed)
+
+    def take_units(self, *, flush_all: bool = False, max_seconds: int | None = None) -> list[Unit]:
+        """Pop complete units, oldest first (``flush_all``: also the open second).
+
+        ``max_seconds`` caps the held seconds taken in one call (the rest stay held, so a
+        snapshot still replays them after a restart): a feed that read far ahead (a reconnect's
+        backlog, a compressed replay) hands the flow bounded batches instead of thousands at
+        once, which bytewax 0.21.1 may deliver to the windows out of order (measured in the
+        soak: a second's parts reached ``fold_window`` after parts hours later and were late).
+        """
         out: list[Unit] = []
         keep_last = bool(self._held) and not (flush_all or self._sealed)
         ready = self._held[:-1] if keep_last else self._held
+        later: list[_Held] = []
+        if max_seconds is not None and len(ready) > max_seconds:
+            ready, later = ready[:max_seconds], ready[max_seconds:]
         positions: list[int] = []
         for held in ready:
             out.extend(self._cut(held.second, held.records))
             positions.extend(held.positions)
-        remaining = self._held[-1:] if keep_last else []
-        if remaining and len(remaining[0].records) > self.batch_records:
+        remaining = later + (self._held[-1:] if keep_last else [])
+        if not later and remaining and len(remaining[0].records) > self.batch_records:
             # a very busy second: its first pieces are emitted before it ends
             open_second = remaining[0]
             whole = _piece_ends(open_second.records, self.batch_records, complete=False)[-1:]

@@ -220,6 +220,25 @@ def test_an_open_second_waits_until_a_later_second_or_a_heartbeat():
     assert seq.held_records == 1
 
 
+def test_a_capped_take_hands_seconds_over_in_order_and_snapshots_only_what_it_gave():
+    t0 = 1_700_000_000 * NS
+    seq = LiveSequencer(2 * NS, 0x00, 100)
+    seq.begin(1, None)
+    for i in range(7):  # seconds t0 .. t0+6, one trade each; the last one is still open
+        seq.accept(1, _trade(t0 + i * NS, i), t0 + i * NS, t0 + i * NS)
+    first = seq.take_units(max_seconds=4)
+    assert [u.second for u in first] == [t0 // NS + i for i in range(4)]
+    assert seq.ready and seq.held_records == 3
+    assert seq.snapshot().position_ns == t0 + 3 * NS  # the held seconds replay after a restart
+    second = seq.take_units(max_seconds=4)
+    assert [u.second for u in second] == [t0 // NS + 4, t0 // NS + 5]  # the open second stays
+    assert not seq.ready and seq.held_records == 1
+    seq.accept(1, _trade(t0 + 6 * NS + 1, 7), t0 + 6 * NS, t0 + 6 * NS + 1)  # same second: joins it
+    (last,) = seq.take_units(flush_all=True, max_seconds=4)
+    assert last.second == t0 // NS + 6 and len(last.records) == 2 and last.split == 0
+    assert seq.held_records == 0 and seq.snapshot().position_ns == t0 + 6 * NS
+
+
 def test_a_busy_second_is_cut_at_fixed_counts():
     t0 = 1_700_000_000 * NS
     seq = LiveSequencer(2 * NS, 0x00, 4)
