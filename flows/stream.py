@@ -214,8 +214,9 @@ class StreamState:
         """
         clone = dataclasses.replace(
             self,
-            tick=TickState(dict(self.tick.last_price), dict(self.tick.last_direction),
-                           dict(self.tick.last_session)),
+            tick=dataclasses.replace(self.tick, last_price=dict(self.tick.last_price),
+                                     last_direction=dict(self.tick.last_direction),
+                                     last_session=dict(self.tick.last_session)),
             tracker=None if self.tracker is None else self.tracker.copy(),
             definitions={i: list(v) for i, v in self.definitions.items()},
             books=copy.deepcopy(self.books, memo))

@@ -61,12 +61,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import databento_dbn as dbn
 import numba as nb
 import numpy as np
 import zstandard
+
+from flows.exchange_time import cme_sessions
 
 logger = logging.getLogger("samples.generator")
 
@@ -136,18 +137,31 @@ class Chain:
 
 
 def _globex_hours(session_date: dt.date) -> tuple[int, int]:
-    """Return (pre_open_s, post_close_s) of CME Globex's day for ``session_date``.
+    """Return (pre_open_s, post_close_s) of CME Globex's session labelled ``session_date``.
 
-    17:00 CT the evening before to 16:00 CT (CME Group, Nasdaq-100 options trading hours:
-    Sunday-Friday 5:00 p.m. - 4:00 p.m. CT, a 60-minute break each day): 23 h, i.e. 2 h before
-    00:00 UTC and 1 h after 20:00 UTC under CDT, 1 h and 2 h under CST.
+    The open (17:00 CT the evening before), holidays and early closes come from the project's
+    CME calendar (:func:`flows.exchange_time.cme_sessions`, exchange_calendars ``CMES``, whose
+    sessions run to the next 17:00 CT roll); the close is 16:00 CT, 23 h after the open, the
+    daily hour's break (CME Group, Nasdaq-100 options hours: Sunday-Friday 5:00 p.m. - 4:00 p.m.
+    CT), or an earlier early close. That is 2 h before 00:00 UTC and 1 h after 20:00 UTC under
+    CDT, 1 h and 2 h under CST.
+
+    Raises
+    ------
+    ValueError
+        ``session_date`` is not a full CME session (a holiday or an early close before 20:00 UTC).
     """
-    chicago = ZoneInfo("America/Chicago")
-    midnight = dt.datetime.combine(session_date, dt.time(0), dt.UTC)
-    opens = dt.datetime.combine(session_date - dt.timedelta(days=1), dt.time(17), chicago)
-    closes = dt.datetime.combine(session_date, dt.time(16), chicago)
-    return (int((midnight - opens).total_seconds()),
-            int((closes - midnight).total_seconds()) - CLOSE_S)
+    sessions = cme_sessions()
+    day = (session_date - dt.date(1970, 1, 1)).days
+    midnight = day * 86_400
+    opens = sessions.open_of(day)
+    closes = opens + min(sessions.close_second(day), 23 * 3600)
+    if not opens < midnight or closes < midnight + CLOSE_S:
+        msg = (f"globex_day needs a full CME Globex session on {session_date}; it opens "
+               f"{dt.datetime.fromtimestamp(opens, dt.UTC):%Y-%m-%d %H:%M} and closes "
+               f"{dt.datetime.fromtimestamp(closes, dt.UTC):%Y-%m-%d %H:%M} UTC")
+        raise ValueError(msg)
+    return midnight - opens, closes - midnight - CLOSE_S
 
 
 def _ns(day: dt.date, hour: int = 0, minute: int = 0) -> int:
@@ -210,6 +224,7 @@ def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 
     strikes = np.array(keep, dtype=np.float64)
     symbols = tuple(f"{root} {cp}{int(k)}" for _, root, _ in exps for k in strikes for cp in "CP")
     ids = np.arange(len(symbols), dtype=np.uint32) + np.uint32(FIRST_INSTRUMENT_ID + 1)
+    pre_open_s, post_close_s = _globex_hours(session_date) if globex_day else (0, 0)
     return Chain(
         session_start=_ns(session_date),
         future_id=FIRST_INSTRUMENT_ID,
@@ -222,8 +237,8 @@ def build_chain(session_date: dt.date = DEFAULT_DATE, underlying_price: float = 
         ids=ids,
         symbols=symbols,
         underlying_price=float(underlying_price),
-        pre_open_s=_globex_hours(session_date)[0] if globex_day else 0,
-        post_close_s=_globex_hours(session_date)[1] if globex_day else 0,
+        pre_open_s=pre_open_s,
+        post_close_s=post_close_s,
     )
 
 

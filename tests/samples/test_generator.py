@@ -376,6 +376,13 @@ def test_globex_day_spans_17_00_ct_the_evening_before_to_16_00_ct(tmp_path: Path
     assert zero_dte.any() and ts[zero_dte].max() < after_20_utc
 
 
+@pytest.mark.parametrize("date", ["2026-12-25", "2026-11-27"])  # closed; an early close
+def test_globex_day_needs_a_full_session(tmp_path: Path, date: str) -> None:
+    with pytest.raises(ValueError, match=f"full CME Globex session on {date}"):
+        sample.generate_session(tmp_path, session_date=dt.date.fromisoformat(date), n_trades=100,
+                                globex_day=True)
+
+
 def test_write_slice_keeps_exactly_the_ts_recv_range(session: sample.SampleFiles, trades: np.ndarray,
                                                      tmp_path: Path) -> None:
     lo, hi = int(trades["ts_recv"][1000]), int(trades["ts_recv"][5000])
