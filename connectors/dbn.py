@@ -164,7 +164,9 @@ class _ZstdFrames:
         self._dctx = zstandard.ZstdDecompressor()
         self._obj = self._dctx.decompressobj()
         self._in_frame = False
-        self._buf = bytearray()
+        self._pieces: list[bytes] = []
+        """Decompressed output not yet read, in order (joined once per ``read``: one copy)."""
+        self._held = 0
         self._raw_eof = False
         self._error: zstandard.ZstdError | None = None
         self._error_at = 0
@@ -179,7 +181,9 @@ class _ZstdFrames:
                 self._error, self._error_at = exc, self.produced
                 self._raw_eof = True
                 return
-            self._buf += out
+            if out:
+                self._pieces.append(out)
+                self._held += len(out)
             self.produced += len(out)
             if not self._obj.eof:
                 return
@@ -188,18 +192,33 @@ class _ZstdFrames:
             self._in_frame = False
 
     def read(self, n: int) -> bytes:
-        while len(self._buf) < n and not self._raw_eof:
+        while self._held < n and not self._raw_eof:
             data = self._raw.read(self.CHUNK)
             if not data:
                 self._raw_eof = True
                 break
             self._feed(data)
-        out = bytes(self._buf[:n])
-        del self._buf[:n]
+        out = self._take(n)
         if not out and n > 0 and self._error is not None:
             raise _Corrupt(self._error_at, self._error)
         if not out and n > 0 and self._raw_eof and self._in_frame:
             raise _Truncated(self.produced)
+        return out
+
+    def _take(self, n: int) -> bytes:
+        """Return the first ``n`` held bytes (all of them if fewer), copied once."""
+        pieces, taken, size = self._pieces, 0, 0
+        while taken < len(pieces) and size + len(pieces[taken]) <= n:
+            size += len(pieces[taken])
+            taken += 1
+        head = pieces[:taken]
+        if taken < len(pieces) and size < n:  # split the piece that crosses n
+            cut = n - size
+            head.append(pieces[taken][:cut])
+            pieces[taken] = pieces[taken][cut:]
+        del pieces[:taken]
+        out = head[0] if len(head) == 1 else b"".join(head)
+        self._held -= len(out)
         return out
 
 

@@ -134,3 +134,21 @@ def test_trade_records_read_identically_in_dbn_versions_1_to_3(tmp_path, version
         (chunk,) = list(reader)
     assert np.array_equal(chunk.trades[RTYPE_TRADES]["size"], expected["size"])
     assert np.array_equal(chunk.trades[RTYPE_TRADES]["ts_event"], expected["ts_event"])
+
+
+def test_zstd_stream_reads_of_any_size_return_the_bytes_in_order(tmp_path):
+    """Reads smaller and larger than the decompressed pieces, across frames, give the input."""
+    from connectors.dbn import _ZstdFrames
+
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 4, size, dtype=np.uint8).tobytes() for size in (5, 300_000, 1, 70_000)]
+    path = tmp_path / "multi.zst"
+    path.write_bytes(b"".join(zstandard.ZstdCompressor().compress(f) for f in frames))
+    with path.open("rb") as raw:
+        stream = _ZstdFrames(raw)
+        got = []
+        for n in [0, 3, 2, 1, 200_000, 7, 150_000, 10**6, 5]:
+            got.append(stream.read(n))
+            assert len(got[-1]) <= n
+    assert b"".join(got) == b"".join(frames)
+    assert [len(g) for g in got] == [0, 3, 2, 1, 200_000, 7, 150_000, 370_006 - 350_013, 0]
