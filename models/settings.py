@@ -15,7 +15,7 @@
 | ``IFD_ALLOWED_LATENESS_S``| ``10``               | event time a window waits after its end before closing      |
 | ``IFD_BATCH_RECORDS``     | ``262144``           | DBN records per source micro-batch                          |
 | ``IFD_WINDOW_SHARDS``     | ``0``                | window keys contracts are hashed onto (0: one per worker)   |
-| ``IFD_SINK_BATCH_ROWS``   | ``100000``           | rows buffered per ClickHouse insert                         |
+| ``IFD_SINK_BATCH_ROWS``   | ``20000``            | rows buffered per ClickHouse insert                         |
 | ``IFD_L3_ENABLED``        | ``true``             | MBO inputs: order book (side of ``N`` trades), footprint    |
 | ``IFD_PROGRESS_INTERVAL_S``| ``2``               | seconds between progress lines (0 disables)                 |
 | ``IFD_SCORING_ENABLED``   | ``true``             | score closed windows into ``ifd.ifd_signals``               |
@@ -329,11 +329,12 @@ class Settings(BaseSettings):
     batch_records: int = Field(default=262_144, ge=1, le=16_777_216)
     window_shards: int = Field(default=0, ge=0, le=4096)
     """Window keys contracts are hashed onto; 0 (default) = one per bytewax worker of the run."""
-    sink_batch_rows: int = Field(default=100_000, ge=1)
+    sink_batch_rows: int = Field(default=20_000, ge=1)
     """Rows buffered per table before an insert (a replay also flushes every second, live at every
-    window close). Each insert is a MergeTree part that background merges rewrite: at 20,000 rows
-    a 10-day replay (391 k window rows) paid ~0.35 CPU s of merges (measured with and without
-    ``SYSTEM STOP MERGES``), at 100,000 about none."""
+    window close). Larger inserts make fewer MergeTree parts to merge, but embedded chdb holds
+    about twice an insert's Arrow size while it converts and sorts it: 100,000 rows raised a
+    replay's peak RSS by ~100 MB (``benchmarks/bench_rss.py``: 593 → 693 MB at 5 days, 692 →
+    866 MB at 20) for a CPU gain lost in the noise of the anchor benchmark."""
     l3_enabled: bool = True
     """MBO inputs: rebuild the order book (:mod:`flows.book`; the BBO gives ``N`` trades a side by
     the quote rule) and write the footprint (``ifd.footprint``, :mod:`flows.footprint`)."""
