@@ -39,7 +39,7 @@ from typing import Any, TypeGuard, cast
 import bytewax.operators as op
 import bytewax.operators.windowing as win
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.operators import StatefulLogic
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from connectors.dbn import read_definitions
@@ -297,8 +297,8 @@ def build_flow(
         to_score = op.key_on("key_for_scoring", merged, lambda _r: "ifd")
         # the alerted class is built first; the window's other signals reach the sinks unbuilt
         urgent = None if alerts is None else CLASS_RANK[SignalClass(alerts.min_class)]
-        scored = op.stateful("score_ifd", to_score,
-                             lambda resumed: ScoringLogic(scorer, resumed, scorers, latency, urgent))
+        scored = op.stateful_batch("score_ifd", to_score,
+                                   lambda resumed: ScoringLogic(scorer, resumed, scorers, latency, urgent))
         signals = op.map("signals", scored, lambda key_signal: key_signal[1])
         streams.append(signals)
         if alerts is not None:
@@ -324,12 +324,15 @@ def build_flow(
     return flow
 
 
-class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Signal | DeferredSignals,
-                                 ScorerState]):
+class ScoringLogic(StatefulBatchLogic[WindowResult | IcebergRows | AbsorptionRows,
+                                      Signal | DeferredSignals, ScorerState]):
     """The scoring step's bytewax state: one :class:`ScorerState`, snapshotted copy-on-write.
 
     bytewax's ``stateful_map`` deep-copies its state at every epoch; this logic hands bytewax a
     :meth:`ScorerState.snapshot` instead, whose cost does not grow with the baselines held.
+    bytewax hands it every item of an activation at once (a replay batch closes ~290 windows
+    per shard): consecutive first-time windows are scored in one
+    :meth:`~flows.scoring.Scorer.score_run`, with the same results as one at a time.
     Iceberg and absorption rows only feed the ``l3`` evidence; every signal then gets each
     scorer's score and the consensus (:mod:`flows.consensus`). Evidence that arrives after its
     window was scored is not counted in that window's consensus.
@@ -345,19 +348,40 @@ class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Si
         """Signals of this class rank and above are built at once; the rest are deferred."""
         self.state = resumed if resumed is not None else scorer.new_state()
 
-    def on_item(self, value: WindowResult | IcebergRows | AbsorptionRows,
-                ) -> tuple[list[Signal | DeferredSignals], bool]:
-        """Score one closed window (or late correction), or record L3 evidence; keep the state.
+    def on_batch(self, values: list[WindowResult | IcebergRows | AbsorptionRows],
+                 ) -> tuple[list[Signal | DeferredSignals], bool]:
+        """Score closed windows and late corrections in arrival order, record L3 evidence.
 
-        Emits the window's urgent signals (class rank ≥ ``urgent_rank``), then at most one
+        Per window: its urgent signals (class rank ≥ ``urgent_rank``), then at most one
         :class:`~flows.scoring.DeferredSignals` with the rest, built by the sinks.
         """
-        if isinstance(value, IcebergRows | AbsorptionRows):
-            self.state.l3.add(value)
-            return [], StatefulLogic.RETAIN
-        signals, deferred = self.scorer.score_split(self.state, value.parts,
-                                                    correction=value.correction,
-                                                    urgent_rank=self.urgent_rank)
+        out: list[Signal | DeferredSignals] = []
+        run: list[WindowResult] = []
+        for value in values:
+            if isinstance(value, WindowResult) and not value.correction:
+                run.append(value)
+                continue
+            out.extend(self._score_run(run))
+            run = []
+            if isinstance(value, IcebergRows | AbsorptionRows):
+                self.state.l3.add(value)  # evidence for the windows after it
+            else:
+                out.extend(self._emit(value, *self.scorer.score_split(
+                    self.state, value.parts, correction=True, urgent_rank=self.urgent_rank)))
+        out.extend(self._score_run(run))
+        return out, StatefulBatchLogic.RETAIN
+
+    def _score_run(self, run: list[WindowResult]) -> list[Signal | DeferredSignals]:
+        if not run:
+            return []
+        results = self.scorer.score_run(self.state, [v.parts for v in run],
+                                        urgent_rank=self.urgent_rank)
+        return [item for value, (signals, deferred) in zip(run, results, strict=True)
+                for item in self._emit(value, signals, deferred)]
+
+    def _emit(self, value: WindowResult, signals: list[Signal],
+              deferred: DeferredSignals | None) -> list[Signal | DeferredSignals]:
+        """One scored window's outputs, with the consensus and the scoring latency."""
         if self.scorers:
             l3 = self.state.l3
             signals = [with_consensus(s, self.scorers, l3.evidence(
@@ -373,7 +397,7 @@ class ScoringLogic(StatefulLogic[WindowResult | IcebergRows | AbsorptionRows, Si
             end_s = ((value.parts.window_start_ns or 0) + value.parts.window_ns) / 1e9  # each signal's
             self.latency.record("signal_scored", now,
                                 [1e3 * (now - end_s)] * (len(signals) + len(deferred or ())))
-        return out, StatefulLogic.RETAIN
+        return out
 
     def snapshot(self) -> ScorerState:
         """Copy-on-write copy of the state (see :meth:`ScorerState.snapshot`)."""

@@ -329,8 +329,11 @@ DTE_EDGES_DAYS = (1.0, 2.0, 7.0, 30.0)
 DTE_LABELS = ("0d", "1d", "2-6d", "7-29d", "30d+")
 
 
-def dte_class(expiration_ns: np.ndarray, at_ns: int) -> np.ndarray:
-    """Index into :data:`DTE_LABELS` of each expiration (int64 ns UTC) seen at ``at_ns``."""
+def dte_class(expiration_ns: np.ndarray, at_ns: int | np.ndarray) -> np.ndarray:
+    """Index into :data:`DTE_LABELS` of each expiration (int64 ns UTC) seen at ``at_ns``.
+
+    ``at_ns``: ns UTC, one time or one per expiration.
+    """
     days = (np.asarray(expiration_ns, dtype=np.int64) - at_ns) / 86_400e9
     return np.searchsorted(np.asarray(DTE_EDGES_DAYS), days, side="right").astype(np.int64)
 
@@ -598,24 +601,22 @@ class Scorer:
         :class:`PressureMetrics` when its volume can reach MONITOR
         (confidence ≤ sample factor = volume / ``sample_volume``).
         """
+        if not correction:
+            return self.score_run(state, [block], urgent_rank=urgent_rank)[0]
         defined = block.cols["defined"]
         if not defined.all():
             block = block.take(defined)
         if len(block) == 0:
             return [], None
         start_s = block.window_start_ns // 1_000_000_000 if block.window_start_ns else 0
-        prior: dict[str, tuple[int, int, int]] | None = None
-        scored = block
-        if correction:
-            earlier = state.recent.get(start_s)
-            if earlier is None:  # beyond the horizon: baseline only
-                self._add_to_book(state, block, start_s)
-                return [], None
-            prior = _totals(PartBlock.concat(earlier), set(block.cols["contract_key"].tolist()))
-            scored = PartBlock.concat([*earlier, block])
-        signals, deferred = self._evaluate(state, scored, start_s,
-                                           only=None if prior is None else prior,
-                                           update_forwards=not correction, urgent_rank=urgent_rank)
+        earlier = state.recent.get(start_s)
+        if earlier is None:  # beyond the horizon: baseline only
+            self._add_to_book(state, block, start_s)
+            return [], None
+        prior = _totals(PartBlock.concat(earlier), set(block.cols["contract_key"].tolist()))
+        scored = PartBlock.concat([*earlier, block])
+        [(signals, deferred)] = self._evaluate(state, [scored], [start_s], only=prior,
+                                               update_forwards=False, urgent_rank=urgent_rank)
         state.recent.setdefault(start_s, []).append(block)
         self._evict(state, start_s)
         return signals, deferred
@@ -632,21 +633,88 @@ class Scorer:
                 del state.recent[old]
             state.emitted = {k: v for k, v in state.emitted.items() if k[1] >= cutoff}
 
-    def _evaluate(self, state: ScorerState, block: PartBlock, start_s: int, *,
+    def score_run(self, state: ScorerState, blocks: list[PartBlock], *,
+                  urgent_rank: int | None = None,
+                  ) -> list[tuple[list[Signal], DeferredSignals | None]]:
+        """Score first-time windows (time order), as :meth:`score_split` would one by one.
+
+        One vectorised pass per CME trading day.
+
+        A replay closes a whole batch's windows at once (~290 per shard at 5 min); one call per
+        window paid ~0.3 ms of numpy call overhead each, more than the windows' own work.
+        Windows of one trading day are independent where it matters: their baselines read
+        prior days only (:meth:`BaselineBook.baselines`), so their adds go in after all of them
+        are scored; forwards, which do carry from window to window, are applied window by
+        window in Python (a few chains each).
+
+        Returns
+        -------
+        list
+            Per block, in order, the ``(signals, deferred)`` of :meth:`score_split`.
+        """
+        out: list[tuple[list[Signal], DeferredSignals | None]] = []
+        run: list[tuple[PartBlock, int]] = []
+        run_day = None
+        for block in blocks:
+            start_s = block.window_start_ns // 1_000_000_000 if block.window_start_ns else 0
+            day = locate_one(start_s)[0]
+            if run and day != run_day:
+                out.extend(self._score_fresh(state, run, urgent_rank))
+                run = []
+            run.append((block, start_s))
+            run_day = day
+        if run:
+            out.extend(self._score_fresh(state, run, urgent_rank))
+        return out
+
+    def _score_fresh(self, state: ScorerState, run: list[tuple[PartBlock, int]],
+                     urgent_rank: int | None) -> list[tuple[list[Signal], DeferredSignals | None]]:
+        """Score first-time windows of one trading day (``(block, start s)``, time order)."""
+        defined = [b if b.cols["defined"].all() else b.take(b.cols["defined"]) for b, _ in run]
+        kept = [(b, start_s) for b, (_, start_s) in zip(defined, run, strict=True) if len(b)]
+        results = iter(self._evaluate(state, [b for b, _ in kept], [t for _, t in kept], only=None,
+                                      update_forwards=True, urgent_rank=urgent_rank)
+                       if kept else [])
+        out: list[tuple[list[Signal], DeferredSignals | None]] = []
+        for block, start_s in zip(defined, (t for _, t in run), strict=True):
+            if len(block) == 0:
+                out.append(([], None))
+                continue
+            out.append(next(results))
+            state.recent.setdefault(start_s, []).append(block)
+        if kept:
+            self._evict(state, max(t for _, t in kept))
+        return out
+
+    def _evaluate(self, state: ScorerState, blocks: list[PartBlock], starts: list[int], *,
                   only: dict[str, tuple[int, int, int]] | None, update_forwards: bool,
-                  urgent_rank: int | None = None) -> tuple[list[Signal], DeferredSignals | None]:
-        """Score the contracts of ``block``: all, or only the keys of ``only``.
+                  urgent_rank: int | None = None,
+                  ) -> list[tuple[list[Signal], DeferredSignals | None]]:
+        """Score the contracts of windows ``blocks``: all, or (one window) only those of ``only``.
+
+        ``starts``: each window's start, s; the windows are of one trading day, in time order.
 
         ``only`` maps a correction's contract keys to the (volume, trades,
         imbalance) already in the baselines, so they receive the difference.
-        Numpy per window; Python per new contract, per bucket and per signal.
+        Numpy for all the windows at once; Python per window for the forwards, per new
+        contract, per bucket and per signal. Returns per window ``(signals, deferred)``.
         """
         p = self.params
-        c = block.cols
         book, attrs = state.book, state.attrs
-        # integer codes instead of a string sort: contracts in order of their first code
+        n_windows = len(blocks)
+        block = blocks[0] if n_windows == 1 else PartBlock.concat(blocks)
+        c = block.cols
+        row_bounds = np.cumsum([0, *(len(b) for b in blocks)])
+        # integer codes instead of a string sort: contracts in order of their first code,
+        # grouped per (window, contract)
         row_codes = book.codes(c["contract_key"].tolist())
-        codes, first, inverse = np.unique(row_codes, return_index=True, return_inverse=True)
+        span = int(row_codes.max()) + 1
+        row_window = np.repeat(np.arange(n_windows, dtype=np.int64), np.diff(row_bounds))
+        groups, first, inverse = np.unique(row_window * span + row_codes, return_index=True,
+                                           return_inverse=True)
+        inverse = inverse.reshape(-1)
+        codes, window_of = groups % span, groups // span
+        bounds = np.searchsorted(window_of, np.arange(n_windows + 1))
         attrs.ensure(codes, c, first)
         k = len(codes)
 
@@ -657,24 +725,21 @@ class Scorer:
         volume = bid + ask + total("unknown_volume")
         trades = total("buy_trades") + total("sell_trades") + total("unknown_trades")
         spread = total("spread_volume")
-        swept_volume, blocks = total("sweep_volume"), total("block_trades")
+        swept_volume, blocks_traded = total("sweep_volume"), total("block_trades")
         with np.errstate(invalid="ignore", divide="ignore"):
             vwap = total("notional") / volume
         chain, strike = attrs.chain[codes], attrs.strike[codes]
         option_type = attrs.option_type[codes]
-        if update_forwards:
-            chains, forwards = chain_forwards(chain, attrs.expiration[codes], strike, option_type,
-                                              vwap)
-            names = attrs.chains
-            state.forwards.update(zip([names[x] for x in chains.tolist()], forwards.tolist(),
-                                      strict=True))
-            futures = np.flatnonzero((c["option_type"][first] == "F") & (vwap > 0))
-            for j in futures.tolist():  # the underlying of futures options is the future
-                state.underlying_prices[str(c["symbol"][first[j]])] = (float(vwap[j]), start_s)
-
-        sweep_strikes, sweep_volume = self._sweep_clusters(bid, ask, swept_volume, chain,
+        # one chain id per (window, chain): groupings that must not mix windows
+        n_chains = len(attrs.chains) + 1
+        window_chain = window_of * n_chains + chain + 1
+        forward = self._window_forwards(state, c, first, bounds, starts, window_chain, n_chains,
+                                        attrs.expiration[codes], strike, option_type, vwap,
+                                        update_forwards)
+        sweep_strikes, sweep_volume = self._sweep_clusters(bid, ask, swept_volume, window_chain,
                                                            option_type)
-        bucket_codes = self._bucket_codes(state, codes, chain, strike, option_type, start_s)
+        start_of = np.asarray(starts, dtype=np.int64)[window_of]
+        bucket_codes = self._bucket_codes(state, codes, forward, strike, option_type, start_of)
         has_bucket = bucket_codes >= 0
         scoped = np.ones(k, dtype=bool)
         keys = c["contract_key"][first]
@@ -683,12 +748,20 @@ class Scorer:
         # confidence ≤ sample factor: only windows that can reach MONITOR get baselines
         candidates = np.flatnonzero(scoped & (np.maximum(volume, sweep_volume)
                                               >= p.monitor * p.sample_volume))
-        signals: list[Signal] = []
-        deferred = None
-        if len(candidates):
-            signals, deferred = self._score_candidates(
-                state, block, inverse, start_s, candidates, keys, codes, bucket_codes,
-                (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks), urgent_rank)
+        numbers = (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks_traded)
+        cut = np.searchsorted(candidates, bounds)
+        out: list[tuple[list[Signal], DeferredSignals | None]] = []
+        for w in range(n_windows):
+            lo, hi = int(bounds[w]), int(bounds[w + 1])
+            mine = candidates[cut[w]:cut[w + 1]] - lo
+            if len(mine) == 0:
+                out.append(([], None))
+                continue
+            rows = slice(int(row_bounds[w]), int(row_bounds[w + 1]))
+            out.append(self._score_candidates(
+                state, blocks[w], inverse[rows] - lo, starts[w], mine, keys[lo:hi], codes[lo:hi],
+                bucket_codes[lo:hi], tuple(x[lo:hi] for x in numbers), forward[lo:hi],
+                urgent_rank))
         imbalance = np.abs(ask - bid).astype(np.int64)
         d_volume, d_trades = volume.astype(np.int64), trades.astype(np.int64)
         squares = volume * volume
@@ -698,26 +771,66 @@ class Scorer:
             d_volume, d_trades = d_volume - before[:, 0], d_trades - before[:, 1]
             imbalance = imbalance - before[:, 2]
             squares = squares - before[:, 0].astype(float) ** 2
-        # the contracts' and their buckets' rows in one vectorised add
-        to = np.concatenate([np.flatnonzero(scoped), np.flatnonzero(scoped & has_bucket)])
-        book.add_codes(np.concatenate([codes[scoped], bucket_codes[scoped & has_bucket]]),
-                       start_s, d_volume[to], d_trades[to], imbalance[to], squares[to])
-        return signals, deferred
+        # per window, the contracts' and their buckets' rows in one vectorised add
+        for w in range(n_windows):
+            lo, hi = int(bounds[w]), int(bounds[w + 1])
+            own = lo + np.flatnonzero(scoped[lo:hi])
+            peer = own[has_bucket[own]]
+            to = np.concatenate([own, peer])
+            book.add_codes(np.concatenate([codes[own], bucket_codes[peer]]), starts[w],
+                           d_volume[to], d_trades[to], imbalance[to], squares[to])
+        return out
 
-    def _bucket_codes(self, state: ScorerState, codes: np.ndarray, chain: np.ndarray,
-                      strike: np.ndarray, option_type: np.ndarray, start_s: int) -> np.ndarray:
+    def _window_forwards(self, state: ScorerState, c: dict[str, np.ndarray], first: np.ndarray,
+                         bounds: np.ndarray, starts: list[int], window_chain: np.ndarray,
+                         n_chains: int, expiration: np.ndarray, strike: np.ndarray,
+                         option_type: np.ndarray, vwap: np.ndarray,
+                         update_forwards: bool) -> np.ndarray:
+        """Return each (window, contract) group's forward: USD price points, NaN unknown.
+
+        The forward is the state's once that window's own put-call-parity forwards and future
+        prices are in it.
+
+        Parity forwards for every window at once; the state is updated and read window by
+        window (Python per window and chain), as scoring one window at a time would.
+        """
+        names = state.attrs.chains
+        if update_forwards:
+            keyed, values = chain_forwards(window_chain, expiration, strike, option_type, vwap)
+            cuts = np.searchsorted(keyed // n_chains, np.arange(len(starts) + 1))
+            chain_names = [names[x] for x in (keyed % n_chains - 1).tolist()]
+            found = values.tolist()
+            futures = np.flatnonzero((c["option_type"][first] == "F") & (vwap > 0))
+            future_cuts = np.searchsorted(futures, bounds)
+        pairs, which = np.unique(window_chain, return_inverse=True)
+        pair_cuts = np.searchsorted(pairs // n_chains, np.arange(len(starts) + 1))
+        pair_chain = (pairs % n_chains - 1).tolist()
+        pair_forward = np.empty(len(pairs))
+        for w, start_s in enumerate(starts):
+            if update_forwards:
+                lo, hi = int(cuts[w]), int(cuts[w + 1])
+                state.forwards.update(zip(chain_names[lo:hi], found[lo:hi], strict=True))
+                for j in futures[future_cuts[w]:future_cuts[w + 1]].tolist():
+                    # the underlying of futures options is the future
+                    state.underlying_prices[str(c["symbol"][first[j]])] = (float(vwap[j]), start_s)
+            for x in range(int(pair_cuts[w]), int(pair_cuts[w + 1])):
+                f = state.forward(pair_chain[x], start_s)
+                pair_forward[x] = np.nan if f is None else f
+        return pair_forward[which.reshape(-1)]
+
+    def _bucket_codes(self, state: ScorerState, codes: np.ndarray, forward: np.ndarray,
+                      strike: np.ndarray, option_type: np.ndarray, start_s: np.ndarray) -> np.ndarray:
         """Book code of each contract's strike-distance bucket (int64[k], −1 without one).
 
-        Same keys as :func:`bucket_key`: steps for the whole window at once, Python per bucket.
+        Same keys as :func:`bucket_key`: ``forward`` (float64[k], NaN unknown) and ``start_s``
+        (int64[k], each row's window start) per row; steps for all rows at once, Python per
+        bucket.
         """
         k = len(codes)
         out = np.full(k, -1, dtype=np.int64)
         if k == 0:
             return out
         attrs = state.attrs
-        window_chains, which = np.unique(chain, return_inverse=True)
-        forward = np.array([f if (f := state.forward(x, start_s)) is not None else np.nan
-                            for x in window_chains.tolist()], dtype=float)[which]
         with np.errstate(invalid="ignore", divide="ignore"):
             steps = np.round((strike - forward) / forward * 100.0 / self.params.moneyness_step_pct)
         ok = np.flatnonzero((forward > 0) & ~np.isnan(strike) & ~np.isnan(steps)
@@ -726,7 +839,7 @@ class Scorer:
             return out
         step = np.clip(steps[ok], -(1 << 38), 1 << 38).astype(np.int64)  # fits the packed id
         underlying = attrs.underlying[codes[ok]]
-        dte = dte_class(attrs.expiration[codes[ok]], start_s * 1_000_000_000)
+        dte = dte_class(attrs.expiration[codes[ok]], start_s[ok] * 1_000_000_000)
         ident = ((underlying * 2 + option_type[ok]) * 8 + dte) * (1 << 40) + step + (1 << 39)
         buckets, at = np.unique(ident, return_inverse=True)
         names = self._bucket_names
@@ -739,14 +852,17 @@ class Scorer:
             if name is None:
                 name = names[four] = f"{four[0]}|{four[1]}|{four[2]:+d}|{DTE_LABELS[four[3]]}"
             keys.append(name)
-        out[ok] = state.book.codes(keys)[at]
+        out[ok] = state.book.codes(keys)[at.reshape(-1)]
         return out
 
     def _score_candidates(self, state: ScorerState, block: PartBlock, inverse: np.ndarray,
                           start_s: int, idx: np.ndarray, keys: np.ndarray, codes: np.ndarray,
-                          bucket_codes: np.ndarray, numbers: tuple, urgent_rank: int | None,
-                          ) -> tuple[list[Signal], DeferredSignals | None]:
-        """Baselines and factors of the candidate windows ``idx`` in one go; Python per signal."""
+                          bucket_codes: np.ndarray, numbers: tuple, forward: np.ndarray,
+                          urgent_rank: int | None) -> tuple[list[Signal], DeferredSignals | None]:
+        """Baselines and factors of the candidate windows ``idx`` in one go; Python per signal.
+
+        ``forward`` (float64[k], NaN unknown): each contract's forward for this window.
+        """
         p = self.params
         bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks = (
             x[idx] for x in numbers)
@@ -770,7 +886,7 @@ class Scorer:
                 continue
             plan = now if urgent_rank is None or CLASS_RANK[cls] >= urgent_rank else later
             plan.add(i, j, key, cls, Direction.BUY if ask[j] > bid[j] else Direction.SELL,
-                     state.forward(int(state.attrs.chain[codes[i]]), start_s))
+                     None if math.isnan(forward[i]) else float(forward[i]))
             state.emitted[(key, start_s)] = CLASS_RANK[cls]
         built = DeferredSignals(block, inverse, f, chosen, scopes, book.tod_bucket_s, start_s, now)
         deferred = None

@@ -496,3 +496,85 @@ def test_deferred_signals_are_the_signals_of_the_window_below_the_urgent_class()
     assert all(by_key[s.contract_key] == s for s in urgent + later)
     # the window's signals count as emitted in both runs (a correction compares against them)
     assert state_split.emitted == state_all.emitted and len(state_all.emitted) == len(everything)
+
+
+@pytest.mark.parametrize("future_after", [False, True])
+def test_a_run_of_windows_reads_each_windows_own_forward_not_a_later_ones(future_after):
+    # one score_run over three windows: the future trades at FUTURE_VWAP in the window before
+    # the put's (its moneyness uses it) or in the one after (the put keeps its own window's
+    # parity forward 21520, not the future's nor the last window's 21600)
+    start = (SESSIONS[0] + T1330) * 10**9
+    expiration = start + 300 * 10**9 + 3 * 86_400 * 10**9
+    w = 300 * 10**9
+    fut_start = start + (1 if future_after else -1) * w
+    futures = block_of([_future_part(fut_start, 21590.0, 4), _future_part(fut_start, 21605.0, 12)],
+                       w, key="s001")
+    options = block_of([_option_part(start, expiration, "C", 21500, 1, 1, 120.0, blocks=1),
+                        _option_part(start, expiration, "P", 21500, 1, 1, 100.0, blocks=1),
+                        _option_part(start, expiration, "P", 21400, 6, 104, 50.0, blocks=1)],
+                       w, key="s000")
+    # a later window whose parity forward is 21500 + 150 - 50 = 21600 (too small to signal)
+    later = block_of([_option_part(start + 2 * w, expiration, "C", 21500, 1, 1, 150.0),
+                      _option_part(start + 2 * w, expiration, "P", 21500, 1, 1, 50.0)], w,
+                     key="s000")
+    run = [options, futures, later] if future_after else [futures, options, later]
+    scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=20, min_days=5))
+    results = scorer.score_run(scorer.new_state(), run)
+    signals = [s for found, deferred in results
+               for s in found + (deferred.signals() if deferred else [])]
+    (signal,) = signals
+    forward = 21520.0 if future_after else FUTURE_VWAP
+    assert signal.moneyness_pct == pytest.approx((21400 - forward) / forward * 100, abs=1e-4)
+    assert len(results) == 3 and results[run.index(options)][0] == signals
+
+
+def _random_day_windows(rng: np.random.Generator, day: int, windows: int) -> list[PartBlock]:
+    """Windows of one session: a chain of calls and puts (new strikes listed over the days) and
+    the underlying future in some windows, random volumes with now and then a one-sided burst."""
+    expiration = (SESSIONS[day] + 20 * 86_400) * 10**9
+    out = []
+    for i in range(windows):
+        start = (SESSIONS[day] + T1330 + 300 * i) * 10**9
+        parts = []
+        for strike in range(21_300, 21_700 + 50 * min(day, 4), 50):
+            for kind in ("C", "P"):
+                if rng.random() < 0.35:
+                    continue
+                bid, ask = (int(x) for x in rng.poisson(6, 2))
+                if rng.random() < 0.04:
+                    ask += int(rng.integers(60, 200))
+                if bid + ask == 0:
+                    continue
+                price = max(5.0, (21_500 - strike if kind == "P" else strike - 21_500) * -0.5 + 100)
+                parts.append(_option_part(start, expiration, kind, strike, bid, ask, price,
+                                          blocks=int(ask > 60)))
+        if rng.random() < 0.3:
+            parts.append(_future_part(start, 21_500.0 + float(rng.normal(0, 20)), 10))
+        out.append(block_of(parts, 300 * 10**9, key="s000"))
+    return out
+
+
+def test_scoring_a_run_at_once_equals_scoring_its_windows_one_by_one():
+    # 8 sessions of 12 windows, runs of 5 that cross session boundaries: the same signals
+    # (every field) and the same state (baseline cells, listing days, forwards, futures)
+    rng = np.random.default_rng(12)
+    windows = [b for day in range(8) for b in _random_day_windows(rng, day, 12)]
+
+    def final(state):
+        book = state.book
+        cells = {(key, s): book.cell(key, (SESSIONS[d] + T1330 + s) )
+                 for d in range(8) for key in book._keys for s in (0, 1800, 3000)}  # noqa: SLF001
+        return cells, dict(state.forwards), dict(state.underlying_prices), dict(state.emitted)
+
+    outputs = []
+    for size in (1, 5):
+        scorer = Scorer(ScoringSettings(), lambda: BaselineBook(lookback_days=5, min_days=2))
+        state = scorer.new_state()
+        signals = []
+        for i in range(0, len(windows), size):
+            for found, deferred in scorer.score_run(state, windows[i:i + size], urgent_rank=2):
+                signals += [s.model_dump() for s in found + (deferred.signals() if deferred else [])]
+        outputs.append((signals, final(state)))
+    (one, one_state), (run, run_state) = outputs
+    assert len(one) > 10 and one == run
+    assert one_state == run_state
