@@ -771,14 +771,21 @@ class Scorer:
             d_volume, d_trades = d_volume - before[:, 0], d_trades - before[:, 1]
             imbalance = imbalance - before[:, 2]
             squares = squares - before[:, 0].astype(float) ** 2
-        # per window, the contracts' and their buckets' rows in one vectorised add
-        for w in range(n_windows):
-            lo, hi = int(bounds[w]), int(bounds[w + 1])
+        # the contracts' and their buckets' rows in one vectorised add per time-of-day bucket
+        # (the windows of a run are of one trading day)
+        slots = [book.tod_bucket(t) for t in starts]
+        w = 0
+        while w < n_windows:
+            end = w + 1
+            while end < n_windows and slots[end] == slots[w]:
+                end += 1
+            lo, hi = int(bounds[w]), int(bounds[end])
             own = lo + np.flatnonzero(scoped[lo:hi])
             peer = own[has_bucket[own]]
             to = np.concatenate([own, peer])
             book.add_codes(np.concatenate([codes[own], bucket_codes[peer]]), starts[w],
                            d_volume[to], d_trades[to], imbalance[to], squares[to])
+            w = end
         return out
 
     def _window_forwards(self, state: ScorerState, c: dict[str, np.ndarray], first: np.ndarray,
