@@ -749,19 +749,10 @@ class Scorer:
         candidates = np.flatnonzero(scoped & (np.maximum(volume, sweep_volume)
                                               >= p.monitor * p.sample_volume))
         numbers = (bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks_traded)
-        cut = np.searchsorted(candidates, bounds)
-        out: list[tuple[list[Signal], DeferredSignals | None]] = []
-        for w in range(n_windows):
-            lo, hi = int(bounds[w]), int(bounds[w + 1])
-            mine = candidates[cut[w]:cut[w + 1]] - lo
-            if len(mine) == 0:
-                out.append(([], None))
-                continue
-            rows = slice(int(row_bounds[w]), int(row_bounds[w + 1]))
-            out.append(self._score_candidates(
-                state, blocks[w], inverse[rows] - lo, starts[w], mine, keys[lo:hi], codes[lo:hi],
-                bucket_codes[lo:hi], tuple(x[lo:hi] for x in numbers), forward[lo:hi],
-                urgent_rank))
+        slots = [book.tod_bucket(t) for t in starts]
+        out = self._score_candidates(state, blocks, inverse, row_bounds, bounds, starts, slots,
+                                     candidates, keys, codes, bucket_codes, numbers, forward,
+                                     urgent_rank)
         imbalance = np.abs(ask - bid).astype(np.int64)
         d_volume, d_trades = volume.astype(np.int64), trades.astype(np.int64)
         squares = volume * volume
@@ -773,19 +764,13 @@ class Scorer:
             squares = squares - before[:, 0].astype(float) ** 2
         # the contracts' and their buckets' rows in one vectorised add per time-of-day bucket
         # (the windows of a run are of one trading day)
-        slots = [book.tod_bucket(t) for t in starts]
-        w = 0
-        while w < n_windows:
-            end = w + 1
-            while end < n_windows and slots[end] == slots[w]:
-                end += 1
+        for w, end in _same_slot_runs(slots):
             lo, hi = int(bounds[w]), int(bounds[end])
             own = lo + np.flatnonzero(scoped[lo:hi])
             peer = own[has_bucket[own]]
             to = np.concatenate([own, peer])
             book.add_codes(np.concatenate([codes[own], bucket_codes[peer]]), starts[w],
                            d_volume[to], d_trades[to], imbalance[to], squares[to])
-            w = end
         return out
 
     def _window_forwards(self, state: ScorerState, c: dict[str, np.ndarray], first: np.ndarray,
@@ -862,45 +847,75 @@ class Scorer:
         out[ok] = state.book.codes(keys)[at.reshape(-1)]
         return out
 
-    def _score_candidates(self, state: ScorerState, block: PartBlock, inverse: np.ndarray,
-                          start_s: int, idx: np.ndarray, keys: np.ndarray, codes: np.ndarray,
+    def _score_candidates(self, state: ScorerState, blocks: list[PartBlock], inverse: np.ndarray,
+                          row_bounds: np.ndarray, bounds: np.ndarray, starts: list[int],
+                          slots: list[int], idx: np.ndarray, keys: np.ndarray, codes: np.ndarray,
                           bucket_codes: np.ndarray, numbers: tuple, forward: np.ndarray,
-                          urgent_rank: int | None) -> tuple[list[Signal], DeferredSignals | None]:
-        """Baselines and factors of the candidate windows ``idx`` in one go; Python per signal.
+                          urgent_rank: int | None,
+                          ) -> list[tuple[list[Signal], DeferredSignals | None]]:
+        """Baselines and factors of a run's candidate groups ``idx`` at once; Python per signal.
 
-        ``forward`` (float64[k], NaN unknown): each contract's forward for this window.
+        Groups are (window, contract) of :meth:`_evaluate` (``bounds``: each window's first
+        group; ``row_bounds``: its first row). Baselines are looked up once per time-of-day
+        bucket (``slots``: each window's), which is all they depend on within a trading day.
+        ``forward`` (float64[k], NaN unknown): each group's forward. Returns per window
+        ``(signals, deferred)``.
         """
         p = self.params
-        bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks = (
-            x[idx] for x in numbers)
         book = state.book
-        contract = book.baselines(codes[idx], start_s)
-        chosen, scopes = self._choose_baselines(book, contract, bucket_codes[idx], start_s)
+        n_windows = len(blocks)
+        out: list[tuple[list[Signal], DeferredSignals | None]] = [([], None)
+                                                                   for _ in range(n_windows)]
+        if len(idx) == 0:
+            return out
+        bid, ask, volume, trades, spread, sweep_strikes, sweep_volume, blocks_traded = (
+            x[idx] for x in numbers)
+        cut = np.searchsorted(idx, bounds)
+        per_slot: list[BaselineArrays] = []
+        scopes: list[str] = []
+        for w, end in _same_slot_runs(slots):
+            mine = idx[cut[w]:cut[end]]
+            if len(mine):
+                contract = book.baselines(codes[mine], starts[w])
+                chosen, found = self._choose_baselines(book, contract, bucket_codes[mine],
+                                                       starts[w])
+                per_slot.append(chosen)
+                scopes += found
+        chosen = (per_slot[0] if len(per_slot) == 1
+                  else BaselineArrays(*(np.concatenate(x) for x in zip(*per_slot, strict=True))))
         f = factor_arrays(bid, ask, volume, trades, spread, chosen, p, sweep_strikes, sweep_volume,
-                          blocks)
+                          blocks_traded)
         conf = f.confidence
         # without any baseline, one-sided volume alone means nothing: only a tape tag counts
-        tagged = (sweep_strikes >= p.sweep_min_strikes) | (blocks > 0)
+        tagged = (sweep_strikes >= p.sweep_min_strikes) | (blocks_traded > 0)
         hits = np.flatnonzero((conf >= p.monitor) & (ask != bid) & (chosen.valid | tagged))
-        now, later = _SignalPlan(), _SignalPlan()
-        for j in hits.tolist():
-            cls = signal_class(float(conf[j]), p)
-            if cls is None:
+        hit_cut = np.searchsorted(hits, cut)
+        for w in range(n_windows):
+            if hit_cut[w] == hit_cut[w + 1]:
                 continue
-            i = int(idx[j])
-            key = str(keys[i])
-            if CLASS_RANK[cls] <= state.emitted.get((key, start_s), 0):
+            a, b, lo, start_s = int(cut[w]), int(cut[w + 1]), int(bounds[w]), starts[w]
+            now, later = _SignalPlan(), _SignalPlan()
+            for j in hits[hit_cut[w]:hit_cut[w + 1]].tolist():
+                cls = signal_class(float(conf[j]), p)
+                if cls is None:
+                    continue
+                i = int(idx[j])
+                key = str(keys[i])
+                if CLASS_RANK[cls] <= state.emitted.get((key, start_s), 0):
+                    continue
+                plan = now if urgent_rank is None or CLASS_RANK[cls] >= urgent_rank else later
+                plan.add(i - lo, j - a, key, cls,
+                         Direction.BUY if ask[j] > bid[j] else Direction.SELL,
+                         None if math.isnan(forward[i]) else float(forward[i]))
+                state.emitted[(key, start_s)] = CLASS_RANK[cls]
+            if not now.rows and not later.rows:
                 continue
-            plan = now if urgent_rank is None or CLASS_RANK[cls] >= urgent_rank else later
-            plan.add(i, j, key, cls, Direction.BUY if ask[j] > bid[j] else Direction.SELL,
-                     None if math.isnan(forward[i]) else float(forward[i]))
-            state.emitted[(key, start_s)] = CLASS_RANK[cls]
-        built = DeferredSignals(block, inverse, f, chosen, scopes, book.tod_bucket_s, start_s, now)
-        deferred = None
-        if later.rows:
-            deferred = DeferredSignals(block, inverse, f, chosen, scopes, book.tod_bucket_s, start_s,
-                                       later)
-        return (built.signals() if now.rows else []), deferred
+            window = (blocks[w], inverse[int(row_bounds[w]):int(row_bounds[w + 1])] - lo,
+                      FactorArrays(*(x[a:b] for x in f)), BaselineArrays(*(x[a:b] for x in chosen)),
+                      scopes[a:b], book.tod_bucket_s, start_s)
+            out[w] = (DeferredSignals(*window, now).signals() if now.rows else [],
+                      DeferredSignals(*window, later) if later.rows else None)
+        return out
 
     def _choose_baselines(self, book: BaselineBook, contract: BaselineArrays,
                           bucket_codes: np.ndarray, start_s: int) -> tuple[BaselineArrays, list[str]]:
@@ -994,6 +1009,18 @@ class Scorer:
             moneyness_pct=moneyness,
             reason=reason(m, f, baseline, direction, bucket_s),
         )
+
+
+def _same_slot_runs(slots: list[int]) -> list[tuple[int, int]]:
+    """``(first, end)`` index ranges of consecutive equal ``slots`` (windows of one tod bucket)."""
+    runs, w = [], 0
+    while w < len(slots):
+        end = w + 1
+        while end < len(slots) and slots[end] == slots[w]:
+            end += 1
+        runs.append((w, end))
+        w = end
+    return runs
 
 
 def _totals(block: PartBlock, keys: set[str] | None) -> dict[str, tuple[int, int, int]]:
