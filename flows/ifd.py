@@ -8,7 +8,7 @@ Run it::
 
 Steps (step ids)::
 
-    read_dbn ─ normalise_trades ─ key_by_source ─ classify_and_aggregate ─ explode
+    read_and_aggregate (source partitions: read, normalise, aggressor side, parts)
       ├─ part blocks + heartbeats ─ key_by_shard ─ pressure_window (tumbling, event time)
       │     ├─ down ─ finish_window ─┐
       │     └─ late ─ late_parts ────┤
@@ -47,6 +47,7 @@ from connectors.files import DBNFileSource
 from connectors.inputs import partition_inputs, plan_inputs
 from connectors.live import LiveClient
 from connectors.live_source import LiveSource
+from connectors.processed import ProcessedSource
 from flows.baselines import BaselineBook, add_history
 from flows.clock import PartitionClock, Progress
 from flows.consensus import SignalScorer, load_scorers, with_consensus
@@ -117,15 +118,23 @@ def _late(key_item: tuple[str, tuple[int, PartBlock | Heartbeat]]) -> WindowResu
     return WindowResult(key, item.window_start_ns, item.with_late(), correction=True)
 
 
-def _timed_process(processor: StreamProcessor, latency: LatencyMeter) -> Callable[..., Any]:
-    """``processor.process`` that records each trade's ``ts_recv`` → aggregated latency (live)."""
-    def step(state: Any, item: Any) -> Any:
-        out = processor.process(state, item)
-        ts_recv = item[1].trades.ts_recv
-        if len(ts_recv):
-            now_ns = time.time_ns()
-            known = ts_recv[(ts_recv > 0) & (ts_recv <= now_ns)]
-            latency.record("record", now_ns / 1e9, (now_ns - known) / 1e6)
+def _stream_step(processor: StreamProcessor, latency: LatencyMeter | None) -> Callable[..., Any]:
+    """Build the source partitions' step: normalise + ``processor.process`` of a :class:`SourceBatch`.
+
+    Other source items (live usage and backfill rows) pass through unchanged. Live
+    (``latency``), each trade's ``ts_recv`` → aggregated latency is recorded.
+    """
+    def step(state: Any, item: Any) -> tuple[Any, list[Any]]:
+        if not isinstance(item, SourceBatch):
+            return state, [item]
+        normalised = normalise_batch(item)
+        out = processor.process(state, normalised)
+        if latency is not None:
+            ts_recv = normalised[1].trades.ts_recv
+            if len(ts_recv):
+                now_ns = time.time_ns()
+                known = ts_recv[(ts_recv > 0) & (ts_recv <= now_ns)]
+                latency.record("record", now_ns / 1e9, (now_ns - known) / 1e6)
         return out
 
     return step
@@ -135,14 +144,14 @@ def _timed_process(processor: StreamProcessor, latency: LatencyMeter) -> Callabl
 class _Input:
     """What an input mode hands the shared body of :func:`build_flow`."""
 
-    batches: Any
+    source: Any
+    """The reading source (:class:`DBNFileSource` or :class:`LiveSource`)."""
     clock: win.EventClock
     catalog: InstrumentCatalog
     total_bytes: int
     first_day: int
     symbology: dict[str, frozenset[int]] = field(default_factory=dict)
     partition_keys: list[str] = field(default_factory=list)
-    extra_outputs: list[Any] = field(default_factory=list)
 
 
 def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
@@ -150,18 +159,14 @@ def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
                 alerts: AlertSettings | None) -> _Input:
     """Databento live: batches, usage rows and an event clock that also follows the system clock."""
     lateness = timedelta(seconds=settings.allowed_lateness_s)
-    extra_outputs: list[Any] = []
     live.key()  # fail fast with a clear message when DATABENTO_API_KEY is missing
     log.info("live settings: %s", masked(live))
     total_bytes, first_day = 0, int(time.time() // 86_400)
     catalog = InstrumentCatalog()  # definitions arrive in-stream
-    raw = op.input("read_live", flow, LiveSource(
+    source = LiveSource(
         live, live_client_factory,
         (lambda: AlertDispatcher(alerts, notices_only=True)) if alerts is not None else None,
-        lateness_s=settings.allowed_lateness_s, window_s=settings.window_length_s))
-    by_type = op.branch("split_usage", raw, lambda x: isinstance(x, SourceBatch))
-    batches = by_type.trues
-    extra_outputs.append(by_type.falses)
+        lateness_s=settings.allowed_lateness_s, window_s=settings.window_length_s)
     # live: the watermark also advances with the system clock (bytewax default). A window closing
     # at event time T is due on the wall clock at T + lateness: bytewax's default wake-up at T
     # (identity) finds the window still open and re-activates the operator at once until the
@@ -169,7 +174,7 @@ def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
     # 100 % for the whole lateness; with the shift, 6 % over the run and the close ~1 ms late).
     clock = win.EventClock(_item_time, wait_for_system_duration=lateness,
                            to_system_utc=lambda ts: ts + lateness)
-    return _Input(batches, clock, catalog, total_bytes, first_day, extra_outputs=extra_outputs)
+    return _Input(source, clock, catalog, total_bytes, first_day)
 
 
 def _replay_input(flow: Dataflow, settings: Settings) -> _Input:
@@ -191,16 +196,14 @@ def _replay_input(flow: Dataflow, settings: Settings) -> _Input:
             catalog.update(read_definitions(data.path))
     partitions = partition_inputs(plan.data)
     partition_keys = [files[0].source_id for files in partitions]
-    batches = op.input(
-        "read_dbn", flow, DBNFileSource(partitions, batch_records=settings.batch_records),
-    )
+    source = DBNFileSource(partitions, batch_records=settings.batch_records)
     clock = win.EventClock(
         _item_time,
         wait_for_system_duration=lateness,
         now_getter=_replay_now,
         to_system_utc=lambda _ts: None,
     )
-    return _Input(batches, clock, catalog, total_bytes, first_day, symbology, partition_keys)
+    return _Input(source, clock, catalog, total_bytes, first_day, symbology, partition_keys)
 
 
 def build_flow(
@@ -249,8 +252,8 @@ def build_flow(
         inp = _live_input(flow, settings, live or settings.live, live_client_factory, alerts)
     else:
         inp = _replay_input(flow, settings)
-    batches, clock, catalog = inp.batches, inp.clock, inp.catalog
-    symbology, partition_keys, extra_outputs = inp.symbology, inp.partition_keys, inp.extra_outputs
+    clock, catalog = inp.clock, inp.catalog
+    symbology, partition_keys = inp.symbology, inp.partition_keys
     total_bytes, first_day = inp.total_bytes, inp.first_day
     _prepare_store(settings)
     processor = StreamProcessor(
@@ -264,12 +267,11 @@ def build_flow(
         l3=settings.l3_enabled,
         live=settings.mode == "live",
     )
-    normalised = op.map("normalise_trades", batches, normalise_batch)
-    by_source = op.key_on("key_by_source", normalised, lambda item: item[0].partition)
     latency = LatencyMeter() if settings.mode == "live" else None  # wall-clock stages: live only
-    step = processor.process if latency is None else _timed_process(processor, latency)
-    processed = op.stateful_map("classify_and_aggregate", by_source, step)
-    items = op.flat_map("explode", processed, lambda key_items: key_items[1])
+    # the per-stream step runs inside each source partition, on the worker that reads it: only
+    # its aggregated parts cross workers (connectors.processed)
+    items = op.input("read_and_aggregate", flow,
+                     ProcessedSource(inp.source, _stream_step(processor, latency)))
     split = op.branch("split_window_items", items, _is_window_item)
     by_shard = op.key_on("key_by_shard", split.trues, lambda x: x.key)
     if len(partition_keys) > 1:  # the slowest partition sets each key's event clock
@@ -282,7 +284,7 @@ def build_flow(
     )
     closed = op.filter_map("finish_window", windows.down, _finish)
     late = op.filter_map("late_parts", windows.late, _late)
-    streams = [closed, late, split.falses, *extra_outputs]
+    streams = [closed, late, split.falses]  # split.falses: stats, dead letters, live usage
     if settings.scoring.enabled:
         scorer = Scorer(settings.scoring, lambda: _new_book(settings),
                         history=_load_history(settings, first_day))
