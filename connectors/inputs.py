@@ -34,6 +34,7 @@ import glob
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from models.selection import RTYPE_RANK, Coverage, TradeSelection, select
 log = logging.getLogger(__name__)
 
 __all__ = ["RTYPE_RANK", "DataInput", "InputPlan", "content_id", "expand_patterns", "partition_inputs",
-           "plan_inputs"]
+           "plan_inputs", "split_series"]
 
 
 @dataclass(frozen=True)
@@ -302,3 +303,56 @@ def partition_inputs(data: list[DataInput]) -> list[list[DataInput]]:
         else:
             groups.append([item])
     return groups
+
+
+SPLIT_NEVER = frozenset({"mbo"})
+"""Schemas whose series stay whole: an MBO order book carries from file to file."""
+
+
+def split_series(partitions: list[list[DataInput]], session_of: Callable[[int], int],
+                 ) -> tuple[list[list[DataInput]], dict[str, DataInput]]:
+    """Split file series into one partition per file where that changes no result.
+
+    A series (:func:`partition_inputs`) is read by one source partition so that day *d*'s tick
+    test sees day *d - 1*'s last trades. The tick memory resets at each CME session
+    (:mod:`flows.aggressor`), so the only state a file needs from the files before it is the
+    tick memory of the session it starts in. File *k* becomes its own partition when that
+    session began after file *k - 1*'s start (``session_of(start[k-1]) != session_of(start[k])``,
+    e.g. daily UTC files: the 17:00 CT open falls inside the previous file): every earlier trade
+    of the session is then in file *k - 1*, which the new partition reads first as a warm-up
+    (:attr:`models.batch.SourceBatch.warm_for_ns`). Other files stay in their series (hourly
+    files within one session; headers without a start), and so do MBO series (the order book
+    carries over) and mixed-schema files.
+
+    Parameters
+    ----------
+    partitions : list[list[DataInput]]
+        From :func:`partition_inputs`.
+    session_of : callable
+        Trading day of a time in ns UTC
+        (:meth:`flows.exchange_time.CmeSessions.locate_ns`); non-decreasing in time.
+
+    Returns
+    -------
+    (partitions, warm_from)
+        The new partitions in time order, keyed by their first file's ``source_id`` as before,
+        and for every partition that needs one, the file it warms up from (by partition key).
+    """
+    out: list[list[DataInput]] = []
+    warm_from: dict[str, DataInput] = {}
+    for series in partitions:
+        current = [series[0]]
+        out.append(current)
+        for before, item in zip(series, series[1:], strict=False):
+            schemas = {before.header.schema, item.header.schema}
+            splittable = None not in schemas and not schemas & SPLIT_NEVER and \
+                before.header.start_ns > 0 and item.header.start_ns > 0
+            if splittable and session_of(before.header.start_ns) != session_of(item.header.start_ns):
+                current = [item]
+                out.append(current)
+                warm_from[item.source_id] = before
+            else:
+                current.append(item)
+    out.sort(key=lambda files: (files[0].header.start_ns, files[0].source_id))
+    return out, warm_from
+

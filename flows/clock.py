@@ -58,17 +58,24 @@ class PartitionClock:
     ----------
     partitions : iterable of str
         Every source partition key that feeds the window keys.
+    floors : dict[str, int] | None
+        A partition's progress before it reports any (ns UTC; default 0): a time none of its
+        items will precede. With one partition per file, a file's partition may start only
+        after the earlier files of its process; its floor (its first file's start less the
+        tolerated skew, :mod:`flows.validate`) lets the keys release the earlier files'
+        parts meanwhile.
     """
 
-    def __init__(self, partitions: list[str]) -> None:
+    def __init__(self, partitions: list[str], floors: dict[str, int] | None = None) -> None:
         self.partitions = tuple(partitions)
+        self.floors = dict(floors or {})
 
     def new_state(self) -> ClockState:
         """State for a window key seen for the first time."""
         return ClockState()
 
     def _common(self, state: ClockState) -> int:
-        return min(state.progress.get(p, 0) for p in self.partitions)
+        return min(state.progress.get(p, self.floors.get(p, 0)) for p in self.partitions)
 
     def step(
         self, state: ClockState | None, item: PartBlock | Heartbeat | Progress
@@ -87,7 +94,7 @@ class PartitionClock:
             raise TypeError(msg)
         if isinstance(item, Progress):
             ts = NEVER if item.done else item.ts_ns
-            if ts > state.progress.get(item.partition, 0):
+            if ts > state.progress.get(item.partition, self.floors.get(item.partition, 0)):
                 state.progress[item.partition] = ts
         else:
             state.held.append((item.last_ts_ns, state.arrivals, item))

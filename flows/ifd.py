@@ -38,24 +38,27 @@ from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
+import numpy as np
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from connectors.dbn import read_definitions
 from connectors.files import DBNFileSource
-from connectors.inputs import partition_inputs, plan_inputs
+from connectors.inputs import DataInput, partition_inputs, plan_inputs, split_series
 from connectors.live import LiveClient
 from connectors.live_source import LiveSource
 from connectors.processed import ProcessedSource
 from flows.baselines import BaselineBook, add_history
 from flows.clock import PartitionClock, Progress
 from flows.consensus import SignalScorer, load_scorers, with_consensus
+from flows.exchange_time import cme_sessions
 from flows.instruments import InstrumentCatalog
 from flows.scoring import CLASS_RANK, DeferredSignals, Scorer, ScorerState, built_signals
 from flows.stream import StreamItem, StreamProcessor, normalise_batch
 from flows.sweeps import TapeRules
 from flows.sweeps import warm_up as warm_up_sweeps
+from flows.validate import MAX_SKEW_NS
 from models.batch import SourceBatch
 from models.errors import PipelineError, fatal_errors
 from models.latency import LatencyMeter
@@ -152,6 +155,8 @@ class _Input:
     first_day: int
     symbology: dict[str, frozenset[int]] = field(default_factory=dict)
     partition_keys: list[str] = field(default_factory=list)
+    floors: dict[str, int] = field(default_factory=dict)
+    """Source partition → a time (ns UTC) none of its items precedes (:class:`PartitionClock`)."""
 
 
 def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
@@ -177,6 +182,11 @@ def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
     return _Input(source, clock, catalog, total_bytes, first_day)
 
 
+def _session_of(ts_ns: int) -> int:
+    """CME trading day of a time in ns UTC (:mod:`flows.exchange_time`)."""
+    return int(cme_sessions().locate_ns(np.array([ts_ns], dtype=np.int64))[0])
+
+
 def _replay_input(flow: Dataflow, settings: Settings) -> _Input:
     """DBN files (or the bundled sample): one source partition per file series, replay clock."""
     lateness = timedelta(seconds=settings.allowed_lateness_s)
@@ -195,15 +205,28 @@ def _replay_input(flow: Dataflow, settings: Settings) -> _Input:
         if data.header.schema is None:  # in-file definitions known before any trade
             catalog.update(read_definitions(data.path))
     partitions = partition_inputs(plan.data)
+    processes = cluster_processes(env_addresses=settings.bytewax_addresses)
+    index = process_index(env_process_id=settings.bytewax_process_id)
+    by_file = settings.replay_partitions == "file" or (
+        settings.replay_partitions == "auto" and processes > 1)
+    warm_from: dict[str, DataInput] = {}
+    if by_file:
+        partitions, warm_from = split_series(partitions, _session_of)
+        log.info("replay: %d source partition(s), one per file where a CME session begins",
+                 len(partitions))
     partition_keys = [files[0].source_id for files in partitions]
-    source = DBNFileSource(partitions, batch_records=settings.batch_records)
+    floors = {files[0].source_id: files[0].header.start_ns - MAX_SKEW_NS
+              for files in partitions if files[0].header.start_ns > 0}
+    local = (index, processes) if index is not None and 0 <= index < processes else None
+    source = DBNFileSource(partitions, batch_records=settings.batch_records, warm_from=warm_from,
+                           process=local, concurrency=workers_per_process())
     clock = win.EventClock(
         _item_time,
         wait_for_system_duration=lateness,
         now_getter=_replay_now,
         to_system_utc=lambda _ts: None,
     )
-    return _Input(source, clock, catalog, total_bytes, first_day, symbology, partition_keys)
+    return _Input(source, clock, catalog, total_bytes, first_day, symbology, partition_keys, floors)
 
 
 def build_flow(
@@ -276,7 +299,7 @@ def build_flow(
     by_shard = op.key_on("key_by_shard", split.trues, lambda x: x.key)
     if len(partition_keys) > 1:  # the slowest partition sets each key's event clock
         by_shard = op.stateful_flat_map("merge_partition_clocks", by_shard,
-                                        PartitionClock(partition_keys).step)
+                                        PartitionClock(partition_keys, inp.floors).step)
     windower = win.TumblingWindower(length=timedelta(seconds=settings.window_length_s),
                                     align_to=EPOCH)
     windows = win.fold_window(
@@ -491,16 +514,32 @@ def bytewax_workers(argv: list[str] | None = None, env_addresses: str | None = N
     in README "Scaling", 16 shards cost 25 % more CPU than 1 on one worker).
     """
     argv = _bytewax_argv() if argv is None else argv
-    workers = 1
+    return workers_per_process(argv) * cluster_processes(argv, env_addresses)
+
+
+def _flag(argv: list[str], short: str, long: str) -> str | None:
+    """Return the value of ``-x V`` / ``--long V`` / ``--long=V`` in ``argv`` (the last one), else None."""
+    value = None
     for i, arg in enumerate(argv):
-        value = None
-        if arg in ("-w", "--workers-per-process") and i + 1 < len(argv):
+        if arg in (short, long) and i + 1 < len(argv):
             value = argv[i + 1]
-        elif arg.startswith("--workers-per-process="):
+        elif arg.startswith(long + "="):
             value = arg.split("=", 1)[1]
-        if value is not None and value.isdigit():
-            workers = max(1, int(value))
-    return workers * cluster_processes(argv, env_addresses)
+    return value
+
+
+def workers_per_process(argv: list[str] | None = None) -> int:
+    """Return this process's bytewax workers (``-w/--workers-per-process``, default 1)."""
+    value = _flag(_bytewax_argv() if argv is None else argv, "-w", "--workers-per-process")
+    return max(1, int(value)) if value is not None and value.isdigit() else 1
+
+
+def process_index(argv: list[str] | None = None, env_process_id: int | None = None) -> int | None:
+    """Return this process's ``-i/--process-id`` (else ``BYTEWAX_PROCESS_ID``); None when unset."""
+    value = _flag(_bytewax_argv() if argv is None else argv, "-i", "--process-id")
+    if value is not None and value.strip().isdigit():
+        return int(value)
+    return env_process_id
 
 
 def cluster_processes(argv: list[str] | None = None, env_addresses: str | None = None) -> int:

@@ -281,8 +281,8 @@ class StreamProcessor:
             The updated state and the items to route downstream.
         """
         batch, norm = item
-        if state is None:
-            state = self.new_state()
+        if state is None or (batch.warm_for_ns and batch.seq == 0):
+            state = self.new_state()  # a warm-up starts from nothing, also when resumed mid-way
         assert state.tracker is not None
         for definition in batch.chunk.definitions:
             add_version(state.definitions.setdefault(definition.instrument_id, []), definition)
@@ -293,6 +293,9 @@ class StreamProcessor:
             is_defined=_Defined(self.catalog, state.definitions),
             max_skew_ns=self.max_skew_ns,
         )
+        if batch.warm_for_ns:
+            self._warm_up(state, batch, norm.trades)
+            return state, []
         trades = norm.trades
         mbo = self.l3 and batch.trade_rtype == RTYPE_MBO
         if mbo:
@@ -373,6 +376,22 @@ class StreamProcessor:
             )
         )
         return state, out
+
+
+    def _warm_up(self, state: StreamState, batch: SourceBatch, trades: TradeBatch) -> None:
+        """Feed a warm-up batch's trades of the session at ``batch.warm_for_ns`` to the tick memory.
+
+        The same validation and side rules as a regular batch (spread legs stay out of the
+        memory, as they do there), so the memory after the warm-up equals a series run's at
+        the file's start; trades of earlier sessions are skipped (the memory would drop them at
+        the session change anyway). Nothing is emitted or counted.
+        """
+        sessions = cme_sessions()
+        wanted = int(sessions.locate_ns(np.array([batch.warm_for_ns], dtype=np.int64))[0])
+        keep = sessions.locate_ns(trades.ts_event) == wanted
+        if keep.any():
+            kept = TradeBatch(*(getattr(trades, f.name)[keep] for f in dataclasses.fields(TradeBatch)))
+            _classify(kept, state, self.catalog)
 
 
 class _Defined:

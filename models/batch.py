@@ -143,6 +143,13 @@ class SourceBatch:
         key's clock is advanced to it, so windows close at their end + the allowed
         lateness on the wall clock, not later by the age of the newest trade a key
         happened to see.
+    warm_for_ns : int
+        0 for a regular batch. Otherwise a *warm-up* batch of a file partition
+        (``IFD_REPLAY_PARTITIONS=file``, :func:`connectors.inputs.split_series`): records of
+        the previous file of the series, read again only so that the partition's tick-test
+        memory starts as a series run's would at its first file's start, this time (ns UTC).
+        Only its trades in the CME session of that time count; nothing of it is emitted,
+        stored or counted (the partition that owns the file counts it).
     """
 
     source: str
@@ -159,3 +166,4 @@ class SourceBatch:
     error: str | None = None
     last: bool = False
     clock_ns: int = 0
+    warm_for_ns: int = 0

@@ -327,6 +327,12 @@ class Settings(BaseSettings):
     window_length_s: int = Field(default=300, gt=0)
     allowed_lateness_s: float = Field(default=10.0, ge=0)
     batch_records: int = Field(default=262_144, ge=1, le=16_777_216)
+    replay_partitions: Literal["auto", "series", "file"] = "auto"
+    """Replay source partitions: ``series`` reads each file series (one file per day) in one
+    partition; ``file`` gives every file whose CME session began inside the previous file its
+    own partition, warmed up from that file's session trades (same results,
+    :func:`connectors.inputs.split_series`), so several processes share one series; ``auto``
+    (default) = ``file`` when the run has more than one process (``-a``), else ``series``."""
     window_shards: int = Field(default=0, ge=0, le=4096)
     """Window keys contracts are hashed onto; 0 (default) = one per bytewax worker of the run."""
     sink_batch_rows: int = Field(default=20_000, ge=1)
@@ -342,6 +348,9 @@ class Settings(BaseSettings):
     bytewax_addresses: str | None = Field(
         default=None, validation_alias="BYTEWAX_ADDRESSES",
         description="bytewax's own -a/--addresses variable, read to refuse embedded chdb across processes.")
+    bytewax_process_id: int | None = Field(
+        default=None, ge=0, validation_alias="BYTEWAX_PROCESS_ID",
+        description="bytewax's own -i/--process-id variable: which replay file partitions this process lists.")
     scoring: ScoringSettings = Field(default_factory=lambda: ScoringSettings())
     alerts: AlertSettings = Field(default_factory=lambda: AlertSettings())
     live: LiveSettings = Field(default_factory=lambda: LiveSettings())

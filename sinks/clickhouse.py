@@ -173,7 +173,10 @@ class ChdbStore:
                 self._lock.acquire(timeout=0)
             except Timeout:
                 log.info("waiting up to %.0f s for another process to release %s", lock_timeout_s, path)
+                waited = time.perf_counter()
                 self._lock.acquire(timeout=lock_timeout_s)
+                log.info("%s: the other process released it after %.1f s", path,
+                         time.perf_counter() - waited)
         except Timeout as exc:
             msg = (f"embedded ClickHouse at {path} stayed in use by another process for "
                    f"{lock_timeout_s:.0f} s (lock {self._lock.lock_file}); stop it or use another "
