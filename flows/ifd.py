@@ -54,6 +54,8 @@ from flows.clock import PartitionClock, Progress
 from flows.consensus import SignalScorer, load_scorers, with_consensus
 from flows.exchange_time import cme_sessions
 from flows.instruments import InstrumentCatalog
+from flows.pressure import shard_key
+from flows.routing import SINK_WORKER, key_on_worker
 from flows.scoring import CLASS_RANK, DeferredSignals, Scorer, ScorerState, built_signals
 from flows.stream import StreamItem, StreamProcessor, normalise_batch
 from flows.sweeps import TapeRules
@@ -182,6 +184,21 @@ def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
     return _Input(source, clock, catalog, total_bytes, first_day)
 
 
+def _placed_keys(shards: int, workers: int, *, one_sink: bool) -> tuple[list[str], str]:
+    """Window shard keys and the scoring key, placed on workers (:mod:`flows.routing`).
+
+    With one embedded store (``one_sink``) every shard and the scoring step sit on the sink's
+    worker: closed windows and signals reach it without being pickled to another process (on the
+    anchor input with 2 processes, the closed windows alone were 235 MB of pickles). Otherwise
+    shard *i* sits on worker *i* mod ``workers``, so every worker folds windows and writes its
+    own rows.
+    """
+    if one_sink:
+        return ([key_on_worker(shard_key(i), SINK_WORKER, workers) for i in range(shards)],
+                key_on_worker("ifd", SINK_WORKER, workers))
+    return [key_on_worker(shard_key(i), i % workers, workers) for i in range(shards)], "ifd"
+
+
 def _session_of(ts_ns: int) -> int:
     """CME trading day of a time in ns UTC (:mod:`flows.exchange_time`)."""
     return int(cme_sessions().locate_ns(np.array([ts_ns], dtype=np.int64))[0])
@@ -279,11 +296,15 @@ def build_flow(
     symbology, partition_keys = inp.symbology, inp.partition_keys
     total_bytes, first_day = inp.total_bytes, inp.first_day
     _prepare_store(settings)
+    workers = bytewax_workers(env_addresses=settings.bytewax_addresses)
+    shards = settings.window_shards or workers
+    shard_keys, scoring_key = _placed_keys(shards, workers, one_sink=sink is None and settings.embedded)
     processor = StreamProcessor(
         catalog,
         window_ns=window_ns,
         lateness_ns=int(lateness.total_seconds() * 1e9),
-        shards=settings.window_shards or bytewax_workers(env_addresses=settings.bytewax_addresses),
+        shards=shards,
+        shard_keys=shard_keys,
         symbology=symbology,
         merged_clock=len(partition_keys) > 1,
         tape=_tape_rules(settings),
@@ -319,7 +340,7 @@ def build_flow(
         # re-score their window (a signal only when its class rises)
         merged = cast("Stream[WindowResult | IcebergRows | AbsorptionRows]",
                       op.merge("closed_late_and_evidence", closed, late, l3_rows))
-        to_score = op.key_on("key_for_scoring", merged, lambda _r: "ifd")
+        to_score = op.key_on("key_for_scoring", merged, lambda _r: scoring_key)
         # the alerted class is built first; the window's other signals reach the sinks unbuilt
         urgent = None if alerts is None else CLASS_RANK[SignalClass(alerts.min_class)]
         scored = op.stateful_batch("score_ifd", to_score,

@@ -231,7 +231,8 @@ def shard_key(index: int) -> str:
     return f"s{index:03d}"
 
 
-def split_by_shard_and_window(block: PartBlock, shards: int) -> list[PartBlock]:
+def split_by_shard_and_window(block: PartBlock, shards: int,
+                              keys: list[str] | None = None) -> list[PartBlock]:
     """Split a batch's parts into one block per (shard, window) — the window step's items.
 
     bytewax pays a fixed cost per item and per key; one item per contract and
@@ -253,7 +254,8 @@ def split_by_shard_and_window(block: PartBlock, shards: int) -> list[PartBlock]:
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
         value = int(combo_sorted[lo])
         start = (value % (1 << 40)) * block.window_ns
-        out.append(PartBlock(shard_key(value >> 40), start, block.window_ns,
+        shard = value >> 40
+        out.append(PartBlock(shard_key(shard) if keys is None else keys[shard], start, block.window_ns,
                              {name: col[lo:hi] for name, col in ordered.cols.items()}))
     return out
 

@@ -249,12 +249,20 @@ class StreamProcessor:
         Several partitions feed the window keys (:mod:`flows.clock`): after
         each batch report :class:`~flows.clock.Progress` to every window key
         instead of per-input heartbeats.
+    shard_keys : list[str] | None
+        The window key of each shard (``shards`` of them; :mod:`flows.routing` picks keys
+        that land on a chosen worker); None: :func:`~flows.pressure.shard_key`.
     """
 
     def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int,
                  shards: int = 16, symbology: dict[str, frozenset[int]] | None = None,
                  max_skew_ns: int = MAX_SKEW_NS, merged_clock: bool = False,
-                 tape: TapeRules | None = None, l3: bool = True, live: bool = False) -> None:
+                 tape: TapeRules | None = None, l3: bool = True, live: bool = False,
+                 shard_keys: list[str] | None = None) -> None:
+        if shard_keys is not None and len(shard_keys) != shards:
+            msg = f"{len(shard_keys)} shard keys for {shards} shards"
+            raise ValueError(msg)
+        self.shard_keys = shard_keys or [shard_key(i) for i in range(shards)]
         self.catalog = catalog
         self.live = live
         self.l3 = l3
@@ -319,18 +327,18 @@ class StreamProcessor:
             contract_of=contract_of,
             contracts=contracts,
         )
-        blocks = split_by_shard_and_window(parts, self.shards)
+        blocks = split_by_shard_and_window(parts, self.shards, self.shard_keys)
         state.tracker.observe(blocks)
         state.watermark_ns = max(state.watermark_ns,
                                  plausible_clock(batch.chunk, batch.valid_ns, self.max_skew_ns))
         out: list[StreamItem] = list(blocks)
         if self.merged_clock:
-            out.extend(Progress(shard_key(i), batch.partition, state.watermark_ns, batch.last)
-                       for i in range(self.shards))
+            out.extend(Progress(key, batch.partition, state.watermark_ns, batch.last)
+                       for key in self.shard_keys)
         else:
             out.extend(state.tracker.heartbeats(state.watermark_ns))
             if batch.clock_ns:  # live: every key's clock follows the connection's
-                out.extend(Heartbeat(shard_key(i), batch.clock_ns) for i in range(self.shards))
+                out.extend(Heartbeat(key, batch.clock_ns) for key in self.shard_keys)
         c = parts.cols
         undefined_rows = ~c["defined"]
         undefined = int((c["buy_trades"] + c["sell_trades"] + c["unknown_trades"])[undefined_rows].sum())
