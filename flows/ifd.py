@@ -295,10 +295,17 @@ def build_flow(
     clock, catalog = inp.clock, inp.catalog
     symbology, partition_keys = inp.symbology, inp.partition_keys
     total_bytes, first_day = inp.total_bytes, inp.first_day
-    _prepare_store(settings)
     workers = bytewax_workers(env_addresses=settings.bytewax_addresses)
     shards = settings.window_shards or workers
-    shard_keys, scoring_key = _placed_keys(shards, workers, one_sink=sink is None and settings.embedded)
+    one_sink = sink is None and settings.embedded
+    shard_keys, scoring_key = _placed_keys(shards, workers, one_sink=one_sink)
+    # with one embedded store, the sink, windows and scoring all run in process 0 (-i 0): the
+    # other processes only read and aggregate their files, and never open the store
+    stores = not one_sink or process_index(env_process_id=settings.bytewax_process_id) in (None, 0)
+    if stores:
+        _prepare_store(settings)
+    else:
+        log.info("this process reads and aggregates its files; process 0 stores and scores them")
     processor = StreamProcessor(
         catalog,
         window_ns=window_ns,
@@ -331,7 +338,7 @@ def build_flow(
     streams = [closed, late, split.falses]  # split.falses: stats, dead letters, live usage
     if settings.scoring.enabled:
         scorer = Scorer(settings.scoring, lambda: _new_book(settings),
-                        history=_load_history(settings, first_day))
+                        history=_load_history(settings, first_day) if stores else None)
         scorers = load_scorers(settings.scoring.scorers)
         # MBO evidence (icebergs, absorption) reaches the scoring state for the l3 scorer
         l3_rows = op.filter_map("l3_evidence", split.falses, _l3_evidence)
