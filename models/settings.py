@@ -14,6 +14,8 @@
 | ``IFD_WINDOW_LENGTH_S``   | ``300``              | tumbling window length; must divide one day                 |
 | ``IFD_ALLOWED_LATENESS_S``| ``10``               | event time a window waits after its end before closing      |
 | ``IFD_BATCH_RECORDS``     | ``262144``           | DBN records per source micro-batch                          |
+| ``IFD_REPLAY_PARTITIONS`` | ``auto``             | series, file (one partition per daily file, warmed up from  |
+|                           |                      | the previous one), auto (file with several processes)       |
 | ``IFD_WINDOW_SHARDS``     | ``0``                | window keys contracts are hashed onto (0: one per worker)   |
 | ``IFD_SINK_BATCH_ROWS``   | ``20000``            | rows buffered per ClickHouse insert                         |
 | ``IFD_L3_ENABLED``        | ``true``             | MBO inputs: order book (side of ``N`` trades), footprint    |
