@@ -181,3 +181,21 @@ def test_a_partition_resumed_during_its_warm_up_starts_it_again_from_a_fresh_sta
     assert sides[(103, _ts(1, "00:40") // NS)] == dict(bid=0, ask=0, unknown=15)
     assert sides == _stored_sides([WindowResult(b.key, b.window_start_ns, b) for b in resumed_out
                                    if type(b).__name__ == "PartBlock"])
+
+
+def test_two_processes_split_daily_files_and_store_the_independent_sides(tmp_path):
+    from tests.flowrun import stored_windows
+    from tests.test_scaling import _run, _run_cluster
+
+    source = ",".join(str(p) for p in _files(tmp_path))
+    one = _run(tmp_path / "one", source)
+    assert one.returncode == 0, one.stderr[-3000:]
+    results = _run_cluster(tmp_path / "two", source, 2)
+    for rc, _out, err in results:
+        assert rc == 0, err[-3000:]
+    logs = "".join(err for _rc, _out, err in results)
+    assert "3 source partition(s), one per file" in logs  # auto: file partitions with 2 processes
+    sides = {k: {s: v[s] for s in ("bid", "ask", "unknown")}
+             for k, v in stored_windows(tmp_path / "two").items()}
+    assert sides == _expected()
+    assert stored_windows(tmp_path / "two") == stored_windows(tmp_path / "one")
