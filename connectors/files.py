@@ -17,6 +17,7 @@ process works on the earliest days it has and the merged event clock
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 from dataclasses import dataclass
@@ -46,7 +47,10 @@ class FilePosition:
 
 
 WAIT = timedelta(milliseconds=2)
-"""How long a file partition waits for an earlier one of its process before it looks again."""
+"""How long the next file partition in line waits before it looks again; the one after it waits
+twice that, and so on, up to :data:`MAX_WAIT` (a long replay's hundreds of waiting partitions
+then cost no polling)."""
+MAX_WAIT = timedelta(seconds=1)
 
 
 class LocalOrder:
@@ -60,25 +64,30 @@ class LocalOrder:
     def __init__(self, order: list[str], concurrency: int) -> None:
         self._rank = {key: i for i, key in enumerate(order)}
         self._concurrency = max(1, concurrency)
-        self._open: set[str] = set()
+        self._open: list[int] = []  # ranks of the open partitions, sorted
         self._lock = threading.Lock()
 
     def register(self, key: str) -> None:
         """Count a partition built in this process as open."""
         with self._lock:
-            self._open.add(key)
+            rank = self._rank.get(key, 0)
+            at = bisect.bisect_left(self._open, rank)
+            if at == len(self._open) or self._open[at] != rank:
+                self._open.insert(at, rank)
 
     def done(self, key: str) -> None:
         """Close ``key``: it emitted its last batch (or was closed)."""
         with self._lock:
-            self._open.discard(key)
-
-    def may_read(self, key: str) -> bool:
-        """Whether ``key`` is among the ``concurrency`` earliest open partitions of this process."""
-        with self._lock:
             rank = self._rank.get(key, 0)
-            earlier = sum(1 for k in self._open if self._rank.get(k, 0) < rank)
-            return earlier < self._concurrency
+            at = bisect.bisect_left(self._open, rank)
+            if at < len(self._open) and self._open[at] == rank:
+                del self._open[at]
+
+    def behind(self, key: str) -> int:
+        """Return 0 if ``key`` may read now, else how many partitions must finish first."""
+        with self._lock:
+            earlier = bisect.bisect_left(self._open, self._rank.get(key, 0))
+        return max(0, earlier - self._concurrency + 1)
 
 
 def _valid_range(start_ns: int, end_ns: int) -> tuple[int, int] | None:
@@ -101,7 +110,7 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
         self._index = 0 if resume is None else resume.file_index
         self._failed = False
         self._order = order
-        self._waiting = False
+        self._behind = 0
         self._warm: DBNReader | None = None
         self._warm_from = warm_from
         self._warm_seq = 0
@@ -171,8 +180,8 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
         if self._failed:
             self._finish()
             raise StopIteration
-        self._waiting = self._order is not None and not self._order.may_read(self._key)
-        if self._waiting:
+        self._behind = 0 if self._order is None else self._order.behind(self._key)
+        if self._behind:
             return []
         if self._warm is not None:
             warm = self._warm_up_batch()
@@ -260,7 +269,9 @@ class _DBNFilePartition(StatefulSourcePartition[SourceBatch, FilePosition]):
 
     @override
     def next_awake(self) -> datetime | None:
-        return datetime.now(UTC) + WAIT if self._waiting else None
+        if not self._behind:
+            return None
+        return datetime.now(UTC) + min(MAX_WAIT, WAIT * 2 ** min(self._behind - 1, 10))
 
     @override
     def snapshot(self) -> FilePosition:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from connectors.dbn import RTYPE_MBO, RTYPE_TRADES
-from connectors.files import DBNFileSource, FilePosition
+from connectors.files import DBNFileSource, FilePosition, LocalOrder
 from connectors.inputs import partition_inputs, plan_inputs, split_series
 from flows.exchange_time import cme_sessions
 from flows.instruments import InstrumentCatalog
@@ -199,3 +199,16 @@ def test_two_processes_split_daily_files_and_store_the_independent_sides(tmp_pat
              for k, v in stored_windows(tmp_path / "two").items()}
     assert sides == _expected()
     assert stored_windows(tmp_path / "two") == stored_windows(tmp_path / "one")
+
+
+@pytest.mark.parametrize(("concurrency", "expected"), [(1, [0, 1, 2, 3]), (2, [0, 0, 1, 2])])
+def test_a_process_reads_its_file_partitions_earliest_first(concurrency, expected):
+    keys = ["d1", "d2", "d3", "d4"]
+    order = LocalOrder(keys, concurrency)
+    for key in reversed(keys):  # built in any order
+        order.register(key)
+    assert [order.behind(k) for k in keys] == expected
+    order.done("d1")
+    assert [order.behind(k) for k in keys[1:]] == expected[:3]
+    order.done("d3")  # a later partition may finish first (another worker read it)
+    assert order.behind("d4") == expected[1]
