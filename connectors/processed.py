@@ -19,14 +19,10 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
-
-X = TypeVar("X")
-Y = TypeVar("Y")
-S = TypeVar("S")
 
 Step = Callable[[Any, Any], tuple[Any, list[Any]]]
 """``step(state | None, item) -> (state, items)``: ``stateful_map`` semantics, a list out."""
@@ -40,7 +36,7 @@ class ProcessedPosition:
     state: Any
 
 
-class _ProcessedPartition(StatefulSourcePartition[Any, ProcessedPosition], Generic[S]):
+class _ProcessedPartition(StatefulSourcePartition[Any, ProcessedPosition]):
     def __init__(self, inner: StatefulSourcePartition, step: Step, state: Any) -> None:
         self._inner = inner
         self._step = step

@@ -161,7 +161,7 @@ class _Input:
     """Source partition → a time (ns UTC) none of its items precedes (:class:`PartitionClock`)."""
 
 
-def _live_input(flow: Dataflow, settings: Settings, live: LiveSettings,
+def _live_input(settings: Settings, live: LiveSettings,
                 live_client_factory: Callable[..., LiveClient] | None,
                 alerts: AlertSettings | None) -> _Input:
     """Databento live: batches, usage rows and an event clock that also follows the system clock."""
@@ -204,7 +204,7 @@ def _session_of(ts_ns: int) -> int:
     return int(cme_sessions().locate_ns(np.array([ts_ns], dtype=np.int64))[0])
 
 
-def _replay_input(flow: Dataflow, settings: Settings) -> _Input:
+def _replay_input(settings: Settings) -> _Input:
     """DBN files (or the bundled sample): one source partition per file series, replay clock."""
     lateness = timedelta(seconds=settings.allowed_lateness_s)
     symbology: dict[str, frozenset[int]] = {}
@@ -289,9 +289,9 @@ def build_flow(
     window_ns = settings.window_length_s * 1_000_000_000
     lateness = timedelta(seconds=settings.allowed_lateness_s)
     if settings.mode == "live":
-        inp = _live_input(flow, settings, live or settings.live, live_client_factory, alerts)
+        inp = _live_input(settings, live or settings.live, live_client_factory, alerts)
     else:
-        inp = _replay_input(flow, settings)
+        inp = _replay_input(settings)
     clock, catalog = inp.clock, inp.catalog
     symbology, partition_keys = inp.symbology, inp.partition_keys
     total_bytes, first_day = inp.total_bytes, inp.first_day

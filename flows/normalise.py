@@ -78,6 +78,10 @@ class TradeBatch:
     def __len__(self) -> int:
         return len(self.ts_event)
 
+    def take(self, rows: np.ndarray) -> TradeBatch:
+        """Return the trades at ``rows`` (bool mask or positions), every column alike."""
+        return TradeBatch(*(getattr(self, f.name)[rows] for f in fields(TradeBatch)))
+
 
 @dataclass(frozen=True, slots=True)
 class NormalisedBatch:

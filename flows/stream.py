@@ -398,8 +398,7 @@ class StreamProcessor:
         wanted = int(sessions.locate_ns(np.array([batch.warm_for_ns], dtype=np.int64))[0])
         keep = sessions.locate_ns(trades.ts_event) == wanted
         if keep.any():
-            kept = TradeBatch(*(getattr(trades, f.name)[keep] for f in dataclasses.fields(TradeBatch)))
-            _classify(kept, state, self.catalog)
+            _classify(trades.take(keep), state, self.catalog)
 
 
 class _Defined:

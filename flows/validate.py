@@ -25,11 +25,11 @@ Sources: Databento "Standards and conventions" (``UNDEF_TIMESTAMP``,
 from __future__ import annotations
 
 from collections.abc import Container
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 
-from flows.normalise import NormalisedBatch, TradeBatch
+from flows.normalise import NormalisedBatch
 from models.batch import DecodedChunk
 from models.records import DeadLetters
 
@@ -133,5 +133,5 @@ def validate_trades(
             source, *(np.concatenate([getattr(dead, f), getattr(new, f)])
                       for f in ("position", "reason", "rtype", "instrument_id", "ts_event",
                                 "price", "size")))
-    trades = TradeBatch(*(getattr(t, f.name)[ok] for f in fields(TradeBatch)))
+    trades = t.take(ok)
     return replace(norm, trades=trades, dead_letters=new)
