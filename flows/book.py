@@ -65,7 +65,7 @@ class OrderBooks:
 
     :meth:`apply` takes a structured array of ``databento_dbn.MBOMsg`` records in file order;
     the loop is compiled (:mod:`flows.book_core`, numba). Per instrument and side the book
-    holds price → contracts and the best price (recomputed only when its level empties).
+    holds its price levels sorted (best last), so the BBO is read in O(1) at each ``F_LAST``.
     Copies (:meth:`snapshot`, ``copy.deepcopy``, pickling) share nothing with the original.
 
     Parameters
@@ -82,19 +82,7 @@ class OrderBooks:
                  absorption: AbsorptionTracker | None = None) -> None:
         self.icebergs = icebergs
         self.absorption = absorption
-        self._live: tuple | None = book_core.new_state()
-        self._frozen: dict | None = None
-
-    @property
-    def _state(self) -> tuple:
-        """The compiled state, rebuilt from a snapshot's arrays on first use."""
-        if self._live is None:
-            frozen = self._frozen
-            assert frozen is not None
-            self._live = book_core.new_state()
-            book_core.import_state(self._live, *frozen["arrays"])
-            self._frozen = None
-        return self._live
+        self._state: book_core.BookState = book_core.new_state()
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -162,7 +150,7 @@ class OrderBooks:
         action = np.ascontiguousarray(records["action"].view(np.uint8))
         ts = np.ascontiguousarray(records["ts_event"], dtype=np.int64)
         tracker, absorption = self.icebergs, self.absorption
-        bid, ask, events, plog = book_core.apply_records(
+        self._state, bid, ask, events, plog = book_core.apply_records(
             self._state,
             np.ascontiguousarray(records["instrument_id"], dtype=np.int64),
             np.ascontiguousarray(records["order_id"]).astype(np.int64),
@@ -181,37 +169,27 @@ class OrderBooks:
             if absorption is not None:
                 absorption.expire(now)
             keep = tracker.rules.refill_ns if tracker is not None else 0
-            book_core.prune(self._state, now - keep)
+            self._state = book_core.prune(self._state, now - keep)
         return TradeQuotes(pos[action == _T], bid, ask)
 
     # --- copies -------------------------------------------------------------------------------
 
     def __getstate__(self) -> dict:
-        if self._live is None:
-            assert self._frozen is not None
-            return dict(self._frozen)
-        state = self._live
+        state = self._state
         return {"icebergs": self.icebergs, "absorption": self.absorption,
                 "arrays": (book_core.export_orders(state), *book_core.export_state(state))}
 
     def __setstate__(self, state: dict) -> None:
         self.icebergs = state["icebergs"]
         self.absorption = state.get("absorption")
-        self._live = None
-        self._frozen = {"icebergs": None, "arrays": tuple(np.asarray(a, dtype=np.int64)
-                                                          for a in state["arrays"])}
+        self._state = book_core.import_state(*state["arrays"])
 
     def snapshot(self) -> OrderBooks:
-        """Return an independent copy: the state exported to arrays (compiled, O(orders)).
-
-        The copy rebuilds its compiled state only when used (a resumed run), so bytewax's
-        per-epoch copy costs the export alone.
-        """
+        """Return an independent copy (array copies of the compiled state, O(table size))."""
         clone = OrderBooks.__new__(OrderBooks)
         clone.icebergs = copy.deepcopy(self.icebergs)
         clone.absorption = copy.deepcopy(self.absorption)
-        clone._live = None
-        clone._frozen = {"icebergs": None, "arrays": self.__getstate__()["arrays"]}
+        clone._state = book_core.copy_state(self._state)
         return clone
 
     def __deepcopy__(self, memo: dict) -> OrderBooks:

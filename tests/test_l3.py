@@ -7,6 +7,7 @@ decoded file; never from the code under test.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import databento as db
@@ -99,6 +100,30 @@ def test_book_bbo_at_f_last_equals_a_dict_of_orders_replay_on_the_real_esh4_file
     for row, _iid, bid, ask in log:
         if bid != UNDEF and ask != UNDEF and bid >= ask:
             assert int(records["ts_event"][row]) < first_trade_ts
+
+
+def test_book_in_small_batches_with_pickled_copies_equals_a_dict_of_orders_replay(real_dir):
+    """Tables start at 1024 rows and a side's block at 8 levels: 500-record batches make them
+    grow mid-batch; every other batch continues from a pickled copy of the book."""
+    records = _mbo(real_dir / ESH4)
+    books, reference = OrderBooks(), ReferenceBook()
+    compared = 0
+    for start in range(0, len(records), 500):
+        batch = records[start:start + 500]
+        log: list = []
+        books.apply(batch, publish_log=log)
+        for r in batch:
+            reference.apply(r)
+        iid = int(batch["instrument_id"][-1])
+        if batch["flags"][-1] & F_LAST:
+            assert log[-1][2:] == reference.bbo(iid)
+            compared += 1
+        resting = {oid: (o[0], o[1], o[2]) for (i, oid), o in reference.orders.items() if i == iid}
+        assert {oid: (bytes([s]), p, q) for oid, (s, p, q) in books.resting_orders(iid).items()} \
+            == resting
+        if start // 500 % 2:
+            books = pickle.loads(pickle.dumps(books))
+    assert compared > 50
 
 
 def test_snapshot_only_file_then_the_live_file_rebuilds_the_same_book(real_dir):
