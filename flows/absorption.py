@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flows.book_core import AbsorptionParams, AbsorptionState
+
 HELD, BROKE = "held", "broke"
 
 
@@ -35,65 +37,24 @@ class AbsorptionRules:
     min_ratio: float = 3.0
 
 
-@dataclass(slots=True)
-class _Run:
-    start_size: int
-    first_ts: int
-    last_ts: int
-    absorbed: int = 0
-    fills: int = 0
-    emptied: bool = False
-
-
 @dataclass
 class AbsorptionTracker:
-    """Open absorption runs per level and the events finished since the last :meth:`take`."""
+    """Open absorption runs per level and the events finished since the last :meth:`take`.
+
+    The runs live in compiled arrays (:class:`flows.book_core.AbsorptionState`): the book's
+    loop feeds every fill, level traded out and refill to them without a Python call.
+    """
 
     rules: AbsorptionRules = field(default_factory=AbsorptionRules)
-    runs: dict[tuple[int, int, int], _Run] = field(default_factory=dict)
-    """(instrument_id, resting side byte, price) → its open run."""
-    done: list[tuple] = field(default_factory=list)
+    state: AbsorptionState = field(init=False)
 
-    def fill(self, iid: int, side: int, price: int, size: int, level_size: int, ts: int) -> None:
-        """Record a fill of ``size`` at a level that showed ``level_size`` contracts before it."""
-        key = (iid, side, price)
-        run = self.runs.get(key)
-        if run is not None and ts - run.last_ts > self.rules.gap_ns:
-            self._finish(key, run, HELD)
-            run = None
-        if run is None:
-            run = self.runs[key] = _Run(start_size=level_size, first_ts=ts, last_ts=ts)
-        run.absorbed += size
-        run.fills += 1
-        run.last_ts = ts
-        run.emptied = False
-
-    def traded_out(self, iid: int, side: int, price: int, ts: int) -> None:
-        """Record that fills emptied the level (broken, unless a later fill shows it refilled)."""
-        run = self.runs.get((iid, side, price))
-        if run is not None:
-            run.emptied = True
-
-    def refilled(self, iid: int, side: int, price: int) -> None:
-        """Record a new order at a level fills had just emptied (the level holds)."""
-        run = self.runs.get((iid, side, price))
-        if run is not None:
-            run.emptied = False
+    def __post_init__(self) -> None:
+        r = self.rules
+        self.state = AbsorptionState(AbsorptionParams(r.gap_ns, r.min_volume, r.min_ratio))
 
     def expire(self, now_ns: int) -> None:
         """Finish the runs with no fill for ``gap_ns`` before ``now_ns`` (they held)."""
-        limit = now_ns - self.rules.gap_ns
-        for key, run in list(self.runs.items()):
-            if run.last_ts < limit:
-                self._finish(key, run, HELD)
-
-    def _finish(self, key: tuple[int, int, int], run: _Run, outcome: str) -> None:
-        self.runs.pop(key, None)
-        outcome = BROKE if run.emptied else outcome
-        r = self.rules
-        if run.absorbed >= r.min_volume and run.absorbed >= r.min_ratio * max(run.start_size, 1):
-            self.done.append((key[0], chr(key[1]), key[2], run.absorbed, run.start_size,
-                              run.fills, run.first_ts, run.last_ts, outcome))
+        self.state.expire(now_ns)
 
     def take(self) -> list[tuple]:
         """Return the finished events and forget them.
@@ -101,14 +62,14 @@ class AbsorptionTracker:
         Each is (instrument_id, resting side, price, absorbed, start_size, fills, first_ts,
         last_ts, outcome).
         """
-        out, self.done = self.done, []
-        return out
+        rows = self.state.take()
+        return [(int(k) >> 1, "A" if k & 1 else "B", int(p), int(a), int(s), int(f), int(t0),
+                 int(t1), BROKE if b else HELD) for k, p, a, s, f, t0, t1, b in rows.tolist()]
 
     def __deepcopy__(self, memo: dict) -> AbsorptionTracker:
         """Copy in O(open runs)."""
-        out = AbsorptionTracker(rules=self.rules,
-                                runs={k: _Run(v.start_size, v.first_ts, v.last_ts, v.absorbed,
-                                              v.fills, v.emptied) for k, v in self.runs.items()},
-                                done=list(self.done))
+        out = AbsorptionTracker.__new__(AbsorptionTracker)
+        out.rules = self.rules
+        out.state = self.state.copy()
         memo[id(self)] = out
         return out

@@ -71,11 +71,13 @@ class OrderBooks:
     Parameters
     ----------
     icebergs : IcebergTracker, optional
-        Fed with the book events it needs (fills, placements after a fill or at a level fills
-        just emptied, removals of such orders: :mod:`flows.book_core`); snapshot records are
-        not events.
+        Fed with the book events that can change it: fills and removals of orders that
+        traded more than they showed or were placed as refills, placements that replenish an
+        order just filled or refill a level fills just emptied (:mod:`flows.book_core`).
+        Snapshot records are not events.
     absorption : AbsorptionTracker, optional
-        Fed with every fill and every level traded out (:mod:`flows.absorption`).
+        Its compiled runs are fed with every fill, level traded out and refill by the loop
+        itself (:mod:`flows.absorption`).
     """
 
     def __init__(self, icebergs: IcebergTracker | None = None,
@@ -158,18 +160,21 @@ class OrderBooks:
             np.ascontiguousarray(records["size"], dtype=np.int64),
             np.ascontiguousarray(records["flags"], dtype=np.int64),
             action, np.ascontiguousarray(records["side"].view(np.uint8)), ts,
-            tracker is not None or absorption is not None, publish_log is not None)
+            None if tracker is None else book_core.IcebergParams(tracker.rules.refill_ns),
+            None if absorption is None else absorption.state, publish_log is not None)
         if publish_log is not None:
             publish_log.extend((int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in plog)
         if (tracker is not None or absorption is not None) and n:
-            _feed(tracker, absorption, events.tolist(), ts)
+            if tracker is not None:
+                _feed(tracker, events.tolist(), ts)
             now = int(ts[-1])
             if tracker is not None:
                 tracker.expire(now)
             if absorption is not None:
                 absorption.expire(now)
             keep = tracker.rules.refill_ns if tracker is not None else 0
-            self._state = book_core.prune(self._state, now - keep)
+            self._state = book_core.prune(self._state, now - keep,
+                                          None if tracker is None else now - keep)
         return TradeQuotes(pos[action == _T], bid, ask)
 
     # --- copies -------------------------------------------------------------------------------
@@ -198,26 +203,16 @@ class OrderBooks:
         return clone
 
 
-def _feed(tracker: IcebergTracker | None, absorption: AbsorptionTracker | None,
-          events: list[list[int]], ts: np.ndarray) -> None:
-    """Hand the compiled loop's book events to the detectors, in record order."""
-    for row, kind, iid, oid, side, price, size, b, c, d, e in events:
+def _feed(tracker: IcebergTracker, events: list[list[int]], ts: np.ndarray) -> None:
+    """Hand the compiled loop's iceberg events to the detector, in record order."""
+    for row, kind, iid, oid, side, price, size, b, c, d, e, f_ts, since, total, e_ts, clip \
+            in events:
         at = int(ts[row])
         if kind == book_core.FILL:
-            if tracker is not None:
-                tracker.fill(iid, oid, side, price, size, b, at)
-            if absorption is not None and d == price:  # not an auction fill away from the order
-                absorption.fill(iid, side, price, size, c, at)
+            tracker.fill(iid, oid, side, price, size, b, at)
         elif kind == book_core.PLACED:
-            if tracker is not None:
-                tracker.placed(iid, oid, side, price, size, (c, d, e) if b else None, at)
-            if absorption is not None and not b:
-                absorption.refilled(iid, side, price)
+            tracker.placed(iid, oid, side, price, size, (c, d, e) if b else None, at,
+                           None if f_ts < 0 else (f_ts, since, total),
+                           None if e_ts < 0 else (e_ts, clip))
         else:
-            if b and c:
-                if tracker is not None:
-                    tracker.level_emptied(iid, side, price, at, oid)
-                if absorption is not None:
-                    absorption.traded_out(iid, side, price, at)
-            if tracker is not None:
-                tracker.removed(iid, oid, at, bool(b))
+            tracker.removed(iid, oid, at, bool(b))

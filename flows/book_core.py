@@ -41,16 +41,18 @@ from models.records import F_LAST, F_MAYBE_BAD_BOOK, F_SNAPSHOT, UNDEF_PRICE
 UNDEF = np.int64(UNDEF_PRICE)
 BID, ASK = 66, 65  # ord("B"), ord("A")
 EVENT_COLUMNS = ("row", "kind", "instrument_id", "order_id", "side", "price", "size",
-                 "b", "c", "d", "e")
-"""fill: b = shown size, c = the level's size before the fill, d = the fill's price ·
-placed: b = existed before,
-c = side before, d = price before, e = size before · removed: b = traded in the same event,
-c = level now empty."""
+                 "b", "c", "d", "e", "fill_ts", "since", "filled", "emptied_ts", "clip")
+"""fill: b = shown size · placed: b = existed before, c = side before, d = price before,
+e = size before, then the detector's view of the order's fills (ns of the last, -1 none;
+contracts since the book last showed it; in all) and of the level (ns fills emptied it
+within refill_ns, -1 none; what the order that emptied it traded in all) · removed: b =
+traded in the same event, c = level now empty."""
 FILL, PLACED, REMOVED = 0, 1, 2
 
 FREE = -1
 # counts[] indices
-N_INS, N_ORDERS, N_FILLED, N_EMPTIED, POOL_USED, MAX_CAP = 0, 1, 2, 3, 4, 5
+N_INS, N_ORDERS, N_FILLED, N_EMPTIED, POOL_USED, MAX_CAP, TK_LIMIT = 0, 1, 2, 3, 4, 5, 6
+WATCHED, NATIVE = 1, 2  # order bits: placed at a level fills just emptied; a native iceberg
 ST_BAD, ST_SNAP, ST_PUB = 1, 2, 4
 BLOCK0 = 8
 
@@ -58,17 +60,17 @@ BLOCK0 = 8
 class BookState(NamedTuple):
     """Every array of the compiled book (module docstring); all int64."""
 
-    counts: np.ndarray  # (6,) instruments, orders, fills, emptied levels, pool rows used,
-    # largest block capacity
+    counts: np.ndarray  # (8,) instruments, orders, fills, emptied levels, pool rows used,
+    # largest block capacity, ns before which the iceberg detector forgets fills, spare
     ins: np.ndarray  # (cap, 3) iid, 0, slot
     slot_iid: np.ndarray  # (slots,) instrument_id of each slot
     status: np.ndarray  # (slots,)
     pub: np.ndarray  # (slots, 2) published bid, ask
     blk: np.ndarray  # (2·slots, 3) pool offset, capacity, rows of each side's block
     pool: np.ndarray  # (rows, 2) key, contracts
-    orders: np.ndarray  # (cap, 6) slot, order_id, side byte, price, size, watched
-    filled: np.ndarray  # (cap, 3) slot, order_id, ns
-    emptied: np.ndarray  # (cap, 3) 2·slot + side, price, ns
+    orders: np.ndarray  # (cap, 6) slot, order_id, side byte, price, size, bits
+    filled: np.ndarray  # (cap, 6) slot, order_id, ns, since shown, in all, native
+    emptied: np.ndarray  # (cap, 4) 2·slot + side, price, ns, clip
 
 
 def _table(capacity: int, width: int) -> np.ndarray:
@@ -81,11 +83,13 @@ def new_state() -> BookState:
     """Return an empty state."""
     slots = 16
     blk = np.zeros((2 * slots, 3), dtype=np.int64)
-    return BookState(np.zeros(6, dtype=np.int64), _table(64, 3),
+    counts = np.zeros(8, dtype=np.int64)
+    counts[TK_LIMIT] = np.iinfo(np.int64).min
+    return BookState(counts, _table(64, 3),
                      np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64),
                      np.full((slots, 2), UNDEF, dtype=np.int64), blk,
-                     np.zeros((1024, 2), dtype=np.int64), _table(1024, 6), _table(1024, 3),
-                     _table(1024, 3))
+                     np.zeros((1024, 2), dtype=np.int64), _table(1024, 6), _table(1024, 6),
+                     _table(1024, 4))
 
 
 def copy_state(state: BookState) -> BookState:
@@ -282,16 +286,20 @@ def _best(pool, blk, slot, side):  # pragma: no cover - compiled
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _clear(orders, counts, blk, slot):  # pragma: no cover - compiled
-    """Drop the slot's resting orders and levels."""
-    gone = []
+    """Drop the slot's resting orders and levels.
+
+    One pass: a deletion shifts later rows of the probe run back into the row just freed, so
+    the row is checked again before moving on; rows only move towards the freed one, never
+    into rows already passed (other than rows already checked, after the table wraps).
+    """
+    gone = 0
     for r in range(len(orders)):
-        if orders[r, 0] == slot:
-            gone.append(orders[r, 1])
-    for oid in gone:
-        _delete(orders, _find(orders, slot, oid))
-    counts[N_ORDERS] -= len(gone)
+        while orders[r, 0] == slot:
+            _delete(orders, r)
+            gone += 1
+    counts[N_ORDERS] -= gone
     blk[2 * slot, 2] = 0
     blk[2 * slot + 1, 2] = 0
 
@@ -377,24 +385,33 @@ def _grow(state: BookState) -> BookState:
 
 @nb.njit(cache=True)
 def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied, iid, oid,
-         price, size, flags, action, side, ts, events_on, log_publish, start, trade_bid,
-         trade_ask, t, events, n_events, plog, n_log):  # pragma: no cover - compiled
+         price, size, flags, action, side, ts, icebergs_on, absorption_on, log_publish, start,
+         trade_bid, trade_ask, t, events, n_events, plog, n_log, refill_ns, runs, a_count,
+         done, n_done, gap_ns, min_volume, min_ratio):  # pragma: no cover - compiled
     """Apply records from ``start`` until the batch ends or a table needs room.
 
-    Return (next row, trades written, events written, log rows written). No array is
-    reallocated here (a loop-carried array reassigned costs a reference count per record).
+    Return (next row, trades written, events written, log rows written, absorption events
+    written). No array is reallocated here (a loop-carried array reassigned costs a
+    reference count per record).
     """
     n = len(iid)
     last_iid = np.int64(-1)
     slot = np.int64(-1)
-    lim = _limits(ins, slot_iid, pool, orders, filled, emptied)
-    lim_o, lim_f, lim_e, lim_i, lim_p = lim[0], lim[1], lim[2], lim[3], lim[4]
+    lim_o = len(orders) // 2 - 1
+    lim_f = len(filled) // 2 - 1
+    lim_e = len(emptied) // 2 - 1
+    lim_i = min(len(ins) // 2 - 1, len(slot_iid))
+    lim_p = len(pool)
+    lim_r = len(runs) // 2 - 1
     lim_ev = len(events) - 2
+    lim_d = len(done) - 1
+    tk_limit = counts[TK_LIMIT]
     for i in range(start, n):
         if ((counts[N_ORDERS] >= lim_o) | (counts[N_FILLED] >= lim_f)
                 | (counts[N_EMPTIED] >= lim_e) | (counts[N_INS] >= lim_i) | (n_events > lim_ev)
-                | (counts[POOL_USED] + 2 * max(counts[MAX_CAP], BLOCK0) > lim_p)):
-            return i, t, n_events, n_log
+                | (counts[POOL_USED] + 2 * max(counts[MAX_CAP], BLOCK0) > lim_p)
+                | (a_count[0] >= lim_r) | (n_done > lim_d)):
+            return i, t, n_events, n_log, n_done
         ins_id, act, flag = iid[i], action[i], flags[i]
         if ins_id != last_iid:
             slot = _instrument(ins, slot_iid, counts, ins_id)
@@ -408,34 +425,52 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                 st = (st & ST_PUB) | ST_SNAP
         elif st & ST_SNAP:
             st &= ~ST_SNAP
-        emit = events_on & (not snap)
+        bergs = icebergs_on & (not snap)
+        absorb = absorption_on & (not snap)
         if act == 84:  # T
             if (st & (ST_BAD | ST_PUB)) == ST_PUB:
                 trade_bid[t] = pub[slot, 0]
                 trade_ask[t] = pub[slot, 1]
             t += 1
         elif act == 70:  # F
-            if emit:
+            if bergs | absorb:
                 r = _find(orders, slot, oid[i])
                 if r >= 0:
                     o_side, o_price, o_size = orders[r, 2], orders[r, 3], orders[r, 4]
-                    _upsert(filled, counts, N_FILLED, slot, oid[i], ts[i])
-                    e = events[n_events]
-                    e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7] = (
-                        i, FILL, ins_id, oid[i], o_side, o_price, size[i], o_size)
-                    e[8] = _level_size(pool, blk, _j(slot, o_side), _key(o_side, o_price))
-                    e[9] = price[i]  # the fill's own price (an auction fills away from it)
-                    n_events += 1
+                    fr = _slot_for(filled, slot, oid[i])
+                    if fr < 0:
+                        fr = -fr - 1
+                        filled[fr, 0], filled[fr, 1] = slot, oid[i]
+                        filled[fr, 3], filled[fr, 4], filled[fr, 5] = 0, 0, 0
+                        counts[N_FILLED] += 1
+                    elif filled[fr, 2] < tk_limit:  # the detector had forgotten it
+                        filled[fr, 3], filled[fr, 4] = 0, 0
+                    filled[fr, 2] = ts[i]
+                    filled[fr, 3] += size[i]
+                    filled[fr, 4] += size[i]
+                    if size[i] > o_size:  # traded more than it showed: a native iceberg
+                        orders[r, 5] |= NATIVE
+                        filled[fr, 5] = 1
+                    if bergs & (orders[r, 5] != 0):
+                        e = events[n_events]
+                        e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7] = (
+                            i, FILL, ins_id, oid[i], o_side, o_price, size[i], o_size)
+                        n_events += 1
+                    if absorb & (price[i] == o_price):  # not an auction fill away from it
+                        level = _level_size(pool, blk, _j(slot, o_side), _key(o_side, o_price))
+                        n_done = _absorb(runs, a_count, done, n_done, 2 * ins_id + _j(0, o_side),
+                                         o_price, size[i], level, ts[i], gap_ns, min_volume,
+                                         min_ratio)
         elif (act == 65) | (act == 77) | (act == 67):  # A, M, C
             r = _find(orders, slot, oid[i])
             had = r >= 0
             o_side = np.int64(0)
             o_price = np.int64(0)
             o_size = np.int64(0)
-            watched = np.int64(0)
+            bits = np.int64(0)
             if had:
-                o_side, o_price, o_size, watched = (orders[r, 2], orders[r, 3], orders[r, 4],
-                                                    orders[r, 5])
+                o_side, o_price, o_size, bits = (orders[r, 2], orders[r, 3], orders[r, 4],
+                                                 orders[r, 5])
             empty = False
             if act == 67:
                 if had:
@@ -468,41 +503,75 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                 elif had:
                     _delete(orders, r)
                     counts[N_ORDERS] -= 1
-            if emit:
-                if (act != 67) & placed:
-                    interesting = _find(filled, slot, oid[i]) >= 0
-                    if (not interesting) & (not had):
-                        if _find(emptied, _j(slot, n_side), n_price) >= 0:
-                            interesting = True
-                            orders[_find(orders, slot, oid[i]), 5] = 1
-                    if interesting:
+            if (bergs | absorb) & (act != 67) & placed:
+                fr = _find(filled, slot, oid[i])
+                er = -1
+                if not had:
+                    er = _find(emptied, _j(slot, n_side), n_price)
+                if absorb & (not had) & ((fr >= 0) | (er >= 0)):
+                    _refilled(runs, 2 * ins_id + _j(0, n_side), n_price)
+                if bergs:
+                    # the detector's view of the order's fills: (ns, since the book last
+                    # showed it, in all), forgotten once older than refill_ns at a batch end
+                    f_ts, f_since, f_total = np.int64(-1), np.int64(0), np.int64(0)
+                    if fr >= 0:
+                        if filled[fr, 2] >= tk_limit:
+                            f_ts, f_since, f_total = filled[fr, 2], filled[fr, 3], filled[fr, 4]
+                            filled[fr, 3] = 0  # the book shows its new size
+                        if filled[fr, 5]:
+                            orders[r, 5] |= NATIVE
+                    recent = (f_ts >= 0) & (ts[i] - f_ts <= refill_ns)
+                    native = False
+                    if recent:
+                        native = not had
+                        if had & (o_price == n_price):
+                            native = n_size > o_size - f_since
+                    e_ts, e_clip = np.int64(-1), np.int64(0)
+                    if er >= 0:
+                        if ts[i] - emptied[er, 2] <= refill_ns:
+                            e_ts, e_clip = emptied[er, 2], emptied[er, 3]
+                            orders[r, 5] |= WATCHED  # a possible synthetic tranche
+                    if native:
+                        orders[r, 5] |= NATIVE
+                        if fr >= 0:
+                            filled[fr, 5] = 1
+                    if native | (e_ts >= 0):
                         e = events[n_events]
                         e[0], e[1], e[2], e[3], e[4], e[5], e[6] = (
                             i, PLACED, ins_id, oid[i], n_side, n_price, n_size)
                         e[7], e[8], e[9], e[10] = 1 if had else 0, o_side, o_price, o_size
+                        e[11], e[12], e[13], e[14], e[15] = f_ts, f_since, f_total, e_ts, e_clip
                         n_events += 1
-                elif (act == 67) & had & (not placed):
-                    fr = _find(filled, slot, oid[i])
-                    if (fr >= 0) | (watched != 0):
-                        traded = False
-                        if fr >= 0:
-                            traded = filled[fr, 2] == ts[i]
-                        if traded & empty:
-                            _upsert(emptied, counts, N_EMPTIED, _j(slot, o_side),
-                                              o_price, ts[i])
-                        e = events[n_events]
-                        e[0], e[1], e[2], e[3], e[4], e[5], e[6] = (
-                            i, REMOVED, ins_id, oid[i], o_side, o_price, 0)
-                        e[7], e[8] = 1 if traded else 0, 1 if empty else 0
-                        n_events += 1
+            elif (bergs | absorb) & (act == 67) & had & (not placed):
+                fr = _find(filled, slot, oid[i])
+                traded = False
+                if fr >= 0:
+                    traded = filled[fr, 2] == ts[i]
+                if traded & empty:
+                    clip = filled[fr, 4] if filled[fr, 2] >= tk_limit else 0
+                    er = _slot_for(emptied, _j(slot, o_side), o_price)
+                    if er < 0:
+                        er = -er - 1
+                        emptied[er, 0], emptied[er, 1] = _j(slot, o_side), o_price
+                        counts[N_EMPTIED] += 1
+                    emptied[er, 2], emptied[er, 3] = ts[i], clip
+                    if absorb:
+                        _traded_out(runs, 2 * ins_id + _j(0, o_side), o_price)
+                if bergs & (bits != 0):
+                    e = events[n_events]
+                    e[0], e[1], e[2], e[3], e[4], e[5], e[6] = (
+                        i, REMOVED, ins_id, oid[i], o_side, o_price, 0)
+                    e[7], e[8] = 1 if traded else 0, 1 if empty else 0
+                    n_events += 1
         elif act == 82:  # R
             _clear(orders, counts, blk, slot)
             st &= ~ST_BAD
         if flag & F_MAYBE_BAD_BOOK:
             st |= ST_BAD
-        if flag & F_LAST:
-            bid = _best(pool, blk, slot, BID)
-            ask = _best(pool, blk, slot, ASK)
+        if flag & F_LAST:  # the best levels, read in place (a helper call costs refcounts)
+            nb_, na_ = blk[2 * slot, 2], blk[2 * slot + 1, 2]
+            bid = pool[blk[2 * slot, 0] + nb_ - 1, 0] if nb_ > 0 else UNDEF
+            ask = -pool[blk[2 * slot + 1, 0] + na_ - 1, 0] if na_ > 0 else UNDEF
             pub[slot, 0] = bid
             pub[slot, 1] = ask
             st |= ST_PUB
@@ -511,50 +580,193 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                 n_log += 1
         if st != st0:
             status[slot] = st
-    return n, t, n_events, n_log
+    return n, t, n_events, n_log, n_done
 
 
 def apply_records(state: BookState, iid: np.ndarray, oid: np.ndarray, price: np.ndarray,
                   size: np.ndarray, flags: np.ndarray, action: np.ndarray, side: np.ndarray,
-                  ts: np.ndarray, events_on: bool, log_publish: bool
+                  ts: np.ndarray, icebergs: IcebergParams | None = None,
+                  absorption: AbsorptionState | None = None, log_publish: bool = False
                   ) -> tuple[BookState, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Apply one batch; return (state, trade_bid, trade_ask, events, publish log).
+    """Apply one batch; return (state, trade_bid, trade_ask, iceberg events, publish log).
 
-    Arrays are int64 except ``action``/``side`` (uint8), all shape (n,). ``events_on``: emit
-    iceberg events; ``log_publish``: return (row, iid, bid, ask) at every ``F_LAST`` (tests).
-    The returned state replaces ``state`` (arrays that grew are new).
+    Arrays are int64 except ``action``/``side`` (uint8), all shape (n,). ``icebergs``: emit
+    the iceberg detector's events (:data:`EVENT_COLUMNS`); ``absorption``: run the absorption
+    detector (its finished events are appended to ``absorption.done``); ``log_publish``:
+    return (row, iid, bid, ask) at every ``F_LAST`` (tests). The returned state replaces
+    ``state`` (arrays that grew are new).
     """
     n = len(iid)
     n_trades = int(np.count_nonzero(action == 84))
     trade_bid = np.full(n_trades, UNDEF, dtype=np.int64)
     trade_ask = np.full(n_trades, UNDEF, dtype=np.int64)
-    events = np.zeros((max(16, n // 4) if events_on else 16, 11), dtype=np.int64)
+    events = np.zeros((256, len(EVENT_COLUMNS)), dtype=np.int64)
     plog = np.zeros((n if log_publish else 0, 4), dtype=np.int64)
-    i = t = n_events = n_log = 0
+    ab = absorption if absorption is not None else AbsorptionState(AbsorptionParams())
+    done = np.zeros((64, 8), dtype=np.int64)
+    refill_ns = icebergs.refill_ns if icebergs is not None else 0
+    rules = ab.params
+    i = t = n_events = n_log = n_done = 0
     while True:
-        i, t, n_events, n_log = _run(*state, iid, oid, price, size, flags, action, side, ts,
-                                     events_on, log_publish, i, trade_bid, trade_ask, t, events,
-                                     n_events, plog, n_log)
+        i, t, n_events, n_log, n_done = _run(
+            *state, iid, oid, price, size, flags, action, side, ts, icebergs is not None,
+            absorption is not None, log_publish, i, trade_bid, trade_ask, t, events, n_events,
+            plog, n_log, refill_ns, ab.runs, ab.count, done, n_done, rules.gap_ns,
+            rules.min_volume, float(rules.min_ratio))
         if i >= n:
-            return state, trade_bid, trade_ask, events[:n_events], plog[:n_log]
-        more_events = n_events + 2 > len(events)
-        if more_events:
+            break
+        grew = False
+        if n_events + 2 > len(events):
             events = np.concatenate([events, np.zeros_like(events)])
+            grew = True
+        if n_done + 1 > len(done):
+            done = np.concatenate([done, np.zeros_like(done)])
+            grew = True
+        if ab.count[0] >= len(ab.runs) // 2 - 1:
+            ab.runs = _rehash(ab.runs, 2 * len(ab.runs))
+            grew = True
         grown = _grow(state)
-        if not more_events and all(a is b for a, b in zip(grown, state, strict=True)):
+        if not grew and all(a is b for a, b in zip(grown, state, strict=True)):
             msg = f"book state did not grow at record {i} of {n}: counts {state.counts.tolist()}"
             raise RuntimeError(msg)
         state = grown
+    if absorption is not None and n_done:
+        absorption.done.append(done[:n_done].copy())
+    return state, trade_bid, trade_ask, events[:n_events], plog[:n_log]
+
+
+# --- absorption (rules: flows.absorption) --------------------------------------------------
+
+
+class AbsorptionParams(NamedTuple):
+    """Thresholds of an absorption event (:class:`flows.absorption.AbsorptionRules`)."""
+
+    gap_ns: int = 5_000_000_000
+    min_volume: int = 50
+    min_ratio: float = 3.0
+
+
+class IcebergParams(NamedTuple):
+    """What the book needs of the iceberg rules: the refill interval (ns)."""
+
+    refill_ns: int
+
+
+class AbsorptionState:
+    """Open absorption runs, compiled-side.
+
+    ``runs``: hash table (key 2·instrument_id + side, price → start size, first ns, last ns,
+    absorbed, fills, emptied); ``done``: arrays of finished events (:data:`DONE_COLUMNS`).
+    """
+
+    def __init__(self, params: AbsorptionParams) -> None:
+        self.params = params
+        self.runs = _table(64, 8)
+        self.count = np.zeros(1, dtype=np.int64)
+        self.done: list[np.ndarray] = []
+
+    def copy(self) -> AbsorptionState:
+        """Return an independent copy."""
+        out = AbsorptionState(self.params)
+        out.runs, out.count = self.runs.copy(), self.count.copy()
+        out.done = [d.copy() for d in self.done]
+        return out
+
+    def expire(self, now_ns: int) -> None:
+        """Finish the runs with no fill for ``gap_ns`` before ``now_ns`` (they held)."""
+        p = self.params
+        self.runs, finished = _expire_runs(self.runs, self.count, np.int64(now_ns - p.gap_ns),
+                                           p.min_volume, float(p.min_ratio))
+        if len(finished):
+            self.done.append(finished[np.lexsort((finished[:, 1], finished[:, 0],
+                                                  finished[:, 5]))])
+
+    def take(self) -> np.ndarray:
+        """Return the finished events (rows of :data:`DONE_COLUMNS`) and forget them."""
+        out = np.concatenate(self.done) if self.done else np.zeros((0, 8), dtype=np.int64)
+        self.done = []
+        return out
+
+
+DONE_COLUMNS = ("key", "price", "absorbed", "start_size", "fills", "first_ts", "last_ts",
+                "broke")
+"""key = 2·instrument_id + (0 bid, 1 ask: the resting side); broke 1 when the last fill
+traded the level out."""
 
 
 @nb.njit(cache=True)
-def _keep(tab, live):  # pragma: no cover - compiled
+def _finish(runs, r, done, n_done, min_volume, min_ratio):  # pragma: no cover - compiled
+    absorbed, start = runs[r, 5], runs[r, 2]
+    if (absorbed >= min_volume) & (absorbed >= min_ratio * max(start, 1)):
+        d = done[n_done]
+        d[0], d[1], d[2], d[3], d[4] = runs[r, 0], runs[r, 1], absorbed, start, runs[r, 6]
+        d[5], d[6], d[7] = runs[r, 3], runs[r, 4], runs[r, 7]
+        n_done += 1
+    return n_done
+
+
+@nb.njit(cache=True)
+def _absorb(runs, a_count, done, n_done, key, price, size, level, ts, gap_ns, min_volume,
+            min_ratio):  # pragma: no cover - compiled
+    """Record a fill of ``size`` at a level that showed ``level`` contracts; return n_done."""
+    r = _slot_for(runs, key, price)
+    fresh = r < 0
+    if fresh:
+        r = -r - 1
+        runs[r, 0], runs[r, 1] = key, price
+        a_count[0] += 1
+    elif ts - runs[r, 4] > gap_ns:  # a pause: that run held, a new one starts
+        n_done = _finish(runs, r, done, n_done, min_volume, min_ratio)
+        fresh = True
+    if fresh:
+        runs[r, 2], runs[r, 3], runs[r, 5], runs[r, 6] = level, ts, 0, 0
+    runs[r, 5] += size
+    runs[r, 6] += 1
+    runs[r, 4] = ts
+    runs[r, 7] = 0
+    return n_done
+
+
+@nb.njit(cache=True)
+def _refilled(runs, key, price):  # pragma: no cover - compiled
+    r = _find(runs, key, price)
+    if r >= 0:
+        runs[r, 7] = 0
+
+
+@nb.njit(cache=True)
+def _traded_out(runs, key, price):  # pragma: no cover - compiled
+    r = _find(runs, key, price)
+    if r >= 0:
+        runs[r, 7] = 1
+
+
+@nb.njit(cache=True)
+def _expire_runs(runs, a_count, limit, min_volume, min_ratio):  # pragma: no cover - compiled
+    live = np.zeros(len(runs), dtype=np.bool_)
+    n_old = 0
+    for r in range(len(runs)):
+        if runs[r, 0] != FREE:
+            live[r] = runs[r, 4] >= limit
+            if not live[r]:
+                n_old += 1
+    done = np.zeros((n_old, 8), dtype=np.int64)
+    n_done = 0
+    for r in range(len(runs)):
+        if (runs[r, 0] != FREE) & (not live[r]):
+            n_done = _finish(runs, r, done, n_done, min_volume, min_ratio)
+    out, a_count[0] = _keep(runs, live, 64)
+    return out, done[:n_done]
+
+
+@nb.njit(cache=True)
+def _keep(tab, live, smallest=1024):  # pragma: no cover - compiled
     """Return the rows flagged in ``live``, rehashed into a table sized for them."""
     k = 0
     for r in range(len(tab)):
         if live[r]:
             k += 1
-    cap = 1024
+    cap = smallest
     while cap < 2 * (k + 1):
         cap *= 2
     out = np.zeros((cap, tab.shape[1]), dtype=np.int64)
@@ -585,8 +797,14 @@ def _prune(counts, orders, filled, emptied, before_ns):  # pragma: no cover - co
     return filled, emptied
 
 
-def prune(state: BookState, before_ns: int) -> BookState:
-    """Forget emptied levels, and fills of orders no longer resting, older than ``before_ns``."""
+def prune(state: BookState, before_ns: int, detector_limit_ns: int | None = None) -> BookState:
+    """Forget emptied levels, and fills of orders no longer resting, older than ``before_ns``.
+
+    ``detector_limit_ns``: the iceberg detector forgets fills older than this (its view of
+    an order's fills restarts from zero, :class:`flows.icebergs.IcebergTracker`).
+    """
+    if detector_limit_ns is not None:
+        state.counts[TK_LIMIT] = max(int(state.counts[TK_LIMIT]), detector_limit_ns)
     filled, emptied = _prune(state.counts, state.orders, state.filled, state.emptied,
                              np.int64(before_ns))
     return state._replace(filled=filled, emptied=emptied)
@@ -604,8 +822,9 @@ def export_orders(state: BookState) -> np.ndarray:
 def export_state(state: BookState) -> tuple[np.ndarray, ...]:
     """Export everything but the orders as int64 arrays.
 
-    published (n, 3), status (n, 2), filled (n, 3), emptied (n, 4), watched (n, 2); the orders
-    come from :func:`export_orders`.
+    published (n, 3), status (n, 2), filled (n, 6: iid, order_id, ns, since, in all, native),
+    emptied (n, 5: iid, side byte, price, ns, clip), order bits (n, 3: iid, order_id, bits),
+    meta (1, 1: the detector's fill limit); the orders come from :func:`export_orders`.
     """
     slots = int(state.counts[N_INS])
     iids = state.slot_iid[:slots]
@@ -614,18 +833,19 @@ def export_state(state: BookState) -> tuple[np.ndarray, ...]:
     pub = np.column_stack([iids[pub_rows], state.pub[pub_rows, 0], state.pub[pub_rows, 1]])
     sta = np.column_stack([iids, st & ~ST_PUB])
     f = state.filled[state.filled[:, 0] != FREE]
-    fil = np.column_stack([state.slot_iid[f[:, 0]], f[:, 1], f[:, 2]])
+    fil = np.column_stack([state.slot_iid[f[:, 0]], f[:, 1:]])
     e = state.emptied[state.emptied[:, 0] != FREE]
     emp = np.column_stack([state.slot_iid[e[:, 0] // 2], np.where(e[:, 0] % 2 == 0, BID, ASK),
-                           e[:, 1], e[:, 2]])
+                           e[:, 1:]])
     o = state.orders[(state.orders[:, 0] != FREE) & (state.orders[:, 5] != 0)]
-    wat = np.column_stack([state.slot_iid[o[:, 0]], o[:, 1]])
-    return tuple(np.asarray(a, dtype=np.int64) for a in (pub, sta, fil, emp, wat))
+    bits = np.column_stack([state.slot_iid[o[:, 0]], o[:, 1], o[:, 5]])
+    meta = np.array([[state.counts[TK_LIMIT]]], dtype=np.int64)
+    return tuple(np.asarray(a, dtype=np.int64) for a in (pub, sta, fil, emp, bits, meta))
 
 
 @nb.njit(cache=True)
 def _import(counts, ins, slot_iid, status, pub_a, blk, pool, o_tab, filled, emptied, orders,
-            pub, sta, fil, emp, wat):  # pragma: no cover - compiled
+            pub, sta, fil, emp, bits):  # pragma: no cover - compiled
     for j in range(len(sta)):
         status[_instrument(ins, slot_iid, counts, sta[j, 0])] = sta[j, 1]
     for j in range(len(pub)):
@@ -642,36 +862,58 @@ def _import(counts, ins, slot_iid, status, pub_a, blk, pool, o_tab, filled, empt
              orders[j, 4])
     for j in range(len(fil)):
         slot = _instrument(ins, slot_iid, counts, fil[j, 0])
-        _upsert(filled, counts, N_FILLED, slot, fil[j, 1], fil[j, 2])
+        r = -_slot_for(filled, slot, fil[j, 1]) - 1
+        filled[r, 0], filled[r, 1] = slot, fil[j, 1]
+        filled[r, 2], filled[r, 3], filled[r, 4], filled[r, 5] = (fil[j, 2], fil[j, 3],
+                                                                  fil[j, 4], fil[j, 5])
+        counts[N_FILLED] += 1
     for j in range(len(emp)):
         slot = _instrument(ins, slot_iid, counts, emp[j, 0])
-        _upsert(emptied, counts, N_EMPTIED, _j(slot, emp[j, 1]), emp[j, 2], emp[j, 3])
-    for j in range(len(wat)):
-        r = _find(o_tab, _instrument(ins, slot_iid, counts, wat[j, 0]), wat[j, 1])
+        r = -_slot_for(emptied, _j(slot, emp[j, 1]), emp[j, 2]) - 1
+        emptied[r, 0], emptied[r, 1] = _j(slot, emp[j, 1]), emp[j, 2]
+        emptied[r, 2], emptied[r, 3] = emp[j, 3], emp[j, 4]
+        counts[N_EMPTIED] += 1
+    for j in range(len(bits)):
+        r = _find(o_tab, _instrument(ins, slot_iid, counts, bits[j, 0]), bits[j, 1])
         if r >= 0:
-            o_tab[r, 5] = 1
+            o_tab[r, 5] = bits[j, 2]
+
+
+def _widen(a: np.ndarray, width: int, fill: int) -> np.ndarray:
+    """Pad rows of an older export (fewer columns) with ``fill``."""
+    if a.shape[1] >= width:
+        return a
+    return np.column_stack([a, np.full((len(a), width - a.shape[1]), fill, dtype=np.int64)])
 
 
 def import_state(orders: np.ndarray, pub: np.ndarray, sta: np.ndarray, fil: np.ndarray,
-                 emp: np.ndarray, wat: np.ndarray) -> BookState:
-    """Build a state from :func:`export_orders` and :func:`export_state` arrays."""
-    widths = (5, 3, 2, 3, 4, 2)
-    orders, pub, sta, fil, emp, wat = (
-        np.ascontiguousarray(a, dtype=np.int64).reshape(-1, w)
-        for a, w in zip((orders, pub, sta, fil, emp, wat), widths, strict=True))
+                 emp: np.ndarray, bits: np.ndarray,
+                 meta: np.ndarray | None = None) -> BookState:
+    """Build a state from :func:`export_orders` and :func:`export_state` arrays.
+
+    Exports of the first version (fills without counts, emptied levels without clip, watched
+    orders without bits, no meta) load with zeros, and bits 1.
+    """
+    arrays = [np.ascontiguousarray(a, dtype=np.int64) for a in (orders, pub, sta, fil, emp, bits)]
+    arrays = [a.reshape(len(a), -1) if a.size else a.reshape(0, w)
+              for a, w in zip(arrays, (5, 3, 2, 3, 4, 2), strict=True)]
+    orders, pub, sta, fil, emp, bits = arrays
+    fil, emp, bits = _widen(fil, 6, 0), _widen(emp, 5, 0), _widen(bits, 3, WATCHED)
     iids = np.unique(np.concatenate([orders[:, 0], pub[:, 0], sta[:, 0], fil[:, 0], emp[:, 0],
-                                     wat[:, 0]]))
+                                     bits[:, 0]]))
     slots = max(16, len(iids))
     # a block of n levels relocates at 8, 16, ... rows: at most 4n + 8 rows of pool each
     pool_rows = 4 * len(orders) + 2 * BLOCK0 * 2 * slots + 1024
-    state = BookState(np.zeros(6, dtype=np.int64), _table(_pow2(2 * (len(iids) + 1)), 3),
+    counts = np.zeros(8, dtype=np.int64)
+    counts[TK_LIMIT] = np.iinfo(np.int64).min if meta is None else int(np.asarray(meta).ravel()[0])
+    state = BookState(counts, _table(_pow2(2 * (len(iids) + 1)), 3),
                       np.zeros(slots, dtype=np.int64), np.zeros(slots, dtype=np.int64),
                       np.full((slots, 2), UNDEF, dtype=np.int64),
                       np.zeros((2 * slots, 3), dtype=np.int64),
                       np.zeros((pool_rows, 2), dtype=np.int64),
                       _table(_pow2(2 * (len(orders) + 1)), 6),
-                      _table(_pow2(2 * (len(fil) + 1)), 3), _table(_pow2(2 * (len(emp) + 1)), 3))
-    _import(*state, orders, pub, sta, fil, emp, wat)
+                      _table(_pow2(2 * (len(fil) + 1)), 6), _table(_pow2(2 * (len(emp) + 1)), 4))
+    _import(*state, orders, pub, sta, fil, emp, bits)
     return state
 
 

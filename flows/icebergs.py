@@ -102,12 +102,9 @@ class IcebergTracker:
     """(instrument_id, order_id) → the order's iceberg record (created at its first fill)."""
     synthetic: dict[tuple[int, int, int], Iceberg] = field(default_factory=dict)
     """(instrument_id, side byte, price) → the level's synthetic candidate."""
-    filled: dict[tuple[int, int], tuple[int, int, int]] = field(default_factory=dict)
-    """(instrument_id, order_id) → (ns of its latest fill, contracts filled since the book last
-    updated the order, contracts filled in all)."""
-    emptied: dict[tuple[int, int, int], tuple[int, int]] = field(default_factory=dict)
-    """(instrument_id, side byte, price) → (ns a fill emptied the level, contracts the order
-    that emptied it traded in all: the clip a synthetic refill must repeat)."""
+    consumed: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    """(instrument_id, side byte, price) → ns of the level emptying a synthetic refill already
+    used (the book reports each emptying until it is older than ``refill_ns``)."""
     tranches: dict[tuple[int, int], tuple[int, int, int]] = field(default_factory=dict)
     """(instrument_id, order_id) of a synthetic iceberg's resting refill → its level key."""
     ended: dict[int, list[int]] = field(default_factory=dict)
@@ -119,10 +116,12 @@ class IcebergTracker:
 
     def fill(self, iid: int, oid: int, side: int, price: int, size: int, shown: int,
              ts: int) -> None:
-        """Record that a resting order (``side`` byte, ``shown`` contracts displayed) traded ``size``."""
+        """Record that a resting order (``side`` byte, ``shown`` contracts displayed) traded ``size``.
+
+        The book keeps each order's fills (:mod:`flows.book_core`) and reports only the fills
+        of orders that traded more than they showed, or were placed as a refill.
+        """
         key = (iid, oid)
-        before = self.filled.get(key) or (0, 0, 0)
-        self.filled[key] = (ts, before[1] + size, before[2] + size)
         berg = self.native.get(key)
         if berg is None and size > shown:  # more traded than it showed: the hidden part
             berg = self.native[key] = Iceberg(NATIVE, iid, chr(side), price, oid, ts, ts,
@@ -142,20 +141,21 @@ class IcebergTracker:
             if level.detected:
                 self._changed(("s", *level_key), level)  # type: ignore[misc]
 
-    def level_emptied(self, iid: int, side: int, price: int, ts: int, oid: int = 0) -> None:
-        """Record that fills emptied a price level; ``oid``: the order whose fill emptied it."""
-        traded = self.filled.get((iid, oid))
-        self.emptied[(iid, side, price)] = (ts, 0 if traded is None else traded[2])
-
     def placed(self, iid: int, oid: int, side: int, price: int, size: int,
-               old: tuple[int, int, int] | None, ts: int) -> None:
-        """Record an added or modified order (``old``: its (side, price, size) before, if any)."""
+               old: tuple[int, int, int] | None, ts: int,
+               last_fill: tuple[int, int, int] | None = None,
+               emptied: tuple[int, int] | None = None) -> None:
+        """Record an added or modified order (``old``: its (side, price, size) before, if any).
+
+        ``last_fill``: the order's fills, (ns of the latest, contracts since the book last
+        showed the order, contracts in all), None when it has not traded within the
+        detector's memory. ``emptied``: (ns, contracts the emptying order traded in all) when
+        fills emptied this level within ``refill_ns``. The book sends a placement only when it
+        can replenish a native iceberg or refill an emptied level.
+        """
         key = (iid, oid)
-        last_fill = self.filled.get(key)
         refill_ns = self.rules.refill_ns
         recent = last_fill is not None and ts - last_fill[0] <= refill_ns
-        if last_fill is not None:
-            self.filled[key] = (last_fill[0], 0, last_fill[2])  # the book shows its new size
         # replenished: shows more than what the fills left of it, at the same price
         if recent and (old is None or (old[1] == price and size > old[2] - last_fill[1])):  # type: ignore[index]
             berg = self.native.get(key)
@@ -174,8 +174,7 @@ class IcebergTracker:
         if old is not None:
             return
         level_key = (iid, side, price)
-        emptied = self.emptied.get(level_key)
-        if emptied is None or ts - emptied[0] > refill_ns:
+        if emptied is None or ts - emptied[0] > refill_ns or self.consumed.get(level_key) == emptied[0]:
             return
         level = self.synthetic.get(level_key)
         if (level is None or level.state != ACTIVE or level.shown_size != size
@@ -195,7 +194,7 @@ class IcebergTracker:
         level.last_ts = ts
         level.pending_since = -1
         self.tranches[key] = level_key
-        del self.emptied[level_key]
+        self.consumed[level_key] = emptied[0]
         if level.refills >= self.rules.min_synthetic_refills:
             level.detected = True
             self._changed(("s", iid, side, price), level)
@@ -241,8 +240,7 @@ class IcebergTracker:
                 del self.synthetic[key]
                 if level.order_id:
                     self.tranches.pop((key[0], level.order_id), None)
-        self.filled = {k: t for k, t in self.filled.items() if t[0] >= limit}
-        self.emptied = {k: t for k, t in self.emptied.items() if t[0] >= limit}
+        self.consumed = {k: t for k, t in self.consumed.items() if t >= limit}
 
     def _end(self, berg: Iceberg, state: str, key: tuple) -> None:
         berg.state = state
@@ -275,7 +273,7 @@ class IcebergTracker:
             rules=self.rules,
             native={k: own(v) for k, v in self.native.items()},
             synthetic={k: own(v) for k, v in self.synthetic.items()},
-            filled=dict(self.filled), emptied=dict(self.emptied), tranches=dict(self.tranches),
+            consumed=dict(self.consumed), tranches=dict(self.tranches),
             ended={k: list(v) for k, v in self.ended.items()},
             changed={k: own(v) for k, v in self.changed.items()})
         memo[id(self)] = out
