@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flows.book_core import AbsorptionParams, AbsorptionState
+import numpy as np
+
+from flows.book_core import FREE, AbsorptionParams, AbsorptionState, rows_to_table, shard_of
 
 HELD, BROKE = "held", "broke"
 
@@ -41,28 +43,49 @@ class AbsorptionRules:
 class AbsorptionTracker:
     """Open absorption runs per level and the events finished since the last :meth:`take`.
 
-    The runs live in compiled arrays (:class:`flows.book_core.AbsorptionState`): the book's
-    loop feeds every fill, level traded out and refill to them without a Python call.
+    The runs live in compiled arrays (:class:`flows.book_core.AbsorptionState`), one per book
+    shard (:class:`flows.book.OrderBooks`): the book's loop feeds every fill, level traded out
+    and refill to them without a Python call.
     """
 
     rules: AbsorptionRules = field(default_factory=AbsorptionRules)
-    state: AbsorptionState = field(init=False)
+    states: list[AbsorptionState] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.states = [AbsorptionState(self._params())]
+
+    def _params(self) -> AbsorptionParams:
         r = self.rules
-        self.state = AbsorptionState(AbsorptionParams(r.gap_ns, r.min_volume, r.min_ratio))
+        return AbsorptionParams(r.gap_ns, r.min_volume, r.min_ratio)
+
+    def shard(self, shards: int) -> None:
+        """Spread the open runs over ``shards`` states, by the book's instrument hash."""
+        if len(self.states) == shards:
+            return
+        runs = np.concatenate([s.runs[s.runs[:, 0] != FREE] for s in self.states])
+        done = [d for s in self.states for d in s.done]
+        self.states = []
+        for k in range(shards):
+            state = AbsorptionState(self._params())
+            mine = runs[shard_of(runs[:, 0] >> 1, shards) == k]
+            state.runs = rows_to_table(mine, 64)
+            state.count[0] = len(mine)
+            self.states.append(state)
+        self.states[0].done = done
 
     def expire(self, now_ns: int) -> None:
         """Finish the runs with no fill for ``gap_ns`` before ``now_ns`` (they held)."""
-        self.state.expire(now_ns)
+        for state in self.states:
+            state.expire(now_ns)
 
     def take(self) -> list[tuple]:
-        """Return the finished events and forget them.
+        """Return the finished events (by first fill, then level) and forget them.
 
         Each is (instrument_id, resting side, price, absorbed, start_size, fills, first_ts,
         last_ts, outcome).
         """
-        rows = self.state.take()
+        rows = np.concatenate([s.take() for s in self.states])
+        rows = rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 5]))]
         return [(int(k) >> 1, "A" if k & 1 else "B", int(p), int(a), int(s), int(f), int(t0),
                  int(t1), BROKE if b else HELD) for k, p, a, s, f, t0, t1, b in rows.tolist()]
 
@@ -70,6 +93,6 @@ class AbsorptionTracker:
         """Copy in O(open runs)."""
         out = AbsorptionTracker.__new__(AbsorptionTracker)
         out.rules = self.rules
-        out.state = self.state.copy()
+        out.states = [s.copy() for s in self.states]
         memo[id(self)] = out
         return out

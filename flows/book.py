@@ -27,6 +27,8 @@ empty or the book unreliable), sizes contracts, timestamps ns since epoch UTC.
 from __future__ import annotations
 
 import copy
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +70,11 @@ class OrderBooks:
     holds its price levels sorted (best last), so the BBO is read in O(1) at each ``F_LAST``.
     Copies (:meth:`snapshot`, ``copy.deepcopy``, pickling) share nothing with the original.
 
+    Instruments are independent books, so they are split over ``threads`` shards by a hash
+    of instrument_id; each shard's compiled loop runs on its own thread without the GIL, and
+    the iceberg events of all shards are merged back into record order. Results do not depend
+    on ``threads``; a pickled copy loads with any number.
+
     Parameters
     ----------
     icebergs : IcebergTracker, optional
@@ -78,24 +85,46 @@ class OrderBooks:
     absorption : AbsorptionTracker, optional
         Its compiled runs are fed with every fill, level traded out and refill by the loop
         itself (:mod:`flows.absorption`).
+    threads : int, default 1
+        Book shards, each applied on a thread of a shared pool (1: no thread).
+
+    Raises
+    ------
+    ValueError
+        ``threads`` is not between 1 and 64.
     """
 
     def __init__(self, icebergs: IcebergTracker | None = None,
-                 absorption: AbsorptionTracker | None = None) -> None:
+                 absorption: AbsorptionTracker | None = None, threads: int = 1) -> None:
+        if not 1 <= threads <= 64:
+            msg = f"OrderBooks threads must be 1..64, got {threads}"
+            raise ValueError(msg)
         self.icebergs = icebergs
         self.absorption = absorption
-        self._state: book_core.BookState = book_core.new_state()
+        self.threads = threads
+        self._shards: list[book_core.BookState] = [book_core.new_state() for _ in range(threads)]
+        if absorption is not None:
+            absorption.shard(threads)
+
+    def _shard_of(self, instrument_id: np.ndarray | int) -> np.ndarray:
+        return book_core.shard_of(np.asarray(instrument_id, dtype=np.int64), self.threads)
+
+    def _state_of(self, instrument_id: int) -> book_core.BookState:
+        return self._shards[int(self._shard_of(instrument_id))]
 
     # --- reading ------------------------------------------------------------------------------
 
     @property
     def published(self) -> dict[int, tuple[int, int]]:
         """instrument_id → (bid_px, ask_px) published at its last ``F_LAST``."""
-        pub = book_core.export_state(self._state)[0]
-        return {int(r[0]): (int(r[1]), int(r[2])) for r in pub}
+        out = {}
+        for state in self._shards:
+            pub = book_core.export_state(state)[0]
+            out.update({int(r[0]): (int(r[1]), int(r[2])) for r in pub})
+        return out
 
     def _level(self, instrument_id: int, side: str) -> dict[int, int]:
-        rows = book_core.level_of(self._state, instrument_id, ord(side))
+        rows = book_core.level_of(self._state_of(instrument_id), instrument_id, ord(side))
         return {int(p): int(q) for p, q in rows}
 
     def best(self, instrument_id: int, side: str) -> tuple[int, int]:
@@ -118,7 +147,7 @@ class OrderBooks:
 
     def resting_orders(self, instrument_id: int) -> dict[int, tuple[int, int, int]]:
         """order_id → (side byte ``ord('B')``/``ord('A')``, price, contracts) of one instrument."""
-        rows = book_core.export_orders(self._state)
+        rows = book_core.export_orders(self._state_of(instrument_id))
         mine = rows[rows[:, 0] == instrument_id]
         return {int(r[1]): (int(r[2]), int(r[3]), int(r[4])) for r in mine}
 
@@ -151,17 +180,21 @@ class OrderBooks:
         pos = np.arange(n, dtype=np.int64) if positions is None else np.asarray(positions, np.int64)
         action = np.ascontiguousarray(records["action"].view(np.uint8))
         ts = np.ascontiguousarray(records["ts_event"], dtype=np.int64)
+        iid = np.ascontiguousarray(records["instrument_id"], dtype=np.int64)
+        columns: _Columns = (iid, np.ascontiguousarray(records["order_id"]).astype(np.int64),
+                   np.ascontiguousarray(records["price"], dtype=np.int64),
+                   np.ascontiguousarray(records["size"], dtype=np.int64),
+                   np.ascontiguousarray(records["flags"], dtype=np.int64),
+                   action, np.ascontiguousarray(records["side"].view(np.uint8)), ts)
         tracker, absorption = self.icebergs, self.absorption
-        self._state, bid, ask, events, plog = book_core.apply_records(
-            self._state,
-            np.ascontiguousarray(records["instrument_id"], dtype=np.int64),
-            np.ascontiguousarray(records["order_id"]).astype(np.int64),
-            np.ascontiguousarray(records["price"], dtype=np.int64),
-            np.ascontiguousarray(records["size"], dtype=np.int64),
-            np.ascontiguousarray(records["flags"], dtype=np.int64),
-            action, np.ascontiguousarray(records["side"].view(np.uint8)), ts,
-            None if tracker is None else book_core.IcebergParams(tracker.rules.refill_ns),
-            None if absorption is None else absorption.state, publish_log is not None)
+        params = None if tracker is None else book_core.IcebergParams(tracker.rules.refill_ns)
+        log = publish_log is not None
+        if self.threads == 1:
+            ab = None if absorption is None else absorption.states[0]
+            self._shards[0], bid, ask, events, plog = book_core.apply_records(
+                self._shards[0], *columns, params, ab, log)
+        else:
+            bid, ask, events, plog = self._apply_sharded(columns, params, log)
         if publish_log is not None:
             publish_log.extend((int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in plog)
         if (tracker is not None or absorption is not None) and n:
@@ -173,34 +206,87 @@ class OrderBooks:
             if absorption is not None:
                 absorption.expire(now)
             keep = tracker.rules.refill_ns if tracker is not None else 0
-            self._state = book_core.prune(self._state, now - keep,
-                                          None if tracker is None else now - keep)
+            self._shards = [book_core.prune(s, now - keep, None if tracker is None else now - keep)
+                            for s in self._shards]
         return TradeQuotes(pos[action == _T], bid, ask)
+
+    def _apply_sharded(self, columns: _Columns,
+                       params: book_core.IcebergParams | None, log: bool
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply each shard's records on a pool thread; merge events and log by record row."""
+        iid, action = columns[0], columns[5]
+        which = self._shard_of(iid)
+        tix = np.cumsum(action == _T) - 1
+        n_trades = int(tix[-1]) + 1 if len(tix) else 0
+        bid = np.full(n_trades, UNDEF_PRICE, dtype=np.int64)
+        ask = np.full(n_trades, UNDEF_PRICE, dtype=np.int64)
+        absorption = self.absorption
+
+        def one(k: int) -> tuple:
+            ab = None if absorption is None else absorption.states[k]
+            return book_core.apply_records(self._shards[k], *columns, params, ab, log,
+                                           (which, k, tix, bid, ask))
+
+        results = list(_pool(self.threads).map(one, range(self.threads)))
+        self._shards = [r[0] for r in results]
+        events = np.concatenate([r[3] for r in results])
+        plog = np.concatenate([r[4] for r in results])
+        events = events[np.argsort(events[:, 0], kind="stable")]
+        plog = plog[np.argsort(plog[:, 0], kind="stable")]
+        return bid, ask, events, plog
 
     # --- copies -------------------------------------------------------------------------------
 
     def __getstate__(self) -> dict:
-        state = self._state
+        exports = [(book_core.export_orders(s), *book_core.export_state(s)) for s in self._shards]
+        arrays = [np.concatenate([e[j] for e in exports]) for j in range(6)]
+        meta = np.array([[max(int(e[6][0, 0]) for e in exports)]], dtype=np.int64)
         return {"icebergs": self.icebergs, "absorption": self.absorption,
-                "arrays": (book_core.export_orders(state), *book_core.export_state(state))}
+                "threads": self.threads, "arrays": (*arrays, meta)}
 
     def __setstate__(self, state: dict) -> None:
         self.icebergs = state["icebergs"]
         self.absorption = state.get("absorption")
-        self._state = book_core.import_state(*state["arrays"])
+        self.threads = state.get("threads", 1)
+        arrays = [np.asarray(a, dtype=np.int64) for a in state["arrays"]]
+        self._shards = []
+        for k in range(self.threads):
+            mine = [a[self._shard_of(a[:, 0]) == k] if a.ndim == 2 and j < 6 else a
+                    for j, a in enumerate(arrays)]
+            self._shards.append(book_core.import_state(*mine))
+        if self.absorption is not None:
+            self.absorption.shard(self.threads)
 
     def snapshot(self) -> OrderBooks:
         """Return an independent copy (array copies of the compiled state, O(table size))."""
         clone = OrderBooks.__new__(OrderBooks)
         clone.icebergs = copy.deepcopy(self.icebergs)
         clone.absorption = copy.deepcopy(self.absorption)
-        clone._state = book_core.copy_state(self._state)
+        clone.threads = self.threads
+        clone._shards = [book_core.copy_state(s) for s in self._shards]
         return clone
 
     def __deepcopy__(self, memo: dict) -> OrderBooks:
         clone = self.snapshot()
         memo[id(self)] = clone
         return clone
+
+
+_Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                 np.ndarray, np.ndarray]
+"""instrument_id, order_id, price, size, flags (int64), action, side (uint8), ts_event."""
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """Return the process-wide pool of ``threads`` book threads (shared by every book)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="ifd-book")
+        return pool
 
 
 def _feed(tracker: IcebergTracker, events: list[list[int]], ts: np.ndarray) -> None:

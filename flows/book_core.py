@@ -218,7 +218,7 @@ def _level_size(pool, blk, j, key):  # pragma: no cover - compiled
 
 @nb.njit(cache=True, inline="always")
 def _put(pool, blk, counts, j, key, size):  # pragma: no cover - compiled
-    """Add ``size`` at ``key`` of block ``j`` (the caller made room: :func:`_limits`)."""
+    """Add ``size`` at ``key`` of block ``j`` (the caller made room: :func:`_run` checks)."""
     off, cap, n = blk[j, 0], blk[j, 1], blk[j, 2]
     p = _lower(pool, off, n, key)
     hit = False
@@ -331,32 +331,29 @@ def _upsert(tab, counts, c, a, b, value):  # pragma: no cover - compiled
     tab[r, 2] = value
 
 
-@nb.njit(cache=True)
-def _limits(ins, slot_iid, pool, orders, filled, emptied):  # pragma: no cover - compiled
-    """Return the counts at which one more record could overflow a table or the pool.
-
-    (orders, fills, emptied levels, instruments, pool rows used + twice the largest block).
-    Checked per record as plain integers: a short-circuit ``and`` over arrays inside the loop
-    costs numba a reference-count pair per record.
-    """
-    out = np.empty(5, dtype=np.int64)
-    out[0] = len(orders) // 2 - 1
-    out[1] = len(filled) // 2 - 1
-    out[2] = len(emptied) // 2 - 1
-    out[3] = min(len(ins) // 2 - 1, len(slot_iid))
-    out[4] = len(pool)
-    return out
+def shard_of(instrument_id: np.ndarray, shards: int) -> np.ndarray:
+    """Shard (uint8) of each instrument_id: Fibonacci hashing, so ids in steps spread evenly."""
+    if shards == 1:
+        return np.zeros(instrument_id.shape, dtype=np.uint8)
+    mixed = (instrument_id.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+    return (mixed % np.uint64(shards)).astype(np.uint8)
 
 
-def _pow2(n: int) -> int:
-    cap = 1024
+def rows_to_table(rows: np.ndarray, smallest: int = 1024) -> np.ndarray:
+    """Return a hash table (this module's layout) holding ``rows`` (n, width), ≤ half full."""
+    return _rehash(rows if len(rows) else np.full((1, rows.shape[1]), FREE, dtype=np.int64),
+                   _pow2(2 * (len(rows) + 1), smallest))
+
+
+def _pow2(n: int, smallest: int = 1024) -> int:
+    cap = smallest
     while cap < n:
         cap *= 2
     return cap
 
 
 def _grow(state: BookState) -> BookState:
-    """Double whatever :func:`_limits` found short."""
+    """Double whatever :func:`_run` found short."""
     c = state.counts
     out = state
     for name, count in (("orders", c[N_ORDERS]), ("filled", c[N_FILLED]),
@@ -383,16 +380,17 @@ def _grow(state: BookState) -> BookState:
 # --- the batch loop ------------------------------------------------------------------------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied, iid, oid,
-         price, size, flags, action, side, ts, icebergs_on, absorption_on, log_publish, start,
-         trade_bid, trade_ask, t, events, n_events, plog, n_log, refill_ns, runs, a_count,
-         done, n_done, gap_ns, min_volume, min_ratio):  # pragma: no cover - compiled
-    """Apply records from ``start`` until the batch ends or a table needs room.
+         price, size, flags, action, side, ts, shard, me, tix, icebergs_on, absorption_on,
+         log_publish, start, trade_bid, trade_ask, t, events, n_events, plog, n_log, refill_ns,
+         runs, a_count, done, n_done, gap_ns, min_volume, min_ratio):  # pragma: no cover
+    """Apply the records of shard ``me`` from ``start`` until the batch ends or a table needs room.
 
-    Return (next row, trades written, events written, log rows written, absorption events
-    written). No array is reallocated here (a loop-carried array reassigned costs a
-    reference count per record).
+    ``shard[i]``: the book shard of record i (others are skipped); ``tix[i]``: the index of
+    record i among the batch's trades. Return (next row, trades written, events written, log
+    rows written, absorption events written). No array is reallocated here (a loop-carried
+    array reassigned costs a reference count per record). Runs without the GIL.
     """
     n = len(iid)
     last_iid = np.int64(-1)
@@ -412,6 +410,8 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                 | (counts[POOL_USED] + 2 * max(counts[MAX_CAP], BLOCK0) > lim_p)
                 | (a_count[0] >= lim_r) | (n_done > lim_d)):
             return i, t, n_events, n_log, n_done
+        if shard[i] != me:
+            continue
         ins_id, act, flag = iid[i], action[i], flags[i]
         if ins_id != last_iid:
             slot = _instrument(ins, slot_iid, counts, ins_id)
@@ -429,8 +429,8 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
         absorb = absorption_on & (not snap)
         if act == 84:  # T
             if (st & (ST_BAD | ST_PUB)) == ST_PUB:
-                trade_bid[t] = pub[slot, 0]
-                trade_ask[t] = pub[slot, 1]
+                trade_bid[tix[i]] = pub[slot, 0]
+                trade_ask[tix[i]] = pub[slot, 1]
             t += 1
         elif act == 70:  # F
             if bergs | absorb:
@@ -586,7 +586,8 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
 def apply_records(state: BookState, iid: np.ndarray, oid: np.ndarray, price: np.ndarray,
                   size: np.ndarray, flags: np.ndarray, action: np.ndarray, side: np.ndarray,
                   ts: np.ndarray, icebergs: IcebergParams | None = None,
-                  absorption: AbsorptionState | None = None, log_publish: bool = False
+                  absorption: AbsorptionState | None = None, log_publish: bool = False,
+                  shard: tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray] | None = None
                   ) -> tuple[BookState, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Apply one batch; return (state, trade_bid, trade_ask, iceberg events, publish log).
 
@@ -595,11 +596,20 @@ def apply_records(state: BookState, iid: np.ndarray, oid: np.ndarray, price: np.
     detector (its finished events are appended to ``absorption.done``); ``log_publish``:
     return (row, iid, bid, ask) at every ``F_LAST`` (tests). The returned state replaces
     ``state`` (arrays that grew are new).
+
+    ``shard``: (shard of each record (uint8), this state's shard, trade index of each record,
+    trade_bid, trade_ask): apply only that shard's records, writing its trades' quotes into
+    the shared arrays (:class:`flows.book.OrderBooks` runs shards on threads).
     """
     n = len(iid)
-    n_trades = int(np.count_nonzero(action == 84))
-    trade_bid = np.full(n_trades, UNDEF, dtype=np.int64)
-    trade_ask = np.full(n_trades, UNDEF, dtype=np.int64)
+    if shard is None:
+        tix = np.cumsum(action == 84) - 1
+        n_trades = int(tix[-1]) + 1 if n else 0
+        trade_bid = np.full(n_trades, UNDEF, dtype=np.int64)
+        trade_ask = np.full(n_trades, UNDEF, dtype=np.int64)
+        which, me = np.zeros(n, dtype=np.uint8), 0
+    else:
+        which, me, tix, trade_bid, trade_ask = shard
     events = np.zeros((256, len(EVENT_COLUMNS)), dtype=np.int64)
     plog = np.zeros((n if log_publish else 0, 4), dtype=np.int64)
     ab = absorption if absorption is not None else AbsorptionState(AbsorptionParams())
@@ -609,10 +619,10 @@ def apply_records(state: BookState, iid: np.ndarray, oid: np.ndarray, price: np.
     i = t = n_events = n_log = n_done = 0
     while True:
         i, t, n_events, n_log, n_done = _run(
-            *state, iid, oid, price, size, flags, action, side, ts, icebergs is not None,
-            absorption is not None, log_publish, i, trade_bid, trade_ask, t, events, n_events,
-            plog, n_log, refill_ns, ab.runs, ab.count, done, n_done, rules.gap_ns,
-            rules.min_volume, float(rules.min_ratio))
+            *state, iid, oid, price, size, flags, action, side, ts, which, me, tix,
+            icebergs is not None, absorption is not None, log_publish, i, trade_bid, trade_ask,
+            t, events, n_events, plog, n_log, refill_ns, ab.runs, ab.count, done, n_done,
+            rules.gap_ns, rules.min_volume, float(rules.min_ratio))
         if i >= n:
             break
         grew = False

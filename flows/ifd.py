@@ -316,6 +316,7 @@ def build_flow(
         merged_clock=len(partition_keys) > 1,
         tape=_tape_rules(settings),
         l3=settings.l3_enabled,
+        book_threads=settings.l3_book_threads,
         live=settings.mode == "live",
     )
     latency = LatencyMeter() if settings.mode == "live" else None  # wall-clock stages: live only

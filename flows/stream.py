@@ -252,13 +252,15 @@ class StreamProcessor:
     shard_keys : list[str] | None
         The window key of each shard (``shards`` of them; :mod:`flows.routing` picks keys
         that land on a chosen worker); None: :func:`~flows.pressure.shard_key`.
+    book_threads : int
+        Order-book shards applied on threads (:class:`flows.book.OrderBooks`).
     """
 
     def __init__(self, catalog: InstrumentCatalog, *, window_ns: int, lateness_ns: int,
                  shards: int = 16, symbology: dict[str, frozenset[int]] | None = None,
                  max_skew_ns: int = MAX_SKEW_NS, merged_clock: bool = False,
                  tape: TapeRules | None = None, l3: bool = True, live: bool = False,
-                 shard_keys: list[str] | None = None) -> None:
+                 shard_keys: list[str] | None = None, book_threads: int = 1) -> None:
         if shard_keys is not None and len(shard_keys) != shards:
             msg = f"{len(shard_keys)} shard keys for {shards} shards"
             raise ValueError(msg)
@@ -266,6 +268,7 @@ class StreamProcessor:
         self.catalog = catalog
         self.live = live
         self.l3 = l3
+        self.book_threads = book_threads
         self.tape = tape or TapeRules()
         self.window_ns = window_ns
         self.lateness_ns = lateness_ns
@@ -308,7 +311,8 @@ class StreamProcessor:
         mbo = self.l3 and batch.trade_rtype == RTYPE_MBO
         if mbo:
             if state.books is None:
-                state.books = OrderBooks(icebergs=IcebergTracker(), absorption=AbsorptionTracker())
+                state.books = OrderBooks(icebergs=IcebergTracker(), absorption=AbsorptionTracker(),
+                                         threads=self.book_threads)
             trades = _book_quotes(trades, batch, state.books)
         contract_of, contracts = resolve_trades(
             trades.instrument_id, trades.ts_recv, self.catalog, state.definitions)
