@@ -178,14 +178,12 @@ class OrderBooks:
             raise ValueError(msg)
         n = len(records)
         pos = np.arange(n, dtype=np.int64) if positions is None else np.asarray(positions, np.int64)
-        action = np.ascontiguousarray(records["action"].view(np.uint8))
-        ts = np.ascontiguousarray(records["ts_event"], dtype=np.int64)
-        iid = np.ascontiguousarray(records["instrument_id"], dtype=np.int64)
-        columns: _Columns = (iid, np.ascontiguousarray(records["order_id"]).astype(np.int64),
-                   np.ascontiguousarray(records["price"], dtype=np.int64),
-                   np.ascontiguousarray(records["size"], dtype=np.int64),
-                   np.ascontiguousarray(records["flags"], dtype=np.int64),
-                   action, np.ascontiguousarray(records["side"].view(np.uint8)), ts)
+        # the records' own fields, strided views: the compiled loop reads them in place
+        action = records["action"].view(np.uint8)
+        ts = records["ts_event"]
+        columns: _Columns = (records["instrument_id"], records["order_id"], records["price"],
+                             records["size"], records["flags"], action,
+                             records["side"].view(np.uint8), ts)
         tracker, absorption = self.icebergs, self.absorption
         params = None if tracker is None else book_core.IcebergParams(tracker.rules.refill_ns)
         log = publish_log is not None
@@ -274,7 +272,8 @@ class OrderBooks:
 
 _Columns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                  np.ndarray, np.ndarray]
-"""instrument_id, order_id, price, size, flags (int64), action, side (uint8), ts_event."""
+"""instrument_id, order_id, price, size, flags, action, side (uint8), ts_event: fields of
+the MBO records (strided views, their DBN dtypes)."""
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()

@@ -412,7 +412,11 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
             return i, t, n_events, n_log, n_done
         if shard[i] != me:
             continue
-        ins_id, act, flag = iid[i], action[i], flags[i]
+        # the record's fields as int64 (inputs may be strided views of the DBN records, of
+        # unsigned types: uint64 arithmetic with int64 would give float64 in numba)
+        ins_id, act, flag = np.int64(iid[i]), np.int64(action[i]), np.int64(flags[i])
+        o_id, px, qty = np.int64(oid[i]), np.int64(price[i]), np.int64(size[i])
+        at = np.int64(ts[i])
         if ins_id != last_iid:
             slot = _instrument(ins, slot_iid, counts, ins_id)
             last_iid = ins_id
@@ -434,35 +438,35 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
             t += 1
         elif act == 70:  # F
             if bergs | absorb:
-                r = _find(orders, slot, oid[i])
+                r = _find(orders, slot, o_id)
                 if r >= 0:
                     o_side, o_price, o_size = orders[r, 2], orders[r, 3], orders[r, 4]
-                    fr = _slot_for(filled, slot, oid[i])
+                    fr = _slot_for(filled, slot, o_id)
                     if fr < 0:
                         fr = -fr - 1
-                        filled[fr, 0], filled[fr, 1] = slot, oid[i]
+                        filled[fr, 0], filled[fr, 1] = slot, o_id
                         filled[fr, 3], filled[fr, 4], filled[fr, 5] = 0, 0, 0
                         counts[N_FILLED] += 1
                     elif filled[fr, 2] < tk_limit:  # the detector had forgotten it
                         filled[fr, 3], filled[fr, 4] = 0, 0
-                    filled[fr, 2] = ts[i]
-                    filled[fr, 3] += size[i]
-                    filled[fr, 4] += size[i]
-                    if size[i] > o_size:  # traded more than it showed: a native iceberg
+                    filled[fr, 2] = at
+                    filled[fr, 3] += qty
+                    filled[fr, 4] += qty
+                    if qty > o_size:  # traded more than it showed: a native iceberg
                         orders[r, 5] |= NATIVE
                         filled[fr, 5] = 1
                     if bergs & (orders[r, 5] != 0):
                         e = events[n_events]
                         e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7] = (
-                            i, FILL, ins_id, oid[i], o_side, o_price, size[i], o_size)
+                            i, FILL, ins_id, o_id, o_side, o_price, qty, o_size)
                         n_events += 1
-                    if absorb & (price[i] == o_price):  # not an auction fill away from it
+                    if absorb & (px == o_price):  # not an auction fill away from it
                         level = _level_size(pool, blk, _j(slot, o_side), _key(o_side, o_price))
                         n_done = _absorb(runs, a_count, done, n_done, 2 * ins_id + _j(0, o_side),
-                                         o_price, size[i], level, ts[i], gap_ns, min_volume,
+                                         o_price, qty, level, at, gap_ns, min_volume,
                                          min_ratio)
         elif (act == 65) | (act == 77) | (act == 67):  # A, M, C
-            r = _find(orders, slot, oid[i])
+            r = _find(orders, slot, o_id)
             had = r >= 0
             o_side = np.int64(0)
             o_price = np.int64(0)
@@ -475,11 +479,11 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
             if act == 67:
                 if had:
                     n_side, n_price = o_side, o_price
-                    n_size = o_size - min(size[i], o_size)
+                    n_size = o_size - min(qty, o_size)
                 else:
                     n_side, n_price, n_size = np.int64(0), UNDEF, np.int64(0)
             else:
-                n_side, n_price, n_size = np.int64(side[i]), price[i], size[i]
+                n_side, n_price, n_size = np.int64(side[i]), px, qty
             placed = (n_size > 0) & (n_price != UNDEF) & ((n_side == BID) | (n_side == ASK))
             if had & placed & (n_price == o_price) & (n_side == o_side):
                 # same level: only its size changes
@@ -495,8 +499,8 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                     if had:
                         orders[r, 2], orders[r, 3], orders[r, 4] = n_side, n_price, n_size
                     else:
-                        r = -_slot_for(orders, slot, oid[i]) - 1
-                        orders[r, 0], orders[r, 1], orders[r, 2] = slot, oid[i], n_side
+                        r = -_slot_for(orders, slot, o_id) - 1
+                        orders[r, 0], orders[r, 1], orders[r, 2] = slot, o_id, n_side
                         orders[r, 3], orders[r, 4], orders[r, 5] = n_price, n_size, 0
                         counts[N_ORDERS] += 1
                     _put(pool, blk, counts, _j(slot, n_side), _key(n_side, n_price), n_size)
@@ -504,7 +508,7 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                     _delete(orders, r)
                     counts[N_ORDERS] -= 1
             if (bergs | absorb) & (act != 67) & placed:
-                fr = _find(filled, slot, oid[i])
+                fr = _find(filled, slot, o_id)
                 er = -1
                 if not had:
                     er = _find(emptied, _j(slot, n_side), n_price)
@@ -520,7 +524,7 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                             filled[fr, 3] = 0  # the book shows its new size
                         if filled[fr, 5]:
                             orders[r, 5] |= NATIVE
-                    recent = (f_ts >= 0) & (ts[i] - f_ts <= refill_ns)
+                    recent = (f_ts >= 0) & (at - f_ts <= refill_ns)
                     native = False
                     if recent:
                         native = not had
@@ -528,7 +532,7 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                             native = n_size > o_size - f_since
                     e_ts, e_clip = np.int64(-1), np.int64(0)
                     if er >= 0:
-                        if ts[i] - emptied[er, 2] <= refill_ns:
+                        if at - emptied[er, 2] <= refill_ns:
                             e_ts, e_clip = emptied[er, 2], emptied[er, 3]
                             orders[r, 5] |= WATCHED  # a possible synthetic tranche
                     if native:
@@ -538,15 +542,15 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                     if native | (e_ts >= 0):
                         e = events[n_events]
                         e[0], e[1], e[2], e[3], e[4], e[5], e[6] = (
-                            i, PLACED, ins_id, oid[i], n_side, n_price, n_size)
+                            i, PLACED, ins_id, o_id, n_side, n_price, n_size)
                         e[7], e[8], e[9], e[10] = 1 if had else 0, o_side, o_price, o_size
                         e[11], e[12], e[13], e[14], e[15] = f_ts, f_since, f_total, e_ts, e_clip
                         n_events += 1
             elif (bergs | absorb) & (act == 67) & had & (not placed):
-                fr = _find(filled, slot, oid[i])
+                fr = _find(filled, slot, o_id)
                 traded = False
                 if fr >= 0:
-                    traded = filled[fr, 2] == ts[i]
+                    traded = filled[fr, 2] == at
                 if traded & empty:
                     clip = filled[fr, 4] if filled[fr, 2] >= tk_limit else 0
                     er = _slot_for(emptied, _j(slot, o_side), o_price)
@@ -554,13 +558,13 @@ def _run(counts, ins, slot_iid, status, pub, blk, pool, orders, filled, emptied,
                         er = -er - 1
                         emptied[er, 0], emptied[er, 1] = _j(slot, o_side), o_price
                         counts[N_EMPTIED] += 1
-                    emptied[er, 2], emptied[er, 3] = ts[i], clip
+                    emptied[er, 2], emptied[er, 3] = at, clip
                     if absorb:
                         _traded_out(runs, 2 * ins_id + _j(0, o_side), o_price)
                 if bergs & (bits != 0):
                     e = events[n_events]
                     e[0], e[1], e[2], e[3], e[4], e[5], e[6] = (
-                        i, REMOVED, ins_id, oid[i], o_side, o_price, 0)
+                        i, REMOVED, ins_id, o_id, o_side, o_price, 0)
                     e[7], e[8] = 1 if traded else 0, 1 if empty else 0
                     n_events += 1
         elif act == 82:  # R
@@ -591,7 +595,8 @@ def apply_records(state: BookState, iid: np.ndarray, oid: np.ndarray, price: np.
                   ) -> tuple[BookState, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Apply one batch; return (state, trade_bid, trade_ask, iceberg events, publish log).
 
-    Arrays are int64 except ``action``/``side`` (uint8), all shape (n,). ``icebergs``: emit
+    Arrays of shape (n,), of any integer dtype and any stride (the fields of the DBN
+    ``MBOMsg`` records are passed as they are: no copy); ``action``/``side`` as uint8. ``icebergs``: emit
     the iceberg detector's events (:data:`EVENT_COLUMNS`); ``absorption``: run the absorption
     detector (its finished events are appended to ``absorption.done``); ``log_publish``:
     return (row, iid, bid, ask) at every ``F_LAST`` (tests). The returned state replaces
