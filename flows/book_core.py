@@ -24,7 +24,7 @@ State layout (:class:`BookState`, plain int64 numpy arrays, so a copy is a few `
   price is a binary search. A block that fills moves to the pool's end with twice the room.
 
 Typed dicts of tuples (the first version) cost ~390 ns per record on the 10 M-record bench
-input; these arrays ~140 ns. Compiled helpers avoid ``and``/``or`` over array reads and keep a
+input; these arrays ~120 ns. Compiled helpers avoid ``and``/``or`` over array reads and keep a
 single exit where they are not inlined: numba otherwise adds an atomic reference-count pair
 on each array argument, per call (measured with ``perf``: it was half of the loop's time).
 """

@@ -350,7 +350,7 @@ class Settings(BaseSettings):
     """Order-book shards per worker, each applied on its own thread without the GIL
     (:class:`flows.book.OrderBooks`; instruments are split by a hash of instrument_id, results
     do not depend on it). ``benchmarks/bench_l3.py``: 2 threads on 2 cores took the 10 M-record
-    MBO replay from 5.4 s to ~4.7 s."""
+    MBO replay from 5.6 s to ~4.7 s."""
     progress_interval_s: float = Field(default=2.0, ge=0)
     bytewax_addresses: str | None = Field(
         default=None, validation_alias="BYTEWAX_ADDRESSES",
