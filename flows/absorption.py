@@ -39,6 +39,18 @@ class AbsorptionRules:
     min_ratio: float = 3.0
 
 
+@dataclass(slots=True)
+class _Run:
+    """An open run as pickled before the runs were compiled (read by ``__setstate__`` only)."""
+
+    start_size: int
+    first_ts: int
+    last_ts: int
+    absorbed: int = 0
+    fills: int = 0
+    emptied: bool = False
+
+
 @dataclass
 class AbsorptionTracker:
     """Open absorption runs per level and the events finished since the last :meth:`take`.
@@ -88,6 +100,25 @@ class AbsorptionTracker:
         rows = rows[np.lexsort((rows[:, 1], rows[:, 0], rows[:, 5]))]
         return [(int(k) >> 1, "A" if k & 1 else "B", int(p), int(a), int(s), int(f), int(t0),
                  int(t1), BROKE if b else HELD) for k, p, a, s, f, t0, t1, b in rows.tolist()]
+
+    def __setstate__(self, state: dict) -> None:
+        """Load a pickle; one from before the compiled runs (a ``runs`` dict) is converted."""
+        if "states" in state:
+            self.__dict__.update(state)
+            return
+        self.rules = state.get("rules", AbsorptionRules())
+        self.__post_init__()
+        old = state.get("runs", {})
+        rows = np.array([[2 * iid + (0 if side == ord("B") else 1), price, r.start_size,
+                          r.first_ts, r.last_ts, r.absorbed, r.fills, int(r.emptied)]
+                         for (iid, side, price), r in old.items()], dtype=np.int64).reshape(-1, 8)
+        first = self.states[0]
+        first.runs, first.count[0] = rows_to_table(rows, 64), len(rows)
+        done = state.get("done", [])
+        if done:
+            first.done.append(np.array(
+                [[2 * d[0] + (0 if d[1] == "B" else 1), d[2], d[3], d[4], d[5], d[6], d[7],
+                  int(d[8] == BROKE)] for d in done], dtype=np.int64))
 
     def __deepcopy__(self, memo: dict) -> AbsorptionTracker:
         """Copy in O(open runs)."""

@@ -259,6 +259,17 @@ class IcebergTracker:
         if berg.detected:
             self.changed[(*key, berg.first_ts)] = berg
 
+    def __setstate__(self, state: dict) -> None:
+        """Load a pickle; one from before the book kept the fills loads without them.
+
+        Its ``filled``/``emptied`` dicts are the book's now (:mod:`flows.book_core`).
+        """
+        state = dict(state)
+        state.pop("filled", None)
+        state.pop("emptied", None)
+        state.setdefault("consumed", {})
+        self.__dict__.update(state)
+
     def __deepcopy__(self, memo: dict) -> IcebergTracker:
         """Copy in O(entries): the dicts are copied, their mutable :class:`Iceberg` s cloned."""
         clones: dict[int, Iceberg] = {}

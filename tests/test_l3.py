@@ -478,6 +478,17 @@ def test_absorption_is_a_level_that_soaks_up_three_times_its_size_and_holds_or_b
     assert _absorption(rows[:10]) == []  # 30 lots: below the 50-lot minimum
 
 
+def test_absorption_run_pickled_before_the_runs_were_compiled_loads_and_finishes():
+    from flows.absorption import AbsorptionRules, _Run
+
+    tracker = AbsorptionTracker.__new__(AbsorptionTracker)
+    tracker.__setstate__({"rules": AbsorptionRules(), "done": [],
+                          "runs": {(7, ord("B"), 100 * 10**9): _Run(10, 100, 600, 50, 5, False),
+                                   (7, ord("A"), 101 * 10**9): _Run(10, 100, 700, 20, 2, True)}})
+    tracker.expire(10**12)
+    assert tracker.take() == [(7, "B", 100 * 10**9, 50, 10, 5, 100, 600, "held")]
+
+
 def test_real_esh4_absorption_volumes_equal_the_fills_at_that_level(real_dir, tmp_path):
     records = _mbo(real_dir / ESH4)
     settings = Settings(source=str(real_dir / ESH4), data_dir=tmp_path, progress_interval_s=0)
