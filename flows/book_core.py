@@ -110,30 +110,12 @@ def _hash(a, b):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, inline="always")
-def _find(tab, a, b):  # pragma: no cover - compiled
-    """Row of key (a, b), or -1.
+def _slot_for(tab, a, b):  # pragma: no cover - compiled
+    """Row of key (a, b), or the free row where it goes, as -(row + 1).
 
     Compiled helpers here keep one exit and no ``and``/``or`` over array reads: numba adds a
     reference-count pair on the arrays otherwise, which tripled the cost of a record.
     """
-    mask = len(tab) - 1
-    i = _hash(a, b) & mask
-    out = -1
-    while True:
-        k = tab[i, 0]
-        if k == FREE:
-            break
-        if k == a:
-            if tab[i, 1] == b:
-                out = i
-                break
-        i = (i + 1) & mask
-    return out
-
-
-@nb.njit(cache=True, inline="always")
-def _slot_for(tab, a, b):  # pragma: no cover - compiled
-    """Row of key (a, b), or the free row where it goes, as -(row + 1)."""
     mask = len(tab) - 1
     i = _hash(a, b) & mask
     out = 0
@@ -148,6 +130,13 @@ def _slot_for(tab, a, b):  # pragma: no cover - compiled
                 break
         i = (i + 1) & mask
     return out
+
+
+@nb.njit(cache=True, inline="always")
+def _find(tab, a, b):  # pragma: no cover - compiled
+    """Row of key (a, b), or -1."""
+    r = _slot_for(tab, a, b)
+    return r if r >= 0 else -1
 
 
 @nb.njit(cache=True, inline="always")
