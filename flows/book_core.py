@@ -1,22 +1,27 @@
 """Compiled (numba) inner loop of :mod:`flows.book`: the book rules over a batch of MBO records.
 
 Same rules as the :mod:`flows.book` docstring. Besides the published BBO before each trade it
-emits the *book events* the iceberg detector (:mod:`flows.icebergs`) acts on, and only those:
-every fill of a resting order; a placement (``A``/``M``) of an order that has traded before, or
-of a new order at a price that fills emptied recently; a removal of an order that has traded or
-was such a placement. Everything else (most adds, cancels and modifies) never reaches Python.
+keeps each order's fills and the levels fills emptied, runs the absorption detector
+(:mod:`flows.absorption`) in place, and emits the *book events* the iceberg detector
+(:mod:`flows.icebergs`) can act on, and only those: fills and removals of orders that traded
+more than they showed (native) or were placed at a level fills just emptied (possible
+synthetic tranches); placements that replenish an order filled within ``refill_ns``, or that
+refill such a level. Everything else never reaches Python.
 
-Event rows are int64, 11 columns (:data:`EVENT_COLUMNS`): the record's row, the kind (0 fill,
-1 placed, 2 removed), instrument_id, order_id, side byte, price, size and four kind-specific
+Event rows are int64, 16 columns (:data:`EVENT_COLUMNS`): the record's row, the kind (0 fill,
+1 placed, 2 removed), instrument_id, order_id, side byte, price, size and nine kind-specific
 values.
 
 State layout (:class:`BookState`, plain int64 numpy arrays, so a copy is a few ``memcpy``):
 
 - four open-addressing hash tables (linear probing, backward-shift deletion, load ≤ 1/2), each
   a 2-D array whose row is (key1, key2, values...), key1 = -1 marking a free row:
-  instruments (iid, 0 → slot), orders (slot, order_id → side byte, price, size, watched),
-  fills (slot, order_id → ns of its last fill while resting) and emptied levels
-  (2·slot + side, price → ns fills emptied it);
+  instruments (iid, 0 → slot), orders (slot, order_id → side byte, price, size, bits
+  :data:`WATCHED`/:data:`NATIVE`), fills (slot, order_id → ns of its last fill, contracts
+  since the book last showed it, in all, native) and emptied levels (2·slot + side, price → ns
+  fills emptied it, what the emptying order traded in all);
+- the iceberg detector's memory of fills ends at ``counts[TK_LIMIT]`` (set by :func:`prune`):
+  older fills read as none, as when the detector kept them itself;
 - per instrument *slot*: status bits (1 unreliable, 2 in a snapshot, 4 published), the
   published (bid, ask) and, per side, a block of the level pool;
 - the level pool: rows (key, contracts) with key = price for bids and −price for asks, each
@@ -265,17 +270,6 @@ def _key(side, price):  # pragma: no cover - compiled
 
 
 @nb.njit(cache=True, inline="always")
-def _best(pool, blk, slot, side):  # pragma: no cover - compiled
-    j = _j(slot, side)
-    n = blk[j, 2]
-    out = UNDEF
-    if n > 0:
-        k = pool[blk[j, 0] + n - 1, 0]
-        out = k if side == BID else -k
-    return out
-
-
-@nb.njit(cache=True, inline="always")
 def _clear(orders, counts, blk, slot):  # pragma: no cover - compiled
     """Drop the slot's resting orders and levels.
 
@@ -307,17 +301,6 @@ def _instrument(ins, slot_iid, counts, iid):  # pragma: no cover - compiled
         r = -r - 1
         ins[r, 0], ins[r, 1], ins[r, 2] = iid, 0, slot
     return slot
-
-
-@nb.njit(cache=True, inline="always")
-def _upsert(tab, counts, c, a, b, value):  # pragma: no cover - compiled
-    """Set the first value of key (a, b) (the caller made room)."""
-    r = _slot_for(tab, a, b)
-    if r < 0:
-        r = -r - 1
-        tab[r, 0], tab[r, 1] = a, b
-        counts[c] += 1
-    tab[r, 2] = value
 
 
 def shard_of(instrument_id: np.ndarray, shards: int) -> np.ndarray:
