@@ -25,18 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flows.book_core import FREE, AbsorptionParams, AbsorptionState, rows_to_table, shard_of
+from flows.book_core import FREE, AbsorptionRules, AbsorptionState, rows_to_table, shard_of
 
 HELD, BROKE = "held", "broke"
-
-
-@dataclass(frozen=True, slots=True)
-class AbsorptionRules:
-    """Thresholds of an absorption event (module docstring)."""
-
-    gap_ns: int = 5_000_000_000
-    min_volume: int = 50
-    min_ratio: float = 3.0
 
 
 @dataclass(slots=True)
@@ -64,11 +55,8 @@ class AbsorptionTracker:
     states: list[AbsorptionState] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.states = [AbsorptionState(self._params())]
+        self.states = [AbsorptionState(self.rules)]
 
-    def _params(self) -> AbsorptionParams:
-        r = self.rules
-        return AbsorptionParams(r.gap_ns, r.min_volume, r.min_ratio)
 
     def shard(self, shards: int) -> None:
         """Spread the open runs over ``shards`` states, by the book's instrument hash."""
@@ -78,7 +66,7 @@ class AbsorptionTracker:
         done = [d for s in self.states for d in s.done]
         self.states = []
         for k in range(shards):
-            state = AbsorptionState(self._params())
+            state = AbsorptionState(self.rules)
             mine = runs[shard_of(runs[:, 0] >> 1, shards) == k]
             state.runs = rows_to_table(mine, 64)
             state.count[0] = len(mine)

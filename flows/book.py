@@ -214,10 +214,7 @@ class OrderBooks:
         """Apply each shard's records on a pool thread; merge events and log by record row."""
         iid, action = columns[0], columns[5]
         which = self._shard_of(iid)
-        tix = np.cumsum(action == _T) - 1
-        n_trades = int(tix[-1]) + 1 if len(tix) else 0
-        bid = np.full(n_trades, UNDEF_PRICE, dtype=np.int64)
-        ask = np.full(n_trades, UNDEF_PRICE, dtype=np.int64)
+        tix, bid, ask = book_core.trade_slots(action)
         absorption = self.absorption
 
         def one(k: int) -> tuple:

@@ -36,6 +36,7 @@ on each array argument, per call (measured with ``perf``: it was half of the loo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numba as nb
@@ -580,16 +581,13 @@ def apply_records(state: BookState, iid: np.ndarray, oid: np.ndarray, price: np.
     """
     n = len(iid)
     if shard is None:
-        tix = np.cumsum(action == 84) - 1
-        n_trades = int(tix[-1]) + 1 if n else 0
-        trade_bid = np.full(n_trades, UNDEF, dtype=np.int64)
-        trade_ask = np.full(n_trades, UNDEF, dtype=np.int64)
+        tix, trade_bid, trade_ask = trade_slots(action)
         which, me = np.zeros(n, dtype=np.uint8), 0
     else:
         which, me, tix, trade_bid, trade_ask = shard
     events = np.zeros((256, len(EVENT_COLUMNS)), dtype=np.int64)
     plog = np.zeros((n if log_publish else 0, 4), dtype=np.int64)
-    ab = absorption if absorption is not None else AbsorptionState(AbsorptionParams())
+    ab = absorption if absorption is not None else AbsorptionState(AbsorptionRules())
     done = np.zeros((64, 8), dtype=np.int64)
     refill_ns = icebergs.refill_ns if icebergs is not None else 0
     rules = ab.params
@@ -622,11 +620,24 @@ def apply_records(state: BookState, iid: np.ndarray, oid: np.ndarray, price: np.
     return state, trade_bid, trade_ask, events[:n_events], plog[:n_log]
 
 
+def trade_slots(action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return each record's index among the batch's trades, and the trades' bid/ask arrays.
+
+    All int64: the index has shape (n,), bid/ask one entry per trade, ``UNDEF`` until the
+    loop writes a published quote.
+    """
+    tix = np.cumsum(action == 84) - 1
+    n_trades = int(tix[-1]) + 1 if len(tix) else 0
+    return (tix, np.full(n_trades, UNDEF, dtype=np.int64),
+            np.full(n_trades, UNDEF, dtype=np.int64))
+
+
 # --- absorption (rules: flows.absorption) --------------------------------------------------
 
 
-class AbsorptionParams(NamedTuple):
-    """Thresholds of an absorption event (:class:`flows.absorption.AbsorptionRules`)."""
+@dataclass(frozen=True, slots=True)
+class AbsorptionRules:
+    """Thresholds of an absorption event (the rules: :mod:`flows.absorption`)."""
 
     gap_ns: int = 5_000_000_000
     min_volume: int = 50
@@ -646,7 +657,7 @@ class AbsorptionState:
     absorbed, fills, emptied); ``done``: arrays of finished events (:data:`DONE_COLUMNS`).
     """
 
-    def __init__(self, params: AbsorptionParams) -> None:
+    def __init__(self, params: AbsorptionRules) -> None:
         self.params = params
         self.runs = _table(64, 8)
         self.count = np.zeros(1, dtype=np.int64)
